@@ -1,0 +1,16 @@
+//! The filetrail domain: what a connection, a drive and an inventory row are, the rules that
+//! decide what is monitored, and the discovery and indexing use cases written against small
+//! ports. Nothing here touches the network or AWS; adapters live in `filetrail-m365` and
+//! `filetrail-aws`, and tests of the rules need no server.
+
+pub mod budget;
+pub mod discover;
+pub mod error;
+pub mod index;
+pub mod jobs;
+pub mod memory;
+pub mod model;
+pub mod paths;
+pub mod ports;
+
+pub use error::{PortError, RetryClass};

@@ -1,0 +1,305 @@
+//! In-memory adapters of the storage and queue ports, for tests of the use cases and for
+//! dry runs. They keep the same contracts as the DynamoDB and SQS adapters (conditional
+//! checkpoint saves, idempotent inserts), so a use-case test here means the same thing there.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::error::PortError;
+use crate::jobs::{DiscoverJob, IndexJob};
+use crate::model::{
+    Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveRecord, DriveState, IndexProgress, InventoryRow,
+};
+use crate::ports::{DiscoverQueue, DiscoveryCheckpoint, IndexQueue, InventoryStore, PortResult, StateStore};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// State in memory.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    connections: Mutex<BTreeMap<String, Connection>>,
+    drives: Mutex<BTreeMap<String, DriveRecord>>,
+    without_drive: Mutex<BTreeMap<(String, String), (DirectoryUser, String)>>,
+    checkpoints: Mutex<HashMap<String, DiscoveryCheckpoint>>,
+}
+
+impl MemoryState {
+    pub fn all_drives(&self) -> Vec<DriveRecord> {
+        lock(&self.drives).values().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryState {
+    async fn connection(&self, id: &str) -> PortResult<Option<Connection>> {
+        Ok(lock(&self.connections).get(id).cloned())
+    }
+
+    async fn connections(&self) -> PortResult<Vec<Connection>> {
+        Ok(lock(&self.connections).values().cloned().collect())
+    }
+
+    async fn put_connection(&self, connection: &Connection) -> PortResult<()> {
+        lock(&self.connections).insert(connection.id.clone(), connection.clone());
+        Ok(())
+    }
+
+    async fn set_connection_error(&self, id: &str, error: Option<&ConnectionError>) -> PortResult<()> {
+        if let Some(c) = lock(&self.connections).get_mut(id) {
+            c.last_error = error.cloned();
+        }
+        Ok(())
+    }
+
+    async fn set_last_discovery(&self, id: &str, summary: &DiscoverySummary) -> PortResult<()> {
+        if let Some(c) = lock(&self.connections).get_mut(id) {
+            c.last_discovery = Some(summary.clone());
+        }
+        Ok(())
+    }
+
+    async fn drive(&self, drive_id: &str) -> PortResult<Option<DriveRecord>> {
+        Ok(lock(&self.drives).get(drive_id).cloned())
+    }
+
+    async fn drives(&self, drive_ids: &[String]) -> PortResult<Vec<DriveRecord>> {
+        let drives = lock(&self.drives);
+        Ok(drive_ids.iter().filter_map(|id| drives.get(id).cloned()).collect())
+    }
+
+    async fn insert_new_drives(&self, new: &[DriveRecord]) -> PortResult<Vec<String>> {
+        let mut drives = lock(&self.drives);
+        let mut inserted = Vec::new();
+        for d in new {
+            if !drives.contains_key(&d.drive_id) {
+                drives.insert(d.drive_id.clone(), d.clone());
+                inserted.push(d.drive_id.clone());
+            }
+        }
+        Ok(inserted)
+    }
+
+    async fn transition_drive(&self, drive_id: &str, from: DriveState, to: DriveState) -> PortResult<bool> {
+        match lock(&self.drives).get_mut(drive_id) {
+            Some(d) if d.state == from => {
+                d.state = to;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn save_index_progress(
+        &self,
+        drive_id: &str,
+        expected: &IndexProgress,
+        progress: &IndexProgress,
+        state: DriveState,
+    ) -> PortResult<bool> {
+        match lock(&self.drives).get_mut(drive_id) {
+            Some(d) if d.index.pages == expected.pages && d.index.generation == expected.generation => {
+                d.index = progress.clone();
+                d.state = state;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn set_drive_parked(&self, drive_id: &str, reason: Option<&str>) -> PortResult<()> {
+        if let Some(d) = lock(&self.drives).get_mut(drive_id) {
+            d.parked = reason.map(str::to_owned);
+        }
+        Ok(())
+    }
+
+    async fn drive_ids_in_state(
+        &self,
+        connection: &str,
+        state: DriveState,
+        cursor: Option<String>,
+    ) -> PortResult<(Vec<String>, Option<String>)> {
+        const PAGE: usize = 100;
+        let drives = lock(&self.drives);
+        let ids: Vec<String> = drives
+            .values()
+            .filter(|d| d.connection == connection && d.state == state)
+            .map(|d| d.drive_id.clone())
+            .filter(|id| cursor.as_ref().is_none_or(|c| id > c))
+            .take(PAGE + 1)
+            .collect();
+        if ids.len() > PAGE {
+            let page: Vec<String> = ids[..PAGE].to_vec();
+            let next = page.last().cloned();
+            Ok((page, next))
+        } else {
+            Ok((ids, None))
+        }
+    }
+
+    async fn count_drives(&self, connection: &str, state: DriveState) -> PortResult<u64> {
+        Ok(lock(&self.drives)
+            .values()
+            .filter(|d| d.connection == connection && d.state == state)
+            .count() as u64)
+    }
+
+    async fn record_users_without_drive(&self, connection: &str, users: &[(DirectoryUser, String)]) -> PortResult<()> {
+        let mut map = lock(&self.without_drive);
+        for (u, reason) in users {
+            map.insert((connection.to_owned(), u.id.clone()), (u.clone(), reason.clone()));
+        }
+        Ok(())
+    }
+
+    async fn clear_users_without_drive(&self, connection: &str, user_ids: &[String]) -> PortResult<()> {
+        let mut map = lock(&self.without_drive);
+        for id in user_ids {
+            map.remove(&(connection.to_owned(), id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn count_users_without_drive(&self, connection: &str) -> PortResult<u64> {
+        Ok(lock(&self.without_drive)
+            .keys()
+            .filter(|(c, _)| c == connection)
+            .count() as u64)
+    }
+
+    async fn discovery_checkpoint(&self, connection: &str) -> PortResult<Option<DiscoveryCheckpoint>> {
+        Ok(lock(&self.checkpoints).get(connection).cloned())
+    }
+
+    async fn save_discovery_checkpoint(
+        &self,
+        connection: &str,
+        checkpoint: Option<&DiscoveryCheckpoint>,
+    ) -> PortResult<()> {
+        let mut map = lock(&self.checkpoints);
+        match checkpoint {
+            Some(cp) => map.insert(connection.to_owned(), cp.clone()),
+            None => map.remove(connection),
+        };
+        Ok(())
+    }
+}
+
+/// Inventory in memory, counting writes like the DynamoDB adapter's batches would.
+#[derive(Debug, Default)]
+pub struct MemoryInventory {
+    rows: Mutex<BTreeMap<(String, String), InventoryRow>>,
+    puts: Mutex<u64>,
+}
+
+impl MemoryInventory {
+    pub fn rows(&self, drive_id: &str) -> Vec<InventoryRow> {
+        lock(&self.rows)
+            .values()
+            .filter(|r| r.drive_id == drive_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Row writes so far (each row counts once per write, overwrites included).
+    pub fn row_writes(&self) -> u64 {
+        *lock(&self.puts)
+    }
+}
+
+#[async_trait]
+impl InventoryStore for MemoryInventory {
+    async fn put_rows(&self, rows: &[InventoryRow]) -> PortResult<()> {
+        let mut map = lock(&self.rows);
+        for r in rows {
+            map.insert((r.drive_id.clone(), r.item_id.clone()), r.clone());
+        }
+        *lock(&self.puts) += rows.len() as u64;
+        Ok(())
+    }
+
+    async fn delete_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<()> {
+        let mut map = lock(&self.rows);
+        for id in item_ids {
+            map.remove(&(drive_id.to_owned(), id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn paths(&self, drive_id: &str, item_ids: &[String]) -> PortResult<Vec<(String, String)>> {
+        let map = lock(&self.rows);
+        Ok(item_ids
+            .iter()
+            .filter_map(|id| {
+                map.get(&(drive_id.to_owned(), id.clone()))
+                    .map(|r| (id.clone(), r.path.clone()))
+            })
+            .collect())
+    }
+
+    async fn delete_older_than(&self, drive_id: &str, generation: u64) -> PortResult<u64> {
+        let mut map = lock(&self.rows);
+        let before = map.len();
+        map.retain(|(d, _), r| d != drive_id || r.generation >= generation);
+        Ok((before - map.len()) as u64)
+    }
+}
+
+/// A queue in memory that can be told to fail.
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    index: Mutex<Vec<IndexJob>>,
+    discover: Mutex<Vec<DiscoverJob>>,
+    fail: Mutex<bool>,
+}
+
+impl MemoryQueue {
+    pub fn index_jobs(&self) -> Vec<IndexJob> {
+        lock(&self.index).clone()
+    }
+
+    pub fn take_index_jobs(&self) -> Vec<IndexJob> {
+        std::mem::take(&mut *lock(&self.index))
+    }
+
+    pub fn discover_jobs(&self) -> Vec<DiscoverJob> {
+        lock(&self.discover).clone()
+    }
+
+    /// Makes every following enqueue fail (a queue outage).
+    pub fn set_failing(&self, failing: bool) {
+        *lock(&self.fail) = failing;
+    }
+
+    fn check(&self) -> PortResult<()> {
+        if *lock(&self.fail) {
+            return Err(PortError::transient(
+                "QueueUnavailable",
+                "the queue is unavailable (injected)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IndexQueue for MemoryQueue {
+    async fn enqueue_index(&self, jobs: &[IndexJob]) -> PortResult<()> {
+        self.check()?;
+        lock(&self.index).extend_from_slice(jobs);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DiscoverQueue for MemoryQueue {
+    async fn enqueue_discover(&self, jobs: &[DiscoverJob]) -> PortResult<()> {
+        self.check()?;
+        lock(&self.discover).extend_from_slice(jobs);
+        Ok(())
+    }
+}

@@ -1,0 +1,298 @@
+//! The records filetrail keeps: connections, drives with their lifecycle, users without a
+//! OneDrive, and inventory rows.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A connection's short, human-chosen identifier (`contoso-cloud`), used in keys and on the CLI.
+pub type ConnectionId = String;
+
+/// What a connection monitors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionKind {
+    /// OneDrive for Business.
+    Cloud,
+    /// Office 365 mail.
+    Email,
+}
+
+/// Whether work may run for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionState {
+    #[default]
+    Active,
+    /// Stopped by an admin; history stays searchable.
+    Deauthorized,
+}
+
+/// A problem a person must fix, shown by `filetrail status` until it clears.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionError {
+    /// The service's error code (`invalid_client`, `AADSTS7000215`, `drive_cap_exceeded`…).
+    pub code: String,
+    pub message: String,
+    /// What to do about it, in one sentence a person can act on.
+    pub fix: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A registered Microsoft 365 tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub kind: ConnectionKind,
+    pub tenant_id: String,
+    pub client_id: String,
+    /// Secrets Manager name or ARN of the app credentials (never the secret itself).
+    pub secret_id: String,
+    /// Named cloud preset (`worldwide`, `gcc`, `gcc-high`, `dod`, `china`) or `custom`.
+    pub cloud: String,
+    /// Base URLs when `cloud` is `custom` (a simulator or a proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+    #[serde(default)]
+    pub trusted_domains: Vec<String>,
+    pub drive_cap: u64,
+    #[serde(default)]
+    pub state: ConnectionState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ConnectionError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_discovery: Option<DiscoverySummary>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Microsoft base URLs for one connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    /// Entra ID token authority, without the tenant (`https://login.microsoftonline.com`).
+    pub login: String,
+    /// Graph base including the version (`https://graph.microsoft.com/v1.0`).
+    pub graph: String,
+}
+
+/// The outcome of the last finished discovery run of a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoverySummary {
+    pub run_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub users_seen: u64,
+    pub drives_found: u64,
+    pub drives_new: u64,
+    pub users_without_drive: u64,
+}
+
+/// Where a drive is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum DriveState {
+    /// Recorded by discovery, its index job not yet confirmed enqueued.
+    Pending,
+    /// Its initial walk is queued or under way.
+    Indexing,
+    /// Its initial walk finished; incremental deltas from its stored delta link.
+    Indexed,
+    /// Left the monitored scope: no new work, history kept.
+    Unmonitored,
+}
+
+impl DriveState {
+    pub const ALL: [DriveState; 4] = [Self::Pending, Self::Indexing, Self::Indexed, Self::Unmonitored];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Indexing => "indexing",
+            Self::Indexed => "indexed",
+            Self::Unmonitored => "unmonitored",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Monitored drives are the ones filetrail keeps working on.
+    pub fn is_monitored(self) -> bool {
+        !matches!(self, Self::Unmonitored)
+    }
+}
+
+/// A person as Graph names them in an identity set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// One user's OneDrive as filetrail tracks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriveRecord {
+    pub connection: ConnectionId,
+    pub drive_id: String,
+    pub owner_id: String,
+    pub owner_upn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_url: Option<String>,
+    pub state: DriveState,
+    pub discovered_at: DateTime<Utc>,
+    #[serde(default)]
+    pub index: IndexProgress,
+    /// Set when work for this drive stopped on a connection problem (bad secret): the work is kept
+    /// here, not in a queue, and discovery re-enqueues it once the connection works again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<String>,
+}
+
+/// The indexing checkpoint and counters of one drive.
+///
+/// `next_link` is the delta page link to fetch next; it advances only after the page before it
+/// is committed to the inventory, so a crash re-reads at most one page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexProgress {
+    /// Increments each time a walk (re)starts from scratch; rows carry it so a resync can drop
+    /// the rows the new walk did not see.
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_link: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_link: Option<String>,
+    pub pages: u64,
+    pub items: u64,
+    pub files: u64,
+    pub folders: u64,
+    pub bytes: u64,
+    pub deleted: u64,
+    pub resyncs: u64,
+    /// True while the current walk is a full enumeration after a resync: when it completes, rows
+    /// of older generations (items the new walk no longer saw) are removed.
+    #[serde(default)]
+    pub reconcile: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// Why an inventory row has no MD5/SHA-256.
+pub const HASH_NOT_MODIFIED_SINCE_INITIAL_INDEXING: &str = "not modified since initial indexing";
+
+/// One item of a monitored drive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryRow {
+    pub drive_id: String,
+    pub item_id: String,
+    pub connection: ConnectionId,
+    pub name: String,
+    /// Path from the drive root, `/Documents/report.docx`; the root itself is `/`.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    pub is_folder: bool,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<UserRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_by: Option<UserRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Why the hashes are absent, when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_unavailable: Option<String>,
+    pub generation: u64,
+    pub indexed_at: DateTime<Utc>,
+}
+
+/// A user as the directory lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryUser {
+    pub id: String,
+    pub user_principal_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<String>,
+}
+
+/// A drive as Graph describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriveInfo {
+    pub id: String,
+    /// `business` for OneDrive for Business, `personal` for consumer OneDrive, `documentLibrary`
+    /// for SharePoint libraries (team sites, Teams, group libraries).
+    pub drive_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_url: Option<String>,
+}
+
+impl DriveInfo {
+    /// Only a user's own OneDrive for Business is monitored; SharePoint document libraries
+    /// (shared libraries, team sites) never are, whatever path led to them.
+    pub fn is_personal_onedrive(&self) -> bool {
+        self.drive_type.eq_ignore_ascii_case("business")
+    }
+}
+
+/// The answer to "where is this user's OneDrive?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriveLookup {
+    Found(DriveInfo),
+    /// The user has no provisioned OneDrive (unlicensed, never signed in). Not an error.
+    NoDrive {
+        reason: String,
+    },
+}
+
+/// One item from a delta page, already parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaItem {
+    pub id: String,
+    pub name: Option<String>,
+    pub parent_id: Option<String>,
+    pub is_root: bool,
+    pub is_folder: bool,
+    pub deleted: bool,
+    pub size: Option<u64>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub modified_at: Option<DateTime<Utc>>,
+    pub etag: Option<String>,
+    pub ctag: Option<String>,
+    pub created_by: Option<UserRef>,
+    pub modified_by: Option<UserRef>,
+    pub mime_type: Option<String>,
+}
+
+/// One page of a delta walk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaPage {
+    pub items: Vec<DeltaItem>,
+    pub next: DeltaNext,
+}
+
+/// Where a delta walk goes after a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeltaNext {
+    /// More pages: fetch this link next.
+    NextLink(String),
+    /// The walk is complete; store this link for the next incremental round.
+    DeltaLink(String),
+}

@@ -1,0 +1,155 @@
+//! The ports the use cases ask for. Each is small and named after a capability; adapters
+//! implement them over Microsoft Graph, DynamoDB and SQS, and tests over memory.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::PortError;
+use crate::jobs::{DiscoverJob, IndexJob};
+use crate::model::{
+    Connection, ConnectionError, DeltaPage, DirectoryUser, DiscoverySummary, DriveLookup, DriveRecord, DriveState,
+    InventoryRow,
+};
+
+pub type PortResult<T> = Result<T, PortError>;
+
+/// One page of the directory's users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsersPage {
+    pub users: Vec<DirectoryUser>,
+    /// The link to the next page, verbatim; `None` on the last page.
+    pub next_link: Option<String>,
+}
+
+/// The tenant's user directory.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Fetches a page of users: the first page when `link` is `None`, else the page behind a
+    /// `next_link` returned earlier (used verbatim, so a checkpointed link resumes exactly).
+    async fn users_page(&self, link: Option<&str>) -> PortResult<UsersPage>;
+}
+
+/// Finds users' OneDrives.
+#[async_trait]
+pub trait DriveFinder: Send + Sync {
+    /// Looks up the OneDrive of each user, in as few requests as the service allows. Returns one
+    /// answer per user, in the order given; retries throttled lookups itself, and fails as a whole
+    /// only when a lookup keeps failing.
+    async fn find_drives(&self, users: &[DirectoryUser]) -> PortResult<Vec<DriveLookup>>;
+}
+
+/// Graph delta over one drive.
+#[async_trait]
+pub trait DriveDelta: Send + Sync {
+    /// Fetches one page: the start of a full walk when `link` is `None`, else the page behind a
+    /// next link or delta link returned earlier. A token the service no longer accepts fails with
+    /// [`DeltaError::ResyncRequired`].
+    async fn delta_page(&self, drive_id: &str, link: Option<&str>) -> Result<DeltaPage, DeltaError>;
+}
+
+/// Why a delta page could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeltaError {
+    /// HTTP 410: the token expired. Restart from `restart_link` (from the `Location` header) or,
+    /// when absent, from the beginning, and reconcile.
+    #[error("delta token no longer valid ({code}); full resync required")]
+    ResyncRequired { code: String, restart_link: Option<String> },
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Connections and their drives, users without a drive, and run checkpoints.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn connection(&self, id: &str) -> PortResult<Option<Connection>>;
+    async fn connections(&self) -> PortResult<Vec<Connection>>;
+    async fn put_connection(&self, connection: &Connection) -> PortResult<()>;
+    /// Records (or clears, with `None`) the problem shown on the connection's status.
+    async fn set_connection_error(&self, id: &str, error: Option<&ConnectionError>) -> PortResult<()>;
+    async fn set_last_discovery(&self, id: &str, summary: &DiscoverySummary) -> PortResult<()>;
+
+    async fn drive(&self, drive_id: &str) -> PortResult<Option<DriveRecord>>;
+    /// Reads many drives at once; missing ones are simply absent from the result.
+    async fn drives(&self, drive_ids: &[String]) -> PortResult<Vec<DriveRecord>>;
+    /// Inserts drives that are not known yet, leaving known ones untouched. Returns the ids that
+    /// were inserted. Idempotent: a repeated call inserts nothing.
+    async fn insert_new_drives(&self, drives: &[DriveRecord]) -> PortResult<Vec<String>>;
+    /// Moves a drive from `from` to `to`; returns false (and changes nothing) if it was not in
+    /// `from`.
+    async fn transition_drive(&self, drive_id: &str, from: DriveState, to: DriveState) -> PortResult<bool>;
+    /// Stores a drive's index progress, only if its stored `pages` and `generation` still equal
+    /// `expected` (optimistic concurrency: a redelivered or concurrent worker cannot move the
+    /// checkpoint backwards). Returns false when the condition failed.
+    async fn save_index_progress(
+        &self,
+        drive_id: &str,
+        expected: &crate::model::IndexProgress,
+        progress: &crate::model::IndexProgress,
+        state: DriveState,
+    ) -> PortResult<bool>;
+    /// Parks (or unparks, with `None`) a drive's work on a connection problem.
+    async fn set_drive_parked(&self, drive_id: &str, reason: Option<&str>) -> PortResult<()>;
+    /// Ids of a connection's drives in a state, one page at a time (`cursor` from the previous
+    /// call).
+    async fn drive_ids_in_state(
+        &self,
+        connection: &str,
+        state: DriveState,
+        cursor: Option<String>,
+    ) -> PortResult<(Vec<String>, Option<String>)>;
+    async fn count_drives(&self, connection: &str, state: DriveState) -> PortResult<u64>;
+
+    /// Records users who have no OneDrive (idempotent), so status can count them.
+    async fn record_users_without_drive(&self, connection: &str, users: &[(DirectoryUser, String)]) -> PortResult<()>;
+    /// Removes the "no OneDrive" mark of users whose drive now exists.
+    async fn clear_users_without_drive(&self, connection: &str, user_ids: &[String]) -> PortResult<()>;
+    async fn count_users_without_drive(&self, connection: &str) -> PortResult<u64>;
+
+    async fn discovery_checkpoint(&self, connection: &str) -> PortResult<Option<DiscoveryCheckpoint>>;
+    /// Saves the run checkpoint; `None` closes the run.
+    async fn save_discovery_checkpoint(
+        &self,
+        connection: &str,
+        checkpoint: Option<&DiscoveryCheckpoint>,
+    ) -> PortResult<()>;
+}
+
+/// An open discovery run: where to continue and what it has seen so far.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiscoveryCheckpoint {
+    pub run_id: String,
+    pub started_at: DateTime<Utc>,
+    /// The users page to read next (verbatim Graph link); `None` before the first page.
+    pub next_link: Option<String>,
+    pub pages: u64,
+    pub users_seen: u64,
+    pub drives_found: u64,
+    pub drives_new: u64,
+    pub users_without_drive: u64,
+}
+
+/// The inventory table.
+#[async_trait]
+pub trait InventoryStore: Send + Sync {
+    /// Writes rows (upsert by drive + item). Idempotent.
+    async fn put_rows(&self, rows: &[InventoryRow]) -> PortResult<()>;
+    /// Deletes rows by item id (missing ones are fine).
+    async fn delete_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<()>;
+    /// Paths of the given items where they are known (folders seen on earlier pages).
+    async fn paths(&self, drive_id: &str, item_ids: &[String]) -> PortResult<Vec<(String, String)>>;
+    /// Deletes the rows of a drive whose generation is older than `generation`; returns how many.
+    async fn delete_older_than(&self, drive_id: &str, generation: u64) -> PortResult<u64>;
+}
+
+/// Queues work for the index-drive function.
+#[async_trait]
+pub trait IndexQueue: Send + Sync {
+    /// Enqueues the jobs (in batches as the queue allows). All-or-error.
+    async fn enqueue_index(&self, jobs: &[IndexJob]) -> PortResult<()>;
+}
+
+/// Queues work for the discover function.
+#[async_trait]
+pub trait DiscoverQueue: Send + Sync {
+    async fn enqueue_discover(&self, jobs: &[DiscoverJob]) -> PortResult<()>;
+}
