@@ -1,1 +1,24 @@
-//! placeholder
+//! Microsoft 365 clients for filetrail: Entra ID app-only tokens, Microsoft Graph (users, users'
+//! OneDrives through `$batch`, driveItem delta), all behind one throttling and retry policy.
+//!
+//! Wiring: build one [`reqwest::Client`] per process with [`http_client`], then per connection a
+//! [`GraphClient`] (with [`GraphClient::connect`], or [`GraphClient::new`] around a shared
+//! [`TokenProvider`]). `GraphClient` implements the core ports
+//! [`filetrail_core::ports::Directory`], [`filetrail_core::ports::DriveFinder`] and
+//! [`filetrail_core::ports::DriveDelta`]; every error converts into a
+//! [`filetrail_core::PortError`] with its retry class, code and fix.
+
+pub mod cloud;
+pub mod error;
+pub mod graph;
+pub mod http;
+mod ports;
+pub mod retry;
+pub mod token;
+
+pub use cloud::{CLOUD_PRESETS, Cloud};
+pub use error::{AuthError, AuthFailure, ErrorBody, M365Error, ServiceError, ServiceErrorKind, TransportKind};
+pub use graph::{BATCH_MAX_REQUESTS, GraphClient};
+pub use http::{HttpTimeouts, USER_AGENT, http_client};
+pub use retry::{RequestStats, RetryPolicy, parse_retry_after};
+pub use token::{AccessToken, ClientSecret, Credentials, TokenProvider};
