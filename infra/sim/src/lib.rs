@@ -1,1 +1,349 @@
-//! placeholder
+//! # m365-sim
+//!
+//! A Microsoft 365 tenant simulator over real HTTP. It stands in for Entra ID (client-credentials
+//! token endpoint) and Microsoft Graph (users, drives, driveItems, delta, `$batch`) in tests, the
+//! local demo and benchmarks, and behaves like the *documented* service, quirks included: 404/400
+//! shapes for users without a OneDrive, shuffled `$batch` responses with inner 429s, delta items
+//! without `parentReference.path` or `cTag`, repeated delta items, 410 resync with a `Location`
+//! header, fractional `Retry-After`, dropped connections.
+//!
+//! The tenant is generated deterministically from a seed and *lazily*: nothing per user or per
+//! file is stored (ids encode their index), so a million-user tenant starts instantly and costs
+//! little memory. [`SimConfig::tenant`] gives the ground truth without any HTTP.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let sim = m365_sim::spawn(m365_sim::SimConfig { users: 50, ..Default::default() }).await?;
+//! let token_url = format!("{}/{}/oauth2/v2.0/token", sim.login_url(), sim.tenant_id());
+//! let users_url = format!("{}/users", sim.graph_url());
+//! # let _ = (token_url, users_url);
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Module map: [`config`] (settings), `tenant` (generation), `auth` (token endpoint),
+//! `graph` (routes, delta, batch), `faults`, [`stats`], `changes` (drive change log).
+
+mod auth;
+mod changes;
+pub mod config;
+mod faults;
+mod graph;
+mod prng;
+mod server;
+pub mod stats;
+mod tenant;
+mod tree_cache;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use changes::DriveChange;
+pub use config::{FaultConfig, FilesPerDrive, SimConfig};
+pub use stats::{FaultStats, Stats};
+pub use tenant::{DriveItems, NoDriveReason, SimDrive, SimIdentity, SimItem, SimUser, Tenant};
+
+use changes::Entry;
+use server::{Conn, SimListener, SimState};
+
+impl SimConfig {
+    /// The tenant this configuration generates: the ground truth tests compare against,
+    /// computed without HTTP (and identical to what a server spawned from it serves).
+    #[must_use]
+    pub fn tenant(&self) -> Tenant {
+        Tenant::new(self)
+    }
+}
+
+/// Errors of the mutation hooks.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SimError {
+    /// The drive id designates no drive of this tenant.
+    #[error("unknown drive id '{0}'")]
+    UnknownDrive(String),
+    /// The item id is not an item id of this drive.
+    #[error("item id '{item}' does not belong to drive '{drive}'")]
+    ForeignItem {
+        /// The drive.
+        drive: String,
+        /// The item.
+        item: String,
+    },
+    /// The item does not exist (or is already deleted).
+    #[error("no item '{0}' to delete")]
+    NoSuchItem(String),
+}
+
+/// A running simulator. Dropping it stops the server (like [`SimHandle::shutdown`], without
+/// waiting).
+#[derive(Debug)]
+pub struct SimHandle {
+    state: Arc<SimState>,
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Binds `127.0.0.1:{config.port}` (0 = any free port) and serves the tenant in the background
+/// until the handle is shut down or dropped. Fails if the configuration is invalid (the message
+/// names the setting) or the port cannot be bound.
+pub async fn spawn(config: SimConfig) -> anyhow::Result<SimHandle> {
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid m365-sim configuration: {e}"))?;
+    let listener = TcpListener::bind(("127.0.0.1", config.port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{}", config.port))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let state = Arc::new(SimState::new(&config, format!("http://{addr}")));
+    let app = server::router(Arc::clone(&state)).into_make_service_with_connect_info::<Conn>();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(SimListener::new(listener), app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "m365-sim server stopped with an error");
+        }
+    });
+    tracing::info!(%addr, users = config.users, seed = config.seed, "m365-sim listening");
+    Ok(SimHandle {
+        state,
+        addr,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+/// A cheap, cloneable remote control of a running simulator, for callbacks and other tasks that
+/// cannot borrow the [`SimHandle`].
+#[derive(Clone)]
+pub struct SimControl {
+    state: Arc<SimState>,
+}
+
+impl SimControl {
+    /// See [`SimHandle::expire_tokens`].
+    pub fn expire_tokens(&self) {
+        self.state.auth.expire_all();
+    }
+
+    /// See [`SimHandle::stats`].
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.state.counters.snapshot()
+    }
+}
+
+impl SimHandle {
+    /// A cloneable remote control of this simulator.
+    #[must_use]
+    pub fn control(&self) -> SimControl {
+        SimControl {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    #[must_use]
+    pub fn base_url(&self) -> String {
+        self.state.base_url.clone()
+    }
+
+    /// The login (Entra) base URL: the same as [`Self::base_url`]; tokens are at
+    /// `{login_url}/{tenant}/oauth2/v2.0/token`.
+    #[must_use]
+    pub fn login_url(&self) -> String {
+        self.state.base_url.clone()
+    }
+
+    /// The Graph base URL, `{base_url}/v1.0`.
+    #[must_use]
+    pub fn graph_url(&self) -> String {
+        self.state.graph_url.clone()
+    }
+
+    /// The URL of the `GET /users` page that starts at user `start` with page size `top` —
+    /// what an `@odata.nextLink` would hold. For tests and benchmarks that must jump into the
+    /// middle of a listing (e.g. the last page of a million users); clients follow the links.
+    #[must_use]
+    pub fn users_page_url(&self, start: u64, top: u64) -> String {
+        graph::users::page_link(&self.state, start, top, None)
+    }
+
+    /// The bound socket address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The directory (tenant) id.
+    #[must_use]
+    pub fn tenant_id(&self) -> &str {
+        self.state.tenant.tenant_id()
+    }
+
+    /// The registered application's client id.
+    #[must_use]
+    pub fn client_id(&self) -> &str {
+        &self.state.auth.client_id
+    }
+
+    /// The registered application's client secret.
+    #[must_use]
+    pub fn client_secret(&self) -> &str {
+        &self.state.auth.client_secret
+    }
+
+    /// The served tenant (ground truth).
+    #[must_use]
+    pub fn tenant(&self) -> &Tenant {
+        &self.state.tenant
+    }
+
+    /// A snapshot of the request and fault counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.state.counters.snapshot()
+    }
+
+    /// Sets every counter back to zero.
+    pub fn reset_stats(&self) {
+        self.state.counters.reset();
+    }
+
+    /// The fault configuration in force.
+    #[must_use]
+    pub fn faults(&self) -> FaultConfig {
+        self.state.fault_config()
+    }
+
+    /// Replaces the fault configuration; an invalid one is refused with the reason.
+    pub fn try_set_faults(&self, faults: FaultConfig) -> Result<(), String> {
+        self.state.set_fault_config(faults)
+    }
+
+    /// Replaces the fault configuration. An invalid one (a rate outside 0..=1, rates summing
+    /// over 1, a reversed `Retry-After` range) is logged and ignored; use
+    /// [`Self::try_set_faults`] to get the reason.
+    pub fn set_faults(&self, faults: FaultConfig) {
+        if let Err(e) = self.try_set_faults(faults) {
+            tracing::error!(error = %e, "m365-sim: invalid fault configuration ignored");
+        }
+    }
+
+    /// Invalidates every access token issued so far (they then get 401
+    /// `InvalidAuthenticationToken`); new tokens work.
+    pub fn expire_tokens(&self) {
+        self.state.auth.expire_all();
+    }
+
+    /// Makes every delta token (nextLink or deltaLink) issued so far for this drive answer
+    /// 410 Gone. Returns `false` for an unknown drive id.
+    pub fn invalidate_delta_tokens(&self, drive_id: &str) -> bool {
+        match self.state.tenant.decode_drive_id(drive_id) {
+            Some(d) => {
+                self.state.drives.invalidate(d.key());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The drive's state version: how many changes were applied through
+    /// [`Self::apply_drive_change`]. A deltaLink issued at version `v` reports the changes
+    /// after `v`.
+    #[must_use]
+    pub fn drive_version(&self, drive_id: &str) -> Option<u64> {
+        let d = self.state.tenant.decode_drive_id(drive_id)?;
+        Some(self.state.drives.version(d.key()))
+    }
+
+    /// A fresh item id for a new item in this drive (never used by a generated item).
+    pub fn allocate_item_id(&self, drive_id: &str) -> Result<String, SimError> {
+        let tenant = &self.state.tenant;
+        let d = tenant
+            .decode_drive_id(drive_id)
+            .ok_or_else(|| SimError::UnknownDrive(drive_id.to_owned()))?;
+        let generated = tenant.drive_item_count(drive_id);
+        let ordinal = self.state.drives.allocate(d.key(), generated);
+        Ok(tenant.item_id(d, ordinal))
+    }
+
+    /// The current state of an item (generated base with applied changes); `None` if it does
+    /// not exist or was deleted.
+    #[must_use]
+    pub fn current_item(&self, drive_id: &str, item_id: &str) -> Option<SimItem> {
+        let tenant = &self.state.tenant;
+        let d = tenant.decode_drive_id(drive_id)?;
+        let ordinal = tenant.decode_item_id(d, item_id)?;
+        match self.state.drives.latest(d.key(), item_id) {
+            Some(Entry::Present(item)) => Some(*item),
+            Some(Entry::Deleted { .. }) => None,
+            None => (ordinal < tenant.drive_item_count(drive_id))
+                .then(|| tenant.drive_item(drive_id, item_id))
+                .flatten(),
+        }
+    }
+
+    /// Appends a change to the drive's change log: it shows up in item reads and in delta
+    /// rounds from tokens issued before it. Returns the new drive version. The hook for
+    /// activity injection; it checks ids, not tree consistency.
+    pub fn apply_drive_change(&self, drive_id: &str, change: DriveChange) -> Result<u64, SimError> {
+        let tenant = &self.state.tenant;
+        let d = tenant
+            .decode_drive_id(drive_id)
+            .ok_or_else(|| SimError::UnknownDrive(drive_id.to_owned()))?;
+        let entry = match change {
+            DriveChange::Upsert(item) => {
+                if tenant.decode_item_id(d, &item.id).is_none() {
+                    return Err(SimError::ForeignItem {
+                        drive: drive_id.to_owned(),
+                        item: item.id,
+                    });
+                }
+                Entry::Present(item)
+            }
+            DriveChange::Delete { item_id } => {
+                let current = self
+                    .current_item(drive_id, &item_id)
+                    .ok_or_else(|| SimError::NoSuchItem(item_id.clone()))?;
+                Entry::Deleted {
+                    id: current.id,
+                    parent_id: current.parent_id,
+                    is_folder: current.is_folder,
+                    at: chrono::Utc::now(),
+                }
+            }
+        };
+        Ok(self.state.drives.append(d.key(), entry))
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to 5 s) and returns.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                tracing::warn!("m365-sim: connections still open after 5 s; abandoning them");
+            }
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,647 @@
+//! The Entra ID token endpoint (client credentials) and bearer-token validation for Graph.
+//!
+//! Tokens are JWT-shaped (`header.claims.signature`, base64url) with realistic app-only claims
+//! (`aud`, `tid`, `appid`, `roles`, `exp`), signed with SipHash under a per-server key. Clients must
+//! treat them as opaque, as they must with Entra's. A token is valid while its millisecond expiry
+//! is in the future and its *generation* equals the server's: [`TokenAuthority::expire_all`] bumps
+//! the generation, invalidating every token issued so far.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+
+use crate::prng::{guid, hash3, siphash24, tag};
+use crate::server::SimState;
+use crate::stats::Kind;
+
+/// Graph's App ID URI; scope `https://graph.microsoft.com/.default` (FACTS.md §1).
+pub(crate) const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
+/// Graph's well-known application id, also accepted as a scope prefix.
+const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+/// Management Activity API resource; scope `https://manage.office.com/.default` (FACTS.md §1).
+pub(crate) const MANAGE_RESOURCE: &str = "https://manage.office.com";
+/// The Management API's application id, also accepted as a scope prefix.
+const MANAGE_APP_ID: &str = "c5393580-f805-4401-95e8-94b7a6ef2fc2";
+
+const K_TOKEN_KEY: u64 = tag(b"token-key");
+const K_TRACE: u64 = tag(b"trace");
+
+/// Which API a token is for (its audience).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resource {
+    Graph,
+    Manage,
+}
+
+impl Resource {
+    fn audience(self) -> &'static str {
+        match self {
+            Self::Graph => GRAPH_RESOURCE,
+            Self::Manage => MANAGE_RESOURCE,
+        }
+    }
+
+    /// Application roles an admin-consented filetrail app holds (FACTS.md §1 "Permissions").
+    fn roles(self) -> &'static [&'static str] {
+        match self {
+            Self::Graph => &[
+                "User.Read.All",
+                "GroupMember.Read.All",
+                "Files.Read.All",
+                "Sites.Read.All",
+                "Mail.Read",
+            ],
+            Self::Manage => &["ActivityFeed.Read"],
+        }
+    }
+
+    /// Parses one v2 scope value (`<resource>/.default`, case-insensitive host).
+    fn from_scope(scope: &str) -> Option<Self> {
+        let lower = scope.to_ascii_lowercase();
+        let base = lower.strip_suffix("/.default")?;
+        let base = base.trim_end_matches('/');
+        match base {
+            GRAPH_RESOURCE | GRAPH_APP_ID => Some(Self::Graph),
+            MANAGE_RESOURCE | MANAGE_APP_ID => Some(Self::Manage),
+            _ => None,
+        }
+    }
+
+    /// Parses a v1 `resource` value.
+    fn from_resource(resource: &str) -> Option<Self> {
+        match resource.to_ascii_lowercase().trim_end_matches('/') {
+            GRAPH_RESOURCE | GRAPH_APP_ID => Some(Self::Graph),
+            MANAGE_RESOURCE | MANAGE_APP_ID => Some(Self::Manage),
+            _ => None,
+        }
+    }
+}
+
+/// Why a bearer token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthFailure {
+    /// No `Authorization: Bearer` header, or an empty token.
+    Missing,
+    /// Not a token this server could have issued.
+    Malformed,
+    /// Signature does not verify.
+    BadSignature,
+    /// Past its expiry, or issued before [`TokenAuthority::expire_all`].
+    Expired,
+    /// Issued for another resource.
+    WrongAudience,
+}
+
+impl AuthFailure {
+    /// Graph's 401 message for each case. The code is always `InvalidAuthenticationToken`.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Self::Missing => "Access token is empty.",
+            Self::Malformed => "CompactToken parsing failed with error code: 80049217",
+            Self::BadSignature => "Access token validation failure.",
+            Self::Expired => "Access token has expired or is not yet valid.",
+            Self::WrongAudience => "Access token validation failure. Invalid audience.",
+        }
+    }
+}
+
+/// Issues and validates tokens for the one registered application.
+#[derive(Debug)]
+pub(crate) struct TokenAuthority {
+    k0: u64,
+    k1: u64,
+    generation: AtomicU64,
+    nonce: AtomicU64,
+    lifetime: Duration,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    pub(crate) tenant_id: String,
+    domain: String,
+    service_principal_id: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl TokenAuthority {
+    pub(crate) fn new(
+        seed: u64,
+        lifetime: Duration,
+        client_id: String,
+        client_secret: String,
+        tenant_id: String,
+        domain: String,
+    ) -> Self {
+        let secret_hash = siphash24(seed, 0, client_secret.as_bytes());
+        Self {
+            k0: hash3(seed, K_TOKEN_KEY, secret_hash),
+            k1: hash3(seed, K_TOKEN_KEY, !secret_hash),
+            generation: AtomicU64::new(0),
+            nonce: AtomicU64::new(0),
+            lifetime,
+            service_principal_id: guid(hash3(seed, K_TOKEN_KEY, 1), hash3(seed, K_TOKEN_KEY, 2)),
+            client_id,
+            client_secret,
+            tenant_id,
+            domain,
+        }
+    }
+
+    /// Access-token lifetime in whole seconds (at least 1), as sent in `expires_in`.
+    pub(crate) fn lifetime_secs(&self) -> u64 {
+        self.lifetime.as_secs().max(1)
+    }
+
+    /// Invalidates every token issued so far.
+    pub(crate) fn expire_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn sign(&self, input: &[u8]) -> String {
+        let mut sig = [0u8; 16];
+        sig[..8].copy_from_slice(&siphash24(self.k0, self.k1, input).to_le_bytes());
+        sig[8..].copy_from_slice(&siphash24(self.k1, self.k0, input).to_le_bytes());
+        URL_SAFE_NO_PAD.encode(sig)
+    }
+
+    /// Issues a token for `resource`; returns it with its absolute expiry (Unix seconds).
+    pub(crate) fn issue(&self, resource: Resource) -> (String, u64) {
+        let now = now_ms();
+        let exp_ms = now + self.lifetime.as_millis() as u64;
+        let iat = now / 1000;
+        let header = json!({"typ": "JWT", "alg": "SIM-SIPHASH", "kid": "m365-sim"});
+        let claims = json!({
+            "aud": resource.audience(),
+            "iss": format!("https://sts.windows.net/{}/", self.tenant_id),
+            "iat": iat,
+            "nbf": iat,
+            "exp": exp_ms.div_ceil(1000),
+            "app_displayname": "filetrail",
+            "appid": self.client_id,
+            "appidacr": "1",
+            "idp": format!("https://sts.windows.net/{}/", self.tenant_id),
+            "idtyp": "app",
+            "oid": self.service_principal_id,
+            "roles": resource.roles(),
+            "sub": self.service_principal_id,
+            "tid": self.tenant_id,
+            "uti": URL_SAFE_NO_PAD.encode(self.nonce.fetch_add(1, Ordering::Relaxed).to_le_bytes()),
+            "ver": "1.0",
+            "sim_gen": self.generation.load(Ordering::SeqCst),
+            "sim_exp_ms": exp_ms,
+        });
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = self.sign(input.as_bytes());
+        (format!("{input}.{sig}"), exp_ms.div_ceil(1000))
+    }
+
+    /// Validates the `Authorization` header of a request for `resource`.
+    pub(crate) fn check(&self, headers: &HeaderMap, resource: Resource) -> Result<(), AuthFailure> {
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim();
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ if value.is_empty() => return Err(AuthFailure::Missing),
+            _ => return Err(AuthFailure::Malformed),
+        };
+        if token.is_empty() {
+            return Err(AuthFailure::Missing);
+        }
+        let (input, sig) = token.rsplit_once('.').ok_or(AuthFailure::Malformed)?;
+        let (_, claims) = input.split_once('.').ok_or(AuthFailure::Malformed)?;
+        if self.sign(input.as_bytes()) != sig {
+            return Err(AuthFailure::BadSignature);
+        }
+        let claims: Value = URL_SAFE_NO_PAD
+            .decode(claims)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(AuthFailure::Malformed)?;
+        let generation = claims["sim_gen"].as_u64().ok_or(AuthFailure::Malformed)?;
+        let exp_ms = claims["sim_exp_ms"].as_u64().ok_or(AuthFailure::Malformed)?;
+        if generation != self.generation.load(Ordering::SeqCst) || exp_ms <= now_ms() {
+            return Err(AuthFailure::Expired);
+        }
+        if claims["aud"].as_str() != Some(resource.audience()) {
+            return Err(AuthFailure::WrongAudience);
+        }
+        Ok(())
+    }
+
+    fn tenant_matches(&self, tenant: &str) -> bool {
+        tenant.eq_ignore_ascii_case(&self.tenant_id) || tenant.eq_ignore_ascii_case(&self.domain)
+    }
+}
+
+/// An Entra error (`AADSTS…`), rendered in the documented shape (FACTS.md §1,
+/// samples/aad-token-error-invalid-scope.json).
+struct EntraError {
+    status: StatusCode,
+    error: &'static str,
+    code: u32,
+    description: String,
+}
+
+impl EntraError {
+    fn new(status: StatusCode, error: &'static str, code: u32, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            code,
+            description: description.into(),
+        }
+    }
+
+    fn render(self, state: &SimState, correlation: Option<&str>) -> Response {
+        let n = state.next_request_number();
+        let seed = state.tenant.seed();
+        let trace_id = guid(hash3(seed, K_TRACE, n), hash3(seed, K_TRACE, !n));
+        let correlation_id = correlation
+            .map(str::to_owned)
+            .unwrap_or_else(|| guid(hash3(seed, K_TRACE, n ^ 0x5555), hash3(seed, K_TRACE, n ^ 0xAAAA)));
+        let timestamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
+        let body = json!({
+            "error": self.error,
+            "error_description": format!(
+                "AADSTS{}: {}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}",
+                self.code, self.description
+            ),
+            "error_codes": [self.code],
+            "timestamp": timestamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+            "error_uri": format!("https://login.microsoftonline.com/error?code={}", self.code),
+        });
+        token_response(self.status, &body, Some(&trace_id))
+    }
+}
+
+fn token_response(status: StatusCode, body: &Value, trace_id: Option<&str>) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if let Some(id) = trace_id.and_then(|t| HeaderValue::from_str(t).ok()) {
+        h.insert("x-ms-request-id", id);
+    }
+    resp
+}
+
+/// The parsed token request: form fields, with client credentials possibly from Basic auth.
+struct TokenRequest {
+    fields: Vec<(String, String)>,
+}
+
+impl TokenRequest {
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Self {
+        let mut fields: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+        // RFC 6749 §2.3.1: client_id:client_secret, each form-urlencoded, in HTTP Basic.
+        let basic = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+            .and_then(|b| STANDARD.decode(b.trim()).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        if let Some((id, secret)) = basic.as_deref().and_then(|s| s.split_once(':')) {
+            let decode = |s: &str| {
+                url::form_urlencoded::parse(format!("v={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            if !fields.iter().any(|(k, _)| k == "client_id") {
+                fields.push(("client_id".into(), decode(id)));
+            }
+            if !fields.iter().any(|(k, _)| k == "client_secret") {
+                fields.push(("client_secret".into(), decode(secret)));
+            }
+        }
+        Self { fields }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+fn missing(param: &str) -> EntraError {
+    EntraError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        900_144,
+        format!("The request body must contain the following parameter: '{param}'."),
+    )
+}
+
+/// The tenant in the URL must be the simulated tenant's id or initial domain (AADSTS90002).
+fn check_tenant(auth: &TokenAuthority, tenant: &str) -> Result<(), EntraError> {
+    if !auth.tenant_matches(tenant) {
+        return Err(EntraError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90_002,
+            format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks tenant, grant type and client credentials — common to v1 and v2.
+fn authenticate_client(auth: &TokenAuthority, tenant: &str, req: &TokenRequest) -> Result<(), EntraError> {
+    check_tenant(auth, tenant)?;
+    match req.get("grant_type") {
+        None => return Err(missing("grant_type")),
+        Some("client_credentials") => {}
+        Some(other) => {
+            return Err(EntraError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                70_003,
+                format!("The app requested an unsupported grant type '{other}'."),
+            ));
+        }
+    }
+    let client_id = req.get("client_id").ok_or_else(|| missing("client_id"))?;
+    if !client_id.eq_ignore_ascii_case(&auth.client_id) {
+        return Err(EntraError::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700_016,
+            format!(
+                "Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
+                auth.domain
+            ),
+        ));
+    }
+    match (req.get("client_secret"), req.get("client_assertion")) {
+        (None, None) => Err(EntraError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7_000_218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        )),
+        (None, Some(_)) => Err(EntraError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700_027,
+            "Client assertion failed signature validation. (m365-sim registers a client secret only.)",
+        )),
+        (Some(secret), _) if secret != auth.client_secret => Err(EntraError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7_000_215,
+            format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                auth.client_id
+            ),
+        )),
+        (Some(_), _) => Ok(()),
+    }
+}
+
+/// Resolves the v2 `scope` parameter to exactly one resource.
+fn scope_resource(req: &TokenRequest) -> Result<Resource, EntraError> {
+    let Some(scope) = req.get("scope") else {
+        return Err(EntraError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            70_011,
+            "The provided request must include a 'scope' input parameter.",
+        ));
+    };
+    let mut resource = None;
+    for s in scope.split_whitespace() {
+        let Some(r) = Resource::from_scope(s) else {
+            return Err(EntraError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                70_011,
+                format!(
+                    "The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
+                ),
+            ));
+        };
+        match resource {
+            Some(prev) if prev != r => {
+                // FACTS.md §1: one resource per token request.
+                return Err(EntraError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    700_022,
+                    format!(
+                        "The provided value for the input parameter scope is not valid because it contains more than one resource. Scope {scope} is not valid."
+                    ),
+                ));
+            }
+            _ => resource = Some(r),
+        }
+    }
+    resource.ok_or_else(|| {
+        EntraError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            70_011,
+            "The provided request must include a 'scope' input parameter.",
+        )
+    })
+}
+
+fn correlation(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("client-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `POST /{tenant}/oauth2/v2.0/token` — the v2 client-credentials grant (FACTS.md §1).
+pub(crate) async fn token_v2(
+    State(state): State<Arc<SimState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.count_http(Kind::Token);
+    let req = TokenRequest::parse(&headers, &body);
+    let corr = correlation(&headers);
+    if let Err(e) = check_tenant(&state.auth, &tenant) {
+        return e.render(&state, corr.as_deref());
+    }
+    if req.get("resource").is_some() {
+        // FACTS.md §1: the v2 endpoint rejects the legacy parameter (AADSTS901002).
+        return EntraError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            901_002,
+            "The 'resource' request parameter is not supported.",
+        )
+        .render(&state, corr.as_deref());
+    }
+    let resource = authenticate_client(&state.auth, &tenant, &req).and_then(|()| scope_resource(&req));
+    match resource {
+        Err(e) => e.render(&state, corr.as_deref()),
+        Ok(resource) => {
+            let (token, _) = state.auth.issue(resource);
+            let lifetime = state.auth.lifetime_secs();
+            let body = json!({
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": token,
+            });
+            token_response(StatusCode::OK, &body, None)
+        }
+    }
+}
+
+/// `POST /{tenant}/oauth2/token` — the v1 endpoint the Management API docs still show, with
+/// `resource=` and numbers sent as JSON strings (FACTS.md §1,
+/// samples/mgmt-token-response-v1-client-credentials.json).
+pub(crate) async fn token_v1(
+    State(state): State<Arc<SimState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.count_http(Kind::Token);
+    let req = TokenRequest::parse(&headers, &body);
+    let corr = correlation(&headers);
+    if let Err(e) = authenticate_client(&state.auth, &tenant, &req) {
+        return e.render(&state, corr.as_deref());
+    }
+    let Some(resource_param) = req.get("resource") else {
+        return missing("resource").render(&state, corr.as_deref());
+    };
+    let Some(resource) = Resource::from_resource(resource_param) else {
+        return EntraError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_resource",
+            500_011,
+            format!(
+                "The resource principal named {resource_param} was not found in the tenant named {}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.",
+                state.auth.domain
+            ),
+        )
+        .render(&state, corr.as_deref());
+    };
+    let (token, expires_on) = state.auth.issue(resource);
+    let lifetime = state.auth.lifetime_secs();
+    let not_before = expires_on.saturating_sub(lifetime);
+    let body = json!({
+        "token_type": "Bearer",
+        "expires_in": lifetime.to_string(),
+        "ext_expires_in": lifetime.to_string(),
+        "expires_on": expires_on.to_string(),
+        "not_before": not_before.to_string(),
+        "resource": resource.audience(),
+        "access_token": token,
+    });
+    token_response(StatusCode::OK, &body, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authority(lifetime: Duration) -> TokenAuthority {
+        TokenAuthority::new(
+            1,
+            lifetime,
+            "cid".into(),
+            "secret".into(),
+            "tid".into(),
+            "contoso.onmicrosoft.com".into(),
+        )
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn issued_token_validates_for_its_resource_only() {
+        let a = authority(Duration::from_secs(60));
+        let (t, _) = a.issue(Resource::Graph);
+        assert_eq!(a.check(&bearer(&t), Resource::Graph), Ok(()));
+        assert_eq!(a.check(&bearer(&t), Resource::Manage), Err(AuthFailure::WrongAudience));
+    }
+
+    #[test]
+    fn expire_all_invalidates_earlier_tokens_only() {
+        let a = authority(Duration::from_secs(60));
+        let (old, _) = a.issue(Resource::Graph);
+        a.expire_all();
+        let (new, _) = a.issue(Resource::Graph);
+        assert_eq!(a.check(&bearer(&old), Resource::Graph), Err(AuthFailure::Expired));
+        assert_eq!(a.check(&bearer(&new), Resource::Graph), Ok(()));
+    }
+
+    #[test]
+    fn tampered_missing_and_garbage_tokens_are_refused() {
+        let a = authority(Duration::from_secs(60));
+        let (t, _) = a.issue(Resource::Graph);
+        let mut tampered = t.clone();
+        tampered.insert(10, 'x');
+        assert_eq!(
+            a.check(&bearer(&tampered), Resource::Graph),
+            Err(AuthFailure::BadSignature)
+        );
+        assert_eq!(a.check(&HeaderMap::new(), Resource::Graph), Err(AuthFailure::Missing));
+        assert_eq!(
+            a.check(&bearer("garbage"), Resource::Graph),
+            Err(AuthFailure::Malformed)
+        );
+    }
+
+    #[test]
+    fn scope_must_name_one_known_resource() {
+        let req = |s: &str| TokenRequest {
+            fields: vec![("scope".into(), s.into())],
+        };
+        assert!(matches!(
+            scope_resource(&req("https://graph.microsoft.com/.default")),
+            Ok(Resource::Graph)
+        ));
+        assert!(matches!(
+            scope_resource(&req("https://manage.office.com/.default")),
+            Ok(Resource::Manage)
+        ));
+        assert!(matches!(scope_resource(&req("https://foo.microsoft.com/.default")), Err(e) if e.code == 70_011));
+        assert!(matches!(
+            scope_resource(&req("https://graph.microsoft.com/.default https://manage.office.com/.default")),
+            Err(e) if e.code == 700_022
+        ));
+    }
+}

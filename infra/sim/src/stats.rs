@@ -1,0 +1,160 @@
+//! Request and fault counters, so tests and benchmarks can report Graph calls per drive or file.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// What a request was for. Logical Graph requests are counted by kind wherever they arrive — at
+/// top level or inside a `$batch` — so `users + drive + delta + item + other` is the number of
+/// Graph operations Microsoft would meter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Token,
+    Users,
+    Drive,
+    Delta,
+    Item,
+    Batch,
+    Other,
+}
+
+/// A snapshot of the counters (`GET /_sim/stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Every HTTP request received, `/_sim` and `/healthz` excluded.
+    pub http_requests: u64,
+    /// Token endpoint requests (v1 and v2), successful or not.
+    pub token: u64,
+    /// `GET /users` pages and single-user reads.
+    pub users: u64,
+    /// Drive reads (`/users/{id}/drive`, `/drives/{id}`, `/sites/{id}/drive`, …).
+    pub drive: u64,
+    /// Delta pages (`…/root/delta`).
+    pub delta: u64,
+    /// Single driveItem reads.
+    pub item: u64,
+    /// `$batch` envelopes.
+    pub batch: u64,
+    /// Requests carried inside `$batch` envelopes (also counted under their own kind).
+    pub batch_inner: u64,
+    /// Graph requests for anything else (unknown routes included).
+    pub other: u64,
+    /// Graph requests refused with 401 (missing, invalid or expired token).
+    pub unauthorized: u64,
+    /// Delta requests answered 410 Gone (`resyncRequired`).
+    pub delta_resync: u64,
+    /// Injected faults.
+    pub faults: FaultStats,
+}
+
+/// Counts of injected faults by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultStats {
+    /// 429 Too Many Requests at top level.
+    pub throttled_429: u64,
+    /// 503 Service Unavailable at top level.
+    pub unavailable_503: u64,
+    /// 500/502/504 at top level.
+    pub server_error: u64,
+    /// Connections closed without a response.
+    pub dropped: u64,
+    /// Responses delayed by `slow_ms`.
+    pub slowed: u64,
+    /// Inner 429s inside `$batch` responses.
+    pub batch_inner_throttled: u64,
+    /// Inner 5xx inside `$batch` responses.
+    pub batch_inner_server_error: u64,
+}
+
+/// The live counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) http_requests: AtomicU64,
+    token: AtomicU64,
+    users: AtomicU64,
+    drive: AtomicU64,
+    delta: AtomicU64,
+    item: AtomicU64,
+    batch: AtomicU64,
+    pub(crate) batch_inner: AtomicU64,
+    other: AtomicU64,
+    pub(crate) unauthorized: AtomicU64,
+    pub(crate) delta_resync: AtomicU64,
+    pub(crate) throttled_429: AtomicU64,
+    pub(crate) unavailable_503: AtomicU64,
+    pub(crate) server_error: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) slowed: AtomicU64,
+    pub(crate) batch_inner_throttled: AtomicU64,
+    pub(crate) batch_inner_server_error: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn count_kind(&self, kind: Kind) {
+        bump(match kind {
+            Kind::Token => &self.token,
+            Kind::Users => &self.users,
+            Kind::Drive => &self.drive,
+            Kind::Delta => &self.delta,
+            Kind::Item => &self.item,
+            Kind::Batch => &self.batch,
+            Kind::Other => &self.other,
+        });
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            http_requests: g(&self.http_requests),
+            token: g(&self.token),
+            users: g(&self.users),
+            drive: g(&self.drive),
+            delta: g(&self.delta),
+            item: g(&self.item),
+            batch: g(&self.batch),
+            batch_inner: g(&self.batch_inner),
+            other: g(&self.other),
+            unauthorized: g(&self.unauthorized),
+            delta_resync: g(&self.delta_resync),
+            faults: FaultStats {
+                throttled_429: g(&self.throttled_429),
+                unavailable_503: g(&self.unavailable_503),
+                server_error: g(&self.server_error),
+                dropped: g(&self.dropped),
+                slowed: g(&self.slowed),
+                batch_inner_throttled: g(&self.batch_inner_throttled),
+                batch_inner_server_error: g(&self.batch_inner_server_error),
+            },
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        for c in [
+            &self.http_requests,
+            &self.token,
+            &self.users,
+            &self.drive,
+            &self.delta,
+            &self.item,
+            &self.batch,
+            &self.batch_inner,
+            &self.other,
+            &self.unauthorized,
+            &self.delta_resync,
+            &self.throttled_429,
+            &self.unavailable_503,
+            &self.server_error,
+            &self.dropped,
+            &self.slowed,
+            &self.batch_inner_throttled,
+            &self.batch_inner_server_error,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
