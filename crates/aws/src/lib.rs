@@ -1,1 +1,30 @@
-//! placeholder
+//! AWS adapters of filetrail: the DynamoDB [`StateStore`](filetrail_core::ports::StateStore) and
+//! [`InventoryStore`](filetrail_core::ports::InventoryStore), SQS work queues, Secrets Manager
+//! app credentials, typed resource configuration, and a moto server launcher for tests and the
+//! local stack.
+//!
+//! Every adapter takes an SDK client built once by the caller (`aws_sdk_*::Client::new(&config)`
+//! with [`sdk_config_for`] or [`MotoServer::sdk_config`]) and maps SDK failures to
+//! [`PortError`](filetrail_core::PortError) with a retry class: throttling and 5xx back off;
+//! missing resources and validation errors are terminal with a fix naming the resource and the
+//! setting that names it.
+
+pub mod config;
+mod dynamo;
+pub mod error;
+pub mod inventory;
+pub mod moto;
+pub mod provision;
+pub mod queue;
+pub mod secrets;
+pub mod state;
+pub mod template;
+
+pub use config::{AwsResources, ConfigError, Resource};
+pub use dynamo::{BATCH_GET_MAX, BATCH_WRITE_MAX, RequestCounts};
+pub use error::AwsError;
+pub use inventory::DynamoInventoryStore;
+pub use moto::{MotoServer, sdk_config_for};
+pub use queue::{SEND_BATCH_MAX, SqsQueue};
+pub use secrets::{AppSecret, Secret, SecretsStore};
+pub use state::DynamoStateStore;

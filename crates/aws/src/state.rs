@@ -1,0 +1,749 @@
+//! [`StateStore`] over the DynamoDB state table: connections, drives, users without a OneDrive
+//! and discovery checkpoints, in one table with one overloaded GSI.
+//!
+//! Layout (template.yaml provisions exactly this):
+//!
+//! | record | `pk` | `sk` | `gsi1pk` | `gsi1sk` |
+//! |---|---|---|---|---|
+//! | connection | `CONN#{id}` | `META` | `CONNECTIONS` | `{id}` |
+//! | drive | `DRIVE#{drive_id}` | `META` | `CONN#{connection}#DRIVE#{state}` | `{drive_id}` |
+//! | user without OneDrive | `NODRIVE#{connection}#{user_id}` | `META` | `CONN#{connection}#NODRIVE` | `{user_id}` |
+//! | discovery checkpoint | `CONN#{id}` | `DISCOVERY` | – | – |
+//!
+//! `gsi1` projects the keys plus `owner_upn` and `state`. A connection is stored as a JSON `doc`
+//! with `last_error` and `last_discovery` as separate JSON attributes, so status updates are a
+//! single UpdateItem. A drive's fields and its [`IndexProgress`] are top-level attributes, so a
+//! checkpoint save is one conditional UpdateItem that also moves the drive between GSI partitions.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use chrono::Utc;
+use filetrail_core::PortError;
+use filetrail_core::model::{
+    Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveRecord, DriveState, IndexProgress,
+};
+use filetrail_core::ports::{DiscoveryCheckpoint, PortResult, StateStore};
+use futures_util::{StreamExt, stream};
+
+use crate::config::STATE_TABLE_VAR;
+use crate::dynamo::{Item, RequestCounts, Table, Update, decode_cursor, encode_cursor, json, key, n, put_opt, s, ts};
+use crate::error::AwsError;
+
+/// Partition key attribute of the state table.
+pub const PK: &str = "pk";
+/// Sort key attribute of the state table.
+pub const SK: &str = "sk";
+/// The overloaded global secondary index.
+pub const GSI1: &str = "gsi1";
+/// Partition key attribute of [`GSI1`].
+pub const GSI1_PK: &str = "gsi1pk";
+/// Sort key attribute of [`GSI1`].
+pub const GSI1_SK: &str = "gsi1sk";
+/// Non-key attributes [`GSI1`] projects (projection type INCLUDE).
+pub const GSI1_INCLUDED: [&str; 2] = ["owner_upn", "state"];
+
+const META: &str = "META";
+const DISCOVERY: &str = "DISCOVERY";
+const CONNECTIONS: &str = "CONNECTIONS";
+
+/// Drive ids per page of [`StateStore::drive_ids_in_state`] (a Query page also stops at 1 MB;
+/// 1,000 keys of ~150 bytes stay far below).
+pub const DRIVE_IDS_PAGE: i32 = 1000;
+/// Conditional PutItems in flight while inserting drives: enough to hide round trips, far below
+/// the per-partition limit of 1,000 WCU/s (DynamoDB Developer Guide, "Partition key design").
+pub const INSERT_CONCURRENCY: usize = 16;
+/// Drive → connection entries remembered before the cache is cleared (a drive's connection never
+/// changes; ~100 bytes each, so at most ~10 MB).
+const CONNECTION_CACHE_MAX: usize = 100_000;
+
+/// The attributes of [`IndexProgress`], stored top-level on a drive item.
+const PROGRESS_NUMBERS: [&str; 8] = [
+    "generation",
+    "pages",
+    "items",
+    "files",
+    "folders",
+    "bytes",
+    "deleted",
+    "resyncs",
+];
+
+fn conn_pk(id: &str) -> String {
+    format!("CONN#{id}")
+}
+
+fn drive_pk(drive_id: &str) -> String {
+    format!("DRIVE#{drive_id}")
+}
+
+fn drive_gsi1pk(connection: &str, state: DriveState) -> String {
+    format!("CONN#{connection}#DRIVE#{}", state.as_str())
+}
+
+fn nodrive_pk(connection: &str, user_id: &str) -> String {
+    format!("NODRIVE#{connection}#{user_id}")
+}
+
+fn nodrive_gsi1pk(connection: &str) -> String {
+    format!("CONN#{connection}#NODRIVE")
+}
+
+/// The DynamoDB state table behind [`StateStore`].
+#[derive(Debug)]
+pub struct DynamoStateStore {
+    table: Table,
+    /// drive id → connection, learned from reads and inserts: updates that move a drive between
+    /// GSI partitions need it, and it never changes.
+    drive_connections: Mutex<HashMap<String, String>>,
+    page_size: i32,
+}
+
+impl DynamoStateStore {
+    /// A store over `table` (named by `FILETRAIL_STATE_TABLE`). Makes no request.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            table: Table::new(client, table, STATE_TABLE_VAR),
+            drive_connections: Mutex::default(),
+            page_size: DRIVE_IDS_PAGE,
+        }
+    }
+
+    /// Pages of [`StateStore::drive_ids_in_state`] hold at most `ids` ids (default
+    /// [`DRIVE_IDS_PAGE`]; at least 1).
+    pub fn with_page_size(mut self, ids: i32) -> Self {
+        self.page_size = ids.max(1);
+        self
+    }
+
+    pub fn table_name(&self) -> &str {
+        &self.table.name
+    }
+
+    /// DynamoDB write calls issued so far.
+    pub fn write_requests(&self) -> u64 {
+        self.table.counts.writes()
+    }
+
+    /// DynamoDB read calls issued so far.
+    pub fn read_requests(&self) -> u64 {
+        self.table.counts.reads()
+    }
+
+    /// Both counters.
+    pub fn request_counts(&self) -> &RequestCounts {
+        &self.table.counts
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, AwsError> {
+        self.table.counts.read();
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.table.err("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    async fn put(&self, item: Item) -> Result<(), AwsError> {
+        self.table.counts.wrote();
+        self.table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| self.table.err("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Applies `update` to `pk`/`sk` if `condition` holds. `Ok(false)` when it did not.
+    async fn update_if(&self, pk: String, update: Update, condition: &str) -> Result<bool, AwsError> {
+        let (expression, names, values) = update.into_parts();
+        self.table.counts.wrote();
+        let result = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(pk, META)))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.table.err("UpdateItem", e)),
+        }
+    }
+
+    /// Updates an existing connection's META item; fails with [`AwsError::NotFound`] if the
+    /// connection is not registered.
+    async fn update_connection(&self, id: &str, mut update: Update) -> Result<(), AwsError> {
+        let pk = update.name(PK);
+        let condition = format!("attribute_exists({pk})");
+        if self.update_if(conn_pk(id), update, &condition).await? {
+            Ok(())
+        } else {
+            Err(AwsError::NotFound {
+                what: "connection",
+                id: id.to_owned(),
+                table: self.table.name.clone(),
+                fix: "register it first (filetrail connection add)".into(),
+            })
+        }
+    }
+
+    fn remember_connection(&self, drive_id: &str, connection: &str) {
+        let mut cache = self
+            .drive_connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.len() >= CONNECTION_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(drive_id.to_owned(), connection.to_owned());
+    }
+
+    /// The connection a drive belongs to, `None` when the drive is unknown.
+    async fn connection_of(&self, drive_id: &str) -> Result<Option<String>, AwsError> {
+        let cached = self
+            .drive_connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(drive_id)
+            .cloned();
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        self.table.counts.read();
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(drive_pk(drive_id), META)))
+            .projection_expression("#c")
+            .expression_attribute_names("#c", "connection")
+            .send()
+            .await
+            .map_err(|e| self.table.err("GetItem", e))?;
+        let Some(item) = out.item else { return Ok(None) };
+        let connection = self.table.fields(&item, drive_pk(drive_id)).s("connection")?;
+        self.remember_connection(drive_id, &connection);
+        Ok(Some(connection))
+    }
+
+    fn decode_connection(&self, item: &Item) -> Result<Connection, AwsError> {
+        let f = self.table.fields(item, item_key(item));
+        let mut connection: Connection = f.json("doc")?;
+        connection.last_error = f.opt_json("last_error")?;
+        connection.last_discovery = f.opt_json("last_discovery")?;
+        Ok(connection)
+    }
+
+    fn decode_drive(&self, item: &Item) -> Result<DriveRecord, AwsError> {
+        let f = self.table.fields(item, item_key(item));
+        let state_text = f.s("state")?;
+        let state = DriveState::parse(&state_text).ok_or_else(|| {
+            self.table
+                .malformed(item_key(item), format!("state {state_text:?} is not a drive state"))
+        })?;
+        let index = IndexProgress {
+            generation: f.n("generation")?,
+            next_link: f.opt_s("next_link")?,
+            delta_link: f.opt_s("delta_link")?,
+            pages: f.n("pages")?,
+            items: f.n("items")?,
+            files: f.n("files")?,
+            folders: f.n("folders")?,
+            bytes: f.n("bytes")?,
+            deleted: f.n("deleted")?,
+            resyncs: f.n("resyncs")?,
+            reconcile: f.opt_bool("reconcile")?.unwrap_or(false),
+            started_at: f.opt_time("started_at")?,
+            completed_at: f.opt_time("completed_at")?,
+        };
+        let drive = DriveRecord {
+            connection: f.s("connection")?,
+            drive_id: f.s("drive_id")?,
+            owner_id: f.s("owner_id")?,
+            owner_upn: f.s("owner_upn")?,
+            web_url: f.opt_s("web_url")?,
+            state,
+            discovered_at: f.time("discovered_at")?,
+            index,
+            parked: f.opt_s("parked")?,
+        };
+        self.remember_connection(&drive.drive_id, &drive.connection);
+        Ok(drive)
+    }
+
+    /// Inserts one drive unless its id is known; `Some(id)` when inserted.
+    async fn insert_drive(&self, drive: &DriveRecord) -> Result<Option<String>, AwsError> {
+        self.table.counts.wrote();
+        let result = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(drive_item(drive)))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                self.remember_connection(&drive.drive_id, &drive.connection);
+                Ok(Some(drive.drive_id.clone()))
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.table.err("PutItem", e)),
+        }
+    }
+}
+
+/// `pk/sk` of an item, for error messages.
+fn item_key(item: &Item) -> String {
+    let part = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(v)) => v.as_str(),
+        _ => "?",
+    };
+    format!("{}/{}", part(PK), part(SK))
+}
+
+fn connection_item(connection: &Connection) -> Result<Item, AwsError> {
+    let doc = Connection {
+        last_error: None,
+        last_discovery: None,
+        ..connection.clone()
+    };
+    let mut item = key(conn_pk(&connection.id), META);
+    item.insert(GSI1_PK.into(), s(CONNECTIONS));
+    item.insert(GSI1_SK.into(), s(&connection.id));
+    item.insert("doc".into(), json("connection", &doc)?);
+    put_opt(
+        &mut item,
+        "last_error",
+        connection
+            .last_error
+            .as_ref()
+            .map(|e| json("connection error", e))
+            .transpose()?,
+    );
+    put_opt(
+        &mut item,
+        "last_discovery",
+        connection
+            .last_discovery
+            .as_ref()
+            .map(|d| json("discovery summary", d))
+            .transpose()?,
+    );
+    Ok(item)
+}
+
+/// The attributes of an [`IndexProgress`]; `None` values are absent attributes.
+fn progress_attrs(p: &IndexProgress) -> Vec<(&'static str, Option<AttributeValue>)> {
+    // Destructured so that a new field fails to compile here until it is stored.
+    let IndexProgress {
+        generation,
+        next_link,
+        delta_link,
+        pages,
+        items,
+        files,
+        folders,
+        bytes,
+        deleted,
+        resyncs,
+        reconcile,
+        started_at,
+        completed_at,
+    } = p;
+    let numbers = [generation, pages, items, files, folders, bytes, deleted, resyncs];
+    let mut attrs: Vec<_> = PROGRESS_NUMBERS
+        .iter()
+        .zip(numbers)
+        .map(|(name, v)| (*name, Some(n(*v))))
+        .collect();
+    attrs.push(("reconcile", Some(AttributeValue::Bool(*reconcile))));
+    attrs.push(("next_link", next_link.as_deref().map(s)));
+    attrs.push(("delta_link", delta_link.as_deref().map(s)));
+    attrs.push(("started_at", started_at.as_ref().map(ts)));
+    attrs.push(("completed_at", completed_at.as_ref().map(ts)));
+    attrs
+}
+
+fn drive_item(d: &DriveRecord) -> Item {
+    let mut item = key(drive_pk(&d.drive_id), META);
+    item.insert(GSI1_PK.into(), s(drive_gsi1pk(&d.connection, d.state)));
+    item.insert(GSI1_SK.into(), s(&d.drive_id));
+    item.insert("drive_id".into(), s(&d.drive_id));
+    item.insert("connection".into(), s(&d.connection));
+    item.insert("state".into(), s(d.state.as_str()));
+    item.insert("owner_id".into(), s(&d.owner_id));
+    item.insert("owner_upn".into(), s(&d.owner_upn));
+    item.insert("discovered_at".into(), ts(&d.discovered_at));
+    put_opt(&mut item, "web_url", d.web_url.as_deref().map(s));
+    put_opt(&mut item, "parked", d.parked.as_deref().map(s));
+    for (name, value) in progress_attrs(&d.index) {
+        put_opt(&mut item, name, value);
+    }
+    item
+}
+
+fn put_request(item: Item) -> Result<WriteRequest, AwsError> {
+    let put = PutRequest::builder()
+        .set_item(Some(item))
+        .build()
+        .map_err(|e| AwsError::Encode {
+            what: "put request",
+            detail: e.to_string(),
+        })?;
+    Ok(WriteRequest::builder().put_request(put).build())
+}
+
+fn delete_request(key: Item) -> Result<WriteRequest, AwsError> {
+    let delete = DeleteRequest::builder()
+        .set_key(Some(key))
+        .build()
+        .map_err(|e| AwsError::Encode {
+            what: "delete request",
+            detail: e.to_string(),
+        })?;
+    Ok(WriteRequest::builder().delete_request(delete).build())
+}
+
+#[async_trait]
+impl StateStore for DynamoStateStore {
+    async fn connection(&self, id: &str) -> PortResult<Option<Connection>> {
+        let item = self.get(conn_pk(id), META).await?;
+        Ok(item.map(|i| self.decode_connection(&i)).transpose()?)
+    }
+
+    /// All registered connections, sorted by id: a Query on `gsi1` for their keys, then
+    /// BatchGetItem for the records (the index does not project the document).
+    async fn connections(&self) -> PortResult<Vec<Connection>> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            self.table.counts.read();
+            let out = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .index_name(GSI1)
+                .key_condition_expression("#k = :k")
+                .expression_attribute_names("#k", GSI1_PK)
+                .expression_attribute_values(":k", s(CONNECTIONS))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.table.err("Query", e))?;
+            for item in out.items() {
+                if let Some(AttributeValue::S(pk)) = item.get(PK) {
+                    keys.push(key(pk.clone(), META));
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        let items = self.table.batch_get(keys, None).await?;
+        let mut connections = items
+            .iter()
+            .map(|i| self.decode_connection(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        connections.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(connections)
+    }
+
+    /// Creates or replaces the whole connection record, including its status fields.
+    async fn put_connection(&self, connection: &Connection) -> PortResult<()> {
+        Ok(self.put(connection_item(connection)?).await?)
+    }
+
+    /// Fails (terminal) if the connection is not registered.
+    async fn set_connection_error(&self, id: &str, error: Option<&ConnectionError>) -> PortResult<()> {
+        let mut update = Update::default();
+        update.set_or_remove("last_error", error.map(|e| json("connection error", e)).transpose()?);
+        Ok(self.update_connection(id, update).await?)
+    }
+
+    /// Fails (terminal) if the connection is not registered.
+    async fn set_last_discovery(&self, id: &str, summary: &DiscoverySummary) -> PortResult<()> {
+        let mut update = Update::default();
+        update.set("last_discovery", json("discovery summary", summary)?);
+        Ok(self.update_connection(id, update).await?)
+    }
+
+    async fn drive(&self, drive_id: &str) -> PortResult<Option<DriveRecord>> {
+        let item = self.get(drive_pk(drive_id), META).await?;
+        Ok(item.map(|i| self.decode_drive(&i)).transpose()?)
+    }
+
+    /// BatchGetItem in batches of 100; the result follows the order of `drive_ids`.
+    async fn drives(&self, drive_ids: &[String]) -> PortResult<Vec<DriveRecord>> {
+        let mut seen = HashSet::new();
+        let keys = drive_ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .map(|id| key(drive_pk(id), META))
+            .collect();
+        let items = self.table.batch_get(keys, None).await?;
+        let mut by_id: HashMap<String, DriveRecord> = items
+            .iter()
+            .map(|i| self.decode_drive(i).map(|d| (d.drive_id.clone(), d)))
+            .collect::<Result<_, _>>()?;
+        Ok(drive_ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
+    /// One conditional PutItem (`attribute_not_exists(pk)`) per drive, [`INSERT_CONCURRENCY`] at
+    /// a time; returns the inserted ids in input order. A known drive is left exactly as stored.
+    /// On error some drives may already be inserted; they stay `pending` for discovery to find.
+    async fn insert_new_drives(&self, drives: &[DriveRecord]) -> PortResult<Vec<String>> {
+        let inserts: Vec<_> = drives.iter().map(|d| self.insert_drive(d)).collect();
+        let results: Vec<Result<Option<String>, AwsError>> =
+            stream::iter(inserts).buffered(INSERT_CONCURRENCY).collect().await;
+        let mut inserted = Vec::new();
+        for result in results {
+            inserted.extend(result?);
+        }
+        Ok(inserted)
+    }
+
+    /// One UpdateItem conditional on the current state (plus a read of the drive's connection the
+    /// first time this store sees the drive).
+    async fn transition_drive(&self, drive_id: &str, from: DriveState, to: DriveState) -> PortResult<bool> {
+        let Some(connection) = self.connection_of(drive_id).await? else {
+            return Ok(false);
+        };
+        let mut update = Update::default();
+        update.set("state", s(to.as_str()));
+        update.set(GSI1_PK, s(drive_gsi1pk(&connection, to)));
+        update.value(":from", s(from.as_str()));
+        update.value(":connection", s(&connection));
+        let condition = format!(
+            "{} = :from AND {} = :connection",
+            update.name("state"),
+            update.name("connection")
+        );
+        Ok(self.update_if(drive_pk(drive_id), update, &condition).await?)
+    }
+
+    /// One UpdateItem conditional on `pages` and `generation` (and the drive's connection) that
+    /// writes every progress field, the state and the GSI key. Returns false, changing nothing,
+    /// when the stored checkpoint is not `expected` or the drive does not exist.
+    async fn save_index_progress(
+        &self,
+        drive_id: &str,
+        expected: &IndexProgress,
+        progress: &IndexProgress,
+        state: DriveState,
+    ) -> PortResult<bool> {
+        let Some(connection) = self.connection_of(drive_id).await? else {
+            return Ok(false);
+        };
+        let mut update = Update::default();
+        for (name, value) in progress_attrs(progress) {
+            update.set_or_remove(name, value);
+        }
+        update.set("state", s(state.as_str()));
+        update.set(GSI1_PK, s(drive_gsi1pk(&connection, state)));
+        update.value(":expected_pages", n(expected.pages));
+        update.value(":expected_gen", n(expected.generation));
+        update.value(":connection", s(&connection));
+        let condition = format!(
+            "{} = :expected_pages AND {} = :expected_gen AND {} = :connection",
+            update.name("pages"),
+            update.name("generation"),
+            update.name("connection")
+        );
+        Ok(self.update_if(drive_pk(drive_id), update, &condition).await?)
+    }
+
+    /// Fails (terminal) if the drive is unknown.
+    async fn set_drive_parked(&self, drive_id: &str, reason: Option<&str>) -> PortResult<()> {
+        let mut update = Update::default();
+        update.set_or_remove("parked", reason.map(s));
+        let condition = format!("attribute_exists({})", update.name(PK));
+        if self.update_if(drive_pk(drive_id), update, &condition).await? {
+            Ok(())
+        } else {
+            Err(PortError::from(AwsError::NotFound {
+                what: "drive",
+                id: drive_id.to_owned(),
+                table: self.table.name.clone(),
+                fix: "run discovery for its connection so the drive is recorded".into(),
+            }))
+        }
+    }
+
+    /// A page of at most [`DRIVE_IDS_PAGE`] ids (see [`DynamoStateStore::with_page_size`]), sorted by id, from `gsi1` (eventually
+    /// consistent: a drive moved a moment ago may still be listed under its old state). The
+    /// cursor is opaque; a cursor this store did not return fails (terminal).
+    async fn drive_ids_in_state(
+        &self,
+        connection: &str,
+        state: DriveState,
+        cursor: Option<String>,
+    ) -> PortResult<(Vec<String>, Option<String>)> {
+        let start = cursor.as_deref().map(decode_cursor).transpose()?;
+        self.table.counts.read();
+        let out = self
+            .table
+            .client
+            .query()
+            .table_name(&self.table.name)
+            .index_name(GSI1)
+            .key_condition_expression("#k = :k")
+            .projection_expression("#sk")
+            .expression_attribute_names("#k", GSI1_PK)
+            .expression_attribute_names("#sk", GSI1_SK)
+            .expression_attribute_values(":k", s(drive_gsi1pk(connection, state)))
+            .limit(self.page_size)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| self.table.err("Query", e))?;
+        let ids = out
+            .items()
+            .iter()
+            .map(|i| self.table.fields(i, item_key(i)).s(GSI1_SK))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = out
+            .last_evaluated_key
+            .as_ref()
+            .map(|k| encode_cursor(&self.table, k))
+            .transpose()?;
+        Ok((ids, next))
+    }
+
+    /// A paginated `Select: COUNT` Query on `gsi1` (eventually consistent).
+    async fn count_drives(&self, connection: &str, state: DriveState) -> PortResult<u64> {
+        Ok(self
+            .table
+            .count(GSI1, GSI1_PK, &drive_gsi1pk(connection, state))
+            .await?)
+    }
+
+    /// BatchWriteItem puts keyed by connection and user id, so recording a user again
+    /// overwrites (and is counted once). A user listed twice in one call keeps the last entry.
+    async fn record_users_without_drive(&self, connection: &str, users: &[(DirectoryUser, String)]) -> PortResult<()> {
+        let now = Utc::now();
+        let unique: BTreeMap<&str, &(DirectoryUser, String)> = users.iter().map(|u| (u.0.id.as_str(), u)).collect();
+        let mut requests = Vec::with_capacity(unique.len());
+        for (user, reason) in unique.into_values() {
+            let mut item = key(nodrive_pk(connection, &user.id), META);
+            item.insert(GSI1_PK.into(), s(nodrive_gsi1pk(connection)));
+            item.insert(GSI1_SK.into(), s(&user.id));
+            item.insert("connection".into(), s(connection));
+            item.insert("user_id".into(), s(&user.id));
+            item.insert("upn".into(), s(&user.user_principal_name));
+            put_opt(&mut item, "display_name", user.display_name.as_deref().map(s));
+            item.insert("reason".into(), s(reason));
+            item.insert("seen_at".into(), ts(&now));
+            requests.push(put_request(item)?);
+        }
+        Ok(self.table.batch_write(requests).await?)
+    }
+
+    async fn clear_users_without_drive(&self, connection: &str, user_ids: &[String]) -> PortResult<()> {
+        let unique: HashSet<&str> = user_ids.iter().map(String::as_str).collect();
+        let requests = unique
+            .into_iter()
+            .map(|id| delete_request(key(nodrive_pk(connection, id), META)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.table.batch_write(requests).await?)
+    }
+
+    async fn count_users_without_drive(&self, connection: &str) -> PortResult<u64> {
+        Ok(self.table.count(GSI1, GSI1_PK, &nodrive_gsi1pk(connection)).await?)
+    }
+
+    async fn discovery_checkpoint(&self, connection: &str) -> PortResult<Option<DiscoveryCheckpoint>> {
+        let item = self.get(conn_pk(connection), DISCOVERY).await?;
+        Ok(item
+            .map(|i| self.table.fields(&i, item_key(&i)).json("doc"))
+            .transpose()?)
+    }
+
+    /// Overwrites the checkpoint (a JSON `doc`), or deletes it when `None`.
+    async fn save_discovery_checkpoint(
+        &self,
+        connection: &str,
+        checkpoint: Option<&DiscoveryCheckpoint>,
+    ) -> PortResult<()> {
+        let Some(checkpoint) = checkpoint else {
+            self.table.counts.wrote();
+            self.table
+                .client
+                .delete_item()
+                .table_name(&self.table.name)
+                .set_key(Some(key(conn_pk(connection), DISCOVERY)))
+                .send()
+                .await
+                .map_err(|e| self.table.err("DeleteItem", e))?;
+            return Ok(());
+        };
+        let mut item = key(conn_pk(connection), DISCOVERY);
+        item.insert("run_id".into(), s(&checkpoint.run_id));
+        item.insert("doc".into(), json("discovery checkpoint", checkpoint)?);
+        Ok(self.put(item).await?)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drive_item_carries_every_progress_field_and_its_gsi_partition() {
+        let drive = DriveRecord {
+            connection: "contoso".into(),
+            drive_id: "b!1".into(),
+            owner_id: "u1".into(),
+            owner_upn: "adele@contoso.com".into(),
+            web_url: None,
+            state: DriveState::Indexing,
+            discovered_at: Utc::now(),
+            index: IndexProgress {
+                next_link: Some("https://graph/next".into()),
+                ..Default::default()
+            },
+            parked: None,
+        };
+        let item = drive_item(&drive);
+        assert_eq!(item[GSI1_PK], s("CONN#contoso#DRIVE#indexing"));
+        for name in PROGRESS_NUMBERS {
+            assert!(item.contains_key(name), "{name} missing");
+        }
+        assert!(item.contains_key("next_link") && !item.contains_key("delta_link"));
+    }
+}

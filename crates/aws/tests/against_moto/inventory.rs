@@ -1,0 +1,128 @@
+//! DynamoInventoryStore against moto.
+
+use filetrail_aws::DynamoInventoryStore;
+use filetrail_core::ports::InventoryStore;
+
+use crate::support::{aws, create_inventory_table, row};
+
+async fn store() -> anyhow::Result<DynamoInventoryStore> {
+    let aws = aws().await?;
+    let table = create_inventory_table(&aws.dynamo).await?;
+    Ok(DynamoInventoryStore::new(aws.dynamo, table))
+}
+
+#[tokio::test]
+async fn sixty_rows_are_written_in_three_batches_and_their_paths_found() -> anyhow::Result<()> {
+    let store = store().await?;
+    let rows: Vec<_> = (0..60)
+        .map(|i| row("b!d", &format!("item{i:02}"), &format!("/Docs/f{i:02}.pdf"), 1))
+        .collect::<Result<_, _>>()?;
+
+    store.put_rows(&rows).await?;
+
+    assert_eq!(store.write_requests(), 3, "60 rows at 25 per BatchWriteItem");
+    let ask = vec![
+        "item59".to_owned(),
+        "unknown".to_owned(),
+        "item00".to_owned(),
+        "item31".to_owned(),
+    ];
+    let paths = store.paths("b!d", &ask).await?;
+    assert_eq!(
+        paths,
+        [
+            ("item59".to_owned(), "/Docs/f59.pdf".to_owned()),
+            ("item00".to_owned(), "/Docs/f00.pdf".to_owned()),
+            ("item31".to_owned(), "/Docs/f31.pdf".to_owned()),
+        ]
+    );
+    assert!(store.paths("b!other-drive", &ask).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_row_round_trips_every_field() -> anyhow::Result<()> {
+    let store = store().await?;
+    let full = row("b!r", "file", "/Docs/report.pdf", 4)?;
+    let mut bare = row("b!r", "root", "/", 4)?;
+    bare.parent_id = None;
+    bare.is_folder = true;
+    bare.created_at = None;
+    bare.modified_at = None;
+    bare.etag = None;
+    bare.ctag = None;
+    bare.created_by = None;
+    bare.modified_by = None;
+    bare.mime_type = None;
+    bare.hash_unavailable = None;
+    bare.md5 = Some("0cc175b9c0f1b6a831c399e269772661".into());
+    bare.sha256 = Some("ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb".into());
+
+    store.put_rows(&[full.clone(), bare.clone()]).await?;
+
+    assert_eq!(store.row("b!r", "file").await?, Some(full));
+    assert_eq!(store.row("b!r", "root").await?, Some(bare));
+    assert_eq!(store.row("b!r", "nothing").await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_row_listed_twice_in_one_call_is_written_once_with_its_last_version() -> anyhow::Result<()> {
+    let store = store().await?;
+    let old = row("b!dup", "item", "/old.txt", 1)?;
+    let new = row("b!dup", "item", "/new.txt", 1)?;
+
+    store.put_rows(&[old, new.clone()]).await?;
+
+    assert_eq!(store.row("b!dup", "item").await?, Some(new));
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_older_than_removes_exactly_the_old_generation() -> anyhow::Result<()> {
+    let store = store().await?;
+    let mut rows = Vec::new();
+    for i in 0..40 {
+        rows.push(row("b!g", &format!("old{i:02}"), &format!("/old/{i}"), 1)?);
+    }
+    for i in 0..30 {
+        rows.push(row("b!g", &format!("new{i:02}"), &format!("/new/{i}"), 2)?);
+    }
+    rows.push(row("b!neighbour", "old00", "/old/0", 1)?);
+    store.put_rows(&rows).await?;
+
+    let deleted = store.delete_older_than("b!g", 2).await?;
+
+    assert_eq!(deleted, 40);
+    let all: Vec<String> = rows.iter().map(|r| r.item_id.clone()).collect();
+    let left: Vec<String> = store.paths("b!g", &all).await?.into_iter().map(|(id, _)| id).collect();
+    let expected: Vec<String> = (0..30).map(|i| format!("new{i:02}")).collect();
+    assert_eq!(left, expected);
+    assert_eq!(
+        store.paths("b!neighbour", &["old00".to_owned()]).await?.len(),
+        1,
+        "other drives untouched"
+    );
+    assert_eq!(
+        store.delete_older_than("b!g", 2).await?,
+        0,
+        "repeating deletes nothing more"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_rows_removes_them_and_ignores_unknown_ids() -> anyhow::Result<()> {
+    let store = store().await?;
+    store
+        .put_rows(&[row("b!x", "a", "/a", 1)?, row("b!x", "b", "/b", 1)?])
+        .await?;
+
+    store
+        .delete_rows("b!x", &["a".into(), "never-existed".into(), "a".into()])
+        .await?;
+
+    assert_eq!(store.row("b!x", "a").await?, None);
+    assert!(store.row("b!x", "b").await?.is_some());
+    Ok(())
+}

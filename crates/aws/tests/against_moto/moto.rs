@@ -1,0 +1,34 @@
+//! MotoServer itself (its own servers: reset would wipe the shared one).
+
+use filetrail_aws::MotoServer;
+
+#[tokio::test]
+async fn reset_deletes_every_resource() -> anyhow::Result<()> {
+    let moto = MotoServer::start().await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    crate::support::create_inventory_table(&dynamo).await?;
+    assert_eq!(dynamo.list_tables().send().await?.table_names().len(), 1);
+
+    moto.reset().await?;
+
+    assert!(dynamo.list_tables().send().await?.table_names().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropping_the_server_stops_it() -> anyhow::Result<()> {
+    let moto = MotoServer::start().await?;
+    let addr = moto.endpoint().trim_start_matches("http://").to_owned();
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_ok(),
+        "moto answers while running"
+    );
+
+    drop(moto);
+
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "moto still listens on {addr}"
+    );
+    Ok(())
+}

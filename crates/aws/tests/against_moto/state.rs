@@ -1,0 +1,427 @@
+//! DynamoStateStore against moto.
+
+use chrono::Utc;
+use filetrail_aws::DynamoStateStore;
+use filetrail_core::model::{
+    Connection, ConnectionError, ConnectionKind, ConnectionState, DirectoryUser, DiscoverySummary, DriveState,
+    Endpoints, IndexProgress,
+};
+use filetrail_core::ports::{DiscoveryCheckpoint, StateStore};
+
+use crate::support::{at, aws, create_state_table, drive, failure};
+
+async fn store() -> anyhow::Result<DynamoStateStore> {
+    let aws = aws().await?;
+    let table = create_state_table(&aws.dynamo).await?;
+    Ok(DynamoStateStore::new(aws.dynamo, table))
+}
+
+fn connection(id: &str) -> anyhow::Result<Connection> {
+    Ok(Connection {
+        id: id.to_owned(),
+        kind: ConnectionKind::Cloud,
+        tenant_id: "8f2b9c1e-0000-4000-8000-000000000001".into(),
+        client_id: "5a1c0d2e-0000-4000-8000-000000000002".into(),
+        secret_id: format!("filetrail/{id}/app"),
+        cloud: "custom".into(),
+        endpoints: Some(Endpoints {
+            login: "http://127.0.0.1:9/login".into(),
+            graph: "http://127.0.0.1:9/v1.0".into(),
+        }),
+        trusted_domains: vec!["contoso.com".into(), "contoso.onmicrosoft.com".into()],
+        drive_cap: 5000,
+        state: ConnectionState::Active,
+        last_error: Some(ConnectionError {
+            code: "invalid_client".into(),
+            message: "AADSTS7000215: Invalid client secret provided.".into(),
+            fix: "store the current client secret with filetrail connection add".into(),
+            at: at("2026-11-22T07:59:59.999999999Z")?,
+        }),
+        last_discovery: Some(DiscoverySummary {
+            run_id: "run-1".into(),
+            started_at: at("2026-11-22T07:00:00Z")?,
+            finished_at: at("2026-11-22T07:05:00.25Z")?,
+            users_seen: 120,
+            drives_found: 100,
+            drives_new: 3,
+            users_without_drive: 20,
+        }),
+        created_at: at("2026-11-01T12:00:00.000001Z")?,
+    })
+}
+
+#[tokio::test]
+async fn inserting_drives_again_reports_only_new_ids_and_keeps_stored_records() -> anyhow::Result<()> {
+    let store = store().await?;
+    let first = [
+        drive("contoso", "b!a", DriveState::Pending)?,
+        drive("contoso", "b!b", DriveState::Pending)?,
+    ];
+    assert_eq!(store.insert_new_drives(&first).await?, ["b!a", "b!b"]);
+    assert!(
+        store
+            .transition_drive("b!a", DriveState::Pending, DriveState::Indexing)
+            .await?
+    );
+
+    // GIVEN b!a known (and now indexing) WHEN discovery sees it again with b!c new
+    let mut again_a = drive("contoso", "b!a", DriveState::Pending)?;
+    again_a.owner_upn = "renamed@contoso.com".into();
+    let second = [again_a, drive("contoso", "b!c", DriveState::Pending)?];
+    let inserted = store.insert_new_drives(&second).await?;
+
+    // THEN only b!c is reported, and b!a is left exactly as stored
+    assert_eq!(inserted, ["b!c"]);
+    let stored = store
+        .drive("b!a")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("b!a missing"))?;
+    assert_eq!(stored.state, DriveState::Indexing);
+    assert_eq!(stored.owner_upn, "b!a@contoso.com");
+    assert!(
+        store.insert_new_drives(&second).await?.is_empty(),
+        "a repeated call inserts nothing"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn drive_round_trips_every_field() -> anyhow::Result<()> {
+    let store = store().await?;
+    let mut record = drive("contoso", "b!round", DriveState::Pending)?;
+    record.parked = Some("invalid_client".into());
+    record.web_url = None;
+    store.insert_new_drives(std::slice::from_ref(&record)).await?;
+    assert_eq!(store.drive("b!round").await?, Some(record));
+    assert_eq!(store.drive("b!unknown").await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn transition_from_the_wrong_state_changes_nothing() -> anyhow::Result<()> {
+    let store = store().await?;
+    store
+        .insert_new_drives(&[drive("contoso", "b!t", DriveState::Pending)?])
+        .await?;
+
+    let moved = store
+        .transition_drive("b!t", DriveState::Indexing, DriveState::Indexed)
+        .await?;
+
+    assert!(!moved);
+    assert_eq!(store.drive("b!t").await?.map(|d| d.state), Some(DriveState::Pending));
+    assert_eq!(store.count_drives("contoso", DriveState::Pending).await?, 1);
+    assert_eq!(store.count_drives("contoso", DriveState::Indexed).await?, 0);
+    assert!(
+        !store
+            .transition_drive("b!nope", DriveState::Pending, DriveState::Indexing)
+            .await?
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn redelivered_worker_with_a_stale_checkpoint_cannot_move_it_backwards() -> anyhow::Result<()> {
+    let store = store().await?;
+    store
+        .insert_new_drives(&[drive("contoso", "b!p", DriveState::Indexing)?])
+        .await?;
+    let start = IndexProgress::default();
+    let page1 = IndexProgress {
+        generation: 0,
+        pages: 1,
+        items: 200,
+        files: 180,
+        folders: 20,
+        bytes: 1 << 30,
+        next_link: Some("https://graph/delta?token=page2".into()),
+        started_at: Some(at("2026-11-22T09:00:00.5Z")?),
+        ..IndexProgress::default()
+    };
+    // Worker A commits page 1.
+    assert!(
+        store
+            .save_index_progress("b!p", &start, &page1, DriveState::Indexing)
+            .await?
+    );
+
+    // Worker B, a redelivery that also started from the initial checkpoint, tries to commit.
+    let stale = IndexProgress {
+        pages: 1,
+        items: 999,
+        next_link: Some("https://graph/stale".into()),
+        ..start.clone()
+    };
+    let saved = store
+        .save_index_progress("b!p", &start, &stale, DriveState::Indexed)
+        .await?;
+
+    assert!(!saved);
+    let stored = store
+        .drive("b!p")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("b!p missing"))?;
+    assert_eq!(stored.index, page1);
+    assert_eq!(stored.state, DriveState::Indexing);
+    Ok(())
+}
+
+#[tokio::test]
+async fn completing_a_walk_stores_the_delta_link_clears_the_next_link_and_marks_the_drive_indexed() -> anyhow::Result<()>
+{
+    let store = store().await?;
+    store
+        .insert_new_drives(&[drive("contoso", "b!done", DriveState::Indexing)?])
+        .await?;
+    let page1 = IndexProgress {
+        pages: 1,
+        next_link: Some("https://graph/next".into()),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .save_index_progress("b!done", &IndexProgress::default(), &page1, DriveState::Indexing)
+            .await?
+    );
+    let done = IndexProgress {
+        pages: 2,
+        next_link: None,
+        delta_link: Some("https://graph/delta?token=final".into()),
+        reconcile: true,
+        completed_at: Some(at("2026-11-22T09:10:00Z")?),
+        ..page1.clone()
+    };
+
+    assert!(
+        store
+            .save_index_progress("b!done", &page1, &done, DriveState::Indexed)
+            .await?
+    );
+
+    let stored = store
+        .drive("b!done")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("b!done missing"))?;
+    assert_eq!((stored.state, stored.index), (DriveState::Indexed, done));
+    assert_eq!(store.count_drives("contoso", DriveState::Indexed).await?, 1);
+    assert_eq!(store.count_drives("contoso", DriveState::Indexing).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn counts_and_listings_by_state_follow_transitions() -> anyhow::Result<()> {
+    let store = store().await?.with_page_size(2);
+    let drives: Vec<_> = (1..=5)
+        .map(|i| drive("contoso", &format!("b!{i}"), DriveState::Pending))
+        .collect::<Result<_, _>>()?;
+    store.insert_new_drives(&drives).await?;
+    store
+        .insert_new_drives(&[drive("fabrikam", "b!other", DriveState::Pending)?])
+        .await?;
+    for id in ["b!1", "b!2", "b!3"] {
+        assert!(
+            store
+                .transition_drive(id, DriveState::Pending, DriveState::Indexing)
+                .await?
+        );
+    }
+    assert!(
+        store
+            .transition_drive("b!3", DriveState::Indexing, DriveState::Indexed)
+            .await?
+    );
+
+    assert_eq!(store.count_drives("contoso", DriveState::Pending).await?, 2);
+    assert_eq!(store.count_drives("contoso", DriveState::Indexing).await?, 2);
+    assert_eq!(store.count_drives("contoso", DriveState::Indexed).await?, 1);
+    assert_eq!(store.count_drives("contoso", DriveState::Unmonitored).await?, 0);
+    assert_eq!(store.count_drives("fabrikam", DriveState::Pending).await?, 1);
+
+    // Pages of 2 with an opaque cursor list each pending drive exactly once.
+    let mut listed = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let (ids, next) = store.drive_ids_in_state("contoso", DriveState::Pending, cursor).await?;
+        assert!(ids.len() <= 2);
+        listed.extend(ids);
+        cursor = next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "listing did not end");
+    assert_eq!(listed, ["b!4", "b!5"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cursor_the_store_did_not_hand_out_is_a_terminal_error() -> anyhow::Result<()> {
+    let store = store().await?;
+    let err = failure(
+        store
+            .drive_ids_in_state("contoso", DriveState::Pending, Some("page-2".into()))
+            .await,
+        "a foreign cursor must fail",
+    )?;
+    assert!(err.is_terminal(), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn drives_are_read_in_batches_in_the_order_asked_and_unknown_ones_left_out() -> anyhow::Result<()> {
+    let store = store().await?;
+    let known = ["b!x", "b!y", "b!z"];
+    let records: Vec<_> = known
+        .iter()
+        .map(|id| drive("contoso", id, DriveState::Pending))
+        .collect::<Result<_, _>>()?;
+    store.insert_new_drives(&records).await?;
+    // 150 ids: two BatchGetItem calls of at most 100 keys.
+    let mut ask: Vec<String> = (0..147).map(|i| format!("b!missing{i}")).collect();
+    ask.insert(10, "b!z".into());
+    ask.insert(120, "b!x".into());
+    ask.push("b!y".into());
+    let reads_before = store.read_requests();
+
+    let found = store.drives(&ask).await?;
+
+    let ids: Vec<&str> = found.iter().map(|d| d.drive_id.as_str()).collect();
+    assert_eq!(ids, ["b!z", "b!x", "b!y"]);
+    assert_eq!(store.read_requests() - reads_before, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn parking_a_drive_is_stored_and_cleared() -> anyhow::Result<()> {
+    let store = store().await?;
+    store
+        .insert_new_drives(&[drive("contoso", "b!park", DriveState::Indexing)?])
+        .await?;
+
+    store.set_drive_parked("b!park", Some("invalid_client")).await?;
+    assert_eq!(
+        store.drive("b!park").await?.and_then(|d| d.parked).as_deref(),
+        Some("invalid_client")
+    );
+    store.set_drive_parked("b!park", None).await?;
+    assert_eq!(store.drive("b!park").await?.and_then(|d| d.parked), None);
+
+    let err = failure(store.set_drive_parked("b!ghost", Some("x")).await, "unknown drive")?;
+    assert!(err.is_terminal() && err.to_string().contains("b!ghost"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn users_without_drive_are_counted_once_each_even_when_recorded_twice() -> anyhow::Result<()> {
+    let store = store().await?;
+    let user = |id: &str| DirectoryUser {
+        id: id.to_owned(),
+        user_principal_name: format!("{id}@contoso.com"),
+        display_name: Some(format!("User {id}")),
+        mail: None,
+    };
+    let reason = "no OneDrive provisioned".to_owned();
+    let batch: Vec<_> = (0..30).map(|i| (user(&format!("u{i}")), reason.clone())).collect();
+    store.record_users_without_drive("contoso", &batch).await?;
+    // The same users again (a later page or run), one of them twice in the same call.
+    let mut again = batch[..5].to_vec();
+    again.push(batch[0].clone());
+    store.record_users_without_drive("contoso", &again).await?;
+    store.record_users_without_drive("fabrikam", &batch[..2]).await?;
+
+    assert_eq!(store.count_users_without_drive("contoso").await?, 30);
+    store
+        .clear_users_without_drive("contoso", &["u1".into(), "u2".into(), "u-never".into()])
+        .await?;
+    assert_eq!(store.count_users_without_drive("contoso").await?, 28);
+    assert_eq!(store.count_users_without_drive("fabrikam").await?, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn connection_round_trips_exactly_including_its_last_error() -> anyhow::Result<()> {
+    let store = store().await?;
+    let contoso = connection("contoso")?;
+    let mut fabrikam = connection("fabrikam")?;
+    fabrikam.last_error = None;
+    fabrikam.endpoints = None;
+    store.put_connection(&fabrikam).await?;
+    store.put_connection(&contoso).await?;
+
+    assert_eq!(store.connection("contoso").await?.as_ref(), Some(&contoso));
+    assert_eq!(store.connections().await?, [contoso.clone(), fabrikam]);
+    assert_eq!(store.connection("nobody").await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn connection_error_and_discovery_summary_are_set_and_cleared_in_place() -> anyhow::Result<()> {
+    let store = store().await?;
+    let mut expected = connection("contoso")?;
+    store.put_connection(&expected).await?;
+
+    store.set_connection_error("contoso", None).await?;
+    let summary = DiscoverySummary {
+        run_id: "run-2".into(),
+        started_at: at("2026-11-22T08:00:00Z")?,
+        finished_at: at("2026-11-22T08:01:00Z")?,
+        users_seen: 121,
+        drives_found: 101,
+        drives_new: 1,
+        users_without_drive: 20,
+    };
+    store.set_last_discovery("contoso", &summary).await?;
+
+    expected.last_error = None;
+    expected.last_discovery = Some(summary);
+    assert_eq!(store.connection("contoso").await?, Some(expected));
+    let err = failure(store.set_connection_error("ghost", None).await, "unknown connection")?;
+    assert!(err.is_terminal() && err.to_string().contains("ghost"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn discovery_checkpoint_is_saved_loaded_and_closed() -> anyhow::Result<()> {
+    let store = store().await?;
+    store.put_connection(&connection("contoso")?).await?;
+    let checkpoint = DiscoveryCheckpoint {
+        run_id: "run-7".into(),
+        started_at: Utc::now(),
+        next_link: Some("https://graph.microsoft.com/v1.0/users?$skiptoken=X".into()),
+        pages: 3,
+        users_seen: 2997,
+        drives_found: 2500,
+        drives_new: 12,
+        users_without_drive: 497,
+    };
+    assert_eq!(store.discovery_checkpoint("contoso").await?, None);
+
+    store.save_discovery_checkpoint("contoso", Some(&checkpoint)).await?;
+    assert_eq!(store.discovery_checkpoint("contoso").await?, Some(checkpoint));
+    assert!(
+        store.connection("contoso").await?.is_some(),
+        "the checkpoint lives beside the connection"
+    );
+    assert_eq!(store.connections().await?.len(), 1);
+
+    store.save_discovery_checkpoint("contoso", None).await?;
+    assert_eq!(store.discovery_checkpoint("contoso").await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_table_is_terminal_and_names_the_table_and_its_setting() -> anyhow::Result<()> {
+    let aws = aws().await?;
+    let store = DynamoStateStore::new(aws.dynamo, "ft-no-such-table");
+
+    let err = failure(store.drive("b!1").await, "the table does not exist")?;
+
+    assert!(err.is_terminal(), "{err}");
+    assert_eq!(err.code, "ResourceNotFoundException");
+    let text = err.to_string();
+    assert!(
+        text.contains("ft-no-such-table") && text.contains("FILETRAIL_STATE_TABLE"),
+        "{text}"
+    );
+    Ok(())
+}
