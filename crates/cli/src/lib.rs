@@ -1,1 +1,9 @@
-//! placeholder
+//! The `filetrail` command line: connection status, connection registration and the local stack
+//! runner. The binary (`main.rs`) parses arguments; the work lives here so end-to-end tests drive
+//! the same code.
+
+pub mod connection;
+pub mod inventory;
+pub mod local;
+pub mod pipeline;
+pub mod status;

@@ -1,1 +1,144 @@
-//! placeholder
+//! The `index-drive` function: walks one drive with Graph delta into the inventory.
+//!
+//! Trigger (template.yaml): the index queue. Each message names a connection and a drive; the
+//! walk continues from the drive's checkpoint and, before the invocation's time runs out, saves
+//! it and enqueues a continuation. A connection whose credentials are refused parks the drive's
+//! work in DynamoDB (nothing is lost) and records the problem for `filetrail status`; discovery
+//! re-enqueues parked drives once the connection works again.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use filetrail_aws::config::AwsResources;
+use filetrail_aws::inventory::DynamoInventoryStore;
+use filetrail_aws::queue::SqsQueue;
+use filetrail_aws::secrets::SecretsStore;
+use filetrail_aws::state::DynamoStateStore;
+use filetrail_core::discover::connection_error_from;
+use filetrail_core::index::{IndexOutcome, IndexPorts, index_drive};
+use filetrail_core::jobs::IndexJob;
+use filetrail_core::model::ConnectionState;
+use filetrail_core::ports::{IndexQueue, StateStore};
+use filetrail_m365::{HttpTimeouts, RetryPolicy, http_client};
+use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
+use filetrail_runtime::{ConnectionClients, FunctionSettings};
+use tracing::{info, warn};
+
+/// Everything an invocation borrows, built once per container.
+pub struct Context {
+    pub settings: FunctionSettings,
+    pub state: DynamoStateStore,
+    pub inventory: DynamoInventoryStore,
+    pub index_queue: SqsQueue,
+    pub clients: ConnectionClients,
+}
+
+impl Context {
+    /// Builds the context from the function's environment (`env`) and a shared AWS config.
+    /// Fails naming the missing or invalid variable.
+    pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+        let settings = FunctionSettings::from_env_map(env)?;
+        let resources = AwsResources::from_env_map(env)?;
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        let http = http_client(HttpTimeouts::default()).context("building the HTTP client")?;
+        let secrets = SecretsStore::new(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            resources.secret_prefix.clone(),
+        );
+        Ok(Self {
+            state: DynamoStateStore::new(dynamo.clone(), resources.require_state_table()?),
+            inventory: DynamoInventoryStore::new(dynamo, resources.require_inventory_table()?),
+            index_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_index_queue_url()?),
+            clients: ConnectionClients::new(http, secrets, RetryPolicy::default(), settings.credentials_ttl),
+            settings,
+        })
+    }
+}
+
+/// Handles one SQS batch (`{"Records": …}`) and returns the partial batch response.
+pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant) -> anyhow::Result<serde_json::Value> {
+    let event: SqsEvent = serde_json::from_value(payload).context("reading the SQS event")?;
+    let response: SqsBatchResponse = handle_batch(event, |message| async move {
+        let job: IndexJob = parse_body(&message)?;
+        run_job(ctx, job, deadline).await
+    })
+    .await;
+    Ok(serde_json::to_value(response)?)
+}
+
+async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), RecordError> {
+    let IndexJob::IndexDrive {
+        connection: connection_id,
+        drive_id,
+    } = &job;
+    let retry = |e: filetrail_core::PortError| RecordError::Retry(e.to_string());
+    let Some(connection) = ctx.state.connection(connection_id).await.map_err(retry)? else {
+        warn!(
+            connection = connection_id,
+            drive_id, "index job for an unknown connection ignored"
+        );
+        return Ok(());
+    };
+    if connection.state != ConnectionState::Active {
+        info!(
+            connection = connection_id,
+            drive_id, "connection deauthorized; index job dropped"
+        );
+        return Ok(());
+    }
+    let graph = match ctx.clients.graph(&connection).await {
+        Ok(g) => g,
+        Err(e) if e.is_terminal() => return park(ctx, connection_id, drive_id, &e).await,
+        Err(e) => return Err(retry(e)),
+    };
+    let ports = IndexPorts {
+        state: &ctx.state,
+        inventory: &ctx.inventory,
+        delta: &*graph,
+    };
+    let budget = ctx.settings.budget(deadline);
+    match index_drive(&ports, drive_id, &budget, chrono::Utc::now).await {
+        Ok(IndexOutcome::Continue { pages }) => {
+            info!(
+                connection = connection_id,
+                drive_id, pages, "indexing continues in a new invocation"
+            );
+            ctx.index_queue
+                .enqueue_index(std::slice::from_ref(&job))
+                .await
+                .map_err(retry)
+        }
+        Ok(IndexOutcome::Completed { .. } | IndexOutcome::Skipped { .. } | IndexOutcome::Superseded) => Ok(()),
+        Err(e) if e.port_error().is_terminal() => park(ctx, connection_id, drive_id, e.port_error()).await,
+        Err(e) => Err(RecordError::Retry(e.to_string())),
+    }
+}
+
+/// Keeps a drive's work in DynamoDB when the connection itself is refused, and records why.
+async fn park(
+    ctx: &Context,
+    connection_id: &str,
+    drive_id: &str,
+    error: &filetrail_core::PortError,
+) -> Result<(), RecordError> {
+    let retry = |e: filetrail_core::PortError| RecordError::Retry(e.to_string());
+    ctx.clients.forget(connection_id).await;
+    ctx.state
+        .set_drive_parked(drive_id, Some(&error.code))
+        .await
+        .map_err(retry)?;
+    let problem = connection_error_from(error, chrono::Utc::now());
+    ctx.state
+        .set_connection_error(connection_id, Some(&problem))
+        .await
+        .map_err(retry)?;
+    warn!(
+        connection = connection_id,
+        drive_id,
+        code = error.code,
+        "connection refused; drive work parked until it is fixed"
+    );
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! `filetrail status`: per connection, where its drives are and what needs a person's attention.
+
+use chrono::{DateTime, Utc};
+use filetrail_core::model::{Connection, ConnectionError, DiscoverySummary, DriveState};
+use filetrail_core::ports::{DiscoveryCheckpoint, PortResult, StateStore};
+use serde::Serialize;
+
+/// The status of one connection, as printed and as `--json` emits it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectionStatus {
+    pub connection: String,
+    pub kind: String,
+    pub tenant_id: String,
+    pub cloud: String,
+    pub state: String,
+    pub drives: DriveCounts,
+    pub users_without_onedrive: u64,
+    pub last_discovery: Option<DiscoverySummary>,
+    pub discovery_in_progress: Option<DiscoveryCheckpoint>,
+    pub error: Option<ConnectionError>,
+}
+
+/// Drive counts by state. `monitored` is every drive filetrail keeps working on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DriveCounts {
+    pub monitored: u64,
+    pub pending: u64,
+    pub indexing: u64,
+    pub indexed: u64,
+    pub unmonitored: u64,
+}
+
+/// Reads the status of every connection (or one) from the state store.
+pub async fn collect(state: &dyn StateStore, only: Option<&str>) -> PortResult<Vec<ConnectionStatus>> {
+    let mut out = Vec::new();
+    for c in state.connections().await? {
+        if only.is_some_and(|id| id != c.id) {
+            continue;
+        }
+        out.push(connection_status(state, c).await?);
+    }
+    Ok(out)
+}
+
+async fn connection_status(state: &dyn StateStore, c: Connection) -> PortResult<ConnectionStatus> {
+    let mut drives = DriveCounts::default();
+    for s in DriveState::ALL {
+        let n = state.count_drives(&c.id, s).await?;
+        match s {
+            DriveState::Pending => drives.pending = n,
+            DriveState::Indexing => drives.indexing = n,
+            DriveState::Indexed => drives.indexed = n,
+            DriveState::Unmonitored => drives.unmonitored = n,
+        }
+    }
+    drives.monitored = drives.pending + drives.indexing + drives.indexed;
+    Ok(ConnectionStatus {
+        users_without_onedrive: state.count_users_without_drive(&c.id).await?,
+        discovery_in_progress: state.discovery_checkpoint(&c.id).await?,
+        connection: c.id,
+        kind: serde_json::to_value(c.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        tenant_id: c.tenant_id,
+        cloud: c.cloud,
+        state: format!("{:?}", c.state).to_lowercase(),
+        drives,
+        last_discovery: c.last_discovery,
+        error: c.last_error,
+    })
+}
+
+/// Renders the statuses for a terminal.
+pub fn render(statuses: &[ConnectionStatus], now: DateTime<Utc>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if statuses.is_empty() {
+        s.push_str("No connections yet. Register one with `filetrail connection add`.\n");
+        return s;
+    }
+    for st in statuses {
+        let _ = writeln!(
+            s,
+            "{} ({} connection, tenant {}, cloud {}, {})",
+            st.connection, st.kind, st.tenant_id, st.cloud, st.state
+        );
+        let d = &st.drives;
+        let _ = writeln!(
+            s,
+            "  drives            {} monitored: {} indexing, {} indexed{}; {} unmonitored",
+            d.monitored,
+            d.indexing,
+            d.indexed,
+            if d.pending > 0 {
+                format!(", {} pending", d.pending)
+            } else {
+                String::new()
+            },
+            d.unmonitored
+        );
+        let _ = writeln!(s, "  without OneDrive  {} users", st.users_without_onedrive);
+        match &st.last_discovery {
+            Some(l) => {
+                let _ = writeln!(
+                    s,
+                    "  last discovery    {} ({} ago): {} users, {} drives ({} new), {} without a OneDrive",
+                    l.finished_at.format("%Y-%m-%d %H:%M:%SZ"),
+                    ago(now, l.finished_at),
+                    l.users_seen,
+                    l.drives_found,
+                    l.drives_new,
+                    l.users_without_drive
+                );
+            }
+            None => s.push_str("  last discovery    never finished\n"),
+        }
+        if let Some(cp) = &st.discovery_in_progress {
+            let _ = writeln!(
+                s,
+                "  discovery run     in progress since {}: {} users, {} drives so far",
+                cp.started_at.format("%Y-%m-%d %H:%M:%SZ"),
+                cp.users_seen,
+                cp.drives_found
+            );
+        }
+        match &st.error {
+            Some(e) => {
+                let _ = writeln!(
+                    s,
+                    "  error             {} since {}: {}",
+                    e.code,
+                    e.at.format("%Y-%m-%d %H:%M:%SZ"),
+                    first_line(&e.message)
+                );
+                let _ = writeln!(s, "  fix               {}", e.fix);
+            }
+            None => s.push_str("  error             none\n"),
+        }
+    }
+    s
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
+}
+
+fn ago(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
+    let secs = (now - then).num_seconds().max(0);
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m", secs / 60),
+        3600..=86_399 => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
