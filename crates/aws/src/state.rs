@@ -278,6 +278,7 @@ impl DynamoStateStore {
             deleted: f.n("deleted")?,
             resyncs: f.n("resyncs")?,
             reconcile: f.opt_bool("reconcile")?.unwrap_or(false),
+            root_id: f.opt_s("root_id")?,
             started_at: f.opt_time("started_at")?,
             completed_at: f.opt_time("completed_at")?,
         };
@@ -380,6 +381,7 @@ fn progress_attrs(p: &IndexProgress) -> Vec<(&'static str, Option<AttributeValue
         deleted,
         resyncs,
         reconcile,
+        root_id,
         started_at,
         completed_at,
     } = p;
@@ -390,6 +392,7 @@ fn progress_attrs(p: &IndexProgress) -> Vec<(&'static str, Option<AttributeValue
         .map(|(name, v)| (*name, Some(n(*v))))
         .collect();
     attrs.push(("reconcile", Some(AttributeValue::Bool(*reconcile))));
+    attrs.push(("root_id", root_id.as_deref().map(s)));
     attrs.push(("next_link", next_link.as_deref().map(s)));
     attrs.push(("delta_link", delta_link.as_deref().map(s)));
     attrs.push(("started_at", started_at.as_ref().map(ts)));

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 /// runner and tests can also cap the number of pages so a "timeout" happens where they want it.
 pub trait Budget: Send + Sync {
     /// True while there is time to do one more unit of work (a page) and still hand over cleanly.
+    /// The first call of an invocation is always true, so every invocation makes progress even
+    /// when its deadline is tight (otherwise a job could hand over forever without moving).
     fn has_time_for_more(&self) -> bool;
 }
 
@@ -46,11 +48,12 @@ impl Deadline {
 
 impl Budget for Deadline {
     fn has_time_for_more(&self) -> bool {
-        if let Some(max) = self.max_units {
-            let used = self.used.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if used >= max {
-                return false;
-            }
+        let used = self.used.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if used == 0 {
+            return true;
+        }
+        if self.max_units.is_some_and(|max| used >= max) {
+            return false;
         }
         Instant::now() + self.margin < self.deadline
     }
@@ -69,8 +72,9 @@ mod tests {
     }
 
     #[test]
-    fn margin_is_kept_back_before_the_deadline() {
+    fn margin_is_kept_back_before_the_deadline_after_the_first_unit() {
         let b = Deadline::new(Instant::now() + Duration::from_secs(5), Duration::from_secs(10));
+        assert!(b.has_time_for_more(), "every invocation does at least one unit");
         assert!(!b.has_time_for_more());
     }
 }

@@ -108,7 +108,7 @@ pub async fn index_drive(
         progress.started_at = Some(now());
     }
     let mut stored = drive.index.clone();
-    let mut cache = PathCache::new();
+    let mut cache = PathCache::with_root(progress.root_id.as_deref());
     let mut pages_this_run = 0u64;
     let mut items_this_run = 0u64;
 
@@ -157,13 +157,16 @@ pub async fn index_drive(
                 }
                 drive.state = state;
                 stored = progress.clone();
-                cache = PathCache::new();
+                cache = PathCache::with_root(progress.root_id.as_deref());
                 continue;
             }
             Err(DeltaError::Port(e)) => return Err(err(e)),
         };
 
         let items = last_occurrence_wins(page.items);
+        if let Some(root) = items.iter().find(|i| i.is_root && !i.deleted) {
+            progress.root_id = Some(root.id.clone());
+        }
         let applied = apply_page(ports, &drive, &progress, &mut cache, &items, now())
             .await
             .map_err(err)?;

@@ -175,6 +175,11 @@ pub struct IndexProgress {
     /// of older generations (items the new walk no longer saw) are removed.
     #[serde(default)]
     pub reconcile: bool,
+    /// Id of the drive's root item, once a page has listed it: children of the root on later
+    /// pages (possibly in another invocation) resolve their paths from it, as the root has no
+    /// inventory row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -32,6 +32,15 @@ impl PathCache {
         Self::default()
     }
 
+    /// A cache that already knows the drive root (when its id is known).
+    pub fn with_root(root_id: Option<&str>) -> Self {
+        let mut cache = Self::new();
+        if let Some(id) = root_id {
+            cache.insert(id, ROOT_PATH);
+        }
+        cache
+    }
+
     pub fn get(&self, id: &str) -> Option<&str> {
         self.paths.get(id).map(String::as_str)
     }

@@ -555,3 +555,35 @@ async fn unmonitored_drives_get_no_work() {
     assert!(matches!(out, IndexOutcome::Skipped { .. }));
     assert_eq!(*delta.calls.lock().unwrap(), 0);
 }
+
+#[tokio::test]
+async fn children_of_the_root_resolve_after_a_hand_over_although_the_root_has_no_row() {
+    let (state, inv) = (MemoryState::default(), MemoryInventory::default());
+    drive_in(&state, DriveState::Indexing).await;
+    let delta = FakeDelta::new(vec![
+        (
+            "",
+            vec![folder("root", None, "root"), folder("docs", Some("root"), "Documents")],
+            DeltaNext::NextLink("p2".into()),
+        ),
+        (
+            "p2",
+            vec![file("top", "root", "top.txt", 5)],
+            DeltaNext::DeltaLink("d".into()),
+        ),
+    ]);
+    let p = IndexPorts {
+        state: &state,
+        inventory: &inv,
+        delta: &delta,
+    };
+    index_drive(&p, "d1", &Deadline::unlimited().with_max_units(Some(1)), now)
+        .await
+        .unwrap();
+    // A new invocation: nothing cached, and the root has no inventory row.
+    index_drive(&p, "d1", &Deadline::unlimited(), now).await.unwrap();
+    assert_eq!(
+        paths(&inv),
+        vec![("docs".into(), "/Documents".into()), ("top".into(), "/top.txt".into())]
+    );
+}

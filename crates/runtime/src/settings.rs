@@ -45,9 +45,12 @@ impl FunctionSettings {
         })
     }
 
-    /// The budget of one invocation that must end by `deadline`.
+    /// The budget of one invocation that must end by `deadline`: the configured margin, but at
+    /// most a quarter of the time left, so a short timeout (the local runner's) still leaves room
+    /// for work.
     pub fn budget(&self, deadline: Instant) -> Deadline {
-        Deadline::new(deadline, self.time_margin).with_max_units(self.max_pages_per_invocation)
+        let left = deadline.saturating_duration_since(Instant::now());
+        Deadline::new(deadline, self.time_margin.min(left / 4)).with_max_units(self.max_pages_per_invocation)
     }
 }
 
@@ -74,6 +77,18 @@ pub fn process_env() -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use filetrail_core::budget::Budget;
+
+    #[test]
+    fn a_short_deadline_still_leaves_time_for_several_pages() {
+        let s = FunctionSettings::from_env_map(&HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        let budget = s.budget(Instant::now() + Duration::from_secs(20));
+        assert!(budget.has_time_for_more());
+        assert!(
+            budget.has_time_for_more(),
+            "a 60 s margin must not swallow a 20 s invocation"
+        );
+    }
 
     #[test]
     fn defaults_apply_when_unset_and_bad_values_name_the_variable() {
