@@ -18,7 +18,7 @@ pub const DISCOVER_FUNCTION: &str = "DiscoverFunction";
 /// Logical id of the index-drive function in template.yaml.
 pub const INDEX_DRIVE_FUNCTION: &str = "IndexDriveFunction";
 
-struct Discover(filetrail_discover::Context);
+struct Discover(Arc<filetrail_discover::Context>);
 
 #[async_trait::async_trait]
 impl LocalFunction for Discover {
@@ -27,7 +27,7 @@ impl LocalFunction for Discover {
     }
 }
 
-struct IndexDrive(filetrail_index_drive::Context);
+struct IndexDrive(Arc<filetrail_index_drive::Context>);
 
 #[async_trait::async_trait]
 impl LocalFunction for IndexDrive {
@@ -36,39 +36,66 @@ impl LocalFunction for IndexDrive {
     }
 }
 
-/// Every template function filetrail implements, keyed by logical id, each wired with its
-/// template environment plus `overrides` (e.g. `FILETRAIL_MAX_PAGES_PER_INVOCATION` to force
-/// continuations). Fails if a function's environment does not resolve or is incomplete.
+/// The local functions and their contexts (whose adapters count the requests they make).
+pub struct LocalPipeline {
+    pub discover: Arc<filetrail_discover::Context>,
+    pub index_drive: Arc<filetrail_index_drive::Context>,
+}
+
+impl LocalPipeline {
+    /// Builds every template function filetrail implements, each wired with its template
+    /// environment plus `overrides` (e.g. `FILETRAIL_MAX_PAGES_PER_INVOCATION` to force
+    /// continuations). Fails if a function's environment does not resolve or is incomplete.
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        template: &Template,
+        provisioned: &Provisioned,
+        overrides: &HashMap<String, String>,
+    ) -> anyhow::Result<Self> {
+        let env_of = |id: &str| -> anyhow::Result<HashMap<String, String>> {
+            let spec = template
+                .function(id)
+                .with_context(|| format!("template.yaml has no function {id}"))?;
+            let mut env = provisioned
+                .resolve_env(spec)
+                .with_context(|| format!("resolving the environment of {id}"))?;
+            env.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok(env)
+        };
+        Ok(Self {
+            discover: Arc::new(filetrail_discover::Context::new(sdk, &env_of(DISCOVER_FUNCTION)?)?),
+            index_drive: Arc::new(filetrail_index_drive::Context::new(
+                sdk,
+                &env_of(INDEX_DRIVE_FUNCTION)?,
+            )?),
+        })
+    }
+
+    /// The functions keyed by template logical id, for [`crate::local::Runner::new`].
+    pub fn functions(&self) -> HashMap<String, Arc<dyn LocalFunction>> {
+        let mut functions: HashMap<String, Arc<dyn LocalFunction>> = HashMap::new();
+        functions.insert(DISCOVER_FUNCTION.to_owned(), Arc::new(Discover(self.discover.clone())));
+        functions.insert(
+            INDEX_DRIVE_FUNCTION.to_owned(),
+            Arc::new(IndexDrive(self.index_drive.clone())),
+        );
+        functions
+    }
+
+    /// DynamoDB write requests (PutItem, UpdateItem, BatchWriteItem…) issued so far.
+    pub fn dynamodb_write_requests(&self) -> u64 {
+        self.discover.state.write_requests()
+            + self.index_drive.state.write_requests()
+            + self.index_drive.inventory.write_requests()
+    }
+}
+
+/// [`LocalPipeline::new`] then [`LocalPipeline::functions`].
 pub fn local_functions(
     sdk: &aws_config::SdkConfig,
     template: &Template,
     provisioned: &Provisioned,
     overrides: &HashMap<String, String>,
 ) -> anyhow::Result<HashMap<String, Arc<dyn LocalFunction>>> {
-    let env_of = |id: &str| -> anyhow::Result<HashMap<String, String>> {
-        let spec = template
-            .function(id)
-            .with_context(|| format!("template.yaml has no function {id}"))?;
-        let mut env = provisioned
-            .resolve_env(spec)
-            .with_context(|| format!("resolving the environment of {id}"))?;
-        env.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Ok(env)
-    };
-    let mut functions: HashMap<String, Arc<dyn LocalFunction>> = HashMap::new();
-    functions.insert(
-        DISCOVER_FUNCTION.to_owned(),
-        Arc::new(Discover(filetrail_discover::Context::new(
-            sdk,
-            &env_of(DISCOVER_FUNCTION)?,
-        )?)),
-    );
-    functions.insert(
-        INDEX_DRIVE_FUNCTION.to_owned(),
-        Arc::new(IndexDrive(filetrail_index_drive::Context::new(
-            sdk,
-            &env_of(INDEX_DRIVE_FUNCTION)?,
-        )?)),
-    );
-    Ok(functions)
+    Ok(LocalPipeline::new(sdk, template, provisioned, overrides)?.functions())
 }
