@@ -168,6 +168,18 @@ impl Stack {
         Ok(runner.run().await)
     }
 
+    /// Puts an index job for `drive_id` on the index queue, as discovery or a continuation would.
+    pub async fn enqueue_index(&self, drive_id: &str) -> anyhow::Result<()> {
+        use filetrail_core::ports::IndexQueue as _;
+        let url = self.env_of("IndexDriveFunction")["FILETRAIL_INDEX_QUEUE_URL"].clone();
+        let queue = filetrail_aws::queue::SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url);
+        let job = filetrail_core::jobs::IndexJob::IndexDrive {
+            connection: CONNECTION.to_owned(),
+            drive_id: drive_id.to_owned(),
+        };
+        Ok(queue.enqueue_index(&[job]).await?)
+    }
+
     /// Every inventory row in the table (a scan: the test checks there is nothing extra).
     pub async fn inventory(&self) -> anyhow::Result<Vec<Item>> {
         let table = self.env_of("IndexDriveFunction")["FILETRAIL_INVENTORY_TABLE"].clone();
