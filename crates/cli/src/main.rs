@@ -7,12 +7,14 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::inventory::DynamoInventoryStore;
+use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::secrets::{AppSecret, Secret, SecretsStore};
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_cli::connection::{self, DEFAULT_DRIVE_CAP, NewConnection};
 use filetrail_cli::{inventory, status};
+use filetrail_core::jobs::DiscoverJob;
 use filetrail_core::model::{ConnectionKind, Endpoints};
-use filetrail_core::ports::StateStore;
+use filetrail_core::ports::{DiscoverQueue, StateStore};
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +70,14 @@ enum LocalCommand {
 enum ConnectionCommand {
     /// Register a tenant. The client secret is read from stdin or a file, never from arguments.
     Add(AddArgs),
+    /// Store a new client secret for a connection (read from stdin or a file) and start a
+    /// discovery run, which resumes work stopped by a refused secret.
+    SetSecret {
+        connection: String,
+        /// Read the client secret from this file (`-` or absent: standard input).
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -123,6 +133,36 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Connection(ConnectionCommand::Add(args)) => connection_add(args).await?,
+        Command::Connection(ConnectionCommand::SetSecret {
+            connection,
+            secret_file,
+        }) => {
+            let aws = Aws::from_env().await?;
+            let state = aws.state()?;
+            if state.connection(&connection).await?.is_none() {
+                bail!("no connection named {connection:?}; `filetrail status` lists them all");
+            }
+            let secret = read_secret(secret_file.as_deref())?;
+            aws.secrets()
+                .put_app_secret(
+                    &connection,
+                    &AppSecret {
+                        client_secret: Secret::new(secret),
+                    },
+                )
+                .await?;
+            let queue = SqsQueue::new(
+                aws_sdk_sqs::Client::new(&aws.sdk),
+                aws.resources.require_discover_queue_url()?,
+            );
+            let job = DiscoverJob::Discover {
+                connection: connection.clone(),
+                reason: "secret updated".to_owned(),
+            };
+            queue.enqueue_discover(&[job]).await?;
+            println!("Stored the new secret of {connection:?} and started a discovery run;");
+            println!("`filetrail status {connection}` shows when the connection works again.");
+        }
         Command::Inventory {
             connection,
             drive,
@@ -167,9 +207,10 @@ struct Aws {
 
 impl Aws {
     async fn from_env() -> anyhow::Result<Self> {
-        let resources = AwsResources::from_env().context(
-            "the deployment is named by FILETRAIL_* variables: for the local stack run `source .local/stack.env`",
-        )?;
+        const HOW: &str = "name the deployment with the FILETRAIL_* settings: for the local stack run \
+                           `source .local/stack.env`; for AWS, export the stack's outputs";
+        let resources = AwsResources::from_env().context(HOW)?;
+        resources.require_state_table().context(HOW)?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         Ok(Self { sdk, resources })
     }

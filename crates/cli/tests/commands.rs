@@ -1,0 +1,204 @@
+//! The `filetrail` binary as an admin runs it, against template.yaml provisioned on moto.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use filetrail_aws::moto::MotoServer;
+use filetrail_aws::provision::provision;
+use filetrail_aws::state::DynamoStateStore;
+use filetrail_aws::template::Template;
+use filetrail_core::model::ConnectionError;
+use filetrail_core::ports::StateStore;
+
+struct Deployment {
+    moto: MotoServer,
+    env: Vec<(String, String)>,
+    state_table: String,
+}
+
+impl Deployment {
+    async fn start(stack: &str) -> Deployment {
+        let moto = MotoServer::start().await.unwrap();
+        let sdk = moto.sdk_config().await;
+        let template = Template::from_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml")).unwrap();
+        let provisioned = provision(&sdk, &template, stack).await.unwrap();
+        let settings = provisioned.cli_env(&template).unwrap();
+        let state_table = settings["FILETRAIL_STATE_TABLE"].clone();
+        let mut env: Vec<(String, String)> = settings.into_iter().collect();
+        for (k, v) in [
+            ("AWS_ENDPOINT_URL", moto.endpoint()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ] {
+            env.push((k.to_owned(), v));
+        }
+        Deployment { moto, env, state_table }
+    }
+
+    /// Runs `filetrail ARGS` with `stdin`; returns (success, stdout, stderr).
+    fn run(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_filetrail"))
+            .args(args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    async fn state(&self) -> DynamoStateStore {
+        DynamoStateStore::new(
+            aws_sdk_dynamodb::Client::new(&self.moto.sdk_config().await),
+            self.state_table.clone(),
+        )
+    }
+}
+
+const TENANT: &str = "0f5e2b4a-1111-4222-8333-944445555666";
+
+#[tokio::test]
+async fn a_tenant_registers_once_per_kind_with_its_secret_from_stdin() {
+    let d = Deployment::start("cmd-add").await;
+    let add = [
+        "connection",
+        "add",
+        "contoso",
+        "--tenant-id",
+        TENANT,
+        "--client-id",
+        "app-1",
+    ];
+    let (ok, out, err) = d.run(&add, "s3cr3t-value\n");
+    assert!(ok, "{err}");
+    assert!(out.contains("Registered cloud connection \"contoso\""), "{out}");
+    assert!(
+        !out.contains("s3cr3t-value") && !err.contains("s3cr3t-value"),
+        "the secret is never printed"
+    );
+
+    let again = [
+        "connection",
+        "add",
+        "contoso-2",
+        "--tenant-id",
+        TENANT,
+        "--client-id",
+        "app-1",
+    ];
+    let (ok, _, err) = d.run(&again, "other");
+    assert!(!ok);
+    assert!(
+        err.contains("already registered") && err.contains("\"contoso\""),
+        "names the existing one: {err}"
+    );
+
+    // The same tenant as an email connection is a different registration.
+    let email = [
+        "connection",
+        "add",
+        "contoso-mail",
+        "--kind",
+        "email",
+        "--tenant-id",
+        TENANT,
+        "--client-id",
+        "app-1",
+    ];
+    assert!(d.run(&email, "s").0);
+
+    let (ok, _, err) = d.run(
+        &["connection", "add", "Bad Id", "--tenant-id", "t2", "--client-id", "c"],
+        "s",
+    );
+    assert!(!ok && err.contains("\"Bad Id\"") && err.contains("lowercase"), "{err}");
+    let (ok, _, err) = d.run(
+        &["connection", "add", "empty", "--tenant-id", "t3", "--client-id", "c"],
+        "  \n",
+    );
+    assert!(!ok && err.contains("client secret is empty"), "{err}");
+}
+
+#[tokio::test]
+async fn status_shows_drive_counts_and_the_current_error_with_its_fix() {
+    let d = Deployment::start("cmd-status").await;
+    assert!(
+        d.run(
+            &[
+                "connection",
+                "add",
+                "contoso",
+                "--tenant-id",
+                TENANT,
+                "--client-id",
+                "app-1"
+            ],
+            "s"
+        )
+        .0
+    );
+    let problem = ConnectionError {
+        code: "AADSTS7000215".into(),
+        message: "Invalid client secret provided.".into(),
+        fix: "create a new client secret and store it with `filetrail connection set-secret contoso`".into(),
+        at: chrono::Utc::now(),
+    };
+    d.state()
+        .await
+        .set_connection_error("contoso", Some(&problem))
+        .await
+        .unwrap();
+
+    let (ok, out, err) = d.run(&["status"], "");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("0 monitored") && out.contains("without OneDrive  0 users"),
+        "{out}"
+    );
+    assert!(
+        out.contains("AADSTS7000215") && out.contains("filetrail connection set-secret contoso"),
+        "{out}"
+    );
+
+    let (ok, out, _) = d.run(&["status", "contoso", "--json"], "");
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json[0]["connection"], "contoso");
+    assert_eq!(json[0]["error"]["code"], "AADSTS7000215");
+    assert_eq!(json[0]["drives"]["indexed"], 0);
+
+    let (ok, _, err) = d.run(&["status", "nope"], "");
+    assert!(!ok && err.contains("no connection named \"nope\""), "{err}");
+
+    // A new secret starts a discovery run that will clear the error once the token works.
+    let (ok, out, err) = d.run(&["connection", "set-secret", "contoso"], "new-secret");
+    assert!(ok, "{err}");
+    assert!(out.contains("started a discovery run"), "{out}");
+}
+
+#[test]
+fn without_settings_the_cli_names_the_missing_variable_and_how_to_set_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_filetrail"))
+        .arg("status")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FILETRAIL_STATE_TABLE") && err.contains(".local/stack.env"),
+        "{err}"
+    );
+}
