@@ -677,6 +677,29 @@ impl From<ServiceError> for M365Error {
     }
 }
 
+/// Whether an error code (as carried by a [`PortError`]) means the connection itself is refused
+/// (its secret, its consent, its permissions), rather than one resource being gone or broken.
+/// Work for a refused connection waits for an admin; work for one broken resource does not stop
+/// the others.
+pub fn is_connection_problem(code: &str) -> bool {
+    let code = code.to_ascii_lowercase();
+    code.starts_with("aadsts")
+        || matches!(
+            code.as_str(),
+            "invalid_client"
+                | "unauthorized_client"
+                | "invalid_request"
+                | "invalid_scope"
+                | "invalid_grant"
+                | "invalid_resource"
+                | "interaction_required"
+                | "accessdenied"
+                | "authorization_requestdenied"
+                | "invalidauthenticationtoken"
+                | "unauthenticated"
+        )
+}
+
 impl From<M365Error> for PortError {
     fn from(e: M365Error) -> Self {
         let class = e.retry_class();
@@ -700,6 +723,21 @@ mod tests {
     fn sample(name: &str) -> Vec<u8> {
         let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).expect("fixture file")
+    }
+
+    #[test]
+    fn refused_credentials_and_permissions_are_connection_problems_missing_items_are_not() {
+        for code in [
+            "AADSTS7000215",
+            "invalid_client",
+            "accessDenied",
+            "Authorization_RequestDenied",
+        ] {
+            assert!(is_connection_problem(code), "{code}");
+        }
+        for code in ["itemNotFound", "ResourceNotFound", "resyncRequired", "generalException"] {
+            assert!(!is_connection_problem(code), "{code}");
+        }
     }
 
     #[test]

@@ -17,7 +17,9 @@ pub mod retry;
 pub mod token;
 
 pub use cloud::{CLOUD_PRESETS, Cloud};
-pub use error::{AuthError, AuthFailure, ErrorBody, M365Error, ServiceError, ServiceErrorKind, TransportKind};
+pub use error::{
+    AuthError, AuthFailure, ErrorBody, M365Error, ServiceError, ServiceErrorKind, TransportKind, is_connection_problem,
+};
 pub use graph::{BATCH_MAX_REQUESTS, GraphClient};
 pub use http::{HttpTimeouts, USER_AGENT, http_client};
 pub use retry::{RequestStats, RetryPolicy, parse_retry_after};

@@ -21,7 +21,7 @@ use filetrail_core::index::{IndexOutcome, IndexPorts, index_drive};
 use filetrail_core::jobs::IndexJob;
 use filetrail_core::model::ConnectionState;
 use filetrail_core::ports::{IndexQueue, StateStore};
-use filetrail_m365::{HttpTimeouts, RetryPolicy, http_client};
+use filetrail_m365::{HttpTimeouts, RetryPolicy, http_client, is_connection_problem};
 use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
 use filetrail_runtime::{ConnectionClients, FunctionSettings};
 use tracing::{info, warn};
@@ -90,6 +90,7 @@ async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), 
     }
     let graph = match ctx.clients.graph(&connection).await {
         Ok(g) => g,
+        // Building a client fails terminally only on the connection's own settings or secret.
         Err(e) if e.is_terminal() => return park(ctx, connection_id, drive_id, &e).await,
         Err(e) => return Err(retry(e)),
     };
@@ -111,7 +112,16 @@ async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), 
                 .map_err(retry)
         }
         Ok(IndexOutcome::Completed { .. } | IndexOutcome::Skipped { .. } | IndexOutcome::Superseded) => Ok(()),
-        Err(e) if e.port_error().is_terminal() => park(ctx, connection_id, drive_id, e.port_error()).await,
+        Err(e) if e.port_error().is_terminal() && is_connection_problem(&e.port_error().code) => {
+            park(ctx, connection_id, drive_id, e.port_error()).await
+        }
+        Err(e) if e.port_error().is_terminal() => {
+            // This drive alone is broken (deleted, locked): keep its checkpoint, let others go on.
+            let code = &e.port_error().code;
+            ctx.state.set_drive_parked(drive_id, Some(code)).await.map_err(retry)?;
+            warn!(connection = connection_id, drive_id, code, error = %e, "drive cannot be indexed; parked");
+            Ok(())
+        }
         Err(e) => Err(RecordError::Retry(e.to_string())),
     }
 }
