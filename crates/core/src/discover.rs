@@ -247,14 +247,10 @@ async fn record_page(
         );
     }
     if !to_enqueue.is_empty() {
-        let jobs: Vec<IndexJob> = to_enqueue
-            .iter()
-            .map(|id| IndexJob::IndexDrive {
-                connection: connection.id.clone(),
-                drive_id: id.clone(),
-            })
-            .collect();
-        ports.index_queue.enqueue_index(&jobs).await?;
+        ports
+            .index_queue
+            .enqueue_index(&IndexJob::for_drives(&connection.id, &to_enqueue))
+            .await?;
         for id in &to_enqueue {
             ports
                 .state
@@ -302,14 +298,10 @@ async fn recover_connection(ports: &DiscoverPorts<'_>, connection: &Connection) 
             .map(|d| d.drive_id)
             .collect();
         if !parked.is_empty() {
-            let jobs: Vec<IndexJob> = parked
-                .iter()
-                .map(|id| IndexJob::IndexDrive {
-                    connection: connection.id.clone(),
-                    drive_id: id.clone(),
-                })
-                .collect();
-            ports.index_queue.enqueue_index(&jobs).await?;
+            ports
+                .index_queue
+                .enqueue_index(&IndexJob::for_drives(&connection.id, &parked))
+                .await?;
             for id in &parked {
                 ports.state.set_drive_parked(id, None).await?;
             }

@@ -26,3 +26,16 @@ pub enum DiscoverJob {
 pub enum IndexJob {
     IndexDrive { connection: ConnectionId, drive_id: String },
 }
+
+impl IndexJob {
+    /// The jobs that index `drive_ids` of `connection`.
+    pub fn for_drives<'a>(connection: &str, drive_ids: impl IntoIterator<Item = &'a String>) -> Vec<IndexJob> {
+        drive_ids
+            .into_iter()
+            .map(|id| IndexJob::IndexDrive {
+                connection: connection.to_owned(),
+                drive_id: id.clone(),
+            })
+            .collect()
+    }
+}
