@@ -1,0 +1,736 @@
+//! `pipeline-bench`: discovery and indexing of a simulated tenant of 100,000+ items through the
+//! real handlers on the local stack, with every figure set against a baseline measured in the
+//! same run. Prints a table and updates `bench/results.json`. Run it with `bench/run`.
+//!
+//! Processes: moto server (Python) and `m365-sim` (release binary) run apart from this one, so
+//! the CPU time read from `/proc/self/stat` is the pipeline's alone: the handlers, the AWS SDK
+//! and Graph clients, JSON, and the local runner that feeds them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use clap::Parser;
+use filetrail_aws::moto::MotoServer;
+use filetrail_aws::provision::{Provisioned, provision};
+use filetrail_aws::secrets::{AppSecret, Secret, SecretsStore};
+use filetrail_aws::state::DynamoStateStore;
+use filetrail_aws::template::Template;
+use filetrail_bench::baseline::{fetch_and_parse, naive_discovery, page_all_users};
+use filetrail_bench::procfs::{self, Pid};
+use filetrail_bench::report::{Figure, Goal, merge_into_results, render_table};
+use filetrail_bench::sim_process::{SimProcess, SimReady, graph_requests, sim_args, stats_delta};
+use filetrail_cli::connection::{self, NewConnection};
+use filetrail_cli::local::runner::{Runner, RunnerEvent, RunnerOptions, ScheduleMode, StopReason};
+use filetrail_cli::pipeline::{DISCOVER_FUNCTION, INDEX_DRIVE_FUNCTION, LocalPipeline};
+use filetrail_cli::status;
+use filetrail_core::model::{ConnectionKind, Endpoints};
+use filetrail_core::ports::StateStore as _;
+use filetrail_m365::{HttpTimeouts, http_client};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use m365_sim::{FilesPerDrive, SimConfig};
+use serde_json::json;
+
+/// The connection id the benchmark registers.
+const CONNECTION: &str = "bench";
+/// Stack name of the provisioned resources on moto.
+const STACK_NAME: &str = "bench";
+/// Goal of `graph_requests_per_discovered_user` (issue: discovery must batch; 1 users page per
+/// 999 users + 1 `$batch` per 20 users = 0.051 requests per user).
+const DISCOVERY_GOAL: f64 = 0.06;
+/// The naive store writes one `PutItem` per inventory item.
+const NAIVE_WRITES_PER_1000_ITEMS: f64 = 1000.0;
+/// Quiet period after which the runner considers the pipeline idle (as the e2e harness).
+const UNTIL_IDLE: Duration = Duration::from_millis(1500);
+/// How often progress is printed during the pipeline run.
+const PROGRESS_EVERY: Duration = Duration::from_secs(20);
+/// Credentials reuse during the run: long, so each function keeps one Graph client whose request
+/// counters cover the whole run (the cross-check against the simulator's counts).
+const CREDENTIALS_TTL_SECS: &str = "86400";
+
+/// Benchmarks discovery and indexing on the local stack (moto + m365-sim) and the simulator's
+/// memory on a 1,000,000-user directory.
+#[derive(Debug, Parser)]
+#[command(name = "pipeline-bench")]
+struct Args {
+    /// Users of the benchmarked tenant.
+    #[arg(long, default_value_t = 2000)]
+    users: u64,
+    /// Files per OneDrive: a number or an inclusive range.
+    #[arg(long, default_value = "45..75")]
+    files_per_drive: FilesPerDrive,
+    /// Share of users without a OneDrive.
+    #[arg(long, default_value_t = 0.1)]
+    no_drive_ratio: f64,
+    /// Seed of the simulated tenants.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Invocations per function at once in the local runner, and drives or users fetched at once
+    /// by the baselines.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Refuse to run when the tenant holds fewer files than this (0 for a quick smoke run whose
+    /// figures are not comparable).
+    #[arg(long, default_value_t = 100_000)]
+    min_files: u64,
+    /// Users of the directory paged end to end for the simulator's memory (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    rss_users: u64,
+    /// The m365-sim binary (release build).
+    #[arg(long)]
+    sim_bin: Option<PathBuf>,
+    /// The SAM template to provision from.
+    #[arg(long)]
+    template: Option<PathBuf>,
+    /// The results file to update (a JSON object, metric name -> number).
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Where to write every raw counter of this run (JSON).
+    #[arg(long)]
+    details: Option<PathBuf>,
+    /// Print the figures without updating the results file.
+    #[arg(long)]
+    no_write: bool,
+    /// Run a debug build anyway (its figures are not written).
+    #[arg(long)]
+    allow_debug: bool,
+}
+
+/// The repository root (this crate lives in `bench/`).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// What the tenant holds, from its model, without HTTP.
+struct Truth {
+    users: u64,
+    /// Each OneDrive and its item count (root excluded).
+    drives: Vec<(String, u64)>,
+    /// Team-site libraries: never to be indexed.
+    team_sites: Vec<String>,
+    files: u64,
+    folders: u64,
+}
+
+impl Truth {
+    fn of(config: &SimConfig) -> Self {
+        let tenant = config.tenant();
+        let mut truth = Truth {
+            users: tenant.user_count(),
+            drives: Vec::new(),
+            team_sites: tenant.team_site_drives().into_iter().map(|d| d.id).collect(),
+            files: 0,
+            folders: 0,
+        };
+        for user in tenant.users() {
+            let Some(drive) = tenant.drive_of_user(user.index) else {
+                continue;
+            };
+            let mut items = 0;
+            for item in tenant.drive_items(&drive.id) {
+                if item.is_root {
+                    continue;
+                }
+                items += 1;
+                if item.is_folder {
+                    truth.folders += 1;
+                } else {
+                    truth.files += 1;
+                }
+            }
+            truth.drives.push((drive.id, items));
+        }
+        truth
+    }
+
+    fn items(&self) -> u64 {
+        self.files + self.folders
+    }
+
+    fn drive_count(&self) -> u64 {
+        self.drives.len() as u64
+    }
+
+    fn drive_ids(&self) -> Vec<String> {
+        self.drives.iter().map(|(id, _)| id.clone()).collect()
+    }
+}
+
+fn step(text: &str) {
+    eprintln!("[{}] {text}", chrono::Utc::now().format("%H:%M:%S"));
+}
+
+fn cpu_now() -> anyhow::Result<f64> {
+    Ok(procfs::cpu_seconds(Pid::This)?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let args = Args::parse();
+    let release = !cfg!(debug_assertions);
+    if !release && !args.allow_debug {
+        bail!(
+            "this is a debug build, whose CPU figures mean nothing; run `cargo run --release -p filetrail-bench --bin pipeline-bench` (bench/run does), or pass --allow-debug"
+        );
+    }
+    let root = repo_root();
+    let sim_bin = args
+        .sim_bin
+        .clone()
+        .unwrap_or_else(|| root.join("target/release/m365-sim"));
+    let template_path = args.template.clone().unwrap_or_else(|| root.join("template.yaml"));
+    let results_path = args.results.clone().unwrap_or_else(|| root.join("bench/results.json"));
+    let details_path = args.details.clone().unwrap_or_else(|| root.join("bench/last-run.json"));
+    let concurrency = args.concurrency.max(1);
+    let started = chrono::Utc::now();
+
+    let config = SimConfig {
+        users: args.users,
+        files_per_drive: args.files_per_drive,
+        no_drive_ratio: args.no_drive_ratio,
+        ..SimConfig::with_seed(args.seed)
+    };
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid tenant settings: {e}"))?;
+    step("computing the tenant's ground truth from its model");
+    let truth = Truth::of(&config);
+    ensure!(
+        truth.files >= args.min_files,
+        "the tenant holds {} files, fewer than --min-files {}; raise --users or --files-per-drive",
+        truth.files,
+        args.min_files
+    );
+    step(&format!(
+        "tenant: {} users, {} OneDrives, {} files + {} folders = {} items (seed {}, files per drive {})",
+        truth.users,
+        truth.drive_count(),
+        truth.files,
+        truth.folders,
+        truth.items(),
+        args.seed,
+        args.files_per_drive
+    ));
+
+    // ---------------------------------------------------------------- the local stack
+    step("starting moto server and provisioning template.yaml");
+    let moto = MotoServer::start().await?;
+    let sdk = moto.sdk_config().await;
+    let template = Template::from_path(&template_path)?;
+    let provisioned = provision(&sdk, &template, STACK_NAME).await?;
+    step(&format!("starting {}", sim_bin.display()));
+    let sim = SimProcess::spawn(&sim_bin, &sim_args(&config))?;
+    let http = http_client(HttpTimeouts::default())?;
+    register(&sdk, &template, &provisioned, sim.ready()).await?;
+
+    let overrides = HashMap::from([(
+        "FILETRAIL_CREDENTIALS_TTL_SECS".to_owned(),
+        CREDENTIALS_TTL_SECS.to_owned(),
+    )]);
+    let pipeline = LocalPipeline::new(&sdk, &template, &provisioned, &overrides)?;
+    let finished_invocations = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&finished_invocations);
+    let options = RunnerOptions {
+        schedules: ScheduleMode::OnDemand,
+        until_idle: Some(UNTIL_IDLE),
+        concurrency,
+        on_event: Some(Arc::new(move |event: &RunnerEvent| {
+            if matches!(event, RunnerEvent::Finished { .. }) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        })),
+        ..RunnerOptions::default()
+    };
+    let runner = Runner::new(&sdk, &template, &provisioned, pipeline.functions(), options)?;
+
+    // ---------------------------------------------------------------- the pipeline
+    step(&format!(
+        "pipeline: discovery + indexing through the local runner (concurrency {concurrency})"
+    ));
+    let sim_before = sim.ready().stats(&http).await?;
+    let sim_cpu_before = sim.cpu_seconds()?;
+    let wall = Instant::now();
+    let cpu_before = cpu_now()?;
+    let progress = tokio::spawn({
+        let finished = Arc::clone(&finished_invocations);
+        async move {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                step(&format!(
+                    "  … {} invocations finished after {:.0} s",
+                    finished.load(Ordering::Relaxed),
+                    wall.elapsed().as_secs_f64()
+                ));
+            }
+        }
+    });
+    runner
+        .fire_schedule(DISCOVER_FUNCTION)
+        .await
+        .context("firing the discovery schedule")?;
+    let run = runner.run().await;
+    let cpu_pipeline = cpu_now()? - cpu_before;
+    let wall_pipeline = wall.elapsed();
+    progress.abort();
+    let sim_cpu_pipeline = sim.cpu_seconds()? - sim_cpu_before;
+    let pipeline_sim = stats_delta(&sim.ready().stats(&http).await?, &sim_before);
+    let dynamodb_writes = pipeline.dynamodb_write_requests();
+    let discover_client_requests = pipeline.discover.clients.graph_requests().await;
+    let index_client_requests = pipeline.index_drive.clients.graph_requests().await;
+    step(&format!(
+        "pipeline done in {:.1} s: {} invocations ({} not fully successful), {:.2} CPU s",
+        wall_pipeline.as_secs_f64(),
+        run.stats.invocations,
+        run.stats.failed_invocations,
+        cpu_pipeline
+    ));
+
+    // ---------------------------------------------------------------- was it a complete run?
+    step("verifying the inventory and the drives against the tenant's ground truth");
+    ensure!(
+        run.reason == StopReason::Idle,
+        "the runner stopped with {:?}, not idle",
+        run.reason
+    );
+    let rows = verify_inventory(&sdk, &template, &provisioned, &truth, concurrency).await?;
+    let state = state_store(&sdk, &template, &provisioned)?;
+    let statuses = status::collect(&state, Some(CONNECTION)).await?;
+    let status = statuses.first().context("the benchmark connection has no status")?;
+    ensure!(
+        status.drives.indexed == truth.drive_count() && status.drives.pending == 0 && status.drives.indexing == 0,
+        "drives: {:?}, expected {} indexed",
+        status.drives,
+        truth.drive_count()
+    );
+    ensure!(status.error.is_none(), "connection error: {:?}", status.error);
+    let discovery = status
+        .last_discovery
+        .clone()
+        .context("no finished discovery run recorded")?;
+    ensure!(
+        discovery.users_seen == truth.users && discovery.drives_found == truth.drive_count(),
+        "discovery saw {} users and {} drives, the tenant has {} and {}",
+        discovery.users_seen,
+        discovery.drives_found,
+        truth.users,
+        truth.drive_count()
+    );
+    let dead = dead_letters(&sdk, &template, &provisioned).await?;
+    ensure!(dead == 0, "{dead} messages ended in a dead-letter queue");
+    let discovery_requests = pipeline_sim.users + pipeline_sim.batch;
+    let unaccounted = graph_requests(&pipeline_sim).saturating_sub(discovery_requests + pipeline_sim.delta);
+    if unaccounted > 0 {
+        tracing::warn!(
+            unaccounted,
+            "the pipeline sent Graph requests that are neither users pages, $batch nor delta"
+        );
+    }
+
+    // ---------------------------------------------------------------- baselines on the same sim
+    step("baseline: fetching and parsing the same delta walks without storing anything");
+    let baseline_graph = sim.ready().graph_client(http.clone(), "bench-baseline")?;
+    baseline_graph.tokens().token().await?;
+    let before = sim.ready().stats(&http).await?;
+    let wall = Instant::now();
+    let cpu_before = cpu_now()?;
+    let walks = fetch_and_parse(&baseline_graph, &truth.drive_ids(), concurrency).await?;
+    let cpu_fetch = cpu_now()? - cpu_before;
+    let wall_fetch = wall.elapsed();
+    let fetch_sim = stats_delta(&sim.ready().stats(&http).await?, &before);
+    ensure!(
+        walks.unique_items == truth.items() && walks.drives == truth.drive_count(),
+        "the baseline walks saw {} items in {} drives, the tenant holds {} in {}",
+        walks.unique_items,
+        walks.drives,
+        truth.items(),
+        truth.drive_count()
+    );
+
+    step("baseline: naive discovery (one GET /users/{id}/drive per user)");
+    let before = sim.ready().stats(&http).await?;
+    let naive = naive_discovery(&baseline_graph, concurrency).await?;
+    let naive_sim = stats_delta(&sim.ready().stats(&http).await?, &before);
+    ensure!(
+        naive.users == truth.users && naive.drives == truth.drive_count(),
+        "the naive discovery saw {} users and {} drives, the tenant has {} and {}",
+        naive.users,
+        naive.drives,
+        truth.users,
+        truth.drive_count()
+    );
+    let sim_pid = sim.pid();
+    drop(sim);
+    // Emptied first: moto holding 100,000+ items takes longer to stop than its handle waits.
+    if let Err(e) = moto.reset().await {
+        tracing::warn!(error = %e, "could not reset moto before stopping it");
+    }
+    drop(moto);
+
+    // ---------------------------------------------------------------- simulator memory
+    let rss = if args.rss_users > 0 {
+        step(&format!(
+            "simulator memory: paging all {} users of a fresh m365-sim ($top=999)",
+            args.rss_users
+        ));
+        let big_config = SimConfig {
+            users: args.rss_users,
+            ..SimConfig::with_seed(args.seed)
+        };
+        let big = SimProcess::spawn(&sim_bin, &sim_args(&big_config))?;
+        let idle_mib = big.peak_rss_mib()?;
+        let graph = big.ready().graph_client(http.clone(), "bench-rss")?;
+        let wall = Instant::now();
+        let walk = page_all_users(&graph).await?;
+        let wall_walk = wall.elapsed();
+        let peak_mib = big.peak_rss_mib()?;
+        ensure!(
+            walk.unique_users == args.rss_users && walk.users == args.rss_users,
+            "paging saw {} users ({} distinct), the directory has {}",
+            walk.users,
+            walk.unique_users,
+            args.rss_users
+        );
+        Some((idle_mib, peak_mib, walk, wall_walk))
+    } else {
+        None
+    };
+
+    // ---------------------------------------------------------------- figures
+    let items = truth.items() as f64;
+    let naive_requests = graph_requests(&naive_sim);
+    let mut figures = vec![
+        Figure {
+            metric: "graph_requests_per_discovered_user",
+            value: discovery_requests as f64 / discovery.users_seen as f64,
+            baseline: naive_requests as f64 / naive.users as f64,
+            baseline_label: "naive: 1 GET drive per user".to_owned(),
+            goal: Some(Goal::AtMost(DISCOVERY_GOAL)),
+        },
+        Figure {
+            metric: "graph_requests_per_1000_items",
+            value: pipeline_sim.delta as f64 * 1000.0 / items,
+            baseline: graph_requests(&fetch_sim) as f64 * 1000.0 / items,
+            baseline_label: "bare delta walks".to_owned(),
+            goal: None,
+        },
+        Figure {
+            metric: "dynamodb_writes_per_1000_items",
+            value: dynamodb_writes as f64 * 1000.0 / items,
+            baseline: NAIVE_WRITES_PER_1000_ITEMS,
+            baseline_label: "naive: 1 PutItem per item".to_owned(),
+            goal: None,
+        },
+        Figure {
+            metric: "cpu_seconds_per_100k_items",
+            value: cpu_pipeline * 100_000.0 / items,
+            baseline: cpu_fetch * 100_000.0 / walks.unique_items as f64,
+            baseline_label: "fetch + parse only".to_owned(),
+            goal: None,
+        },
+    ];
+    if let Some((idle_mib, peak_mib, _, _)) = &rss {
+        figures.push(Figure {
+            metric: "sim_peak_rss_mb_1m_users",
+            value: *peak_mib,
+            baseline: *idle_mib,
+            baseline_label: "same sim idle".to_owned(),
+            goal: None,
+        });
+    }
+
+    println!();
+    println!(
+        "filetrail pipeline benchmark, {} ({} build)",
+        started.format("%Y-%m-%d %H:%M UTC"),
+        if release { "release" } else { "DEBUG" }
+    );
+    println!(
+        "tenant: seed {}, {} users, {} OneDrives, files per drive {}, {} items ({} files, {} folders); concurrency {concurrency}",
+        args.seed,
+        truth.users,
+        truth.drive_count(),
+        args.files_per_drive,
+        truth.items(),
+        truth.files,
+        truth.folders
+    );
+    println!();
+    print!("{}", render_table(&figures));
+    println!();
+    println!(
+        "discovery: {} users pages + {} $batch envelopes ({} drive lookups inside) = {discovery_requests} requests; naive: {} users pages + {} drive GETs = {naive_requests}",
+        pipeline_sim.users, pipeline_sim.batch, pipeline_sim.batch_inner, naive.user_pages, naive.users
+    );
+    println!(
+        "indexing: {} delta requests ({} resyncs); bare walks: {} pages; token requests: {} (pipeline), reported apart",
+        pipeline_sim.delta, pipeline_sim.delta_resync, walks.pages, pipeline_sim.token
+    );
+    println!(
+        "graph clients counted {} (discover) + {} (index-drive) requests; the simulator {}",
+        discover_client_requests,
+        index_client_requests,
+        graph_requests(&pipeline_sim)
+    );
+    println!("DynamoDB: {dynamodb_writes} write requests for {} rows", truth.items());
+    println!(
+        "CPU: pipeline {cpu_pipeline:.2} s in {:.1} s wall ({} invocations); fetch + parse {cpu_fetch:.2} s in {:.1} s wall; m365-sim {sim_cpu_pipeline:.2} s during the pipeline",
+        wall_pipeline.as_secs_f64(),
+        run.stats.invocations,
+        wall_fetch.as_secs_f64()
+    );
+    if let Some((idle_mib, peak_mib, walk, wall_walk)) = &rss {
+        println!(
+            "m365-sim memory: {idle_mib:.1} MiB idle, {peak_mib:.1} MiB peak after {} pages / {} distinct users in {:.1} s",
+            walk.pages,
+            walk.unique_users,
+            wall_walk.as_secs_f64()
+        );
+    }
+
+    let details = json!({
+        "date": started.to_rfc3339(),
+        "build": if release { "release" } else { "debug" },
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "tenant": {
+            "seed": args.seed,
+            "users": truth.users,
+            "drives": truth.drive_count(),
+            "files_per_drive": args.files_per_drive.to_string(),
+            "no_drive_ratio": args.no_drive_ratio,
+            "files": truth.files,
+            "folders": truth.folders,
+            "items": truth.items(),
+            "delta_page_size": config.page_size_default,
+        },
+        "concurrency": concurrency,
+        "pipeline": {
+            "wall_seconds": wall_pipeline.as_secs_f64(),
+            "cpu_seconds": cpu_pipeline,
+            "sim_cpu_seconds": sim_cpu_pipeline,
+            "invocations": run.stats.invocations,
+            "failed_invocations": run.stats.failed_invocations,
+            "dynamodb_write_requests": dynamodb_writes,
+            "inventory_rows": rows,
+            "sim_stats": pipeline_sim,
+            "discover_client_requests": discover_client_requests,
+            "index_client_requests": index_client_requests,
+            "sim_pid": sim_pid,
+        },
+        "fetch_and_parse": {
+            "wall_seconds": wall_fetch.as_secs_f64(),
+            "cpu_seconds": cpu_fetch,
+            "pages": walks.pages,
+            "items_with_repeats": walks.items,
+            "unique_items": walks.unique_items,
+            "sim_stats": fetch_sim,
+        },
+        "naive_discovery": {
+            "user_pages": naive.user_pages,
+            "users": naive.users,
+            "drives": naive.drives,
+            "without_drive": naive.without_drive,
+            "sim_stats": naive_sim,
+        },
+        "sim_rss": rss.as_ref().map(|(idle, peak, walk, wall)| json!({
+            "users": args.rss_users,
+            "idle_mib": idle,
+            "peak_mib": peak,
+            "pages": walk.pages,
+            "unique_users": walk.unique_users,
+            "wall_seconds": wall.as_secs_f64(),
+        })),
+        "figures": figures.iter().map(|f| json!({
+            "metric": f.metric,
+            "value": f.value,
+            "baseline": f.baseline,
+            "baseline_label": f.baseline_label,
+            "ratio": f.ratio(),
+        })).collect::<Vec<_>>(),
+    });
+
+    if args.no_write || !release {
+        println!("\nresults not written (--no-write or a debug build)");
+        return Ok(());
+    }
+    if args.min_files < 100_000 {
+        println!("\nresults not written: --min-files below 100000 makes a smoke run, not a benchmark");
+        return Ok(());
+    }
+    merge_into_results(&results_path, &figures)?;
+    std::fs::write(&details_path, format!("{}\n", serde_json::to_string_pretty(&details)?))
+        .with_context(|| format!("writing {}", details_path.display()))?;
+    println!(
+        "\nupdated {} (raw counters in {})",
+        results_path.display(),
+        details_path.display()
+    );
+    Ok(())
+}
+
+fn env_of(template: &Template, provisioned: &Provisioned, function: &str) -> anyhow::Result<HashMap<String, String>> {
+    let spec = template
+        .function(function)
+        .with_context(|| format!("template.yaml has no function {function}"))?;
+    Ok(provisioned.resolve_env(spec)?)
+}
+
+fn state_store(
+    sdk: &aws_config::SdkConfig,
+    template: &Template,
+    provisioned: &Provisioned,
+) -> anyhow::Result<DynamoStateStore> {
+    let env = env_of(template, provisioned, DISCOVER_FUNCTION)?;
+    let table = env
+        .get("FILETRAIL_STATE_TABLE")
+        .context("DiscoverFunction has no FILETRAIL_STATE_TABLE")?;
+    Ok(DynamoStateStore::new(aws_sdk_dynamodb::Client::new(sdk), table.clone()))
+}
+
+/// Registers the simulator's tenant as the cloud connection [`CONNECTION`], its secret in
+/// Secrets Manager, as `filetrail connection add` does.
+async fn register(
+    sdk: &aws_config::SdkConfig,
+    template: &Template,
+    provisioned: &Provisioned,
+    sim: &SimReady,
+) -> anyhow::Result<()> {
+    let env = env_of(template, provisioned, DISCOVER_FUNCTION)?;
+    let prefix = env
+        .get("FILETRAIL_SECRET_PREFIX")
+        .cloned()
+        .unwrap_or_else(|| "filetrail/".to_owned());
+    let new = NewConnection {
+        id: CONNECTION.to_owned(),
+        kind: ConnectionKind::Cloud,
+        tenant_id: sim.tenant_id.clone(),
+        client_id: sim.client_id.clone(),
+        cloud: "custom".to_owned(),
+        endpoints: Some(Endpoints {
+            login: sim.login_url(),
+            graph: sim.graph_url(),
+        }),
+        trusted_domains: vec![],
+        drive_cap: connection::DEFAULT_DRIVE_CAP,
+    };
+    let state = state_store(sdk, template, provisioned)?;
+    connection::check_unique(&state, &new).await?;
+    let secrets = SecretsStore::new(aws_sdk_secretsmanager::Client::new(sdk), prefix);
+    let secret_id = secrets
+        .put_app_secret(
+            CONNECTION,
+            &AppSecret {
+                client_secret: Secret::new(sim.client_secret.clone()),
+            },
+        )
+        .await?;
+    state.put_connection(&connection::record(&new, secret_id)).await?;
+    Ok(())
+}
+
+/// Counts the inventory rows of every OneDrive and team-site library (a counting `Query` per
+/// drive: a table scan is quadratic on moto) and fails unless each OneDrive holds exactly its
+/// items and no library holds any. Returns the total.
+async fn verify_inventory(
+    sdk: &aws_config::SdkConfig,
+    template: &Template,
+    provisioned: &Provisioned,
+    truth: &Truth,
+    concurrency: usize,
+) -> anyhow::Result<u64> {
+    let env = env_of(template, provisioned, INDEX_DRIVE_FUNCTION)?;
+    let table = env
+        .get("FILETRAIL_INVENTORY_TABLE")
+        .context("IndexDriveFunction has no FILETRAIL_INVENTORY_TABLE")?;
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    let expected = truth
+        .drives
+        .iter()
+        .map(|(id, n)| (id.as_str(), *n))
+        .chain(truth.team_sites.iter().map(|id| (id.as_str(), 0)));
+    let counted: Vec<(&str, u64, u64)> = futures_util::stream::iter(expected.map(|(drive, want)| {
+        let (client, table) = (&client, table.as_str());
+        async move { Ok::<_, anyhow::Error>((drive, want, drive_rows(client, table, drive).await?)) }
+    }))
+    .buffer_unordered(concurrency)
+    .try_collect()
+    .await?;
+    let wrong: Vec<String> = counted
+        .iter()
+        .filter(|(_, want, got)| want != got)
+        .map(|(drive, want, got)| format!("{drive}: {got} rows, {want} expected"))
+        .collect();
+    ensure!(
+        wrong.is_empty(),
+        "the inventory does not match the tenant in {} drives (first: {}): the run is broken, figures not recorded",
+        wrong.len(),
+        wrong.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+    );
+    Ok(counted.iter().map(|(_, _, got)| got).sum())
+}
+
+/// Rows of one drive in the inventory table.
+async fn drive_rows(client: &aws_sdk_dynamodb::Client, table: &str, drive_id: &str) -> anyhow::Result<u64> {
+    let mut rows = 0u64;
+    let mut start = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .key_condition_expression("drive_id = :d")
+            .expression_attribute_values(":d", AttributeValue::S(drive_id.to_owned()))
+            .select(Select::Count)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .with_context(|| format!("counting the rows of drive {drive_id} in {table}"))?;
+        rows += u64::try_from(page.count()).unwrap_or(0);
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return Ok(rows);
+        }
+    }
+}
+
+/// Messages left on every dead-letter queue of the template.
+async fn dead_letters(
+    sdk: &aws_config::SdkConfig,
+    template: &Template,
+    provisioned: &Provisioned,
+) -> anyhow::Result<u64> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut total = 0;
+    for id in template.queues.keys().filter(|id| id.contains("DeadLetter")) {
+        let url = provisioned
+            .queue_url(id)
+            .with_context(|| format!("queue {id} not provisioned"))?;
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await?;
+        total += attrs
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}

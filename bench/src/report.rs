@@ -1,0 +1,225 @@
+//! Figures, their baselines, the printed table and `bench/results.json`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::BenchError;
+
+/// Decimal places kept in `results.json`.
+const RESULT_DECIMALS: i32 = 4;
+
+/// A target a figure should meet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Goal {
+    /// The value must not exceed this.
+    AtMost(f64),
+}
+
+impl Goal {
+    /// Whether `value` meets the goal.
+    pub fn met_by(self, value: f64) -> bool {
+        match self {
+            Self::AtMost(limit) => value <= limit,
+        }
+    }
+}
+
+impl std::fmt::Display for Goal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AtMost(limit) => write!(f, "<= {}", number(*limit)),
+        }
+    }
+}
+
+/// One measured figure and the baseline measured in the same run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// The key in `results.json`.
+    pub metric: &'static str,
+    pub value: f64,
+    /// The same quantity for the baseline.
+    pub baseline: f64,
+    /// What the baseline is (`naive: 1 GET per user`).
+    pub baseline_label: String,
+    pub goal: Option<Goal>,
+}
+
+impl Figure {
+    /// `value / baseline` (`NaN` when the baseline is 0).
+    pub fn ratio(&self) -> f64 {
+        if self.baseline == 0.0 {
+            f64::NAN
+        } else {
+            self.value / self.baseline
+        }
+    }
+}
+
+/// A number with at most four significant decimals, without trailing zeros.
+fn number(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".to_owned();
+    }
+    let decimals = if v.abs() >= 100.0 {
+        1
+    } else if v.abs() >= 1.0 {
+        3
+    } else {
+        4
+    };
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
+/// The table the benchmark prints: metric, value, baseline (with what it is), ratio, goal.
+pub fn render_table(figures: &[Figure]) -> String {
+    let header = ["metric", "value", "baseline", "ratio", "goal"];
+    let rows: Vec<[String; 5]> = figures
+        .iter()
+        .map(|f| {
+            let goal = match f.goal {
+                Some(g) if g.met_by(f.value) => format!("{g} (met)"),
+                Some(g) => format!("{g} (MISSED)"),
+                None => "-".to_owned(),
+            };
+            [
+                f.metric.to_owned(),
+                number(f.value),
+                format!("{} ({})", number(f.baseline), f.baseline_label),
+                format!("{}x", number(f.ratio())),
+                goal,
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+    };
+    line(&header.map(str::to_owned));
+    line(&widths.map(|w| "-".repeat(w)));
+    for row in &rows {
+        line(row);
+    }
+    out
+}
+
+fn rounded(v: f64) -> Value {
+    let scale = 10f64.powi(RESULT_DECIMALS);
+    serde_json::Number::from_f64((v * scale).round() / scale).map_or(Value::Null, Value::Number)
+}
+
+/// Writes each figure's value under its metric name into the JSON object at `path` (created if
+/// missing), keeping every other key. Fails if the file exists but is not a JSON object, or
+/// cannot be written; the file is replaced atomically.
+pub fn merge_into_results(path: &Path, figures: &[Figure]) -> Result<(), BenchError> {
+    let failed = |detail: String| BenchError::Results {
+        path: path.display().to_string(),
+        detail,
+    };
+    let mut object: Map<String, Value> = match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Map::new(),
+        Ok(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(failed("it is not a JSON object".to_owned())),
+            Err(e) => return Err(failed(format!("it is not JSON: {e}"))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
+        Err(e) => return Err(failed(e.to_string())),
+    };
+    for figure in figures {
+        object.insert(figure.metric.to_owned(), rounded(figure.value));
+    }
+    let mut text = serde_json::to_string_pretty(&Value::Object(object)).map_err(|e| failed(e.to_string()))?;
+    text.push('\n');
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(|e| failed(format!("writing {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| failed(format!("replacing it: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(metric: &'static str, value: f64, baseline: f64, goal: Option<Goal>) -> Figure {
+        Figure {
+            metric,
+            value,
+            baseline,
+            baseline_label: "naive".to_owned(),
+            goal,
+        }
+    }
+
+    fn temp_file(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("filetrail-bench-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("results.json")
+    }
+
+    #[test]
+    fn results_merge_keeps_other_keys_and_overwrites_ours() {
+        let path = temp_file("merge");
+        std::fs::write(&path, r#"{"hash_mb_per_s": 352, "graph_requests_per_1000_items": 99}"#).unwrap();
+        merge_into_results(
+            &path,
+            &[figure("graph_requests_per_1000_items", 15.123456, 1000.0, None)],
+        )
+        .unwrap();
+        let written: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["hash_mb_per_s"], 352);
+        assert_eq!(written["graph_requests_per_1000_items"], 15.1235);
+    }
+
+    #[test]
+    fn results_file_that_is_not_an_object_is_left_alone() {
+        let path = temp_file("array");
+        std::fs::write(&path, "[1, 2]").unwrap();
+        let err = merge_into_results(&path, &[figure("x", 1.0, 1.0, None)]).unwrap_err();
+        assert!(err.to_string().contains("not a JSON object"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[1, 2]");
+    }
+
+    #[test]
+    fn table_shows_value_baseline_ratio_and_whether_the_goal_is_met() {
+        let table = render_table(&[
+            figure(
+                "graph_requests_per_discovered_user",
+                0.051,
+                1.001,
+                Some(Goal::AtMost(0.06)),
+            ),
+            figure("dynamodb_writes_per_1000_items", 75.0, 1000.0, None),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(
+            lines[2].contains("0.051") && lines[2].contains("1.001 (naive)"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("0.0509x") && lines[2].contains("<= 0.06 (met)"),
+            "{table}"
+        );
+        assert!(lines[3].contains("0.075x") && lines[3].ends_with('-'), "{table}");
+    }
+
+    #[test]
+    fn a_zero_baseline_has_no_ratio() {
+        assert!(figure("x", 1.0, 0.0, None).ratio().is_nan());
+        assert_eq!(number(f64::NAN), "n/a");
+    }
+}
