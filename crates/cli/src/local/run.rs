@@ -178,7 +178,9 @@ impl Progress {
                 found += last.drives_found;
                 without += last.users_without_drive;
             }
-            for s in [DriveState::Pending, DriveState::Indexing, DriveState::Indexed] {
+            // Later states first: a drive moving on between two counts is then missed once
+            // rather than counted twice.
+            for s in [DriveState::Indexed, DriveState::Indexing, DriveState::Pending] {
                 let n = state.count_drives(&c.id, s).await.unwrap_or(0);
                 monitored += n;
                 if s == DriveState::Indexed {
