@@ -200,12 +200,13 @@ impl SimProcess {
             next_log_number()
         ));
         let log_file = std::fs::File::create(&log).map_err(|e| failed(format!("log file {}: {e}", log.display())))?;
-        // Print the simulator's pid, then kill it when our end of stdin closes.
+        // Print the simulator's pid, then kill it when our end of stdin closes. The watcher keeps
+        // no handle on stdout, so a simulator that dies early closes it and we see EOF.
         let script = r#"exec 3<&0
 "$@" </dev/null &
 sim=$!
 echo "pid $sim"
-{ read -r _ <&3; kill "$sim" 2>/dev/null; } &
+{ read -r _ <&3; kill "$sim" 2>/dev/null; } >/dev/null 2>&1 &
 wait "$sim""#;
         let mut wrapper = Command::new("sh")
             .arg("-c")

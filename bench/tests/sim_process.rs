@@ -31,7 +31,16 @@ fn the_ready_line_and_the_simulators_own_pid_are_read_and_drop_stops_it() {
     assert_eq!(sim.ready().graph_url(), "http://127.0.0.1:9/v1.0");
     assert_eq!(sim.ready().users, 3);
     let pid = sim.pid();
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    // The fake simulator prints its ready line and then execs `sleep`; wait for the exec so the
+    // command line read is the settled one.
+    let mut cmdline = Vec::new();
+    for _ in 0..100 {
+        cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("sleep") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(
         String::from_utf8_lossy(&cmdline).contains("sleep"),
         "the pid must be the simulator's, got {:?}",
