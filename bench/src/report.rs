@@ -58,6 +58,18 @@ impl Figure {
     }
 }
 
+/// The median of `values` (the mean of the middle two for an even count; 0 when empty): the
+/// figure of repeated short measurements, robust to one disturbed pass.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 /// A number with at most four significant decimals, without trailing zeros.
 fn number(v: f64) -> String {
     if !v.is_finite() {
@@ -215,6 +227,13 @@ mod tests {
             "{table}"
         );
         assert!(lines[3].contains("0.075x") && lines[3].ends_with('-'), "{table}");
+    }
+
+    #[test]
+    fn median_ignores_one_disturbed_pass() {
+        assert_eq!(median(&[0.61, 0.95, 0.6, 0.62, 0.59]), 0.61);
+        assert_eq!(median(&[1.0, 3.0]), 2.0);
+        assert_eq!(median(&[]), 0.0);
     }
 
     #[test]
