@@ -67,11 +67,13 @@ impl MotoServer {
         let log_file =
             std::fs::File::create(&log).with_context(|| format!("cannot create moto log file {}", log.display()))?;
         let log_err = log_file.try_clone().context("cannot share the moto log file")?;
-        // Kill moto when our end of stdin closes (Drop, or this process dying for any reason).
+        // Kill moto when our end of stdin closes (Drop, or this process dying for any reason). A
+        // busy moto can ignore SIGTERM, so the watcher follows up with SIGKILL; it holds no pipe of
+        // ours and outlives the wrapper, so moto never outlives this process for long.
         let script = r#"exec 3<&0
 "$@" </dev/null &
 moto=$!
-{ read -r _ <&3; kill "$moto" 2>/dev/null; } &
+{ read -r _ <&3; kill "$moto" 2>/dev/null; sleep 2; kill -9 "$moto" 2>/dev/null; } >/dev/null 2>&1 &
 wait "$moto""#;
         let mut wrapper = Command::new("sh")
             .arg("-c")
