@@ -16,6 +16,14 @@ pub const USERS_PAGE_MAX: u64 = 999;
 pub const DELTA_PAGE_DEFAULT: u64 = 200;
 /// Largest delta page the simulator serves, whatever `$top` asks (our cap; undocumented upstream).
 pub const DELTA_PAGE_MAX: u64 = 1000;
+/// Default `$top` for `GET /groups` and group member listings: 100. Source: FACTS.md §2
+/// (group-list.md, group-list-transitivemembers.md).
+pub const GROUPS_PAGE_DEFAULT: u64 = 100;
+/// Maximum `$top` for `GET /groups` and group member listings: 999. Source: FACTS.md §2.
+pub const GROUPS_PAGE_MAX: u64 = 999;
+/// Most groups a simulated tenant may have (our cap: group metadata is O(groups), about 16 bytes
+/// per group plus a lazily built name/mail index, so 100,000 groups stay under ~10 MB).
+pub const GROUPS_MAX: u64 = 100_000;
 /// Default access-token lifetime in seconds, as in Entra's documented sample `expires_in: 3599`
 /// (FACTS.md §1, samples/aad-token-success.json).
 pub const TOKEN_LIFETIME_DEFAULT_SECS: u64 = 3599;
@@ -168,6 +176,15 @@ pub struct SimConfig {
     pub no_drive_ratio: f64,
     /// Number of SharePoint team sites, each with one `documentLibrary` drive.
     pub team_sites: u32,
+    /// Number of directory groups. The first `min(groups, team_sites)` are the team sites'
+    /// Microsoft 365 groups (their ids are the libraries' owner ids).
+    pub groups: u64,
+    /// Average number of *direct user* members per group (sizes vary per group; one group in 25
+    /// is about 12 times larger). Distinct users in groups ≈ `min(users, 0.93 × groups ×
+    /// group_members_avg)`: 1,000 groups averaging 215 cover ~200,000 users.
+    pub group_members_avg: u64,
+    /// Share of groups (team-site groups excepted) that have other groups as members.
+    pub nested_group_ratio: f64,
     /// Default delta page size when the client sends no `$top`.
     pub page_size_default: u64,
     /// Lifetime of issued access tokens (`expires_in`).
@@ -205,6 +222,9 @@ impl SimConfig {
             files_per_drive: FilesPerDrive::default(),
             no_drive_ratio: 0.1,
             team_sites: 3,
+            groups: 20,
+            group_members_avg: 25,
+            nested_group_ratio: 0.2,
             page_size_default: DELTA_PAGE_DEFAULT,
             token_lifetime: Duration::from_secs(TOKEN_LIFETIME_DEFAULT_SECS),
             client_id: derived_client_id(seed),
@@ -247,6 +267,21 @@ impl SimConfig {
             return Err(format!(
                 "delta_repeat_rate must be within 0..=1, got {}",
                 self.delta_repeat_rate
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.nested_group_ratio) {
+            return Err(format!(
+                "nested_group_ratio must be within 0..=1, got {}",
+                self.nested_group_ratio
+            ));
+        }
+        if self.groups > GROUPS_MAX {
+            return Err(format!("groups must be at most {GROUPS_MAX}, got {}", self.groups));
+        }
+        if self.group_members_avg > 1_000_000 {
+            return Err(format!(
+                "group_members_avg must be at most 1,000,000, got {}",
+                self.group_members_avg
             ));
         }
         if self.users >= (1u64 << 40) {

@@ -1,7 +1,8 @@
 //! # m365-sim
 //!
 //! A Microsoft 365 tenant simulator over real HTTP. It stands in for Entra ID (client-credentials
-//! token endpoint) and Microsoft Graph (users, drives, driveItems, delta, `$batch`) in tests, the
+//! token endpoint) and Microsoft Graph (users, groups and their members, drives, driveItems, delta,
+//! `$batch`) in tests, the
 //! local demo and benchmarks, and behaves like the *documented* service, quirks included: 404/400
 //! shapes for users without a OneDrive, shuffled `$batch` responses with inner 429s, delta items
 //! without `parentReference.path` or `cTag`, repeated delta items, 410 resync with a `Location`
@@ -21,8 +22,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map: [`config`] (settings), `tenant` (generation), `auth` (token endpoint),
-//! `graph` (routes, delta, batch), `faults`, [`stats`], `changes` (drive change log).
+//! Module map: [`config`] (settings), `tenant` (generation: users, groups and their membership
+//! overlay, drives), `auth` (token endpoint), `graph` (routes, `$filter`, groups, delta, batch),
+//! `faults`, [`stats`], `changes` (drive change log).
 
 mod auth;
 mod changes;
@@ -47,7 +49,7 @@ use tokio::task::JoinHandle;
 pub use changes::DriveChange;
 pub use config::{FaultConfig, FilesPerDrive, SimConfig};
 pub use stats::{FaultStats, Stats};
-pub use tenant::{DriveItems, NoDriveReason, SimDrive, SimIdentity, SimItem, SimUser, Tenant};
+pub use tenant::{DriveItems, GroupKind, NoDriveReason, SimDrive, SimGroup, SimIdentity, SimItem, SimUser, Tenant};
 
 use changes::Entry;
 use server::{Conn, SimListener, SimState};
@@ -78,6 +80,38 @@ pub enum SimError {
     /// The item does not exist (or is already deleted).
     #[error("no item '{0}' to delete")]
     NoSuchItem(String),
+    /// The group id designates no group of this tenant.
+    #[error("unknown group id '{0}'")]
+    UnknownGroup(String),
+    /// The user id or user principal name designates no user of this tenant.
+    #[error("unknown user '{0}'")]
+    UnknownUser(String),
+    /// The user already is a direct member of the group.
+    #[error("user '{user}' already is a direct member of group '{group}'")]
+    AlreadyMember {
+        /// The group.
+        group: String,
+        /// The user.
+        user: String,
+    },
+    /// The user is not a member of the group at all.
+    #[error("user '{user}' is not a member of group '{group}'")]
+    NotMember {
+        /// The group.
+        group: String,
+        /// The user.
+        user: String,
+    },
+    /// The user is a member only through nested groups: remove it from those instead.
+    #[error("user '{user}' is not a direct member of group '{group}', only through the nested group(s) {}", via.join(", "))]
+    IndirectMember {
+        /// The group.
+        group: String,
+        /// The user.
+        user: String,
+        /// Ids of the nested groups that hold the user directly.
+        via: Vec<String>,
+    },
 }
 
 /// A running simulator. Dropping it stops the server (like [`SimHandle::shutdown`], without
@@ -140,6 +174,26 @@ impl SimControl {
     #[must_use]
     pub fn stats(&self) -> Stats {
         self.state.counters.snapshot()
+    }
+
+    /// The served tenant (ground truth, membership changes included).
+    #[must_use]
+    pub fn tenant(&self) -> Tenant {
+        self.state.tenant.clone()
+    }
+
+    /// Makes a user (object id or user principal name) a direct member of a group. Listings,
+    /// `$batch` and the ground truth ([`Tenant::transitive_user_ids`], …) reflect it at once.
+    /// Fails if the group or user is unknown, or the user already is a direct member.
+    pub fn add_group_member(&self, group_id: &str, user: &str) -> Result<(), SimError> {
+        self.state.tenant.add_group_member(group_id, user)
+    }
+
+    /// Removes a user (object id or user principal name) from a group's *direct* members. Fails
+    /// if the group or user is unknown, or the user is no direct member: a user who belongs only
+    /// through nested groups gets [`SimError::IndirectMember`] naming them.
+    pub fn remove_group_member(&self, group_id: &str, user: &str) -> Result<(), SimError> {
+        self.state.tenant.remove_group_member(group_id, user)
     }
 }
 
@@ -244,6 +298,16 @@ impl SimHandle {
     /// `InvalidAuthenticationToken`); new tokens work.
     pub fn expire_tokens(&self) {
         self.state.auth.expire_all();
+    }
+
+    /// See [`SimControl::add_group_member`].
+    pub fn add_group_member(&self, group_id: &str, user: &str) -> Result<(), SimError> {
+        self.control().add_group_member(group_id, user)
+    }
+
+    /// See [`SimControl::remove_group_member`].
+    pub fn remove_group_member(&self, group_id: &str, user: &str) -> Result<(), SimError> {
+        self.control().remove_group_member(group_id, user)
     }
 
     /// Makes every delta token (nextLink or deltaLink) issued so far for this drive answer

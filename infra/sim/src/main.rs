@@ -1,7 +1,7 @@
 //! `m365-sim`: serve a simulated Microsoft 365 tenant on 127.0.0.1.
 //!
 //! Prints one JSON line on stdout once listening —
-//! `{"base_url":…,"tenant_id":…,"client_id":…,"client_secret":…,"users":N}` — logs to stderr
+//! `{"base_url":…,"tenant_id":…,"client_id":…,"client_secret":…,"users":N,"groups":G}` — logs to stderr
 //! (`RUST_LOG` filters, default `info`), and exits cleanly on SIGTERM or Ctrl-C.
 
 use std::io::{IsTerminal as _, Write as _};
@@ -33,6 +33,15 @@ struct Args {
     /// Number of team sites (document libraries, never monitored).
     #[arg(long, default_value_t = 3)]
     team_sites: u32,
+    /// Number of directory groups (the first ones are the team sites' Microsoft 365 groups).
+    #[arg(long, default_value_t = 20)]
+    groups: u64,
+    /// Average number of direct user members per group (one group in 25 is ~12 times larger).
+    #[arg(long, default_value_t = 25)]
+    group_members_avg: u64,
+    /// Share of groups that have other groups as members (nested, multi-level, acyclic).
+    #[arg(long, default_value_t = 0.2)]
+    nested_group_ratio: f64,
     /// Default delta page size.
     #[arg(long, default_value_t = m365_sim::config::DELTA_PAGE_DEFAULT)]
     page_size: u64,
@@ -88,6 +97,9 @@ impl Args {
             files_per_drive: self.files_per_drive,
             no_drive_ratio: self.no_drive_ratio,
             team_sites: self.team_sites,
+            groups: self.groups,
+            group_members_avg: self.group_members_avg,
+            nested_group_ratio: self.nested_group_ratio,
             page_size_default: self.page_size,
             token_lifetime: Duration::from_secs(self.token_lifetime_secs),
             client_id: self.client_id.unwrap_or(base.client_id.clone()),
@@ -145,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let config = Args::parse().config();
-    let users = config.users;
+    let (users, groups) = (config.users, config.groups);
     let sim = m365_sim::spawn(config).await?;
     let ready = serde_json::json!({
         "base_url": sim.base_url(),
@@ -153,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
         "client_id": sim.client_id(),
         "client_secret": sim.client_secret(),
         "users": users,
+        "groups": groups,
     });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{ready}").context("writing the ready line to stdout")?;

@@ -14,7 +14,7 @@ use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::serve::{IncomingStream, Listener};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,11 +22,12 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::SimError;
 use crate::auth::{self, Resource, TokenAuthority};
 use crate::changes::DriveStates;
 use crate::config::{FaultConfig, SimConfig};
 use crate::faults::{self, Fault};
-use crate::graph::{self, Ctx, Route, batch};
+use crate::graph::{self, Ctx, Route, batch, request_kind};
 use crate::prng::{hash3, siphash24, tag};
 use crate::stats::{Counters, Kind, bump};
 use crate::tenant::Tenant;
@@ -261,6 +262,12 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
             "/_sim/drives/{drive_id}/invalidate-delta-tokens",
             post(sim_invalidate_delta),
         )
+        .route("/_sim/groups/{group_id}", get(sim_group))
+        .route("/_sim/groups/{group_id}/members", post(sim_group_member_add))
+        .route(
+            "/_sim/groups/{group_id}/members/{user}",
+            delete(sim_group_member_remove),
+        )
         .route("/v1.0/{*rest}", any(graph_entry))
         .fallback(not_found)
         .with_state(state)
@@ -287,7 +294,7 @@ async fn graph_entry(
     let path = uri.path().strip_prefix("/v1.0").unwrap_or_default();
     let query = uri.query().unwrap_or_default();
     let route = Route::parse(path);
-    state.count_http(route.kind());
+    state.count_http(request_kind(&route, query));
     let ctx = Ctx::new(&state, &headers);
 
     if let Err(failure) = state.auth.check(&headers, Resource::Graph) {
@@ -348,6 +355,7 @@ async fn sim_tenant(State(state): State<Arc<SimState>>) -> Response {
         "domain": t.domain(),
         "client_id": state.auth.client_id,
         "users": t.user_count(),
+        "groups": t.group_count(),
         "team_sites": t.team_site_count(),
         "files_per_drive": t.files_per_drive().to_string(),
         "seed": t.seed(),
@@ -391,5 +399,80 @@ async fn sim_invalidate_delta(State(state): State<Arc<SimState>>, Path(drive_id)
             StatusCode::NO_CONTENT
         }
         None => StatusCode::NOT_FOUND,
+    }
+}
+
+fn sim_error(e: &SimError) -> Response {
+    let status = match e {
+        SimError::UnknownDrive(_)
+        | SimError::UnknownGroup(_)
+        | SimError::UnknownUser(_)
+        | SimError::NoSuchItem(_)
+        | SimError::NotMember { .. } => StatusCode::NOT_FOUND,
+        SimError::AlreadyMember { .. } | SimError::IndirectMember { .. } => StatusCode::CONFLICT,
+        SimError::ForeignItem { .. } => StatusCode::BAD_REQUEST,
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"error": {"code": "SimError", "message": e.to_string()}}).to_string(),
+    )
+        .into_response()
+}
+
+/// `GET /_sim/groups/{id}`: the group's ground truth (kind, nesting, member counts, overlay
+/// included), for demos and scripts.
+async fn sim_group(State(state): State<Arc<SimState>>, Path(group_id): Path<String>) -> Response {
+    let t = &state.tenant;
+    let Some(group) = t.find_group(&group_id) else {
+        return sim_error(&SimError::UnknownGroup(group_id));
+    };
+    axum::Json(json!({
+        "id": group.id,
+        "displayName": group.display_name,
+        "mail": group.mail,
+        "groupTypes": group.group_types(),
+        "memberGroups": t.member_group_ids(&group.id),
+        "transitiveGroups": t.transitive_group_ids(&group.id),
+        "transitiveUserCount": t.transitive_user_count(&group.id),
+    }))
+    .into_response()
+}
+
+/// `POST /_sim/groups/{id}/members` with `{"user": "<id or UPN>"}`: adds a direct member. 204;
+/// 404 for an unknown group or user; 409 if already a direct member.
+async fn sim_group_member_add(
+    State(state): State<Arc<SimState>>,
+    Path(group_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let user = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("user").and_then(serde_json::Value::as_str).map(str::to_owned));
+    let Some(user) = user else {
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"error": {"code": "BadRequest", "message": "expected a JSON body {\"user\": \"<id or UPN>\"}"}})
+                .to_string(),
+        )
+            .into_response();
+    };
+    match state.tenant.add_group_member(&group_id, &user) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => sim_error(&e),
+    }
+}
+
+/// `DELETE /_sim/groups/{id}/members/{user}`: removes a direct member. 204; 404 for an unknown
+/// group or user or a non-member; 409 (naming the nested groups) for a member only through
+/// nested groups.
+async fn sim_group_member_remove(
+    State(state): State<Arc<SimState>>,
+    Path((group_id, user)): Path<(String, String)>,
+) -> Response {
+    match state.tenant.remove_group_member(&group_id, &user) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => sim_error(&e),
     }
 }

@@ -5,12 +5,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 /// What a request was for. Logical Graph requests are counted by kind wherever they arrive — at
-/// top level or inside a `$batch` — so `users + drive + delta + item + other` is the number of
-/// Graph operations Microsoft would meter.
+/// top level or inside a `$batch` — so `users + user_filter + groups + group_members + drive +
+/// delta + item + other` is the number of Graph operations Microsoft would meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Token,
     Users,
+    UserFilter,
+    Groups,
+    GroupMembers,
     Drive,
     Delta,
     Item,
@@ -25,8 +28,17 @@ pub struct Stats {
     pub http_requests: u64,
     /// Token endpoint requests (v1 and v2), successful or not.
     pub token: u64,
-    /// `GET /users` pages and single-user reads.
+    /// `GET /users` pages (without `$filter`) and single-user reads.
     pub users: u64,
+    /// `GET /users?$filter=…` pages (user lookups by name or address).
+    #[serde(default)]
+    pub user_filter: u64,
+    /// `GET /groups` pages (filtered or not) and single-group reads.
+    #[serde(default)]
+    pub groups: u64,
+    /// Pages of `…/members`, `…/transitiveMembers` and their OData casts.
+    #[serde(default)]
+    pub group_members: u64,
     /// Drive reads (`/users/{id}/drive`, `/drives/{id}`, `/sites/{id}/drive`, …).
     pub drive: u64,
     /// Delta pages (`…/root/delta`).
@@ -72,6 +84,9 @@ pub(crate) struct Counters {
     pub(crate) http_requests: AtomicU64,
     token: AtomicU64,
     users: AtomicU64,
+    user_filter: AtomicU64,
+    groups: AtomicU64,
+    group_members: AtomicU64,
     drive: AtomicU64,
     delta: AtomicU64,
     item: AtomicU64,
@@ -99,6 +114,9 @@ impl Counters {
         bump(match kind {
             Kind::Token => &self.token,
             Kind::Users => &self.users,
+            Kind::UserFilter => &self.user_filter,
+            Kind::Groups => &self.groups,
+            Kind::GroupMembers => &self.group_members,
             Kind::Drive => &self.drive,
             Kind::Delta => &self.delta,
             Kind::Item => &self.item,
@@ -113,6 +131,9 @@ impl Counters {
             http_requests: g(&self.http_requests),
             token: g(&self.token),
             users: g(&self.users),
+            user_filter: g(&self.user_filter),
+            groups: g(&self.groups),
+            group_members: g(&self.group_members),
             drive: g(&self.drive),
             delta: g(&self.delta),
             item: g(&self.item),
@@ -138,6 +159,9 @@ impl Counters {
             &self.http_requests,
             &self.token,
             &self.users,
+            &self.user_filter,
+            &self.groups,
+            &self.group_members,
             &self.drive,
             &self.delta,
             &self.item,

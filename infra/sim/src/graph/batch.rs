@@ -1,14 +1,15 @@
 //! `POST /$batch` — JSON batching (FACTS.md §10).
 //!
 //! Up to 20 requests; ids unique case-insensitively; each request routed through [`dispatch`]
-//! exactly like a top-level one and fault-injected on its own (inner 429 with `Retry-After` in its
+//! exactly like a top-level one (its own `headers`, e.g. `ConsistencyLevel`, apply to it alone)
+//! and fault-injected on its own (inner 429 with `Retry-After` in its
 //! own headers while the envelope stays 200). Responses come back in a deterministic but
 //! *different* order than requested, as the docs warn they may.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, GraphResponse, Route, dispatch};
+use super::{Ctx, GraphResponse, Route, dispatch, request_kind};
 use crate::faults::{self, Fault};
 use crate::prng::{Rng, hash3, tag};
 use crate::stats::bump;
@@ -96,7 +97,7 @@ fn run_inner(outer: &Ctx<'_>, r: &Inner, failed: &[(String, u16)]) -> GraphRespo
     let (path, query) = r.url.split_once('?').unwrap_or((r.url.as_str(), ""));
     let route = Route::parse(path);
     bump(&state.counters.batch_inner);
-    state.counters.count_kind(route.kind());
+    state.counters.count_kind(request_kind(&route, query));
 
     if r.depends_on
         .iter()

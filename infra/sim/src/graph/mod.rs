@@ -4,6 +4,8 @@
 pub(crate) mod batch;
 pub(crate) mod delta;
 pub(crate) mod drives;
+pub(crate) mod filter;
+pub(crate) mod groups;
 pub(crate) mod users;
 
 use axum::body::Body;
@@ -41,11 +43,15 @@ pub(crate) const QUERY_VALUE: &AsciiSet = &CONTROLS
     .add(b'{')
     .add(b'}');
 
-/// Per-request context: the server state and this request's ids.
+/// Per-request context: the server state, this request's ids and the headers that change how
+/// Graph answers.
 pub(crate) struct Ctx<'a> {
     pub(crate) state: &'a SimState,
     pub(crate) request_id: String,
     pub(crate) client_request_id: String,
+    /// The request carries `ConsistencyLevel: eventual` (advanced query parameters, FACTS.md
+    /// §2). Inside `$batch` it is read from the inner request's own headers.
+    pub(crate) eventual: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -58,10 +64,15 @@ impl<'a> Ctx<'a> {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .map_or_else(|| request_id.clone(), str::to_owned);
+        let eventual = headers
+            .get("consistencylevel")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("eventual"));
         Self {
             state,
             request_id,
             client_request_id,
+            eventual,
         }
     }
 
@@ -108,6 +119,15 @@ impl<'a> Ctx<'a> {
     /// 400 for a query option we reject.
     pub(crate) fn bad_request(&self, code: &str, message: impl Into<String>) -> GraphResponse {
         self.error(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 `Request_ResourceNotFound` for a directory object id that designates nothing.
+    pub(crate) fn not_found(&self, id: &str) -> GraphResponse {
+        self.error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."),
+        )
     }
 
     /// The response for an injected fault (never [`Fault::Drop`], which has none).
@@ -253,11 +273,31 @@ pub(crate) enum DrivePart {
     },
 }
 
+/// The OData cast after a member listing (`…/transitiveMembers/microsoft.graph.user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cast {
+    /// `microsoft.graph.user`
+    User,
+    /// `microsoft.graph.group`
+    Group,
+    /// A member type the simulated groups never hold (`device`, `orgContact`,
+    /// `servicePrincipal`): an empty collection.
+    Absent,
+}
+
 /// A parsed Graph path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     Users,
     User(String),
+    Groups,
+    Group(String),
+    /// `/groups/{id}/members` or `/groups/{id}/transitiveMembers`, optionally cast.
+    GroupMembers {
+        group: String,
+        transitive: bool,
+        cast: Option<Cast>,
+    },
     Site(String),
     SiteDrives(String),
     Drive(DriveSel, DrivePart),
@@ -289,6 +329,25 @@ impl Route {
                 drive_route(DriveSel::User(s[1].to_owned()), &s[3..], &l[3..]).unwrap_or_else(|i| unknown(3 + i))
             }
             ["users", _, ..] => unknown(2),
+            ["groups"] => Self::Groups,
+            ["groups", _] => Self::Group(s[1].to_owned()),
+            ["groups", _, m @ ("members" | "transitivemembers"), rest @ ..] => {
+                let cast = match rest {
+                    [] => None,
+                    ["microsoft.graph.user"] => Some(Cast::User),
+                    ["microsoft.graph.group"] => Some(Cast::Group),
+                    ["microsoft.graph.device" | "microsoft.graph.orgcontact" | "microsoft.graph.serviceprincipal"] => {
+                        Some(Cast::Absent)
+                    }
+                    _ => return unknown(3),
+                };
+                Self::GroupMembers {
+                    group: s[1].to_owned(),
+                    transitive: *m == "transitivemembers",
+                    cast,
+                }
+            }
+            ["groups", _, ..] => unknown(2),
             ["drives", _, ..] => {
                 drive_route(DriveSel::Drive(s[1].to_owned()), &s[2..], &l[2..]).unwrap_or_else(|i| unknown(2 + i))
             }
@@ -306,12 +365,24 @@ impl Route {
     pub(crate) fn kind(&self) -> Kind {
         match self {
             Self::Users | Self::User(_) => Kind::Users,
+            Self::Groups | Self::Group(_) => Kind::Groups,
+            Self::GroupMembers { .. } => Kind::GroupMembers,
             Self::Site(_) | Self::SiteDrives(_) | Self::Drive(_, DrivePart::Drive) => Kind::Drive,
             Self::Drive(_, DrivePart::Item(_)) => Kind::Item,
             Self::Drive(_, DrivePart::Delta { .. }) => Kind::Delta,
             Self::Batch => Kind::Batch,
             Self::Me | Self::Unknown(_) => Kind::Other,
         }
+    }
+}
+
+/// The stats bucket of a request: its route's, except that `/users` with `$filter` is a lookup
+/// ([`Kind::UserFilter`]) rather than a listing.
+pub(crate) fn request_kind(route: &Route, query: &str) -> Kind {
+    if *route == Route::Users && Query::parse(query).get("$filter").is_some() {
+        Kind::UserFilter
+    } else {
+        route.kind()
     }
 }
 
@@ -372,6 +443,41 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Whether `$count=true` was asked for.
+    pub(crate) fn count(&self) -> bool {
+        self.get("$count")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    }
+
+    /// `$top` within `1..=max`, `default` when absent, or Graph's 400.
+    pub(crate) fn top(&self, ctx: &Ctx<'_>, default: u64, max: u64) -> Result<u64, GraphResponse> {
+        match self.get("$top") {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ctx.bad_request(
+                    "Request_UnsupportedQuery",
+                    format!("Invalid page size specified: '{v}'. Must be between 1 and {max} inclusive."),
+                )),
+            },
+        }
+    }
+
+    /// The absolute next-page link for `path` (below `/v1.0`): the options named in `keep` as
+    /// they were given, then `$skiptoken`.
+    pub(crate) fn next_link(&self, ctx: &Ctx<'_>, path: &str, keep: &[&str], skiptoken: &str) -> String {
+        let mut link = format!("{}{path}", ctx.graph_url());
+        let mut sep = '?';
+        for key in keep {
+            if let Some(v) = self.get(key) {
+                link.push_str(&format!("{sep}{key}={}", encode_query_value(v)));
+                sep = '&';
+            }
+        }
+        link.push_str(&format!("{sep}$skiptoken={skiptoken}"));
+        link
+    }
+
     /// System query options (`$…`) present other than the allowed ones.
     pub(crate) fn unsupported<'q>(&'q self, allowed: &[&str]) -> Option<&'q str> {
         self.0
@@ -405,6 +511,13 @@ pub(crate) fn dispatch(ctx: &Ctx<'_>, method: &Method, route: &Route, query: &st
     match route {
         Route::Users => users::list(ctx, &q),
         Route::User(id) => users::get(ctx, id, &q),
+        Route::Groups => groups::list(ctx, &q),
+        Route::Group(id) => groups::get(ctx, id, &q),
+        Route::GroupMembers {
+            group,
+            transitive,
+            cast,
+        } => groups::members(ctx, group, *transitive, *cast, &q),
         Route::Site(site) => drives::site(ctx, site),
         Route::SiteDrives(site) => drives::site_drives(ctx, site),
         Route::Drive(sel, DrivePart::Drive) => drives::drive(ctx, sel),
@@ -470,7 +583,29 @@ mod tests {
             Route::Drive(DriveSel::Drive("b!x".into()), DrivePart::Item("01ABC".into()))
         );
         assert_eq!(Route::parse("/drives/b!x/bogus"), Route::Unknown("bogus".into()));
-        assert_eq!(Route::parse("/groups"), Route::Unknown("groups".into()));
+        assert_eq!(Route::parse("/groups"), Route::Groups);
+        assert_eq!(Route::parse("/groups/g1"), Route::Group("g1".into()));
+        assert_eq!(
+            Route::parse("/groups/g1/transitiveMembers/microsoft.graph.user"),
+            Route::GroupMembers {
+                group: "g1".into(),
+                transitive: true,
+                cast: Some(Cast::User)
+            }
+        );
+        assert_eq!(
+            Route::parse("/groups/g1/members"),
+            Route::GroupMembers {
+                group: "g1".into(),
+                transitive: false,
+                cast: None
+            }
+        );
+        assert_eq!(
+            Route::parse("/groups/g1/members/microsoft.graph.bogus"),
+            Route::Unknown("microsoft.graph.bogus".into())
+        );
+        assert_eq!(Route::parse("/groups/g1/owners"), Route::Unknown("owners".into()));
         assert_eq!(Route::parse("/me/drive"), Route::Me);
     }
 }

@@ -1,10 +1,11 @@
-//! The generated tenant: users, their OneDrives, team-site libraries and drive items.
+//! The generated tenant: users, groups, their OneDrives, team-site libraries and drive items.
 //!
-//! Nothing per user or per file is stored. Every value is a pure function of the seed and an
+//! Nothing per user, per membership or per file is stored. Every value is a pure function of the seed and an
 //! index, and every id *encodes* its index (through a keyed permutation plus a check value), so a
 //! lookup by id decodes the index, regenerates the object and compares ids: O(1), no tables. A
 //! million-user tenant therefore costs the same memory as a ten-user one.
 
+mod groups;
 mod names;
 mod tree;
 
@@ -17,6 +18,8 @@ use chrono::{DateTime, Utc};
 use crate::config::{FilesPerDrive, SimConfig};
 use crate::prng::{Perm, Rng, guid, hash3, hash4, parse_guid, tag, unit};
 
+pub(crate) use groups::UserCursor;
+pub use groups::{GroupKind, SimGroup};
 pub use tree::DriveItems;
 pub(crate) use tree::DriveTree;
 
@@ -46,7 +49,8 @@ const K_GROUP: u64 = tag(b"group");
 /// Drive keys with this bit set are team-site libraries; without it, user OneDrives.
 const SITE_DRIVE_BIT: u64 = 1 << 62;
 
-/// The generated directory and its content. Cheap to clone (shared, immutable).
+/// The generated directory and its content. Cheap to clone: clones share everything, including
+/// the only mutable part, the overlay of group membership changes made at run time.
 #[derive(Debug, Clone)]
 pub struct Tenant {
     inner: Arc<TenantInner>,
@@ -63,6 +67,8 @@ struct TenantInner {
     domain: String,
     /// First label of the initial domain: `contoso` → `contoso.sharepoint.com`.
     sharepoint_name: String,
+    /// Group layout and membership overlay.
+    groups: groups::Groups,
 }
 
 /// Why a user has no OneDrive, which decides the error shape Graph answers with (FACTS.md §3).
@@ -243,6 +249,7 @@ impl Tenant {
                 } else {
                     sharepoint_name
                 },
+                groups: groups::Groups::new(config),
             }),
         }
     }
@@ -324,6 +331,34 @@ impl Tenant {
 
     fn has_drive(&self, index: u64) -> bool {
         unit(hash3(self.inner.seed, K_NO_DRIVE, index)) >= self.inner.no_drive_ratio
+    }
+
+    /// Indexes into `GIVEN_NAMES` and `SURNAMES` of user `index`'s names: the first two draws of
+    /// [`Self::user`], without building the user (a display-name scan of a million users stays
+    /// in milliseconds).
+    pub(crate) fn name_indexes(&self, index: u64) -> (usize, usize) {
+        let mut r = Rng::new(hash3(self.inner.seed, K_USER, index));
+        let given = r.below(GIVEN_NAMES.len() as u64) as usize;
+        let surname = r.below(SURNAMES.len() as u64) as usize;
+        (given, surname)
+    }
+
+    /// The `(given, surname)` index pairs whose display name equals `name`, ignoring case.
+    pub(crate) fn name_pairs_matching(&self, name: &str) -> Vec<(usize, usize)> {
+        let wanted = name.to_lowercase();
+        let mut pairs = Vec::new();
+        for (gi, (given, _)) in GIVEN_NAMES.iter().enumerate() {
+            let Some(rest) = wanted.strip_prefix(&given.to_lowercase()) else {
+                continue;
+            };
+            let Some(rest) = rest.strip_prefix(' ') else { continue };
+            for (si, (surname, _)) in SURNAMES.iter().enumerate() {
+                if surname.to_lowercase() == rest {
+                    pairs.push((gi, si));
+                }
+            }
+        }
+        pairs
     }
 
     /// The user at `index`. Generation is total: indexes past `user_count()` still produce a
@@ -690,6 +725,20 @@ mod tests {
             assert_eq!(s.drive_type, "documentLibrary");
             assert_eq!(t.decode_drive_id(&s.id), Some(DriveRef::Site(j as u32)));
             assert!(s.web_url.ends_with("/Shared%20Documents"));
+        }
+    }
+
+    #[test]
+    fn name_indexes_match_the_generated_display_names() {
+        let t = tenant(500);
+        for i in 0..500 {
+            let (gi, si) = t.name_indexes(i);
+            let user = t.user(i);
+            assert_eq!(format!("{} {}", GIVEN_NAMES[gi].0, SURNAMES[si].0), user.display_name);
+            assert!(
+                t.name_pairs_matching(&user.display_name.to_uppercase())
+                    .contains(&(gi, si))
+            );
         }
     }
 

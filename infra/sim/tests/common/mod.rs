@@ -80,6 +80,41 @@ impl Sim {
         read(resp).await
     }
 
+    /// GET of an absolute URL or of a path below `/v1.0`, with extra headers.
+    pub async fn get_with(&self, token: &str, url_or_path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self.http.get(self.url(url_or_path)).bearer_auth(token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        read(request.send().await.expect("request sent")).await
+    }
+
+    /// GET with `ConsistencyLevel: eventual` (advanced query parameters).
+    pub async fn get_eventual(&self, token: &str, url_or_path: &str) -> Reply {
+        self.get_with(token, url_or_path, &[("ConsistencyLevel", "eventual")])
+            .await
+    }
+
+    /// Follows `@odata.nextLink` from `first` (with `headers` on every page); returns the items
+    /// and the pages.
+    pub async fn collect_pages(&self, token: &str, first: &str, headers: &[(&str, &str)]) -> (Vec<Value>, Vec<Reply>) {
+        let mut items = Vec::new();
+        let mut pages = Vec::new();
+        let mut url = self.url(first);
+        for _ in 0..10_000 {
+            let page = self.get_with(token, &url, headers).await;
+            assert_eq!(page.status, StatusCode::OK, "page {url}: {}", page.body);
+            items.extend(page.body["value"].as_array().expect("value").iter().cloned());
+            let next = page.body["@odata.nextLink"].as_str().map(str::to_owned);
+            pages.push(page);
+            match next {
+                Some(next) => url = next,
+                None => return (items, pages),
+            }
+        }
+        panic!("paging did not end");
+    }
+
     /// POST of JSON to an absolute URL or a path below `/v1.0`.
     pub async fn post_json(&self, token: &str, url_or_path: &str, body: &Value) -> Reply {
         let resp = self
