@@ -21,8 +21,8 @@ use filetrail_aws::state::DynamoStateStore;
 use filetrail_aws::template::Template;
 use filetrail_cli::connection::{self, NewConnection};
 use filetrail_cli::local::runner::{RunReport, Runner, RunnerOptions, ScheduleMode};
-use filetrail_cli::pipeline::{DISCOVER_FUNCTION, local_functions};
-use filetrail_core::model::{Connection, ConnectionKind, Endpoints};
+use filetrail_cli::pipeline::{APPLY_SCOPE_FUNCTION, DISCOVER_FUNCTION, local_functions};
+use filetrail_core::model::{Connection, ConnectionKind, DriveState, Endpoints};
 use filetrail_core::ports::StateStore;
 use m365_sim::{SimConfig, SimHandle};
 
@@ -218,6 +218,36 @@ impl Stack {
         Ok(items)
     }
 
+    /// The deployment bucket (scope uploads and their results).
+    pub fn objects(&self) -> filetrail_aws::BucketObjects {
+        let bucket = self.env_of(APPLY_SCOPE_FUNCTION)["FILETRAIL_BUCKET"].clone();
+        filetrail_aws::BucketObjects::new(filetrail_aws::s3_client(&self.sdk), bucket)
+    }
+
+    /// Ids of the connection's drives in `states`, from the state table's index.
+    pub async fn drives_in(&self, states: &[DriveState]) -> anyhow::Result<BTreeSet<String>> {
+        let state = self.state();
+        let mut ids = BTreeSet::new();
+        for s in states {
+            let mut cursor = None;
+            loop {
+                let (page, next) = state.drive_ids_in_state(CONNECTION, *s, cursor).await?;
+                ids.extend(page);
+                match next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Ids of the drives filetrail monitors (pending, indexing or indexed).
+    pub async fn monitored_drives(&self) -> anyhow::Result<BTreeSet<String>> {
+        self.drives_in(&[DriveState::Pending, DriveState::Indexing, DriveState::Indexed])
+            .await
+    }
+
     /// Messages left on each dead-letter queue.
     pub async fn dead_letters(&self) -> anyhow::Result<BTreeMap<String, u64>> {
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
@@ -279,4 +309,15 @@ pub fn team_site_drive_ids(sim: &SimHandle) -> BTreeSet<String> {
 /// A shared counter a runner's event sink can bump (pages or invocations seen).
 pub fn counter() -> Arc<AtomicU64> {
     Arc::new(AtomicU64::new(0))
+}
+
+/// The OneDrive ids of the simulator's users whose user principal names are `upns` (users
+/// without a OneDrive have none), from the tenant model.
+pub fn drives_of_users<'a>(sim: &SimHandle, upns: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    let tenant = sim.tenant();
+    upns.into_iter()
+        .filter_map(|upn| tenant.find_user(upn))
+        .filter_map(|u| tenant.drive_of_user(u.index))
+        .map(|d| d.id)
+        .collect()
 }

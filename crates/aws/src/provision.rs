@@ -337,6 +337,7 @@ pub async fn provision(sdk: &SdkConfig, template: &Template, stack_name: &str) -
 
     for bucket in template.buckets.values() {
         let resource = provision_bucket(&s3, bucket, stack_name, &region, &partition).await?;
+        configure_notifications(&s3, bucket, &resource.name, &resources).await?;
         resources.insert(bucket.logical_id.clone(), resource);
     }
 
@@ -714,6 +715,60 @@ async fn provision_bucket(
         name,
         url: None,
     })
+}
+
+/// Sends the bucket's object events to its queues, as `NotificationConfiguration` declares
+/// (replacing any configuration the bucket had).
+async fn configure_notifications(
+    s3: &aws_sdk_s3::Client,
+    bucket: &BucketSpec,
+    name: &str,
+    resources: &BTreeMap<String, PhysicalResource>,
+) -> Result<(), ProvisionError> {
+    use aws_sdk_s3::types::{
+        Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+        QueueConfiguration, S3KeyFilter,
+    };
+    if bucket.queue_notifications.is_empty() {
+        return Ok(());
+    }
+    let mut config = NotificationConfiguration::builder();
+    for notification in &bucket.queue_notifications {
+        let queue = resources
+            .get(&notification.queue)
+            .filter(|r| r.kind == ResourceKind::Queue)
+            .ok_or_else(|| ProvisionError::Unresolved {
+                what: format!("the notification queue of bucket {}", bucket.logical_id),
+                reason: format!("`{}` is not a queue of the template", notification.queue),
+            })?;
+        let mut rules = Vec::new();
+        for (rule, value) in [
+            (FilterRuleName::Prefix, &notification.prefix),
+            (FilterRuleName::Suffix, &notification.suffix),
+        ] {
+            if let Some(value) = value {
+                rules.push(FilterRule::builder().name(rule).value(value).build());
+            }
+        }
+        let mut queue_config = QueueConfiguration::builder().queue_arn(&queue.arn).set_events(Some(
+            notification.events.iter().map(|e| Event::from(e.as_str())).collect(),
+        ));
+        if !rules.is_empty() {
+            queue_config = queue_config.filter(
+                NotificationConfigurationFilter::builder()
+                    .key(S3KeyFilter::builder().set_filter_rules(Some(rules)).build())
+                    .build(),
+            );
+        }
+        config = config.queue_configurations(queue_config.build().map_err(|e| build_err(name, e))?);
+    }
+    s3.put_bucket_notification_configuration()
+        .bucket(name)
+        .notification_configuration(config.build())
+        .send()
+        .await
+        .map_err(|e| aws_err("PutBucketNotificationConfiguration", name, e))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,12 @@
 //! | drive | `DRIVE#{drive_id}` | `META` | `CONN#{connection}#DRIVE#{state}` | `{drive_id}` |
 //! | user without OneDrive | `NODRIVE#{connection}#{user_id}` | `META` | `CONN#{connection}#NODRIVE` | `{user_id}` |
 //! | discovery checkpoint | `CONN#{id}` | `DISCOVERY` | – | – |
+//! | scope in force | `CONN#{id}` | `SCOPE` | – | – |
+//! | latest scope upload result | `CONN#{id}` | `SCOPE#UPLOAD` | – | – |
+//! | what a discovery run saw on a page | `CONN#{id}` | `RUN#{run_id}#{page:010}` | – | – |
+//!
+//! Run pages carry `expires_at` (the table's TTL attribute): a run is deleted when it finishes,
+//! and an abandoned one expires after [`RUN_PAGE_TTL_DAYS`] days.
 //!
 //! `gsi1` projects the keys plus `owner_upn` and `state`. A connection is stored as a JSON `doc`
 //! with `last_error` and `last_discovery` as separate JSON attributes, so status updates are a
@@ -26,7 +32,8 @@ use filetrail_core::PortError;
 use filetrail_core::model::{
     Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveRecord, DriveState, IndexProgress,
 };
-use filetrail_core::ports::{DiscoveryCheckpoint, PortResult, StateStore};
+use filetrail_core::ports::{DiscoveryCheckpoint, PortResult, RunPage, RunSeen, StateStore};
+use filetrail_core::scope::{Scope, ScopeUploadResult};
 use futures_util::{StreamExt, stream};
 
 use crate::config::STATE_TABLE_VAR;
@@ -49,6 +56,16 @@ pub const GSI1_INCLUDED: [&str; 2] = ["owner_upn", "state"];
 const META: &str = "META";
 const DISCOVERY: &str = "DISCOVERY";
 const CONNECTIONS: &str = "CONNECTIONS";
+const SCOPE: &str = "SCOPE";
+const SCOPE_UPLOAD: &str = "SCOPE#UPLOAD";
+/// The state table's TTL attribute (template.yaml `TimeToLiveSpecification`).
+pub const EXPIRES_AT: &str = "expires_at";
+/// How long an abandoned discovery run's page records are kept.
+pub const RUN_PAGE_TTL_DAYS: i64 = 7;
+
+fn run_prefix(run_id: &str) -> String {
+    format!("RUN#{run_id}#")
+}
 
 /// Drive ids per page of [`StateStore::drive_ids_in_state`] (a Query page also stops at 1 MB;
 /// 1,000 keys of ~150 bytes stay far below).
@@ -71,6 +88,10 @@ const PROGRESS_NUMBERS: [&str; 8] = [
     "deleted",
     "resyncs",
 ];
+
+fn millis(t: &chrono::DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp_millis()).unwrap_or_default()
+}
 
 fn conn_pk(id: &str) -> String {
     format!("CONN#{id}")
@@ -153,6 +174,44 @@ impl DynamoStateStore {
         Ok(out.item)
     }
 
+    /// One page of the sort keys under `partition` of `gsi1` (a key-only Query), and the cursor
+    /// of the next page. Backs the id listings of [`StateStore`].
+    async fn gsi1_sort_keys(
+        &self,
+        partition: String,
+        cursor: Option<String>,
+    ) -> PortResult<(Vec<String>, Option<String>)> {
+        let start = cursor.as_deref().map(decode_cursor).transpose()?;
+        self.table.counts.read();
+        let out = self
+            .table
+            .client
+            .query()
+            .table_name(&self.table.name)
+            .index_name(GSI1)
+            .key_condition_expression("#k = :k")
+            .projection_expression("#sk")
+            .expression_attribute_names("#k", GSI1_PK)
+            .expression_attribute_names("#sk", GSI1_SK)
+            .expression_attribute_values(":k", s(partition))
+            .limit(self.page_size)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| self.table.err("Query", e))?;
+        let ids = out
+            .items()
+            .iter()
+            .map(|i| self.table.fields(i, item_key(i)).s(GSI1_SK))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = out
+            .last_evaluated_key
+            .as_ref()
+            .map(|k| encode_cursor(&self.table, k))
+            .transpose()?;
+        Ok((ids, next))
+    }
+
     async fn put(&self, item: Item) -> Result<(), AwsError> {
         self.table.counts.wrote();
         self.table
@@ -164,6 +223,64 @@ impl DynamoStateStore {
             .await
             .map_err(|e| self.table.err("PutItem", e))?;
         Ok(())
+    }
+
+    /// Puts `item` (a scope or upload record) unless the stored one has a later `uploaded_ms`.
+    /// Returns whether it was written.
+    async fn put_if_not_older(&self, mut item: Item, uploaded_ms: u64) -> Result<bool, AwsError> {
+        item.insert("uploaded_ms".into(), n(uploaded_ms));
+        self.table.counts.wrote();
+        let result = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #t <= :t")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#t", "uploaded_ms")
+            .expression_attribute_values(":t", n(uploaded_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.table.err("PutItem", e)),
+        }
+    }
+
+    /// The items of partition `pk` whose sort key starts with `prefix`, all pages.
+    async fn query_prefix(&self, pk: String, prefix: &str) -> Result<Vec<Item>, AwsError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            self.table.counts.read();
+            let out = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.table.err("Query", e))?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
     }
 
     /// Applies `update` to `pk`/`sk` if `condition` holds. `Ok(false)` when it did not.
@@ -581,11 +698,14 @@ impl StateStore for DynamoStateStore {
         update.value(":expected_pages", n(expected.pages));
         update.value(":expected_gen", n(expected.generation));
         update.value(":connection", s(&connection));
+        update.value(":unmonitored", s(DriveState::Unmonitored.as_str()));
+        // A drive that left the scope meanwhile stays unmonitored: its walk stops here.
         let condition = format!(
-            "{} = :expected_pages AND {} = :expected_gen AND {} = :connection",
+            "{} = :expected_pages AND {} = :expected_gen AND {} = :connection AND {} <> :unmonitored",
             update.name("pages"),
             update.name("generation"),
-            update.name("connection")
+            update.name("connection"),
+            update.name("state")
         );
         Ok(self.update_if(drive_pk(drive_id), update, &condition).await?)
     }
@@ -616,35 +736,7 @@ impl StateStore for DynamoStateStore {
         state: DriveState,
         cursor: Option<String>,
     ) -> PortResult<(Vec<String>, Option<String>)> {
-        let start = cursor.as_deref().map(decode_cursor).transpose()?;
-        self.table.counts.read();
-        let out = self
-            .table
-            .client
-            .query()
-            .table_name(&self.table.name)
-            .index_name(GSI1)
-            .key_condition_expression("#k = :k")
-            .projection_expression("#sk")
-            .expression_attribute_names("#k", GSI1_PK)
-            .expression_attribute_names("#sk", GSI1_SK)
-            .expression_attribute_values(":k", s(drive_gsi1pk(connection, state)))
-            .limit(self.page_size)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| self.table.err("Query", e))?;
-        let ids = out
-            .items()
-            .iter()
-            .map(|i| self.table.fields(i, item_key(i)).s(GSI1_SK))
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = out
-            .last_evaluated_key
-            .as_ref()
-            .map(|k| encode_cursor(&self.table, k))
-            .transpose()?;
-        Ok((ids, next))
+        self.gsi1_sort_keys(drive_gsi1pk(connection, state), cursor).await
     }
 
     /// A paginated `Select: COUNT` Query on `gsi1` (eventually consistent).
@@ -687,6 +779,88 @@ impl StateStore for DynamoStateStore {
 
     async fn count_users_without_drive(&self, connection: &str) -> PortResult<u64> {
         Ok(self.table.count(GSI1, GSI1_PK, &nodrive_gsi1pk(connection)).await?)
+    }
+
+    /// Like [`StateStore::drive_ids_in_state`], over the "no OneDrive" partition of `gsi1`.
+    async fn user_ids_without_drive(
+        &self,
+        connection: &str,
+        cursor: Option<String>,
+    ) -> PortResult<(Vec<String>, Option<String>)> {
+        self.gsi1_sort_keys(nodrive_gsi1pk(connection), cursor).await
+    }
+
+    async fn scope(&self, connection: &str) -> PortResult<Option<Scope>> {
+        let item = self.get(conn_pk(connection), SCOPE).await?;
+        Ok(item
+            .map(|i| self.table.fields(&i, item_key(&i)).json("doc"))
+            .transpose()?)
+    }
+
+    /// One conditional PutItem: written unless the stored scope's upload is later.
+    async fn replace_scope(&self, connection: &str, scope: &Scope) -> PortResult<bool> {
+        let mut item = key(conn_pk(connection), SCOPE);
+        item.insert("kind".into(), s(scope.kind.as_str()));
+        item.insert("version".into(), s(&scope.version));
+        item.insert("doc".into(), json("scope", scope)?);
+        Ok(self.put_if_not_older(item, millis(&scope.uploaded_at)).await?)
+    }
+
+    async fn record_scope_upload(&self, connection: &str, result: &ScopeUploadResult) -> PortResult<()> {
+        let mut item = key(conn_pk(connection), SCOPE_UPLOAD);
+        item.insert("doc".into(), json("scope upload result", result)?);
+        self.put_if_not_older(item, millis(&result.uploaded_at)).await?;
+        Ok(())
+    }
+
+    async fn last_scope_upload(&self, connection: &str) -> PortResult<Option<ScopeUploadResult>> {
+        let item = self.get(conn_pk(connection), SCOPE_UPLOAD).await?;
+        Ok(item
+            .map(|i| self.table.fields(&i, item_key(&i)).json("doc"))
+            .transpose()?)
+    }
+
+    /// One PutItem per page; ids are stored newline-joined (compact: a page of 999 users stays
+    /// far below the 400 KB item limit).
+    async fn record_run_page(&self, connection: &str, run_id: &str, page: u64, seen: &RunPage) -> PortResult<()> {
+        let mut item = key(conn_pk(connection), format!("{}{page:010}", run_prefix(run_id)));
+        item.insert("drives".into(), s(seen.drives.join("\n")));
+        item.insert("nodrive".into(), s(seen.users_without_drive.join("\n")));
+        let expires = Utc::now() + chrono::Duration::days(RUN_PAGE_TTL_DAYS);
+        item.insert(
+            EXPIRES_AT.into(),
+            n(u64::try_from(expires.timestamp()).unwrap_or_default()),
+        );
+        Ok(self.put(item).await?)
+    }
+
+    async fn run_seen(&self, connection: &str, run_id: &str) -> PortResult<RunSeen> {
+        let mut seen = RunSeen::default();
+        for item in self.query_prefix(conn_pk(connection), &run_prefix(run_id)).await? {
+            let f = self.table.fields(&item, item_key(&item));
+            let split = |text: String| -> Vec<String> {
+                text.split('\n')
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            seen.drives.extend(split(f.s("drives")?));
+            seen.users_without_drive.extend(split(f.s("nodrive")?));
+        }
+        Ok(seen)
+    }
+
+    async fn delete_run(&self, connection: &str, run_id: &str) -> PortResult<()> {
+        let requests = self
+            .query_prefix(conn_pk(connection), &run_prefix(run_id))
+            .await?
+            .iter()
+            .map(|item| {
+                let f = self.table.fields(item, item_key(item));
+                delete_request(key(f.s(PK)?, f.s(SK)?))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.table.batch_write(requests).await?)
     }
 
     async fn discovery_checkpoint(&self, connection: &str) -> PortResult<Option<DiscoveryCheckpoint>> {

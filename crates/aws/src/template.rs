@@ -363,6 +363,19 @@ pub struct BucketSpec {
     /// `AES256` or `aws:kms` when default encryption is configured.
     pub encryption: Option<String>,
     pub block_public_access: bool,
+    /// `NotificationConfiguration.QueueConfigurations`: object events sent to queues.
+    pub queue_notifications: Vec<QueueNotification>,
+}
+
+/// One `QueueConfigurations` entry of a bucket's `NotificationConfiguration`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueNotification {
+    /// Logical id of the queue (from `Queue: !GetAtt Q.Arn`).
+    pub queue: String,
+    /// Event types, e.g. `s3:ObjectCreated:*`.
+    pub events: Vec<String>,
+    pub prefix: Option<String>,
+    pub suffix: Option<String>,
 }
 
 /// When a `Schedule` event fires.
@@ -604,7 +617,7 @@ impl<'a> Parser<'a> {
                     template.queues.insert(id.clone(), parser.queue(&id, props, &at)?);
                 }
                 S3_BUCKET => {
-                    template.buckets.insert(id.clone(), parser.bucket(&id, props));
+                    template.buckets.insert(id.clone(), parser.bucket(&id, props, &at)?);
                 }
                 SERVERLESS_FUNCTION => {
                     let function = parser.function(&id, resource, props, &at)?;
@@ -781,7 +794,63 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn bucket(&self, id: &str, props: &Value) -> BucketSpec {
+    fn queue_notifications(&self, props: &Value, at: &str) -> Result<Vec<QueueNotification>, TemplateError> {
+        let Some(configs) = props
+            .get("NotificationConfiguration")
+            .and_then(|n| n.get("QueueConfigurations"))
+        else {
+            return Ok(Vec::new());
+        };
+        let at = format!("{at}.NotificationConfiguration.QueueConfigurations");
+        let configs = configs.as_sequence().ok_or_else(|| invalid(&at, "must be a list"))?;
+        configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let at = format!("{at}[{i}]");
+                let queue_expr = c.get("Queue").ok_or_else(|| invalid(&at, "has no Queue"))?;
+                let queue = match Expr::parse(queue_expr, &format!("{at}.Queue"))? {
+                    Expr::GetAtt { resource, attribute } if attribute == "Arn" => resource,
+                    other => {
+                        return Err(invalid(
+                            format!("{at}.Queue"),
+                            format!("must be !GetAtt <Queue>.Arn of a queue in this template, not {other}"),
+                        ));
+                    }
+                };
+                let events = match c.get("Event") {
+                    Some(e) => vec![self.scalar(e, &format!("{at}.Event"))?],
+                    None => return Err(invalid(&at, "has no Event")),
+                };
+                let mut prefix = None;
+                let mut suffix = None;
+                if let Some(rules) = c
+                    .get("Filter")
+                    .and_then(|f| f.get("S3Key"))
+                    .and_then(|k| k.get("Rules"))
+                    .and_then(Value::as_sequence)
+                {
+                    for rule in rules {
+                        let name = rule.get("Name").and_then(Value::as_str).unwrap_or_default();
+                        let value = rule.get("Value").map(|v| self.scalar(v, &at)).transpose()?;
+                        match name.to_ascii_lowercase().as_str() {
+                            "prefix" => prefix = value,
+                            "suffix" => suffix = value,
+                            other => return Err(invalid(&at, format!("unknown filter rule name `{other}`"))),
+                        }
+                    }
+                }
+                Ok(QueueNotification {
+                    queue,
+                    events,
+                    prefix,
+                    suffix,
+                })
+            })
+            .collect()
+    }
+
+    fn bucket(&self, id: &str, props: &Value, at: &str) -> Result<BucketSpec, TemplateError> {
         let versioning = props
             .get("VersioningConfiguration")
             .and_then(|v| v.get("Status"))
@@ -806,12 +875,13 @@ impl<'a> Parser<'a> {
             .iter()
             .all(|k| c.get(*k).and_then(Value::as_bool) == Some(true))
         });
-        BucketSpec {
+        Ok(BucketSpec {
             logical_id: id.to_owned(),
             versioning,
             encryption,
             block_public_access,
-        }
+            queue_notifications: self.queue_notifications(props, at)?,
+        })
     }
 
     fn globals(&self) -> Option<&Value> {

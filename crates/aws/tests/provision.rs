@@ -256,6 +256,99 @@ async fn buckets_on_moto_exist_with_versioning_as_declared() -> anyhow::Result<(
     Ok(())
 }
 
+/// The notifications a bucket has, read back from moto, against the template's: and an upload
+/// under the filter reaches the queue while one outside it (a result document) does not.
+#[tokio::test]
+async fn bucket_notifications_on_moto_send_scope_uploads_to_the_templates_queue() -> anyhow::Result<()> {
+    let (_moto, sdk, template, provisioned) = provisioned_stack().await?;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let mut checked = 0;
+    for spec in template.buckets.values() {
+        let name = bucket_name(STACK, &spec.logical_id);
+        let config = s3
+            .get_bucket_notification_configuration()
+            .bucket(&name)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("GetBucketNotificationConfiguration {name}: {}", DisplayErrorContext(&e)))?;
+        let live = config.queue_configurations();
+        assert_eq!(
+            live.len(),
+            spec.queue_notifications.len(),
+            "{name}: queue notifications"
+        );
+        for (declared, live) in spec.queue_notifications.iter().zip(live) {
+            let queue = provisioned
+                .resource(&declared.queue)
+                .expect("the notified queue is provisioned");
+            assert_eq!(live.queue_arn(), queue.arn, "{name}: notified queue");
+            let events: Vec<String> = live.events().iter().map(|e| e.as_str().to_owned()).collect();
+            assert_eq!(events, declared.events, "{name}: events");
+            let rules: BTreeSet<(String, String)> = live
+                .filter()
+                .and_then(|f| f.key())
+                .map(|k| k.filter_rules())
+                .unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    (
+                        r.name().map(|n| n.as_str().to_lowercase()).unwrap_or_default(),
+                        r.value().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            let mut expected = BTreeSet::new();
+            if let Some(p) = &declared.prefix {
+                expected.insert(("prefix".to_owned(), p.clone()));
+            }
+            if let Some(p) = &declared.suffix {
+                expected.insert(("suffix".to_owned(), p.clone()));
+            }
+            assert_eq!(rules, expected, "{name}: key filter");
+
+            let url = provisioned.queue_url(&declared.queue).expect("queue url");
+            for key in [
+                "scoping/contoso/users.csv",
+                "scoping/contoso/results/x.json",
+                "elsewhere/users.csv",
+            ] {
+                s3.put_object()
+                    .bucket(&name)
+                    .key(key)
+                    .body(b"Email\nuser@contoso.com\n".to_vec().into())
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("PutObject {key}: {}", DisplayErrorContext(&e)))?;
+            }
+            let mut keys = Vec::new();
+            for _ in 0..3 {
+                let out = sqs
+                    .receive_message()
+                    .queue_url(url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await?;
+                for m in out.messages() {
+                    let body: serde_json::Value = serde_json::from_str(m.body().unwrap_or_default())?;
+                    for r in body["Records"].as_array().into_iter().flatten() {
+                        keys.push(r["s3"]["object"]["key"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+            }
+            assert_eq!(
+                keys,
+                vec!["scoping%2Fcontoso%2Fusers.csv".to_owned()],
+                "{name}: delivered events"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "the template declares at least one bucket notification");
+    Ok(())
+}
+
 #[tokio::test]
 async fn provisioning_twice_keeps_the_same_resources() -> anyhow::Result<()> {
     let (_moto, sdk, template, first) = provisioned_stack().await?;
@@ -264,11 +357,22 @@ async fn provisioning_twice_keeps_the_same_resources() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What each function's code requires from `filetrail_aws::config` at cold start.
-fn required_by(function: &str) -> anyhow::Result<&'static [Resource]> {
+/// What each function's code requires from `filetrail_aws::config` at cold start, and whether
+/// it reads Microsoft credentials from Secrets Manager.
+fn required_by(function: &str) -> anyhow::Result<(&'static [Resource], bool)> {
     Ok(match function {
-        "DiscoverFunction" => &[Resource::StateTable, Resource::DiscoverQueue, Resource::IndexQueue],
-        "IndexDriveFunction" => &[Resource::StateTable, Resource::InventoryTable, Resource::IndexQueue],
+        "DiscoverFunction" => (
+            &[Resource::StateTable, Resource::DiscoverQueue, Resource::IndexQueue],
+            true,
+        ),
+        "IndexDriveFunction" => (
+            &[Resource::StateTable, Resource::InventoryTable, Resource::IndexQueue],
+            true,
+        ),
+        "ApplyScopeFunction" => (
+            &[Resource::StateTable, Resource::DiscoverQueue, Resource::Bucket],
+            false,
+        ),
         other => bail!("template function {other} has no entry in required_by: add what its code reads"),
     })
 }
@@ -278,6 +382,7 @@ async fn every_function_env_resolves_to_provisioned_resources_its_config_accepts
     let (_moto, sdk, template, provisioned) = provisioned_stack().await?;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let s3 = aws_sdk_s3::Client::new(&sdk);
     ensure!(!template.functions.is_empty(), "template.yaml declares no function");
 
     for function in template.functions.values() {
@@ -288,14 +393,15 @@ async fn every_function_env_resolves_to_provisioned_resources_its_config_accepts
         for (var, value) in &env {
             assert!(!value.is_empty(), "{id}: {var} resolved to an empty string");
         }
-        assert!(
+        let (needed, reads_secrets) = required_by(id)?;
+        assert_eq!(
             env.contains_key(SECRET_PREFIX_VAR),
-            "{id}: {SECRET_PREFIX_VAR} is not set"
+            reads_secrets,
+            "{id}: {SECRET_PREFIX_VAR} is set exactly when the function reads Microsoft credentials"
         );
         assert!(env.contains_key("RUST_LOG"), "{id}: RUST_LOG (Globals) is not set");
 
         let config = AwsResources::from_env_map(&env).with_context(|| format!("{id}: config rejects its env"))?;
-        let needed = required_by(id)?;
         config
             .require(needed)
             .with_context(|| format!("{id}: template.yaml misses a setting"))?;
@@ -318,7 +424,13 @@ async fn every_function_env_resolves_to_provisioned_resources_its_config_accepts
                         .await
                         .with_context(|| format!("{id}: queue {value}"))?;
                 }
-                Resource::Bucket => {}
+                Resource::Bucket => {
+                    s3.head_bucket()
+                        .bucket(value)
+                        .send()
+                        .await
+                        .with_context(|| format!("{id}: bucket {value}"))?;
+                }
             }
         }
     }

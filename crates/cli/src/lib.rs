@@ -6,4 +6,5 @@ pub mod connection;
 pub mod inventory;
 pub mod local;
 pub mod pipeline;
+pub mod scope;
 pub mod status;

@@ -53,9 +53,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What a connection monitors: every user, a users list or a groups list (CSV).
+    #[command(subcommand)]
+    Scope(ScopeCommand),
     /// The local stack: provision template.yaml on moto and run the pipeline on one machine.
     #[command(subcommand)]
     Local(LocalCommand),
+}
+
+#[derive(Subcommand)]
+enum ScopeCommand {
+    /// Upload a users or groups CSV (or `--all`) as the connection's scope and print the result.
+    ///
+    /// A users CSV names people by `Email Address`, `Email`, `OwnerPrincipalName` or
+    /// `UserPrincipalName` (or `DisplayName` / `Owner` for rows without an email); a groups CSV
+    /// by `Display Name` or `Groups`, or by group mail in `Email` / `Email Address`. At most
+    /// 1,000 entries; a rejected file leaves the previous scope in force.
+    Upload {
+        connection: String,
+        /// The CSV file (omit with --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        file: Option<PathBuf>,
+        /// What the file lists; guessed from its name or header when omitted.
+        #[arg(long, value_parser = ["users", "groups"])]
+        kind: Option<String>,
+        /// Monitor every user of the tenant.
+        #[arg(long)]
+        all: bool,
+        /// Seconds to wait for the result.
+        #[arg(long, default_value_t = filetrail_cli::scope::DEFAULT_WAIT.as_secs())]
+        wait: u64,
+        /// Print the result document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the scope in force, entries not found, and the latest upload's result.
+    Show {
+        connection: String,
+        /// List every entry, not the first 50.
+        #[arg(long)]
+        all: bool,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -187,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", inventory::render(&rows));
             }
         }
+        Command::Scope(command) => scope_command(command).await?,
         Command::Local(LocalCommand::Provision(args)) => filetrail_cli::local::provision_command(&args).await?,
         Command::Local(LocalCommand::Run(args)) => {
             let report = filetrail_cli::local::run::run_command(&args).await?;
@@ -200,6 +242,80 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// AWS clients for the deployment named by the `FILETRAIL_*` variables (see README).
+async fn scope_command(command: ScopeCommand) -> anyhow::Result<()> {
+    use filetrail_core::scope::ScopeKind;
+    let aws = Aws::from_env().await?;
+    let state = aws.state()?;
+    match command {
+        ScopeCommand::Upload {
+            connection,
+            file,
+            kind,
+            all,
+            wait,
+            json,
+        } => {
+            let (kind, body) = match file {
+                None => (ScopeKind::All, b"scope\nall\n".to_vec()),
+                Some(path) => {
+                    let body = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                    let kind = match kind.as_deref() {
+                        Some("groups") => ScopeKind::Groups,
+                        Some(_) => ScopeKind::Users,
+                        None => filetrail_cli::scope::detect_kind(&path, &body)?,
+                    };
+                    (kind, body)
+                }
+            };
+            debug_assert!(all || kind != ScopeKind::All);
+            let objects =
+                filetrail_aws::BucketObjects::new(filetrail_aws::s3_client(&aws.sdk), aws.resources.require_bucket()?);
+            let result = filetrail_cli::scope::upload(
+                &objects,
+                &state,
+                &connection,
+                kind,
+                body,
+                std::time::Duration::from_secs(wait),
+                |line| eprintln!("{line}"),
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                print!("{}", filetrail_cli::scope::render_result(&result));
+            }
+            if !result.accepted {
+                std::process::exit(2);
+            }
+        }
+        ScopeCommand::Show { connection, all, json } => {
+            let Some(c) = state.connection(&connection).await? else {
+                bail!("no connection named {connection:?}; `filetrail status` lists them all");
+            };
+            let scope = state.scope(&connection).await?;
+            let last = state.last_scope_upload(&connection).await?;
+            let unresolved = c.last_discovery.map(|d| d.unresolved).unwrap_or_default();
+            if json {
+                let doc = serde_json::json!({
+                    "connection": connection,
+                    "scope": scope,
+                    "unresolved": unresolved,
+                    "last_upload": last,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                let limit = if all { usize::MAX } else { 50 };
+                print!(
+                    "{}",
+                    filetrail_cli::scope::render_scope(&connection, scope.as_ref(), last.as_ref(), &unresolved, limit)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 struct Aws {
     sdk: aws_config::SdkConfig,
     resources: AwsResources,

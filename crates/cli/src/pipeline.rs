@@ -17,6 +17,8 @@ use crate::local::runner::LocalFunction;
 pub const DISCOVER_FUNCTION: &str = "DiscoverFunction";
 /// Logical id of the index-drive function in template.yaml.
 pub const INDEX_DRIVE_FUNCTION: &str = "IndexDriveFunction";
+/// Logical id of the apply-scope function in template.yaml.
+pub const APPLY_SCOPE_FUNCTION: &str = "ApplyScopeFunction";
 
 struct Discover(Arc<filetrail_discover::Context>);
 
@@ -36,10 +38,20 @@ impl LocalFunction for IndexDrive {
     }
 }
 
+struct ApplyScope(Arc<filetrail_apply_scope::Context>);
+
+#[async_trait::async_trait]
+impl LocalFunction for ApplyScope {
+    async fn invoke(&self, payload: Value, _deadline: Instant) -> anyhow::Result<Value> {
+        filetrail_apply_scope::handle(&self.0, payload).await
+    }
+}
+
 /// The local functions and their contexts (whose adapters count the requests they make).
 pub struct LocalPipeline {
     pub discover: Arc<filetrail_discover::Context>,
     pub index_drive: Arc<filetrail_index_drive::Context>,
+    pub apply_scope: Arc<filetrail_apply_scope::Context>,
 }
 
 impl LocalPipeline {
@@ -68,6 +80,10 @@ impl LocalPipeline {
                 sdk,
                 &env_of(INDEX_DRIVE_FUNCTION)?,
             )?),
+            apply_scope: Arc::new(filetrail_apply_scope::Context::new(
+                sdk,
+                &env_of(APPLY_SCOPE_FUNCTION)?,
+            )?),
         })
     }
 
@@ -79,6 +95,10 @@ impl LocalPipeline {
             INDEX_DRIVE_FUNCTION.to_owned(),
             Arc::new(IndexDrive(self.index_drive.clone())),
         );
+        functions.insert(
+            APPLY_SCOPE_FUNCTION.to_owned(),
+            Arc::new(ApplyScope(self.apply_scope.clone())),
+        );
         functions
     }
 
@@ -87,6 +107,7 @@ impl LocalPipeline {
         self.discover.state.write_requests()
             + self.index_drive.state.write_requests()
             + self.index_drive.inventory.write_requests()
+            + self.apply_scope.state.write_requests()
     }
 }
 

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use filetrail_core::model::{Connection, ConnectionError, DiscoverySummary, DriveState};
 use filetrail_core::ports::{DiscoveryCheckpoint, PortResult, StateStore};
+use filetrail_core::scope::{ScopeKind, ScopeUploadResult};
 use serde::Serialize;
 
 /// The status of one connection, as printed and as `--json` emits it.
@@ -18,6 +19,18 @@ pub struct ConnectionStatus {
     pub last_discovery: Option<DiscoverySummary>,
     pub discovery_in_progress: Option<DiscoveryCheckpoint>,
     pub error: Option<ConnectionError>,
+    pub scope: ScopeStatus,
+    /// The result of the latest scope upload, accepted or rejected.
+    pub last_scope_upload: Option<ScopeUploadResult>,
+}
+
+/// The scope in force, in brief (`filetrail scope show` lists the entries).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScopeStatus {
+    pub kind: ScopeKind,
+    pub entries: usize,
+    pub source: Option<String>,
+    pub applied_at: Option<DateTime<Utc>>,
 }
 
 /// Drive counts by state. `monitored` is every drive filetrail keeps working on.
@@ -54,7 +67,23 @@ async fn connection_status(state: &dyn StateStore, c: Connection) -> PortResult<
         }
     }
     drives.monitored = drives.pending + drives.indexing + drives.indexed;
+    let scope = match state.scope(&c.id).await? {
+        Some(sc) => ScopeStatus {
+            kind: sc.kind,
+            entries: sc.entries.len(),
+            source: sc.source.map(|src| src.key),
+            applied_at: Some(sc.applied_at),
+        },
+        None => ScopeStatus {
+            kind: ScopeKind::All,
+            entries: 0,
+            source: None,
+            applied_at: None,
+        },
+    };
     Ok(ConnectionStatus {
+        scope,
+        last_scope_upload: state.last_scope_upload(&c.id).await?,
         users_without_onedrive: state.count_users_without_drive(&c.id).await?,
         discovery_in_progress: state.discovery_checkpoint(&c.id).await?,
         connection: c.id,
@@ -100,16 +129,69 @@ pub fn render(statuses: &[ConnectionStatus], now: DateTime<Utc>) -> String {
             d.unmonitored
         );
         let _ = writeln!(s, "  without OneDrive  {} users", st.users_without_onedrive);
+        let sc = &st.scope;
+        let what = match sc.kind {
+            ScopeKind::All => "every user".to_owned(),
+            ScopeKind::Users => format!("{} users", sc.entries),
+            ScopeKind::Groups => format!("members of {} groups", sc.entries),
+        };
+        let _ = writeln!(
+            s,
+            "  scope             {what}{}",
+            match (&sc.source, sc.applied_at) {
+                (Some(src), Some(at)) => format!(" from {src}, applied {}", at.format("%Y-%m-%d %H:%M:%SZ")),
+                _ => String::new(),
+            }
+        );
+        if let Some(unresolved) = st.last_discovery.as_ref().map(|d| &d.unresolved)
+            && !unresolved.is_empty()
+        {
+            let names: Vec<String> = unresolved.iter().take(5).map(|u| u.entry.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "  not found         {} ({}{}); looked up again every run",
+                unresolved.len(),
+                names.join(", "),
+                if unresolved.len() > 5 { ", …" } else { "" }
+            );
+        }
+        if let Some(up) = &st.last_scope_upload {
+            let verdict = if up.accepted {
+                format!("accepted, {} entries", up.entries)
+            } else {
+                format!(
+                    "rejected: {}",
+                    first_line(up.error.as_deref().unwrap_or("see the result file"))
+                )
+            };
+            let _ = writeln!(
+                s,
+                "  last upload       {} at {}: {verdict} ({})",
+                up.key,
+                up.uploaded_at.format("%Y-%m-%d %H:%M:%SZ"),
+                up.result_key
+            );
+        }
         match &st.last_discovery {
             Some(l) => {
                 let _ = writeln!(
                     s,
-                    "  last discovery    {} ({} ago): {} users, {} drives ({} new), {} without a OneDrive",
+                    "  last discovery    {} ({} ago): {} users, {} drives ({} new{}{}), {} without a OneDrive",
                     l.finished_at.format("%Y-%m-%d %H:%M:%SZ"),
                     ago(now, l.finished_at),
                     l.users_seen,
                     l.drives_found,
                     l.drives_new,
+                    if l.drives_returned > 0 {
+                        format!(", {} back in scope", l.drives_returned)
+                    } else {
+                        String::new()
+                    },
+                    if l.drives_unmonitored > 0 {
+                        format!(", {} left the scope", l.drives_unmonitored)
+                    } else {
+                        String::new()
+                    },
                     l.users_without_drive
                 );
             }

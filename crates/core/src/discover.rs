@@ -11,6 +11,8 @@
 //! - a terminal connection problem (bad secret, missing consent) is recorded on the connection with
 //!   its fix, and the run stops; once the connection works again, work parked by it resumes.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
@@ -21,7 +23,8 @@ use crate::model::{
     Connection, ConnectionError, ConnectionState, DirectoryUser, DiscoverySummary, DriveLookup, DriveRecord,
     DriveState, IndexProgress,
 };
-use crate::ports::{Directory, DiscoveryCheckpoint, DriveFinder, IndexQueue, StateStore};
+use crate::ports::{Directory, DiscoveryCheckpoint, DriveFinder, IndexQueue, RunPage, StateStore};
+use crate::scope::{GroupSelector, Scope, ScopeEntry, ScopeKind, UnresolvedEntry, UserSelector};
 
 /// The ports discovery needs.
 pub struct DiscoverPorts<'a> {
@@ -64,7 +67,22 @@ impl DiscoverError {
     }
 }
 
+/// Status code of the error shown when more drives are in scope than the connection's cap.
+pub const DRIVE_CAP_EXCEEDED: &str = "drive_cap_exceeded";
+
+/// Scope entries resolved per step (users scope): ten `$batch` requests of 20.
+const USER_ENTRIES_PER_STEP: usize = 200;
+/// Group members gathered before their drives are looked up: enough to fill whole `$batch`
+/// requests across many small groups.
+const MEMBERS_PER_STEP: usize = 1_000;
+
 /// Runs (or continues) discovery for one connection until it finishes or the budget runs out.
+///
+/// The scope decides where users come from: every user of the directory, the users a list
+/// names, or the transitive members of the groups a list names. Whatever the source, each step's
+/// users have their OneDrive looked up, new drives recorded and enqueued (up to the drive cap),
+/// and the checkpoint saved. When the run finishes, monitored drives it did not see left the
+/// scope and become unmonitored.
 pub async fn discover(
     ports: &DiscoverPorts<'_>,
     connection_id: &str,
@@ -84,38 +102,55 @@ pub async fn discover(
             reason: format!("connection {connection_id} is deauthorized"),
         });
     }
+    let scope = ports
+        .state
+        .scope(connection_id)
+        .await
+        .map_err(err)?
+        .unwrap_or_else(Scope::all_users);
 
-    let mut checkpoint = match ports.state.discovery_checkpoint(connection_id).await.map_err(err)? {
-        Some(cp) => {
+    let open_run = match ports.state.discovery_checkpoint(connection_id).await.map_err(err)? {
+        Some(cp) if cp.scope_version == scope.version => {
             info!(
                 connection = connection_id,
                 run_id = cp.run_id,
                 users_seen = cp.users_seen,
                 "continuing discovery run"
             );
-            cp
+            Some(cp)
         }
+        Some(cp) => {
+            info!(
+                connection = connection_id,
+                run_id = cp.run_id,
+                "the scope changed during the run; starting over under the new scope"
+            );
+            ports.state.delete_run(connection_id, &cp.run_id).await.map_err(err)?;
+            None
+        }
+        None => None,
+    };
+    let mut checkpoint = match open_run {
+        Some(cp) => cp,
         None => {
-            let cp = DiscoveryCheckpoint {
-                run_id: new_run_id(),
-                started_at: now(),
-                next_link: None,
-                pages: 0,
-                users_seen: 0,
-                drives_found: 0,
-                drives_new: 0,
-                users_without_drive: 0,
-            };
+            let cp = DiscoveryCheckpoint::new(new_run_id(), now(), scope.version.clone());
             ports
                 .state
                 .save_discovery_checkpoint(connection_id, Some(&cp))
                 .await
                 .map_err(err)?;
-            info!(connection = connection_id, run_id = cp.run_id, "discovery run started");
+            info!(
+                connection = connection_id,
+                run_id = cp.run_id,
+                scope = %scope.kind,
+                "discovery run started"
+            );
             cp
         }
     };
     let mut connection_checked = false;
+    // Users already looked up in this invocation (a user in several groups is looked up once).
+    let mut looked_up: HashSet<String> = HashSet::new();
 
     loop {
         if !budget.has_time_for_more() {
@@ -123,8 +158,8 @@ pub async fn discover(
                 users_seen: checkpoint.users_seen,
             });
         }
-        let page = match ports.directory.users_page(checkpoint.next_link.as_deref()).await {
-            Ok(page) => page,
+        let step = match next_users(ports, &scope, &mut checkpoint).await {
+            Ok(step) => step,
             Err(e) => return Err(record_if_terminal(ports, &connection, e, now()).await),
         };
         if !connection_checked {
@@ -132,48 +167,34 @@ pub async fn discover(
             recover_connection(ports, &connection).await.map_err(err)?;
             connection_checked = true;
         }
-        let lookups = match ports.finder.find_drives(&page.users).await {
-            Ok(l) => l,
-            Err(e) => return Err(record_if_terminal(ports, &connection, e, now()).await),
+        let users: Vec<DirectoryUser> = step
+            .users
+            .into_iter()
+            .filter(|u| looked_up.insert(u.id.clone()))
+            .collect();
+        let lookups = if users.is_empty() {
+            Vec::new()
+        } else {
+            match ports.finder.find_drives(&users).await {
+                Ok(l) => l,
+                Err(e) => return Err(record_if_terminal(ports, &connection, e, now()).await),
+            }
         };
-        let counts = record_page(ports, &connection, &page.users, lookups, now())
+        let seen = record_page(ports, &connection, &mut checkpoint, &users, lookups, now())
+            .await
+            .map_err(err)?;
+        ports
+            .state
+            .record_run_page(connection_id, &checkpoint.run_id, checkpoint.pages, &seen)
             .await
             .map_err(err)?;
         checkpoint.pages += 1;
-        checkpoint.users_seen += page.users.len() as u64;
-        checkpoint.drives_found += counts.found;
-        checkpoint.drives_new += counts.new;
-        checkpoint.users_without_drive += counts.without_drive;
-        checkpoint.next_link = page.next_link;
+        checkpoint.users_seen += users.len() as u64;
 
-        if checkpoint.next_link.is_none() {
-            let summary = DiscoverySummary {
-                run_id: checkpoint.run_id.clone(),
-                started_at: checkpoint.started_at,
-                finished_at: now(),
-                users_seen: checkpoint.users_seen,
-                drives_found: checkpoint.drives_found,
-                drives_new: checkpoint.drives_new,
-                users_without_drive: checkpoint.users_without_drive,
-            };
-            ports
-                .state
-                .set_last_discovery(connection_id, &summary)
+        if step.done {
+            let summary = finish_run(ports, &connection, &scope, &checkpoint, now())
                 .await
                 .map_err(err)?;
-            ports
-                .state
-                .save_discovery_checkpoint(connection_id, None)
-                .await
-                .map_err(err)?;
-            info!(
-                connection = connection_id,
-                users = summary.users_seen,
-                drives = summary.drives_found,
-                new = summary.drives_new,
-                without_drive = summary.users_without_drive,
-                "discovery run finished"
-            );
             return Ok(DiscoverOutcome::Finished(summary));
         }
         ports
@@ -184,20 +205,274 @@ pub async fn discover(
     }
 }
 
-struct PageCounts {
-    found: u64,
-    new: u64,
-    without_drive: u64,
+/// The users of one step of a run, and whether the run has no more.
+struct Step {
+    users: Vec<DirectoryUser>,
+    done: bool,
 }
 
-/// Records one page of lookups and enqueues the drives that need indexing.
+/// Reads the next users from the scope's source, moving the checkpoint's position past them
+/// (in memory; the caller saves it once their drives are recorded).
+async fn next_users(ports: &DiscoverPorts<'_>, scope: &Scope, cp: &mut DiscoveryCheckpoint) -> Result<Step, PortError> {
+    match scope.kind {
+        ScopeKind::All => {
+            let page = ports.directory.users_page(cp.next_link.as_deref()).await?;
+            cp.next_link = page.next_link;
+            Ok(Step {
+                users: page.users,
+                done: cp.next_link.is_none(),
+            })
+        }
+        ScopeKind::Users => {
+            let selectors: Vec<(&ScopeEntry, &UserSelector)> = scope
+                .entries
+                .iter()
+                .filter_map(|e| match e {
+                    ScopeEntry::User(s) => Some((e, s)),
+                    ScopeEntry::Group(_) => None,
+                })
+                .skip(cp.position)
+                .take(USER_ENTRIES_PER_STEP)
+                .collect();
+            let wanted: Vec<UserSelector> = selectors.iter().map(|(_, s)| (*s).clone()).collect();
+            let found = if wanted.is_empty() {
+                Vec::new()
+            } else {
+                ports.directory.find_users(&wanted).await?
+            };
+            let mut users = Vec::new();
+            for ((entry, selector), matches) in selectors.iter().zip(found) {
+                if matches.is_empty() {
+                    let reason = match selector {
+                        UserSelector::Email(_) => "no user has this sign-in name or email address",
+                        UserSelector::DisplayName(_) => "no user has this display name",
+                    };
+                    cp.unresolved.push(UnresolvedEntry {
+                        entry: (*entry).clone(),
+                        reason: reason.to_owned(),
+                    });
+                }
+                users.extend(matches);
+            }
+            cp.position += selectors.len();
+            let total = scope
+                .entries
+                .iter()
+                .filter(|e| matches!(e, ScopeEntry::User(_)))
+                .count();
+            Ok(Step {
+                users,
+                done: cp.position >= total,
+            })
+        }
+        ScopeKind::Groups => {
+            let Some(groups) = cp.groups.clone() else {
+                cp.groups = Some(resolve_groups(ports, scope, cp).await?);
+                cp.position = 0;
+                cp.next_link = None;
+                return Ok(Step {
+                    users: Vec::new(),
+                    done: cp.groups.as_ref().is_none_or(Vec::is_empty),
+                });
+            };
+            let mut users = Vec::new();
+            while users.len() < MEMBERS_PER_STEP {
+                let Some(group_id) = groups.get(cp.position) else { break };
+                match ports
+                    .directory
+                    .group_members_page(group_id, cp.next_link.as_deref())
+                    .await
+                {
+                    Ok(page) => {
+                        users.extend(page.users);
+                        cp.next_link = page.next_link;
+                    }
+                    Err(e) if e.code == GROUP_NOT_FOUND => {
+                        // Deleted since the run resolved it: its members are simply not in scope.
+                        warn!(group_id, "group disappeared during the run");
+                        cp.next_link = None;
+                    }
+                    Err(e) => return Err(e),
+                }
+                if cp.next_link.is_none() {
+                    cp.position += 1;
+                }
+            }
+            Ok(Step {
+                users,
+                done: cp.position >= groups.len(),
+            })
+        }
+    }
+}
+
+/// Error code of [`Directory::group_members_page`] for a group that does not exist.
+///
+/// [`Directory::group_members_page`]: crate::ports::Directory::group_members_page
+pub const GROUP_NOT_FOUND: &str = "group_not_found";
+
+/// Resolves the groups a scope names to their ids (deduplicated, in list order); groups that
+/// cannot be found are listed as unresolved on the checkpoint.
+async fn resolve_groups(
+    ports: &DiscoverPorts<'_>,
+    scope: &Scope,
+    cp: &mut DiscoveryCheckpoint,
+) -> Result<Vec<String>, PortError> {
+    let entries: Vec<(&ScopeEntry, &GroupSelector)> = scope
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            ScopeEntry::Group(s) => Some((e, s)),
+            ScopeEntry::User(_) => None,
+        })
+        .collect();
+    let selectors: Vec<GroupSelector> = entries.iter().map(|(_, s)| (*s).clone()).collect();
+    let found = if selectors.is_empty() {
+        Vec::new()
+    } else {
+        ports.directory.find_groups(&selectors).await?
+    };
+    let mut ids = Vec::new();
+    let mut seen = HashSet::new();
+    for ((entry, selector), groups) in entries.iter().zip(found) {
+        if groups.is_empty() {
+            let reason = match selector {
+                GroupSelector::DisplayName(_) => "no group has this display name",
+                GroupSelector::Mail(_) => "no group has this mail address",
+            };
+            cp.unresolved.push(UnresolvedEntry {
+                entry: (*entry).clone(),
+                reason: reason.to_owned(),
+            });
+        }
+        ids.extend(groups.into_iter().map(|g| g.id).filter(|id| seen.insert(id.clone())));
+    }
+    info!(
+        groups = ids.len(),
+        not_found = cp.unresolved.len(),
+        "scope groups resolved"
+    );
+    Ok(ids)
+}
+
+/// Closes a run: drives it did not see leave the scope, users it did not see lose their "no
+/// OneDrive" mark, the drive cap error is set or cleared, and the summary is recorded.
+async fn finish_run(
+    ports: &DiscoverPorts<'_>,
+    connection: &Connection,
+    scope: &Scope,
+    cp: &DiscoveryCheckpoint,
+    now: DateTime<Utc>,
+) -> Result<DiscoverySummary, PortError> {
+    let seen = ports.state.run_seen(&connection.id, &cp.run_id).await?;
+    let mut unmonitored = 0u64;
+    for state in [DriveState::Pending, DriveState::Indexing, DriveState::Indexed] {
+        let mut cursor = None;
+        loop {
+            let (ids, next) = ports.state.drive_ids_in_state(&connection.id, state, cursor).await?;
+            for id in ids.iter().filter(|id| !seen.drives.contains(*id)) {
+                if ports.state.transition_drive(id, state, DriveState::Unmonitored).await? {
+                    info!(
+                        connection = connection.id,
+                        drive_id = id,
+                        "drive left the scope; unmonitored"
+                    );
+                    unmonitored += 1;
+                }
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+    }
+    let mut stale = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (ids, next) = ports.state.user_ids_without_drive(&connection.id, cursor).await?;
+        stale.extend(ids.into_iter().filter(|id| !seen.users_without_drive.contains(id)));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    if !stale.is_empty() {
+        ports.state.clear_users_without_drive(&connection.id, &stale).await?;
+    }
+
+    let cap_error = connection
+        .last_error
+        .as_ref()
+        .is_some_and(|e| e.code == DRIVE_CAP_EXCEEDED);
+    if cp.drives_over_cap > 0 {
+        let in_scope = cp.drives_monitored + cp.drives_over_cap;
+        let problem = ConnectionError {
+            code: DRIVE_CAP_EXCEEDED.to_owned(),
+            message: format!(
+                "{in_scope} OneDrives are in scope but the drive cap is {}: {} of them are not monitored",
+                connection.drive_cap, cp.drives_over_cap
+            ),
+            fix: format!(
+                "narrow the scope with a users or groups CSV (filetrail scope upload {} FILE), or raise the \
+                 connection's drive cap above {in_scope}",
+                connection.id
+            ),
+            at: now,
+        };
+        warn!(
+            connection = connection.id,
+            in_scope,
+            cap = connection.drive_cap,
+            "drive cap exceeded"
+        );
+        ports.state.set_connection_error(&connection.id, Some(&problem)).await?;
+    } else if cap_error {
+        ports.state.set_connection_error(&connection.id, None).await?;
+    }
+
+    let summary = DiscoverySummary {
+        run_id: cp.run_id.clone(),
+        started_at: cp.started_at,
+        finished_at: now,
+        users_seen: cp.users_seen,
+        drives_found: cp.drives_found,
+        drives_new: cp.drives_new,
+        users_without_drive: seen.users_without_drive.len() as u64,
+        scope: scope.kind,
+        unresolved: cp.unresolved.clone(),
+        drives_unmonitored: unmonitored,
+        drives_returned: cp.drives_returned,
+        drives_over_cap: cp.drives_over_cap,
+    };
+    ports.state.set_last_discovery(&connection.id, &summary).await?;
+    ports.state.save_discovery_checkpoint(&connection.id, None).await?;
+    ports.state.delete_run(&connection.id, &cp.run_id).await?;
+    info!(
+        connection = connection.id,
+        scope = %scope.kind,
+        users = summary.users_seen,
+        drives = summary.drives_found,
+        new = summary.drives_new,
+        returned = summary.drives_returned,
+        unmonitored = summary.drives_unmonitored,
+        over_cap = summary.drives_over_cap,
+        unresolved = summary.unresolved.len(),
+        without_drive = summary.users_without_drive,
+        "discovery run finished"
+    );
+    Ok(summary)
+}
+
+/// Records one step's lookups: new drives are inserted and enqueued while the cap allows,
+/// drives back in scope resume, and the checkpoint's counters move. Returns what the step saw.
 async fn record_page(
     ports: &DiscoverPorts<'_>,
     connection: &Connection,
+    cp: &mut DiscoveryCheckpoint,
     users: &[DirectoryUser],
     lookups: Vec<DriveLookup>,
     now: DateTime<Utc>,
-) -> Result<PageCounts, PortError> {
+) -> Result<RunPage, PortError> {
     let mut records = Vec::new();
     let mut without = Vec::new();
     for (user, lookup) in users.iter().zip(lookups) {
@@ -225,27 +500,65 @@ async fn record_page(
             DriveLookup::NoDrive { reason } => without.push((user.clone(), reason)),
         }
     }
+    cp.drives_found += records.len() as u64;
+    let mut seen = RunPage {
+        drives: Vec::new(),
+        users_without_drive: without.iter().map(|(u, _)| u.id.clone()).collect(),
+    };
 
-    let inserted = ports.state.insert_new_drives(&records).await?;
-    let known: Vec<String> = records
-        .iter()
-        .map(|r| r.drive_id.clone())
-        .filter(|id| !inserted.contains(id))
-        .collect();
-    // A known drive still pending was recorded by a run that stopped before its enqueue was
-    // confirmed: enqueue it again (indexing is idempotent). Others are never re-enqueued.
-    let mut to_enqueue = inserted.clone();
-    if !known.is_empty() {
-        to_enqueue.extend(
-            ports
-                .state
-                .drives(&known)
-                .await?
-                .into_iter()
-                .filter(|d| d.state == DriveState::Pending)
-                .map(|d| d.drive_id),
-        );
+    let ids: Vec<String> = records.iter().map(|r| r.drive_id.clone()).collect();
+    let known: HashMap<String, DriveRecord> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        ports
+            .state
+            .drives(&ids)
+            .await?
+            .into_iter()
+            .map(|d| (d.drive_id.clone(), d))
+            .collect()
+    };
+    let admit = |cp: &mut DiscoveryCheckpoint| {
+        if cp.drives_monitored < connection.drive_cap {
+            cp.drives_monitored += 1;
+            true
+        } else {
+            cp.drives_over_cap += 1;
+            false
+        }
+    };
+    let mut new = Vec::new();
+    let mut to_enqueue = Vec::new();
+    let mut returning = Vec::new();
+    for record in records {
+        match known.get(&record.drive_id) {
+            None => {
+                if admit(cp) {
+                    seen.drives.push(record.drive_id.clone());
+                    new.push(record);
+                }
+            }
+            Some(stored) if stored.state == DriveState::Unmonitored => {
+                if admit(cp) {
+                    seen.drives.push(record.drive_id.clone());
+                    returning.push(stored.clone());
+                }
+            }
+            Some(stored) => {
+                cp.drives_monitored += 1;
+                seen.drives.push(record.drive_id.clone());
+                // A known drive still pending was recorded by a run that stopped before its
+                // enqueue was confirmed: enqueue it again (indexing is idempotent).
+                if stored.state == DriveState::Pending {
+                    to_enqueue.push(record.drive_id);
+                }
+            }
+        }
     }
+
+    let inserted = ports.state.insert_new_drives(&new).await?;
+    cp.drives_new += inserted.len() as u64;
+    to_enqueue.extend(inserted.iter().cloned());
     if !to_enqueue.is_empty() {
         ports
             .index_queue
@@ -258,8 +571,34 @@ async fn record_page(
                 .await?;
         }
     }
+    for drive in &returning {
+        // Back in scope: a finished walk continues from its delta link (or resyncs if the
+        // link expired); an interrupted one from its checkpoint.
+        let to = if drive.index.completed_at.is_some() && drive.index.delta_link.is_some() {
+            DriveState::Indexed
+        } else {
+            DriveState::Indexing
+        };
+        if ports
+            .state
+            .transition_drive(&drive.drive_id, DriveState::Unmonitored, to)
+            .await?
+        {
+            ports
+                .index_queue
+                .enqueue_index(&IndexJob::for_drives(&connection.id, [&drive.drive_id]))
+                .await?;
+            cp.drives_returned += 1;
+            info!(
+                connection = connection.id,
+                drive_id = drive.drive_id,
+                state = to.as_str(),
+                "drive back in scope; resuming"
+            );
+        }
+    }
     if !inserted.is_empty() {
-        let owners: Vec<String> = records
+        let owners: Vec<String> = new
             .iter()
             .filter(|r| inserted.contains(&r.drive_id))
             .map(|r| r.owner_id.clone())
@@ -269,16 +608,18 @@ async fn record_page(
     if !without.is_empty() {
         ports.state.record_users_without_drive(&connection.id, &without).await?;
     }
-    Ok(PageCounts {
-        found: records.len() as u64,
-        new: inserted.len() as u64,
-        without_drive: without.len() as u64,
-    })
+    cp.users_without_drive += without.len() as u64;
+    Ok(seen)
 }
 
 /// Clears a recorded connection problem and re-enqueues drives whose work it parked.
 async fn recover_connection(ports: &DiscoverPorts<'_>, connection: &Connection) -> Result<(), PortError> {
-    if connection.last_error.is_none() {
+    // The drive cap error is not about credentials: the end of the run sets or clears it.
+    if connection
+        .last_error
+        .as_ref()
+        .is_none_or(|e| e.code == DRIVE_CAP_EXCEEDED)
+    {
         return Ok(());
     }
     ports.state.set_connection_error(&connection.id, None).await?;

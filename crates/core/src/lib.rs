@@ -12,5 +12,6 @@ pub mod memory;
 pub mod model;
 pub mod paths;
 pub mod ports;
+pub mod scope;
 
 pub use error::{PortError, RetryClass};

@@ -12,7 +12,11 @@ use crate::jobs::{DiscoverJob, IndexJob};
 use crate::model::{
     Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveRecord, DriveState, IndexProgress, InventoryRow,
 };
-use crate::ports::{DiscoverQueue, DiscoveryCheckpoint, IndexQueue, InventoryStore, PortResult, StateStore};
+use crate::ports::{
+    DiscoverQueue, DiscoveryCheckpoint, IndexQueue, InventoryStore, PortResult, RunPage, RunSeen, ScopeObjects,
+    StateStore, UploadRead,
+};
+use crate::scope::{Scope, ScopeUploadResult};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -25,6 +29,9 @@ pub struct MemoryState {
     drives: Mutex<BTreeMap<String, DriveRecord>>,
     without_drive: Mutex<BTreeMap<(String, String), (DirectoryUser, String)>>,
     checkpoints: Mutex<HashMap<String, DiscoveryCheckpoint>>,
+    scopes: Mutex<HashMap<String, Scope>>,
+    uploads: Mutex<HashMap<String, ScopeUploadResult>>,
+    runs: Mutex<BTreeMap<(String, String, u64), RunPage>>,
 }
 
 impl MemoryState {
@@ -101,7 +108,11 @@ impl StateStore for MemoryState {
         state: DriveState,
     ) -> PortResult<bool> {
         match lock(&self.drives).get_mut(drive_id) {
-            Some(d) if d.index.pages == expected.pages && d.index.generation == expected.generation => {
+            Some(d)
+                if d.index.pages == expected.pages
+                    && d.index.generation == expected.generation
+                    && d.state != DriveState::Unmonitored =>
+            {
                 d.index = progress.clone();
                 d.state = state;
                 Ok(true)
@@ -169,6 +180,80 @@ impl StateStore for MemoryState {
             .keys()
             .filter(|(c, _)| c == connection)
             .count() as u64)
+    }
+
+    async fn user_ids_without_drive(
+        &self,
+        connection: &str,
+        cursor: Option<String>,
+    ) -> PortResult<(Vec<String>, Option<String>)> {
+        const PAGE: usize = 100;
+        let map = lock(&self.without_drive);
+        let ids: Vec<String> = map
+            .keys()
+            .filter(|(c, id)| c == connection && cursor.as_ref().is_none_or(|cur| id > cur))
+            .map(|(_, id)| id.clone())
+            .take(PAGE + 1)
+            .collect();
+        if ids.len() > PAGE {
+            let page = ids[..PAGE].to_vec();
+            let next = page.last().cloned();
+            Ok((page, next))
+        } else {
+            Ok((ids, None))
+        }
+    }
+
+    async fn scope(&self, connection: &str) -> PortResult<Option<Scope>> {
+        Ok(lock(&self.scopes).get(connection).cloned())
+    }
+
+    async fn replace_scope(&self, connection: &str, scope: &Scope) -> PortResult<bool> {
+        let mut scopes = lock(&self.scopes);
+        if scopes
+            .get(connection)
+            .is_some_and(|s| s.uploaded_at > scope.uploaded_at)
+        {
+            return Ok(false);
+        }
+        scopes.insert(connection.to_owned(), scope.clone());
+        Ok(true)
+    }
+
+    async fn record_scope_upload(&self, connection: &str, result: &ScopeUploadResult) -> PortResult<()> {
+        let mut uploads = lock(&self.uploads);
+        if uploads
+            .get(connection)
+            .is_none_or(|r| r.uploaded_at <= result.uploaded_at)
+        {
+            uploads.insert(connection.to_owned(), result.clone());
+        }
+        Ok(())
+    }
+
+    async fn last_scope_upload(&self, connection: &str) -> PortResult<Option<ScopeUploadResult>> {
+        Ok(lock(&self.uploads).get(connection).cloned())
+    }
+
+    async fn record_run_page(&self, connection: &str, run_id: &str, page: u64, seen: &RunPage) -> PortResult<()> {
+        lock(&self.runs).insert((connection.to_owned(), run_id.to_owned(), page), seen.clone());
+        Ok(())
+    }
+
+    async fn run_seen(&self, connection: &str, run_id: &str) -> PortResult<RunSeen> {
+        let mut all = RunSeen::default();
+        for ((c, r, _), page) in lock(&self.runs).iter() {
+            if c == connection && r == run_id {
+                all.drives.extend(page.drives.iter().cloned());
+                all.users_without_drive.extend(page.users_without_drive.iter().cloned());
+            }
+        }
+        Ok(all)
+    }
+
+    async fn delete_run(&self, connection: &str, run_id: &str) -> PortResult<()> {
+        lock(&self.runs).retain(|(c, r, _), _| !(c == connection && r == run_id));
+        Ok(())
     }
 
     async fn discovery_checkpoint(&self, connection: &str) -> PortResult<Option<DiscoveryCheckpoint>> {
@@ -300,6 +385,51 @@ impl DiscoverQueue for MemoryQueue {
     async fn enqueue_discover(&self, jobs: &[DiscoverJob]) -> PortResult<()> {
         self.check()?;
         lock(&self.discover).extend_from_slice(jobs);
+        Ok(())
+    }
+}
+
+/// A bucket in memory: objects with an ETag each.
+#[derive(Debug, Default)]
+pub struct MemoryObjects {
+    objects: Mutex<BTreeMap<String, (Vec<u8>, String)>>,
+    puts: Mutex<u64>,
+}
+
+impl MemoryObjects {
+    /// Puts an object; its ETag is a counter, so every put has a new one. Returns it.
+    pub fn put(&self, key: &str, body: &[u8]) -> String {
+        let mut puts = lock(&self.puts);
+        *puts += 1;
+        let etag = format!("etag-{puts}");
+        lock(&self.objects).insert(key.to_owned(), (body.to_vec(), etag.clone()));
+        etag
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        lock(&self.objects).get(key).map(|(b, _)| b.clone())
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        lock(&self.objects).keys().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl ScopeObjects for MemoryObjects {
+    async fn read_upload(&self, key: &str, etag: &str, max_bytes: u64) -> PortResult<UploadRead> {
+        Ok(match lock(&self.objects).get(key) {
+            None => UploadRead::Missing,
+            Some((_, stored)) if stored != etag => UploadRead::Replaced,
+            Some((body, _)) if body.len() as u64 > max_bytes => UploadRead::TooLarge {
+                size: body.len() as u64,
+            },
+            Some((body, _)) => UploadRead::Bytes(body.clone()),
+        })
+    }
+
+    async fn write_result(&self, key: &str, body: &[u8]) -> PortResult<()> {
+        lock(&self.objects).insert(key.to_owned(), (body.to_vec(), "result".to_owned()));
         Ok(())
     }
 }

@@ -83,6 +83,25 @@ pub struct DiscoverySummary {
     pub drives_found: u64,
     pub drives_new: u64,
     pub users_without_drive: u64,
+    /// The scope the run resolved (`all`, `users`, `groups`).
+    #[serde(default = "scope_all")]
+    pub scope: crate::scope::ScopeKind,
+    /// Scope entries that resolved to nothing (a group not found): looked up again next run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<crate::scope::UnresolvedEntry>,
+    /// Drives that left the scope in this run and became unmonitored.
+    #[serde(default)]
+    pub drives_unmonitored: u64,
+    /// Drives that came back into scope and resumed.
+    #[serde(default)]
+    pub drives_returned: u64,
+    /// In-scope drives not monitored because the connection's drive cap was reached.
+    #[serde(default)]
+    pub drives_over_cap: u64,
+}
+
+fn scope_all() -> crate::scope::ScopeKind {
+    crate::scope::ScopeKind::All
 }
 
 /// Where a drive is in its life.

@@ -6,10 +6,13 @@ use chrono::{DateTime, Utc};
 
 use crate::error::PortError;
 use crate::jobs::{DiscoverJob, IndexJob};
+use std::collections::HashSet;
+
 use crate::model::{
     Connection, ConnectionError, DeltaPage, DirectoryUser, DiscoverySummary, DriveLookup, DriveRecord, DriveState,
     InventoryRow,
 };
+use crate::scope::{DirectoryGroup, GroupSelector, Scope, ScopeUploadResult, UnresolvedEntry, UserSelector};
 
 pub type PortResult<T> = Result<T, PortError>;
 
@@ -27,6 +30,20 @@ pub trait Directory: Send + Sync {
     /// Fetches a page of users: the first page when `link` is `None`, else the page behind a
     /// `next_link` returned earlier (used verbatim, so a checkpointed link resumes exactly).
     async fn users_page(&self, link: Option<&str>) -> PortResult<UsersPage>;
+
+    /// Looks up users named by a scope list: one answer per selector, in order, each the users
+    /// it matches (empty when none does). Batched as the service allows.
+    async fn find_users(&self, selectors: &[UserSelector]) -> PortResult<Vec<Vec<DirectoryUser>>>;
+
+    /// Looks up groups named by a scope list: one answer per selector, in order, each the
+    /// groups it matches (empty when none does). Batched as the service allows.
+    async fn find_groups(&self, selectors: &[GroupSelector]) -> PortResult<Vec<Vec<DirectoryGroup>>>;
+
+    /// Fetches a page of a group's transitive *user* members (members of nested groups
+    /// included, groups and devices left out): the first page when `link` is `None`, else the
+    /// page behind a `next_link` returned earlier, used verbatim. An unknown group fails with
+    /// the code `group_not_found`.
+    async fn group_members_page(&self, group_id: &str, link: Option<&str>) -> PortResult<UsersPage>;
 }
 
 /// Finds users' OneDrives.
@@ -104,6 +121,30 @@ pub trait StateStore: Send + Sync {
     /// Removes the "no OneDrive" mark of users whose drive now exists.
     async fn clear_users_without_drive(&self, connection: &str, user_ids: &[String]) -> PortResult<()>;
     async fn count_users_without_drive(&self, connection: &str) -> PortResult<u64>;
+    /// Ids of the users recorded without a OneDrive, one page at a time.
+    async fn user_ids_without_drive(
+        &self,
+        connection: &str,
+        cursor: Option<String>,
+    ) -> PortResult<(Vec<String>, Option<String>)>;
+
+    /// The connection's scope in force; `None` when it was never scoped (every user).
+    async fn scope(&self, connection: &str) -> PortResult<Option<Scope>>;
+    /// Replaces the scope in one write, unless the stored scope comes from a later upload
+    /// (`uploaded_at`): a late, redelivered or out-of-order upload never replaces a newer scope.
+    /// Returns whether it replaced.
+    async fn replace_scope(&self, connection: &str, scope: &Scope) -> PortResult<bool>;
+    /// Keeps the result of the connection's latest upload (by `uploaded_at`), for status.
+    async fn record_scope_upload(&self, connection: &str, result: &ScopeUploadResult) -> PortResult<()>;
+    async fn last_scope_upload(&self, connection: &str) -> PortResult<Option<ScopeUploadResult>>;
+
+    /// Records what a discovery run saw on one of its pages. Idempotent per `(run_id, page)`:
+    /// a re-processed page overwrites its own record.
+    async fn record_run_page(&self, connection: &str, run_id: &str, page: u64, seen: &RunPage) -> PortResult<()>;
+    /// Everything a run recorded, merged.
+    async fn run_seen(&self, connection: &str, run_id: &str) -> PortResult<RunSeen>;
+    /// Forgets a run's records (finished or abandoned runs).
+    async fn delete_run(&self, connection: &str, run_id: &str) -> PortResult<()>;
 
     async fn discovery_checkpoint(&self, connection: &str) -> PortResult<Option<DiscoveryCheckpoint>>;
     /// Saves the run checkpoint; `None` closes the run.
@@ -114,18 +155,83 @@ pub trait StateStore: Send + Sync {
     ) -> PortResult<()>;
 }
 
+/// What a discovery run saw on one page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunPage {
+    /// In-scope drives that are monitored.
+    pub drives: Vec<String>,
+    /// In-scope users without a OneDrive.
+    pub users_without_drive: Vec<String>,
+}
+
+/// What a whole discovery run saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSeen {
+    pub drives: HashSet<String>,
+    pub users_without_drive: HashSet<String>,
+}
+
 /// An open discovery run: where to continue and what it has seen so far.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiscoveryCheckpoint {
     pub run_id: String,
     pub started_at: DateTime<Utc>,
-    /// The users page to read next (verbatim Graph link); `None` before the first page.
+    /// The users page (all users) or group members page (groups) to read next, a verbatim
+    /// Graph link; `None` before the first page.
     pub next_link: Option<String>,
     pub pages: u64,
     pub users_seen: u64,
     pub drives_found: u64,
     pub drives_new: u64,
     pub users_without_drive: u64,
+    /// The scope version the run resolves; a run of another version is abandoned.
+    #[serde(default = "all_scope_version")]
+    pub scope_version: String,
+    /// Users scope: the next entry to resolve. Groups scope: the next group of `groups`.
+    #[serde(default)]
+    pub position: usize,
+    /// Groups scope: the ids of the groups the entries resolved to, once resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    /// Entries that resolved to nothing so far.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<UnresolvedEntry>,
+    /// In-scope drives that are monitored (known ones plus those admitted under the cap).
+    #[serde(default)]
+    pub drives_monitored: u64,
+    /// In-scope drives not monitored because the drive cap was reached.
+    #[serde(default)]
+    pub drives_over_cap: u64,
+    /// Drives that came back into scope.
+    #[serde(default)]
+    pub drives_returned: u64,
+}
+
+fn all_scope_version() -> String {
+    "all".to_owned()
+}
+
+impl DiscoveryCheckpoint {
+    /// A run that has processed nothing yet.
+    pub fn new(run_id: String, started_at: DateTime<Utc>, scope_version: String) -> Self {
+        Self {
+            run_id,
+            started_at,
+            next_link: None,
+            pages: 0,
+            users_seen: 0,
+            drives_found: 0,
+            drives_new: 0,
+            users_without_drive: 0,
+            scope_version,
+            position: 0,
+            groups: None,
+            unresolved: Vec::new(),
+            drives_monitored: 0,
+            drives_over_cap: 0,
+            drives_returned: 0,
+        }
+    }
 }
 
 /// The inventory table.
@@ -152,4 +258,28 @@ pub trait IndexQueue: Send + Sync {
 #[async_trait]
 pub trait DiscoverQueue: Send + Sync {
     async fn enqueue_discover(&self, jobs: &[DiscoverJob]) -> PortResult<()>;
+}
+
+/// What reading an uploaded object found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadRead {
+    Bytes(Vec<u8>),
+    /// The key now holds another upload (its ETag differs): a newer upload replaced it.
+    Replaced,
+    /// The object was deleted before it could be read.
+    Missing,
+    /// Larger than the limit asked for; not downloaded.
+    TooLarge {
+        size: u64,
+    },
+}
+
+/// The bucket admins upload scope lists to.
+#[async_trait]
+pub trait ScopeObjects: Send + Sync {
+    /// Reads the object at `key` if it is still the upload `etag` names and at most `max_bytes`
+    /// long.
+    async fn read_upload(&self, key: &str, etag: &str, max_bytes: u64) -> PortResult<UploadRead>;
+    /// Writes a result document (JSON) at `key`, replacing any previous one.
+    async fn write_result(&self, key: &str, body: &[u8]) -> PortResult<()>;
 }

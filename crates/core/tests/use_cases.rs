@@ -15,6 +15,7 @@ use filetrail_core::jobs::IndexJob;
 use filetrail_core::memory::{MemoryInventory, MemoryQueue, MemoryState};
 use filetrail_core::model::*;
 use filetrail_core::ports::*;
+use filetrail_core::scope::*;
 
 fn now() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).single().unwrap_or_default()
@@ -52,6 +53,16 @@ fn user(i: usize) -> DirectoryUser {
 struct FakeTenant {
     n: usize,
     fail_with: Mutex<Option<PortError>>,
+    /// Group id → group.
+    groups: Mutex<std::collections::BTreeMap<String, FakeGroup>>,
+}
+
+#[derive(Clone, Default)]
+struct FakeGroup {
+    name: String,
+    mail: Option<String>,
+    users: Vec<usize>,
+    groups: Vec<String>,
 }
 
 impl FakeTenant {
@@ -59,6 +70,27 @@ impl FakeTenant {
         Self {
             n,
             fail_with: Mutex::new(None),
+            groups: Mutex::default(),
+        }
+    }
+
+    fn add_group(&self, id: &str, name: &str, mail: Option<&str>, users: &[usize], groups: &[&str]) {
+        self.groups.lock().unwrap().insert(
+            id.into(),
+            FakeGroup {
+                name: name.into(),
+                mail: mail.map(Into::into),
+                users: users.to_vec(),
+                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            },
+        );
+    }
+
+    fn transitive_users(&self, id: &str, out: &mut BTreeSet<usize>) {
+        let group = self.groups.lock().unwrap().get(id).cloned().unwrap_or_default();
+        out.extend(group.users.iter().copied());
+        for g in &group.groups {
+            self.transitive_users(g, out);
         }
     }
 }
@@ -76,6 +108,62 @@ impl Directory for FakeTenant {
         Ok(UsersPage {
             users: (start..end).map(user).collect(),
             next_link: (end < self.n).then(|| format!("page:{end}")),
+        })
+    }
+
+    async fn find_users(&self, selectors: &[UserSelector]) -> PortResult<Vec<Vec<DirectoryUser>>> {
+        Ok(selectors
+            .iter()
+            .map(|s| match s {
+                UserSelector::Email(e) => (0..self.n)
+                    .map(user)
+                    .filter(|u| u.user_principal_name.eq_ignore_ascii_case(e))
+                    .collect(),
+                UserSelector::DisplayName(_) => Vec::new(),
+            })
+            .collect())
+    }
+
+    async fn find_groups(&self, selectors: &[GroupSelector]) -> PortResult<Vec<Vec<DirectoryGroup>>> {
+        let groups = self.groups.lock().unwrap();
+        Ok(selectors
+            .iter()
+            .map(|s| {
+                groups
+                    .iter()
+                    .filter(|(_, g)| match s {
+                        GroupSelector::DisplayName(n) => g.name.eq_ignore_ascii_case(n),
+                        GroupSelector::Mail(m) => g.mail.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(m)),
+                    })
+                    .map(|(id, g)| DirectoryGroup {
+                        id: id.clone(),
+                        display_name: g.name.clone(),
+                        mail: g.mail.clone(),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Two users per page.
+    async fn group_members_page(&self, group_id: &str, link: Option<&str>) -> PortResult<UsersPage> {
+        if !self.groups.lock().unwrap().contains_key(group_id) {
+            return Err(PortError::terminal(
+                "group_not_found",
+                "no such group",
+                "check the list",
+            ));
+        }
+        let mut members = BTreeSet::new();
+        self.transitive_users(group_id, &mut members);
+        let members: Vec<usize> = members.into_iter().collect();
+        let start: usize = link
+            .map(|l| l.rsplit(':').next().unwrap().parse().unwrap())
+            .unwrap_or(0);
+        let end = (start + 2).min(members.len());
+        Ok(UsersPage {
+            users: members[start..end].iter().map(|i| user(*i)).collect(),
+            next_link: (end < members.len()).then(|| format!("g:{group_id}:{end}")),
         })
     }
 }
@@ -586,4 +674,379 @@ async fn children_of_the_root_resolve_after_a_hand_over_although_the_root_has_no
         paths(&inv),
         vec![("docs".into(), "/Documents".into()), ("top".into(), "/top.txt".into())]
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Scope: discovery under a users or groups scope, leaving and returning drives, the drive cap,
+// and applying uploads.
+
+fn scope_of(kind: ScopeKind, entries: Vec<ScopeEntry>, version: &str, minutes: i64) -> Scope {
+    Scope {
+        kind,
+        entries,
+        version: version.into(),
+        applied_at: now(),
+        uploaded_at: now() + chrono::Duration::minutes(minutes),
+        source: None,
+    }
+}
+
+fn email(e: &str) -> ScopeEntry {
+    ScopeEntry::User(UserSelector::Email(e.into()))
+}
+
+fn group_named(n: &str) -> ScopeEntry {
+    ScopeEntry::Group(GroupSelector::DisplayName(n.into()))
+}
+
+async fn run_discovery(state: &MemoryState, tenant: &FakeTenant, queue: &MemoryQueue, run: &str) -> DiscoverySummary {
+    let out = discover(
+        &ports(state, tenant, queue),
+        "contoso",
+        &Deadline::unlimited(),
+        now,
+        || run.into(),
+    )
+    .await
+    .unwrap();
+    let DiscoverOutcome::Finished(summary) = out else {
+        panic!("expected a finished run, got {out:?}")
+    };
+    summary
+}
+
+/// Monitored drive ids (every state but unmonitored).
+fn monitored(state: &MemoryState) -> BTreeSet<String> {
+    state
+        .all_drives()
+        .into_iter()
+        .filter(|d| d.state.is_monitored())
+        .map(|d| d.drive_id)
+        .collect()
+}
+
+fn set(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_users_scope_monitors_exactly_the_listed_users_and_reports_unknown_names() {
+    let (state, tenant, queue) = (setup().await, FakeTenant::new(10), MemoryQueue::default());
+    let entries = vec![
+        email("USER1@contoso.com"),
+        email("user2@contoso.com"),
+        email("user4@contoso.com"),
+        email("nobody@contoso.com"),
+    ];
+    state
+        .replace_scope("contoso", &scope_of(ScopeKind::Users, entries, "v1", 0))
+        .await
+        .unwrap();
+    let summary = run_discovery(&state, &tenant, &queue, "run1").await;
+
+    // user4 has no OneDrive: recorded as such, not monitored.
+    assert_eq!(monitored(&state), set(&["d1", "d2"]));
+    assert_eq!(summary.scope, ScopeKind::Users);
+    assert_eq!(summary.users_seen, 3);
+    assert_eq!(summary.users_without_drive, 1);
+    assert_eq!(state.count_users_without_drive("contoso").await.unwrap(), 1);
+    assert_eq!(summary.unresolved.len(), 1);
+    assert_eq!(summary.unresolved[0].entry, email("nobody@contoso.com"));
+    assert_eq!(
+        drive_ids(&queue.index_jobs()).into_iter().collect::<BTreeSet<_>>(),
+        set(&["d1", "d2"])
+    );
+}
+
+#[tokio::test]
+async fn narrowing_the_scope_unmonitors_drives_and_widening_resumes_them_without_new_drives() {
+    let (state, tenant, queue) = (setup().await, FakeTenant::new(10), MemoryQueue::default());
+    run_discovery(&state, &tenant, &queue, "run1").await;
+    let everyone = monitored(&state);
+    assert_eq!(everyone, set(&["d1", "d2", "d3", "d6", "d7", "d9"]));
+    // d3 finished its walk before leaving: it must come back as indexed, from its delta link.
+    let d3 = state.drive("d3").await.unwrap().unwrap();
+    let walked = IndexProgress {
+        delta_link: Some("delta:d3".into()),
+        completed_at: Some(now()),
+        pages: 1,
+        generation: 1,
+        ..IndexProgress::default()
+    };
+    assert!(
+        state
+            .save_index_progress("d3", &d3.index, &walked, DriveState::Indexed)
+            .await
+            .unwrap()
+    );
+
+    state
+        .replace_scope(
+            "contoso",
+            &scope_of(ScopeKind::Users, vec![email("user1@contoso.com")], "v1", 1),
+        )
+        .await
+        .unwrap();
+    queue.take_index_jobs();
+    let narrowed = run_discovery(&state, &tenant, &queue, "run2").await;
+    assert_eq!(monitored(&state), set(&["d1"]));
+    assert_eq!(narrowed.drives_unmonitored, 5);
+    assert!(queue.index_jobs().is_empty(), "nothing to index after narrowing");
+    assert_eq!(state.all_drives().len(), 6, "unmonitored drives keep their records");
+    assert_eq!(
+        state.count_users_without_drive("contoso").await.unwrap(),
+        0,
+        "users out of scope are no longer counted as without a OneDrive"
+    );
+
+    // An indexer holding d2 from before cannot bring it back.
+    let d2 = state.drive("d2").await.unwrap().unwrap();
+    let mut moved = d2.index.clone();
+    moved.pages += 1;
+    assert!(
+        !state
+            .save_index_progress("d2", &d2.index, &moved, DriveState::Indexing)
+            .await
+            .unwrap()
+    );
+
+    state
+        .replace_scope("contoso", &scope_of(ScopeKind::All, vec![], "v2", 2))
+        .await
+        .unwrap();
+    let widened = run_discovery(&state, &tenant, &queue, "run3").await;
+    assert_eq!(monitored(&state), everyone);
+    assert_eq!(widened.drives_returned, 5);
+    assert_eq!(widened.drives_new, 0);
+    let d3 = state.drive("d3").await.unwrap().unwrap();
+    assert_eq!(
+        d3.state,
+        DriveState::Indexed,
+        "a walked drive resumes from its delta link"
+    );
+    assert_eq!(d3.index.delta_link.as_deref(), Some("delta:d3"));
+    assert_eq!(
+        drive_ids(&queue.index_jobs()).into_iter().collect::<BTreeSet<_>>(),
+        set(&["d2", "d3", "d6", "d7", "d9"])
+    );
+}
+
+#[tokio::test]
+async fn a_groups_scope_follows_nested_membership_across_pages_and_its_changes() {
+    let (state, tenant, queue) = (setup().await, FakeTenant::new(12), MemoryQueue::default());
+    tenant.add_group("g-sales", "Sales", Some("sales@contoso.com"), &[1, 2], &["g-east"]);
+    tenant.add_group("g-east", "Sales East", None, &[3, 6, 7], &["g-deep"]);
+    tenant.add_group("g-deep", "Sales East Interns", None, &[9, 1], &[]);
+    tenant.add_group("g-other", "Finance", None, &[10, 11], &[]);
+    let entries = vec![
+        ScopeEntry::Group(GroupSelector::Mail("SALES@contoso.com".into())),
+        group_named("Sales East"),
+        group_named("Ghosts"),
+    ];
+    state
+        .replace_scope("contoso", &scope_of(ScopeKind::Groups, entries, "v1", 0))
+        .await
+        .unwrap();
+    let summary = run_discovery(&state, &tenant, &queue, "run1").await;
+    assert_eq!(monitored(&state), set(&["d1", "d2", "d3", "d6", "d7", "d9"]));
+    assert_eq!(summary.unresolved.len(), 1);
+    assert_eq!(summary.unresolved[0].entry, group_named("Ghosts"));
+    assert_eq!(queue.index_jobs().len(), 6, "a user in several groups is enqueued once");
+
+    // Membership changes without a new upload: the next run follows them.
+    tenant.groups.lock().unwrap().get_mut("g-deep").unwrap().users.push(11);
+    tenant
+        .groups
+        .lock()
+        .unwrap()
+        .get_mut("g-east")
+        .unwrap()
+        .users
+        .retain(|u| *u != 6);
+    let summary = run_discovery(&state, &tenant, &queue, "run2").await;
+    assert_eq!(monitored(&state), set(&["d1", "d2", "d3", "d7", "d9", "d11"]));
+    assert_eq!(summary.drives_new, 1);
+    assert_eq!(summary.drives_unmonitored, 1);
+    assert_eq!(state.drive("d6").await.unwrap().unwrap().state, DriveState::Unmonitored);
+}
+
+#[tokio::test]
+async fn the_drive_cap_monitors_no_more_than_it_allows_and_says_so() {
+    let state = MemoryState::default();
+    let mut capped = connection();
+    capped.drive_cap = 4;
+    state.put_connection(&capped).await.unwrap();
+    let (tenant, queue) = (FakeTenant::new(10), MemoryQueue::default());
+    let summary = run_discovery(&state, &tenant, &queue, "run1").await;
+    assert_eq!(monitored(&state).len(), 4);
+    assert_eq!(summary.drives_over_cap, 2);
+    let error = state.connection("contoso").await.unwrap().unwrap().last_error.unwrap();
+    assert_eq!(error.code, "drive_cap_exceeded");
+    assert!(
+        error
+            .message
+            .contains("6 OneDrives are in scope but the drive cap is 4"),
+        "{}",
+        error.message
+    );
+    assert!(error.fix.contains("filetrail scope upload contoso"), "{}", error.fix);
+
+    // The next run keeps the same four (no churn) and still reports the excess.
+    run_discovery(&state, &tenant, &queue, "run2").await;
+    assert_eq!(monitored(&state).len(), 4);
+
+    // Raising the cap admits the rest and clears the error.
+    capped.drive_cap = 100;
+    capped.last_error = Some(error);
+    state.put_connection(&capped).await.unwrap();
+    let summary = run_discovery(&state, &tenant, &queue, "run3").await;
+    assert_eq!(monitored(&state).len(), 6);
+    assert_eq!(summary.drives_over_cap, 0);
+    assert!(state.connection("contoso").await.unwrap().unwrap().last_error.is_none());
+}
+
+#[tokio::test]
+async fn a_scope_change_during_a_run_restarts_it_under_the_new_scope() {
+    let (state, tenant, queue) = (setup().await, FakeTenant::new(10), MemoryQueue::default());
+    let out = discover(
+        &ports(&state, &tenant, &queue),
+        "contoso",
+        &Deadline::unlimited().with_max_units(Some(1)),
+        now,
+        || "run1".into(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, DiscoverOutcome::Continue { .. }));
+    state
+        .replace_scope(
+            "contoso",
+            &scope_of(ScopeKind::Users, vec![email("user9@contoso.com")], "v1", 1),
+        )
+        .await
+        .unwrap();
+    let summary = run_discovery(&state, &tenant, &queue, "run2").await;
+    assert_eq!(summary.run_id, "run2");
+    assert_eq!(monitored(&state), set(&["d9"]));
+}
+
+mod apply {
+    use super::*;
+    use filetrail_core::memory::MemoryObjects;
+    use filetrail_core::scope::apply::*;
+
+    fn event(objects: &MemoryObjects, key: &str, body: &[u8], minutes: i64) -> UploadEvent {
+        let etag = objects.put(key, body);
+        UploadEvent {
+            key: key.into(),
+            etag,
+            size: body.len() as u64,
+            time: now() + chrono::Duration::minutes(minutes),
+        }
+    }
+
+    fn result_of(objects: &MemoryObjects, outcome: &ApplyOutcome) -> ScopeUploadResult {
+        let ApplyOutcome::Done(result) = outcome else {
+            panic!("expected a result, got {outcome:?}")
+        };
+        let stored: ScopeUploadResult = serde_json::from_slice(&objects.get(&result.result_key).unwrap()).unwrap();
+        assert_eq!(
+            &stored,
+            result.as_ref(),
+            "the result object says what the use case returned"
+        );
+        stored
+    }
+
+    #[tokio::test]
+    async fn an_accepted_upload_replaces_the_scope_reports_and_starts_discovery() {
+        let (state, objects, queue) = (setup().await, MemoryObjects::default(), MemoryQueue::default());
+        let ports = ApplyPorts {
+            state: &state,
+            objects: &objects,
+            discover_queue: &queue,
+        };
+        let body = b"Email,Dept\nuser1@contoso.com,x\nnot-an-email,y\nuser1@contoso.com,z\n";
+        let upload = event(&objects, "scoping/contoso/users.csv", body, 0);
+        let out = apply_upload(&ports, &upload, now()).await.unwrap();
+        let result = result_of(&objects, &out);
+        assert!(result.accepted);
+        assert_eq!(result.entries, 1);
+        assert_eq!(result.duplicates, 1);
+        assert_eq!(result.rejected_rows.len(), 1);
+        assert_eq!(result.rejected_rows[0].line, 3);
+        assert!(result.result_key.starts_with("scoping/contoso/results/"));
+        let scope = state.scope("contoso").await.unwrap().unwrap();
+        assert_eq!(scope.kind, ScopeKind::Users);
+        assert_eq!(scope.entries, vec![email("user1@contoso.com")]);
+        assert_eq!(
+            queue.discover_jobs(),
+            vec![filetrail_core::jobs::DiscoverJob::Discover {
+                connection: "contoso".into(),
+                reason: "scope".into()
+            }]
+        );
+        assert_eq!(state.last_scope_upload("contoso").await.unwrap(), Some(result.clone()));
+
+        // Redelivery: same result, same scope.
+        let again = apply_upload(&ports, &upload, now()).await.unwrap();
+        assert!(result_of(&objects, &again).accepted);
+        assert_eq!(state.scope("contoso").await.unwrap().unwrap(), scope);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_upload_leaves_the_previous_scope_in_force() {
+        let (state, objects, queue) = (setup().await, MemoryObjects::default(), MemoryQueue::default());
+        let ports = ApplyPorts {
+            state: &state,
+            objects: &objects,
+            discover_queue: &queue,
+        };
+        let good = event(&objects, "scoping/contoso/groups.csv", b"Groups\nSales\n", 0);
+        apply_upload(&ports, &good, now()).await.unwrap();
+        let before = state.scope("contoso").await.unwrap().unwrap();
+
+        for (key, body) in [
+            ("scoping/contoso/users.csv", &b"Name,Dept\nx,y\n"[..]),
+            ("scoping/contoso/users.csv", &b"\xff\xfeE\x00m\x00"[..]),
+            ("scoping/contoso/people.csv", &b"Email\nuser1@contoso.com\n"[..]),
+            ("scoping/nobody/users.csv", &b"Email\nuser1@contoso.com\n"[..]),
+        ] {
+            let upload = event(&objects, key, body, 1);
+            let result = result_of(&objects, &apply_upload(&ports, &upload, now()).await.unwrap());
+            assert!(!result.accepted, "{key} must be rejected");
+            assert!(result.error.is_some(), "{key}: the result says why");
+            assert_eq!(state.scope("contoso").await.unwrap().unwrap(), before, "{key}");
+        }
+        assert_eq!(
+            queue.discover_jobs().len(),
+            1,
+            "only the accepted upload starts discovery"
+        );
+        let last = state.last_scope_upload("contoso").await.unwrap().unwrap();
+        assert!(!last.accepted, "status shows the latest (rejected) upload");
+    }
+
+    #[tokio::test]
+    async fn an_older_upload_processed_late_never_replaces_a_newer_scope() {
+        let (state, objects, queue) = (setup().await, MemoryObjects::default(), MemoryQueue::default());
+        let ports = ApplyPorts {
+            state: &state,
+            objects: &objects,
+            discover_queue: &queue,
+        };
+        let older = event(&objects, "scoping/contoso/groups.csv", b"Groups\nSales\n", 0);
+        let newer = event(&objects, "scoping/contoso/users.csv", b"Email\nuser1@contoso.com\n", 5);
+        apply_upload(&ports, &newer, now()).await.unwrap();
+        let result = result_of(&objects, &apply_upload(&ports, &older, now()).await.unwrap());
+        assert!(!result.accepted);
+        assert_eq!(state.scope("contoso").await.unwrap().unwrap().kind, ScopeKind::Users);
+
+        // An object replaced since its event is not read: the newer event applies it.
+        let first = event(&objects, "scoping/contoso/users.csv", b"Email\nuser2@contoso.com\n", 6);
+        let _second = event(&objects, "scoping/contoso/users.csv", b"Email\nuser3@contoso.com\n", 7);
+        let result = result_of(&objects, &apply_upload(&ports, &first, now()).await.unwrap());
+        assert!(!result.accepted);
+        assert!(result.error.unwrap().contains("replaced by a newer upload"));
+    }
 }

@@ -1,14 +1,17 @@
-//! Microsoft Graph: users, users' drives through `$batch`, and driveItem delta.
+//! Microsoft Graph: users, users' drives through `$batch`, user and group lookups for scoping
+//! (`$filter` through `$batch`), groups' transitive user members, and driveItem delta.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use filetrail_core::discover::GROUP_NOT_FOUND;
 use filetrail_core::model::{DeltaItem, DeltaNext, DeltaPage, DirectoryUser, DriveInfo, DriveLookup, UserRef};
 use filetrail_core::ports::{DeltaError, UsersPage};
+use filetrail_core::scope::{DirectoryGroup, GroupSelector, UserSelector};
 use futures_util::{StreamExt, TryStreamExt};
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -23,9 +26,9 @@ use crate::token::{Credentials, TokenProvider};
 pub const BATCH_MAX_REQUESTS: usize = 20;
 /// Page size of `/users` (FACTS §2: max 999 when `signInActivity` is not selected).
 pub const USERS_PAGE_SIZE: u32 = 999;
-/// `$batch` envelopes of one `user_drives` call in flight at once (our choice: discovery of a
-/// large tenant is bounded by batch latency; more parallelism only earns 429s, and a 429 pauses
-/// every request of the client anyway).
+/// `$batch` envelopes of one batched lookup (`user_drives`, `find_users`, `find_groups`) in flight
+/// at once (our choice: discovery of a large tenant is bounded by batch latency; more parallelism
+/// only earns 429s, and a 429 pauses every request of the client anyway).
 pub const DEFAULT_BATCH_CONCURRENCY: usize = 4;
 
 /// Properties read from `/users` (FACTS §2: use `$select`).
@@ -35,6 +38,23 @@ pub const DRIVE_SELECT: &str = "id,driveType,webUrl";
 /// Properties the inventory needs from delta (FACTS §4, §5).
 pub const DELTA_SELECT: &str = "id,name,size,createdDateTime,lastModifiedDateTime,eTag,cTag,createdBy,lastModifiedBy,\
                                 parentReference,file,folder,root,deleted";
+
+/// Properties read from `/groups` (FACTS §2: use `$select`).
+pub const GROUP_SELECT: &str = "id,displayName,mail";
+/// Page size of group member listings (FACTS §2: default 100, max 999 for transitive members).
+pub const MEMBERS_PAGE_SIZE: u32 = 999;
+/// The advanced-query header: the OData cast on `transitiveMembers` requires it (with
+/// `$count=true`), and next links do not carry it (FACTS §2).
+const CONSISTENCY_LEVEL_EVENTUAL: (&str, &str) = ("ConsistencyLevel", "eventual");
+
+/// Characters escaped in a query value: all but unreserved ones and `'` (readable OData
+/// literals).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'\'');
 
 /// Characters escaped in a path segment (ids go into paths: `/drives/{id}`).
 pub(crate) const PATH_SEGMENT: &AsciiSet = &CONTROLS
@@ -106,7 +126,8 @@ impl GraphClient {
         Self::new(http, cloud.graph(), Arc::new(tokens), connection, policy)
     }
 
-    /// How many `$batch` envelopes [`Self::user_drives`] keeps in flight (at least 1).
+    /// How many `$batch` envelopes a batched lookup ([`Self::user_drives`], [`Self::find_users`],
+    /// [`Self::find_groups`]) keeps in flight (at least 1).
     pub fn with_batch_concurrency(mut self, n: usize) -> Self {
         self.batch_concurrency = n.max(1);
         self
@@ -163,19 +184,9 @@ impl GraphClient {
             Some(link) => self.resolve(link)?,
             None => format!("{}/users?$select={USER_SELECT}&$top={USERS_PAGE_SIZE}", self.base),
         };
-        let page: WireUsersPage = self.get_json(&url).await?;
-        let users = page
-            .value
-            .into_iter()
-            .map(|u| DirectoryUser {
-                id: u.id,
-                user_principal_name: u.user_principal_name.unwrap_or_default(),
-                display_name: u.display_name,
-                mail: u.mail,
-            })
-            .collect();
+        let page: WirePage<WireUser> = self.get_json(&url).await?;
         Ok(UsersPage {
-            users,
+            users: page.value.into_iter().map(WireUser::into_directory_user).collect(),
             next_link: page.next_link,
         })
     }
@@ -187,15 +198,132 @@ impl GraphClient {
     /// Throttled or failed entries (429, 503, 5xx) are sent again — only those, after the longest
     /// inner `Retry-After` — within the retry budget; any other error fails the whole call.
     pub async fn user_drives(&self, users: &[DirectoryUser]) -> Result<Vec<DriveLookup>, M365Error> {
-        let batches: Vec<_> = users
-            .chunks(BATCH_MAX_REQUESTS)
-            .map(|chunk| self.drives_batch(chunk))
+        let gets: Vec<BatchGet> = users
+            .iter()
+            .map(|user| {
+                let id = utf8_percent_encode(&user.id, PATH_SEGMENT);
+                BatchGet {
+                    url: format!("/users/{id}/drive?$select={DRIVE_SELECT}"),
+                    label: format!("GET /users/{}/drive", user.id),
+                }
+            })
             .collect();
-        let answers: Vec<Vec<DriveLookup>> = futures_util::stream::iter(batches)
-            .buffered(self.batch_concurrency)
-            .try_collect()
+        let decode_drive = |body: Value, op: &str| {
+            let drive: WireDrive = serde_json::from_value(body).map_err(|e| self.decode_error(op, &e))?;
+            Ok(DriveLookup::Found(DriveInfo {
+                id: drive.id,
+                drive_type: drive.drive_type.unwrap_or_default(),
+                web_url: drive.web_url,
+            }))
+        };
+        let no_drive = |error: &ServiceError| no_drive_reason(error).map(|reason| DriveLookup::NoDrive { reason });
+        self.batch_gets(&gets, "Files.Read.All", &decode_drive, &no_drive).await
+    }
+
+    /// The users each selector names, one answer per selector in the given order (empty when no
+    /// user matches), looked up with `$batch` like [`Self::user_drives`] (same retries of
+    /// throttled entries). An email matches `userPrincipalName` or `mail`, a display name
+    /// `displayName`, both ignoring case; a display name shared by more users than a page holds
+    /// is followed through its next links. A user is listed once per selector.
+    pub async fn find_users(&self, selectors: &[UserSelector]) -> Result<Vec<Vec<DirectoryUser>>, M365Error> {
+        let filters: Vec<String> = selectors
+            .iter()
+            .map(|selector| match selector {
+                UserSelector::Email(v) => {
+                    let v = odata_string(v);
+                    format!("userPrincipalName eq {v} or mail eq {v}")
+                }
+                UserSelector::DisplayName(v) => format!("displayName eq {}", odata_string(v)),
+            })
+            .collect();
+        let answers = self
+            .filter_all::<WireUser>("/users", USER_SELECT, &filters, "User.Read.All")
             .await?;
-        Ok(answers.into_iter().flatten().collect())
+        Ok(answers
+            .into_iter()
+            .map(|users| users.into_iter().map(WireUser::into_directory_user).collect())
+            .collect())
+    }
+
+    /// Every object of `collection` matching each filter, one answer per filter in the given
+    /// order: the first pages in `$batch` requests, the rest by their next links.
+    async fn filter_all<T: DeserializeOwned + HasId>(
+        &self,
+        collection: &str,
+        select: &str,
+        filters: &[String],
+        permission: &str,
+    ) -> Result<Vec<Vec<T>>, M365Error> {
+        let gets: Vec<BatchGet> = filters
+            .iter()
+            .map(|filter| BatchGet {
+                url: format!("{collection}?$filter={}&$select={select}", encode_query_value(filter)),
+                label: format!("GET {collection}?$filter={filter}"),
+            })
+            .collect();
+        let pages = self
+            .batch_gets(&gets, permission, &|body, op| self.decode_value(body, op), &no_answer)
+            .await?;
+        let mut answers = Vec::with_capacity(pages.len());
+        for first in pages {
+            answers.push(self.rest_of::<T>(first).await?);
+        }
+        Ok(answers)
+    }
+
+    /// The groups each selector names, one answer per selector in the given order (empty when no
+    /// group matches), looked up with `$batch` like [`Self::find_users`]: a display name matches
+    /// `displayName` (several groups may share one), a mail address `mail`, both ignoring case.
+    pub async fn find_groups(&self, selectors: &[GroupSelector]) -> Result<Vec<Vec<DirectoryGroup>>, M365Error> {
+        let filters: Vec<String> = selectors
+            .iter()
+            .map(|selector| match selector {
+                GroupSelector::DisplayName(v) => format!("displayName eq {}", odata_string(v)),
+                GroupSelector::Mail(v) => format!("mail eq {}", odata_string(v)),
+            })
+            .collect();
+        let answers = self
+            .filter_all::<WireGroup>("/groups", GROUP_SELECT, &filters, "GroupMember.Read.All")
+            .await?;
+        Ok(answers
+            .into_iter()
+            .map(|groups| {
+                groups
+                    .into_iter()
+                    .map(|g| DirectoryGroup {
+                        id: g.id,
+                        display_name: g.display_name.unwrap_or_default(),
+                        mail: g.mail,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// One page of a group's transitive *user* members (nested groups' users included, each
+    /// once): the first (`$select`ed, `$top=999`, `$count=true`) when `link` is `None`, else the
+    /// page behind a `next_link` returned earlier, used verbatim. Every page is requested with
+    /// `ConsistencyLevel: eventual`, which the OData cast requires and next links do not carry
+    /// (FACTS §2). A group that does not exist (404) fails with the code
+    /// [`GROUP_NOT_FOUND`], terminal; other errors are retried or classified like every request.
+    pub async fn group_members_page(&self, group_id: &str, link: Option<&str>) -> Result<UsersPage, M365Error> {
+        let url = match link {
+            Some(link) => self.resolve(link)?,
+            None => format!(
+                "{}/groups/{}/transitiveMembers/microsoft.graph.user?$select={USER_SELECT}&$top={MEMBERS_PAGE_SIZE}&$count=true",
+                self.base,
+                utf8_percent_encode(group_id, PATH_SEGMENT)
+            ),
+        };
+        let reply = self
+            .get_with(&url, &[CONSISTENCY_LEVEL_EVENTUAL])
+            .await
+            .map_err(|e| group_not_found(e, group_id))?;
+        let page: WirePage<WireUser> = self.decode(&reply, &operation("GET", &url))?;
+        Ok(UsersPage {
+            users: page.value.into_iter().map(WireUser::into_directory_user).collect(),
+            next_link: page.next_link,
+        })
     }
 
     /// One page of a drive's delta: the start of a full walk (`$select`ed) when `link` is `None`,
@@ -237,23 +365,59 @@ impl GraphClient {
         })
     }
 
-    /// Looks up the drives of at most [`BATCH_MAX_REQUESTS`] users in one `$batch`, sending again
-    /// only the entries that failed transiently, until all are answered or the budget is spent.
-    async fn drives_batch(&self, users: &[DirectoryUser]) -> Result<Vec<DriveLookup>, M365Error> {
+    /// Sends `gets` as `$batch` envelopes of [`BATCH_MAX_REQUESTS`] (several in flight) and
+    /// returns one answer per request, in order. A 2xx entry's body becomes an answer through
+    /// `on_success`; an error entry becomes one through `on_error` when it returns `Some` (a
+    /// missing drive is an answer, not a failure). Otherwise throttled, unavailable, failed or
+    /// missing entries are sent again — only those, after the longest inner `Retry-After` —
+    /// within the retry budget; a rejected token is replaced once; any other error fails the
+    /// whole call. `permission` names what a 403 lacks.
+    async fn batch_gets<T, S, E>(
+        &self,
+        gets: &[BatchGet],
+        permission: &str,
+        on_success: &S,
+        on_error: &E,
+    ) -> Result<Vec<T>, M365Error>
+    where
+        S: Fn(Value, &str) -> Result<T, M365Error>,
+        E: Fn(&ServiceError) -> Option<T>,
+    {
+        let batches: Vec<_> = gets
+            .chunks(BATCH_MAX_REQUESTS)
+            .map(|chunk| self.batch_envelope(chunk, permission, on_success, on_error))
+            .collect();
+        let answers: Vec<Vec<T>> = futures_util::stream::iter(batches)
+            .buffered(self.batch_concurrency)
+            .try_collect()
+            .await?;
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// Answers at most [`BATCH_MAX_REQUESTS`] GETs with one `$batch` envelope, sending again only
+    /// the entries that failed transiently, until all are answered or the budget is spent.
+    async fn batch_envelope<T, S, E>(
+        &self,
+        gets: &[BatchGet],
+        permission: &str,
+        on_success: &S,
+        on_error: &E,
+    ) -> Result<Vec<T>, M365Error>
+    where
+        S: Fn(Value, &str) -> Result<T, M365Error>,
+        E: Fn(&ServiceError) -> Option<T>,
+    {
         let url = format!("{}/$batch", self.base);
         let op = operation("POST", &url);
-        let mut answers: Vec<Option<DriveLookup>> = vec![None; users.len()];
-        let mut pending: Vec<usize> = (0..users.len()).collect();
+        let mut answers: Vec<Option<T>> = gets.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..gets.len()).collect();
         let mut budget = Budget::default();
         let mut reauthed = false;
         while !pending.is_empty() {
             budget.attempts += 1;
             let requests: Vec<Value> = pending
                 .iter()
-                .map(|&i| {
-                    let user = utf8_percent_encode(&users[i].id, PATH_SEGMENT);
-                    json!({ "id": i.to_string(), "method": "GET", "url": format!("/users/{user}/drive?$select={DRIVE_SELECT}") })
-                })
+                .map(|&i| json!({ "id": i.to_string(), "method": "GET", "url": gets[i].url }))
                 .collect();
             let body = json!({ "requests": requests });
             self.pipeline.counters.batched(pending.len() as u64);
@@ -263,7 +427,7 @@ impl GraphClient {
                     &op,
                     &*self.tokens,
                     |http, token| authorized(http.post(&url).json(&body), token),
-                    |r| self.verdict(r, &op, "Files.Read.All"),
+                    |r| self.verdict(r, &op, permission),
                 )
                 .await?;
             let batch: WireBatchResponse = self.decode(&reply, &op)?;
@@ -279,8 +443,9 @@ impl GraphClient {
             let (mut longest, mut pause_all, mut reauth) = (None::<Duration>, false, false);
             let mut last_cause = None;
             for &i in &pending {
-                match self.batch_entry(by_id.remove(&i), &users[i], &op, reauthed)? {
-                    EntryOutcome::Answer(lookup) => answers[i] = Some(lookup),
+                let entry = by_id.remove(&i);
+                match self.batch_entry(entry, &gets[i], &op, permission, reauthed, on_success, on_error)? {
+                    EntryOutcome::Answer(answer) => answers[i] = Some(answer),
                     EntryOutcome::Again {
                         after,
                         throttled,
@@ -322,20 +487,28 @@ impl GraphClient {
         Ok(answers.into_iter().flatten().collect())
     }
 
-    /// Decides one `$batch` entry: an answer (found / no drive), a transient failure to send
-    /// again, or an error that fails the whole lookup.
-    fn batch_entry(
+    /// Decides one `$batch` entry: an answer, a transient failure to send again, or an error that
+    /// fails the whole call.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_entry<T, S, E>(
         &self,
         entry: Option<WireBatchEntry>,
-        user: &DirectoryUser,
+        get: &BatchGet,
         batch_op: &str,
+        permission: &str,
         reauthed: bool,
-    ) -> Result<EntryOutcome, M365Error> {
+        on_success: &S,
+        on_error: &E,
+    ) -> Result<EntryOutcome<T>, M365Error>
+    where
+        S: Fn(Value, &str) -> Result<T, M365Error>,
+        E: Fn(&ServiceError) -> Option<T>,
+    {
         let Some(entry) = entry else {
             let cause = M365Error::Decode {
                 connection: self.connection().to_owned(),
                 operation: batch_op.to_owned(),
-                message: format!("the $batch response has no answer for user {}", user.id),
+                message: format!("the $batch response has no answer for {}", get.label),
             };
             return Ok(EntryOutcome::Again {
                 after: None,
@@ -344,32 +517,15 @@ impl GraphClient {
                 cause,
             });
         };
-        let op = format!("GET /users/{}/drive (in $batch)", user.id);
+        let op = format!("{} (in $batch)", get.label);
         if (200..300).contains(&entry.status) {
-            let drive: WireDrive = serde_json::from_value(entry.body).map_err(|e| M365Error::Decode {
-                connection: self.connection().to_owned(),
-                operation: op,
-                message: e.to_string(),
-            })?;
-            return Ok(EntryOutcome::Answer(DriveLookup::Found(DriveInfo {
-                id: drive.id,
-                drive_type: drive.drive_type.unwrap_or_default(),
-                web_url: drive.web_url,
-            })));
+            return on_success(entry.body, &op).map(EntryOutcome::Answer);
         }
         let after = entry.retry_after();
         let body = ErrorBody::parse(entry.body.to_string().as_bytes());
-        let error = ServiceError::new(
-            self.connection(),
-            op,
-            entry.status,
-            &body,
-            after,
-            None,
-            "Files.Read.All",
-        );
-        if let Some(reason) = no_drive_reason(&error) {
-            return Ok(EntryOutcome::Answer(DriveLookup::NoDrive { reason }));
+        let error = ServiceError::new(self.connection(), op, entry.status, &body, after, None, permission);
+        if let Some(answer) = on_error(&error) {
+            return Ok(EntryOutcome::Answer(answer));
         }
         match error.kind {
             ServiceErrorKind::InvalidAuthenticationToken if !reauthed => Ok(EntryOutcome::Again {
@@ -389,14 +545,42 @@ impl GraphClient {
         }
     }
 
+    /// The items of a first page and of every page after it (next links followed verbatim),
+    /// each id once.
+    async fn rest_of<T: DeserializeOwned + HasId>(&self, first: WirePage<T>) -> Result<Vec<T>, M365Error> {
+        let mut seen = HashSet::new();
+        let mut items: Vec<T> = first
+            .value
+            .into_iter()
+            .filter(|i| seen.insert(i.id().to_owned()))
+            .collect();
+        let mut next = first.next_link;
+        while let Some(link) = next {
+            let page: WirePage<T> = self.get_json(&link).await?;
+            items.extend(page.value.into_iter().filter(|i| seen.insert(i.id().to_owned())));
+            next = page.next_link;
+        }
+        Ok(items)
+    }
+
     async fn get(&self, url: &str) -> Result<Reply, M365Error> {
+        self.get_with(url, &[]).await
+    }
+
+    /// GETs `url` with extra request headers, through the retry policy.
+    async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Result<Reply, M365Error> {
         let op = operation("GET", url);
         let permission = permission_for(url);
         self.pipeline
             .execute(
                 &op,
                 &*self.tokens,
-                |http, token| authorized(http.get(url), token),
+                |http, token| {
+                    let request = headers
+                        .iter()
+                        .fold(http.get(url), |r, (name, value)| r.header(*name, *value));
+                    authorized(request, token)
+                },
                 |r| self.verdict(r, &op, permission),
             )
             .await
@@ -428,11 +612,20 @@ impl GraphClient {
     }
 
     fn decode<T: DeserializeOwned>(&self, reply: &Reply, op: &str) -> Result<T, M365Error> {
-        serde_json::from_slice(&reply.body).map_err(|e| M365Error::Decode {
+        serde_json::from_slice(&reply.body).map_err(|e| self.decode_error(op, &e))
+    }
+
+    /// Parses a `$batch` entry's body as `T`.
+    fn decode_value<T: DeserializeOwned>(&self, body: Value, op: &str) -> Result<T, M365Error> {
+        serde_json::from_value(body).map_err(|e| self.decode_error(op, &e))
+    }
+
+    fn decode_error(&self, op: &str, e: &serde_json::Error) -> M365Error {
+        M365Error::Decode {
             connection: self.connection().to_owned(),
             operation: op.to_owned(),
             message: e.to_string(),
-        })
+        }
     }
 
     /// A path below the base, or an absolute link that must point at the Graph origin.
@@ -458,9 +651,15 @@ impl GraphClient {
     }
 }
 
+/// One GET sent inside `$batch`: its URL relative to the version root, and how messages name it.
+struct BatchGet {
+    url: String,
+    label: String,
+}
+
 /// What became of one `$batch` entry.
-enum EntryOutcome {
-    Answer(DriveLookup),
+enum EntryOutcome<T> {
+    Answer(T),
     Again {
         after: Option<Duration>,
         throttled: bool,
@@ -518,6 +717,38 @@ fn no_drive_reason(error: &ServiceError) -> Option<String> {
     })
 }
 
+/// For lookups where every error entry is a failure (or retried), never an answer.
+fn no_answer<T>(_: &ServiceError) -> Option<T> {
+    None
+}
+
+/// An OData string literal: single-quoted, a quote inside doubled (`O'Brien` → `'O''Brien'`).
+fn odata_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Percent-encodes a query value (a `$filter` expression): everything but unreserved characters
+/// and `'`, so `+`, `&`, `#`, `%`, spaces and non-ASCII letters reach Graph intact.
+fn encode_query_value(value: &str) -> String {
+    utf8_percent_encode(value, QUERY_VALUE).to_string()
+}
+
+/// A 404 of a group member listing becomes [`GROUP_NOT_FOUND`]: the group was deleted (or never
+/// existed), which the caller reports rather than failing on. Other errors pass unchanged.
+fn group_not_found(error: M365Error, group_id: &str) -> M365Error {
+    match error {
+        M365Error::Service(mut e) if e.status == 404 || e.kind == ServiceErrorKind::NotFound => {
+            e.code = GROUP_NOT_FOUND.to_owned();
+            e.fix = Some(format!(
+                "group {group_id} no longer exists in the directory; remove it from the scope list or upload the \
+                 list again"
+            ));
+            M365Error::Service(e)
+        }
+        other => other,
+    }
+}
+
 /// The resync error of a delta request, if that is what failed.
 fn resync_of(error: &M365Error) -> Option<DeltaError> {
     let service = error.service()?;
@@ -537,12 +768,18 @@ fn resync_of(error: &M365Error) -> Option<DeltaError> {
     })
 }
 
+/// An OData collection page.
 #[derive(Deserialize)]
-struct WireUsersPage {
-    #[serde(default)]
-    value: Vec<WireUser>,
+struct WirePage<T> {
+    #[serde(default = "Vec::new")]
+    value: Vec<T>,
     #[serde(rename = "@odata.nextLink", default)]
     next_link: Option<String>,
+}
+
+/// Directory objects, deduplicated by id across pages.
+trait HasId {
+    fn id(&self) -> &str;
 }
 
 #[derive(Deserialize)]
@@ -555,6 +792,39 @@ struct WireUser {
     display_name: Option<String>,
     #[serde(default)]
     mail: Option<String>,
+}
+
+impl WireUser {
+    fn into_directory_user(self) -> DirectoryUser {
+        DirectoryUser {
+            id: self.id,
+            user_principal_name: self.user_principal_name.unwrap_or_default(),
+            display_name: self.display_name,
+            mail: self.mail,
+        }
+    }
+}
+
+impl HasId for WireUser {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireGroup {
+    id: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    mail: Option<String>,
+}
+
+impl HasId for WireGroup {
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 #[derive(Deserialize)]
@@ -840,7 +1110,45 @@ mod tests {
     }
 
     #[test]
+    fn odata_literals_double_quotes_and_query_values_keep_only_unreserved_characters() {
+        assert_eq!(odata_string("O'Brien's"), "'O''Brien''s'");
+        assert_eq!(
+            encode_query_value("mail eq 'a+b@x.com' or displayName eq 'Zoë & Co #1'"),
+            "mail%20eq%20'a%2Bb%40x.com'%20or%20displayName%20eq%20'Zo%C3%AB%20%26%20Co%20%231'"
+        );
+    }
+
+    #[test]
+    fn a_404_on_members_becomes_group_not_found_and_other_errors_pass() {
+        let service = |status: u16, code: &str| {
+            M365Error::from(ServiceError::new(
+                "c",
+                "GET /groups/g/transitiveMembers/microsoft.graph.user".into(),
+                status,
+                &ErrorBody::parse(format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#).as_bytes()),
+                None,
+                None,
+                "GroupMember.Read.All",
+            ))
+        };
+        let gone = group_not_found(service(404, "Request_ResourceNotFound"), "g");
+        assert_eq!(gone.code(), GROUP_NOT_FOUND);
+        assert_eq!(gone.retry_class(), filetrail_core::RetryClass::Terminal);
+        assert!(gone.fix().is_some_and(|f| f.contains("group g")));
+        assert_eq!(
+            gone.service().map(|e| e.codes.clone()),
+            Some(vec!["Request_ResourceNotFound".to_owned()])
+        );
+        let denied = group_not_found(service(403, "Authorization_RequestDenied"), "g");
+        assert_eq!(denied.code(), "Authorization_RequestDenied");
+    }
+
+    #[test]
     fn permissions_are_named_after_the_path() {
+        assert_eq!(
+            permission_for("https://g/v1.0/groups/x/transitiveMembers/microsoft.graph.user?$top=999"),
+            "GroupMember.Read.All"
+        );
         assert_eq!(permission_for("https://g/v1.0/users?$top=999"), "User.Read.All");
         assert_eq!(permission_for("https://g/v1.0/users/u/drive"), "Files.Read.All");
         assert_eq!(permission_for("https://g/v1.0/drives/d/root/delta"), "Files.Read.All");

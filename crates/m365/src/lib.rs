@@ -1,5 +1,6 @@
 //! Microsoft 365 clients for filetrail: Entra ID app-only tokens, Microsoft Graph (users, users'
-//! OneDrives through `$batch`, driveItem delta), all behind one throttling and retry policy.
+//! OneDrives through `$batch`, user and group lookups for scoping, groups' transitive members,
+//! driveItem delta), all behind one throttling and retry policy.
 //!
 //! Wiring: build one [`reqwest::Client`] per process with [`http_client`], then per connection a
 //! [`GraphClient`] (with [`GraphClient::connect`], or [`GraphClient::new`] around a shared

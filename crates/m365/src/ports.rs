@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use filetrail_core::model::{DeltaPage, DirectoryUser, DriveLookup};
 use filetrail_core::ports::{DeltaError, Directory, DriveDelta, DriveFinder, PortResult, UsersPage};
+use filetrail_core::scope::{DirectoryGroup, GroupSelector, UserSelector};
 
 use crate::graph::GraphClient;
 
@@ -11,6 +12,26 @@ impl Directory for GraphClient {
     /// See [`GraphClient::users_page`]; errors carry their retry class and fix.
     async fn users_page(&self, link: Option<&str>) -> PortResult<UsersPage> {
         GraphClient::users_page(self, link).await.map_err(Into::into)
+    }
+
+    /// See [`GraphClient::find_users`]: `$filter` lookups in `$batch` of 20, one answer per
+    /// selector in order.
+    async fn find_users(&self, selectors: &[UserSelector]) -> PortResult<Vec<Vec<DirectoryUser>>> {
+        GraphClient::find_users(self, selectors).await.map_err(Into::into)
+    }
+
+    /// See [`GraphClient::find_groups`]: `$filter` lookups in `$batch` of 20, one answer per
+    /// selector in order.
+    async fn find_groups(&self, selectors: &[GroupSelector]) -> PortResult<Vec<Vec<DirectoryGroup>>> {
+        GraphClient::find_groups(self, selectors).await.map_err(Into::into)
+    }
+
+    /// See [`GraphClient::group_members_page`]: a deleted group fails with the code
+    /// `group_not_found` (terminal), other errors carry their retry class and fix.
+    async fn group_members_page(&self, group_id: &str, link: Option<&str>) -> PortResult<UsersPage> {
+        GraphClient::group_members_page(self, group_id, link)
+            .await
+            .map_err(Into::into)
     }
 }
 

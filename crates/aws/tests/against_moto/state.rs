@@ -7,6 +7,7 @@ use filetrail_core::model::{
     Endpoints, IndexProgress,
 };
 use filetrail_core::ports::{DiscoveryCheckpoint, StateStore};
+use filetrail_core::scope::{GroupSelector, ScopeEntry, ScopeKind, UnresolvedEntry};
 
 use crate::support::{at, aws, create_state_table, drive, failure};
 
@@ -45,6 +46,14 @@ fn connection(id: &str) -> anyhow::Result<Connection> {
             drives_found: 100,
             drives_new: 3,
             users_without_drive: 20,
+            scope: ScopeKind::Groups,
+            unresolved: vec![UnresolvedEntry {
+                entry: ScopeEntry::Group(GroupSelector::DisplayName("Finance Contractors".into())),
+                reason: "group not found".into(),
+            }],
+            drives_unmonitored: 4,
+            drives_returned: 1,
+            drives_over_cap: 0,
         }),
         created_at: at("2026-11-01T12:00:00.000001Z")?,
     })
@@ -369,6 +378,11 @@ async fn connection_error_and_discovery_summary_are_set_and_cleared_in_place() -
         drives_found: 101,
         drives_new: 1,
         users_without_drive: 20,
+        scope: ScopeKind::Users,
+        unresolved: Vec::new(),
+        drives_unmonitored: 0,
+        drives_returned: 0,
+        drives_over_cap: 7,
     };
     store.set_last_discovery("contoso", &summary).await?;
 
@@ -393,6 +407,16 @@ async fn discovery_checkpoint_is_saved_loaded_and_closed() -> anyhow::Result<()>
         drives_found: 2500,
         drives_new: 12,
         users_without_drive: 497,
+        scope_version: "2026-11-22T07:59:00Z-groups.csv-0123456789ab".into(),
+        position: 2,
+        groups: Some(vec!["g-1".into(), "g-2".into(), "g-3".into()]),
+        unresolved: vec![UnresolvedEntry {
+            entry: ScopeEntry::Group(GroupSelector::Mail("gone@contoso.com".into())),
+            reason: "group not found".into(),
+        }],
+        drives_monitored: 2490,
+        drives_over_cap: 10,
+        drives_returned: 3,
     };
     assert_eq!(store.discovery_checkpoint("contoso").await?, None);
 
