@@ -69,6 +69,34 @@ pub async fn upload(
     wait: Duration,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<ScopeUploadResult> {
+    let pending = put(objects, state, connection, kind, body).await?;
+    progress(&format!(
+        "uploaded s3://{}/{}; waiting for apply-scope",
+        objects.bucket(),
+        pending.key
+    ));
+    pending.result(state, wait).await
+}
+
+/// An upload S3 has accepted, whose result apply-scope has yet to record.
+#[derive(Debug, Clone)]
+pub struct PendingUpload {
+    pub bucket: String,
+    pub connection: String,
+    pub key: String,
+    pub etag: String,
+    started: DateTime<Utc>,
+}
+
+/// Puts the list where an admin would (`scoping/<connection>/<kind>.csv`), after checking the
+/// connection exists.
+pub async fn put(
+    objects: &BucketObjects,
+    state: &dyn StateStore,
+    connection: &str,
+    kind: ScopeKind,
+    body: Vec<u8>,
+) -> anyhow::Result<PendingUpload> {
     if state.connection(connection).await?.is_none() {
         bail!("no connection named {connection:?}; `filetrail status` lists them all");
     }
@@ -78,27 +106,37 @@ pub async fn upload(
         .put(&key, body, "text/csv")
         .await
         .with_context(|| format!("uploading to s3://{}/{key}", objects.bucket()))?;
-    progress(&format!(
-        "uploaded s3://{}/{key}; waiting for apply-scope",
-        objects.bucket()
-    ));
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(result) = state.last_scope_upload(connection).await?
-            && is_result_of(&result, &etag, started)
-        {
-            return Ok(result);
+    Ok(PendingUpload {
+        bucket: objects.bucket().to_owned(),
+        connection: connection.to_owned(),
+        key,
+        etag,
+        started,
+    })
+}
+
+impl PendingUpload {
+    /// Waits up to `wait` for apply-scope's result of this upload.
+    pub async fn result(&self, state: &dyn StateStore, wait: Duration) -> anyhow::Result<ScopeUploadResult> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(result) = state.last_scope_upload(&self.connection).await?
+                && is_result_of(&result, &self.etag, self.started)
+            {
+                return Ok(result);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no result for s3://{}/{} after {}s: apply-scope has not processed it. Locally, run \
+                     `filetrail local run` (infra/local/demo --keep keeps it running); on AWS, check the \
+                     ApplyScopeFunction logs and the scope dead-letter queue",
+                    self.bucket,
+                    self.key,
+                    wait.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        if Instant::now() >= deadline {
-            bail!(
-                "no result for s3://{}/{key} after {}s: apply-scope has not processed it. Locally, run \
-                 `filetrail local run` (infra/local/demo --keep keeps it running); on AWS, check the \
-                 ApplyScopeFunction logs and the scope dead-letter queue",
-                objects.bucket(),
-                wait.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -2,21 +2,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use filetrail_aws::moto::MotoServer;
-use filetrail_aws::provision::provision;
+use filetrail_aws::provision::{Provisioned, provision};
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_aws::template::Template;
+use filetrail_cli::local::{Runner, RunnerOptions, ScheduleMode};
+use filetrail_cli::pipeline::{APPLY_SCOPE_FUNCTION, LocalPipeline};
 use filetrail_core::model::ConnectionError;
 use filetrail_core::ports::StateStore;
+use filetrail_core::scope::{ScopeEntry, ScopeKind, UserSelector};
 
 struct Deployment {
     moto: MotoServer,
     env: Vec<(String, String)>,
     state_table: String,
+    template: Template,
+    provisioned: Provisioned,
 }
 
 impl Deployment {
@@ -36,12 +43,35 @@ impl Deployment {
         ] {
             env.push((k.to_owned(), v));
         }
-        Deployment { moto, env, state_table }
+        Deployment {
+            moto,
+            env,
+            state_table,
+            template,
+            provisioned,
+        }
     }
 
     /// Runs `filetrail ARGS` with `stdin`; returns (success, stdout, stderr).
     fn run(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_filetrail"))
+        let (code, out, err) = self.run_code(args, stdin);
+        (code == Some(0), out, err)
+    }
+
+    /// Like [`Self::run`], with the exit code (`None` if killed by a signal).
+    fn run_code(&self, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+        let mut child = self.spawn(args);
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_filetrail"))
             .args(args)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -49,11 +79,34 @@ impl Deployment {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
+            .unwrap()
+    }
+
+    /// Runs `filetrail ARGS` while the real apply-scope function serves the scope queue, as it
+    /// would in AWS; returns (exit code, stdout, stderr).
+    async fn run_with_apply_scope(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let sdk = self.moto.sdk_config().await;
+        let pipeline = LocalPipeline::new(&sdk, &self.template, &self.provisioned, &HashMap::new()).unwrap();
+        let functions: HashMap<_, _> = pipeline
+            .functions()
+            .into_iter()
+            .filter(|(id, _)| id == APPLY_SCOPE_FUNCTION)
+            .collect();
+        let options = RunnerOptions {
+            schedules: ScheduleMode::OnDemand,
+            until_idle: Some(Duration::from_millis(300)),
+            receive_wait: Duration::from_secs(1),
+            ..RunnerOptions::default()
+        };
+        let runner = Runner::new(&sdk, &self.template, &self.provisioned, functions, options).unwrap();
+        let child = self.spawn(args);
+        let waiting = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+        while !waiting.is_finished() {
+            runner.run().await;
+        }
+        let out = waiting.await.unwrap();
         (
-            out.status.success(),
+            out.status.code(),
             String::from_utf8_lossy(&out.stdout).into(),
             String::from_utf8_lossy(&out.stderr).into(),
         )
@@ -201,4 +254,90 @@ fn without_settings_the_cli_names_the_missing_variable_and_how_to_set_it() {
         err.contains("FILETRAIL_STATE_TABLE") && err.contains(".local/stack.env"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_upload_waits_for_apply_scope_and_a_rejected_file_keeps_the_scope() {
+    let d = Deployment::start("cmd-scope").await;
+    let add = [
+        "connection",
+        "add",
+        "contoso",
+        "--tenant-id",
+        TENANT,
+        "--client-id",
+        "app-1",
+    ];
+    assert!(d.run(&add, "s").0);
+    let dir = std::env::temp_dir().join(format!("filetrail-scope-cmd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Kind guessed from the header; a duplicate and a formula-like cell are reported, not run.
+    let list = dir.join("finance.csv");
+    std::fs::write(
+        &list,
+        "UserPrincipalName,Title\nada@contoso.com,CFO\nbob@contoso.com,Analyst\nADA@contoso.com,CFO\n\"=cmd|' /C calc'!A0\",x\n",
+    )
+    .unwrap();
+    let (code, out, err) = d
+        .run_with_apply_scope(&["scope", "upload", "contoso", list.to_str().unwrap(), "--wait", "60"])
+        .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("Accepted scoping/contoso/users.csv: 2 users entries (1 duplicate rows counted once)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("line     5") && out.contains("=cmd|"),
+        "the formula row is listed: {out}"
+    );
+    assert!(out.contains("Result file: scoping/contoso/results/"), "{out}");
+    assert!(err.contains("waiting for apply-scope"), "{err}");
+
+    let scope = d.state().await.scope("contoso").await.unwrap().unwrap();
+    assert_eq!(scope.kind, ScopeKind::Users);
+    assert_eq!(
+        scope.entries,
+        [
+            ScopeEntry::User(UserSelector::Email("ada@contoso.com".into())),
+            ScopeEntry::User(UserSelector::Email("bob@contoso.com".into())),
+        ]
+    );
+
+    // A header-only file is rejected as a whole: exit code 2, the old scope stays.
+    let empty = dir.join("users-empty.csv");
+    std::fs::write(&empty, "Email Address\n").unwrap();
+    let (code, out, err) = d
+        .run_with_apply_scope(&["scope", "upload", "contoso", empty.to_str().unwrap(), "--json"])
+        .await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    let result: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["accepted"], false);
+    assert!(result["error"].as_str().is_some_and(|e| !e.is_empty()), "{result}");
+    assert_eq!(d.state().await.scope("contoso").await.unwrap(), Some(scope));
+
+    let (ok, out, err) = d.run(&["scope", "show", "contoso"], "");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("ada@contoso.com") && out.contains("bob@contoso.com"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Rejected") || out.contains("rejected"),
+        "the last upload is shown: {out}"
+    );
+    let (ok, out, _) = d.run(&["scope", "show", "contoso", "--json"], "");
+    assert!(ok);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["scope"]["kind"], "users");
+    assert_eq!(doc["last_upload"]["accepted"], false);
+
+    // Errors name the bad value and the fix.
+    let (ok, _, err) = d.run(&["scope", "upload", "nope", list.to_str().unwrap()], "");
+    assert!(!ok && err.contains("no connection named \"nope\""), "{err}");
+    let unclear = dir.join("list.csv");
+    std::fs::write(&unclear, "Email\nada@contoso.com\n").unwrap();
+    let (ok, _, err) = d.run(&["scope", "upload", "contoso", unclear.to_str().unwrap()], "");
+    assert!(!ok && err.contains("--kind users or --kind groups"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

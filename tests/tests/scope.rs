@@ -1,0 +1,337 @@
+//! End to end on moto + m365-sim: scope uploads go to moto's S3 as an admin would put them, the
+//! bucket notifies apply-scope through SQS, and discovery monitors exactly the drives the scope
+//! names. Expected sets come from the simulator's tenant model (groups resolved there, without
+//! HTTP), never from what filetrail stored.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use filetrail_cli::local::runner::{Runner, StopReason};
+use filetrail_cli::pipeline::DISCOVER_FUNCTION;
+use filetrail_cli::scope;
+use filetrail_cli::status::{self, ConnectionStatus};
+use filetrail_core::model::DriveState;
+use filetrail_core::ports::StateStore;
+use filetrail_core::scope::{GroupSelector, ScopeEntry, ScopeKind, ScopeUploadResult};
+use filetrail_e2e::{CONNECTION, Stack, expected_inventory};
+use m365_sim::{FilesPerDrive, SimConfig, SimGroup, Tenant};
+
+fn tenant() -> SimConfig {
+    SimConfig {
+        seed: 31,
+        users: 240,
+        no_drive_ratio: 0.1,
+        team_sites: 2,
+        groups: 14,
+        group_members_avg: 14,
+        nested_group_ratio: 0.4,
+        files_per_drive: FilesPerDrive::Range { min: 0, max: 8 },
+        page_size_default: 50,
+        ..SimConfig::default()
+    }
+}
+
+/// Puts `body` where an admin would and runs the pipeline until idle meanwhile: apply-scope,
+/// then the discovery and indexing it starts. Returns apply-scope's result.
+async fn upload(stack: &Stack, runner: &Runner, kind: ScopeKind, body: &[u8]) -> ScopeUploadResult {
+    let objects = stack.objects();
+    let state = stack.state();
+    // The bucket notifies the queue as the put returns, so the runner finds the message waiting.
+    let pending = scope::put(&objects, &state, CONNECTION, kind, body.to_vec())
+        .await
+        .unwrap();
+    let (result, report) = tokio::join!(pending.result(&state, Duration::from_secs(90)), runner.run());
+    assert_eq!(report.reason, StopReason::Idle);
+    let result = result.unwrap();
+    // The result object sits next to the upload, and says what the status says.
+    let stored = objects
+        .get(&result.result_key)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no result object at {}", result.result_key));
+    let stored: ScopeUploadResult = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(stored, result);
+    assert!(
+        result.result_key.starts_with(&format!("scoping/{CONNECTION}/results/"))
+            && result.result_key.ends_with(".json"),
+        "{}",
+        result.result_key
+    );
+    result
+}
+
+async fn discover(runner: &Runner) {
+    runner.fire_schedule(DISCOVER_FUNCTION).await.unwrap();
+    assert_eq!(runner.run().await.reason, StopReason::Idle);
+}
+
+async fn connection_status(stack: &Stack) -> ConnectionStatus {
+    let mut all = status::collect(&stack.state(), Some(CONNECTION)).await.unwrap();
+    all.remove(0)
+}
+
+/// OneDrive ids of the users (object ids) that have one.
+fn drives_of_ids<'a>(tenant: &Tenant, ids: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+    ids.into_iter()
+        .filter_map(|id| tenant.find_user(id))
+        .filter_map(|u| tenant.drive_of_user(u.index))
+        .map(|d| d.id)
+        .collect()
+}
+
+/// The OneDrives of every user in `groups`, nested groups included, as the tenant holds them now.
+fn drives_of_groups(tenant: &Tenant, groups: &[SimGroup]) -> BTreeSet<String> {
+    let users: BTreeSet<String> = groups.iter().flat_map(|g| tenant.transitive_user_ids(&g.id)).collect();
+    drives_of_ids(tenant, &users)
+}
+
+/// Inventory rows of `drives`, as (drive, item) pairs.
+async fn inventory_of(stack: &Stack, drives: &BTreeSet<String>) -> BTreeSet<(String, String)> {
+    stack
+        .inventory()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| drives.contains(&i.drive_id))
+        .map(|i| (i.drive_id, i.item_id))
+        .collect()
+}
+
+fn csv_cell(value: &str) -> String {
+    format!("\"{}\"", value.replace('"', "\"\""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_then_nested_groups_then_a_bad_file_monitor_exactly_the_scoped_drives() {
+    let stack = Stack::start(tenant()).await.unwrap();
+    let tenant = stack.sim.tenant();
+    stack.register(stack.sim.client_secret()).await.unwrap();
+    let runner = stack.runner(&[], |_| {}).unwrap();
+
+    // No scope uploaded yet: every user is monitored.
+    discover(&runner).await;
+    let all_drives: BTreeSet<String> = tenant
+        .users()
+        .filter_map(|u| tenant.drive_of_user(u.index))
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(stack.monitored_drives().await.unwrap(), all_drives);
+    let full_inventory = stack.inventory().await.unwrap();
+    assert_eq!(full_inventory, expected_inventory(&stack.sim));
+
+    // 1. A users list: six users with a OneDrive (one by display name, one twice), one without,
+    //    one who does not exist.
+    let with_drive: Vec<_> = tenant
+        .users()
+        .filter(|u| tenant.drive_of_user(u.index).is_some())
+        .take(40)
+        .collect();
+    let without_drive = tenant
+        .users()
+        .find(|u| tenant.drive_of_user(u.index).is_none())
+        .unwrap();
+    let chosen = [
+        &with_drive[3],
+        &with_drive[11],
+        &with_drive[17],
+        &with_drive[25],
+        &with_drive[31],
+    ];
+    let by_name = with_drive
+        .iter()
+        .find(|u| tenant.users().filter(|o| o.display_name == u.display_name).count() == 1)
+        .unwrap();
+    let mut csv = String::from("\u{feff}Display Name , EMAIL address,Department\r\n");
+    for u in chosen {
+        csv += &format!(
+            "{},{},Finance\r\n",
+            csv_cell(&u.display_name),
+            u.user_principal_name.to_uppercase()
+        );
+    }
+    csv += &format!(
+        "{},{},Finance\r\n",
+        csv_cell(&chosen[0].display_name),
+        chosen[0].user_principal_name
+    );
+    csv += &format!("{},,Sales\r\n", csv_cell(&by_name.display_name));
+    csv += &format!(",{},Sales\r\n", without_drive.user_principal_name);
+    csv += &format!(",nobody.here@{},Sales\r\n", tenant.domain());
+    let result = upload(&stack, &runner, ScopeKind::Users, csv.as_bytes()).await;
+    assert!(result.accepted, "{result:#?}");
+    assert_eq!((result.entries, result.duplicates), (8, 1), "{result:#?}");
+
+    let users_scope: BTreeSet<String> = chosen
+        .iter()
+        .chain([&by_name])
+        .filter_map(|u| tenant.drive_of_user(u.index))
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(users_scope.len(), 6);
+    assert_eq!(stack.monitored_drives().await.unwrap(), users_scope);
+    let unmonitored = stack.drives_in(&[DriveState::Unmonitored]).await.unwrap();
+    assert_eq!(unmonitored, &all_drives - &users_scope);
+    // Unmonitored drives keep every row of their history.
+    assert_eq!(stack.inventory().await.unwrap(), full_inventory);
+    let st = connection_status(&stack).await;
+    assert_eq!(st.scope.kind, ScopeKind::Users);
+    assert_eq!(st.users_without_onedrive, 1, "{st:#?}");
+    let last = st.last_discovery.clone().unwrap();
+    assert_eq!(last.scope, ScopeKind::Users);
+    assert_eq!(
+        last.unresolved
+            .iter()
+            .map(|u| u.entry.value().to_owned())
+            .collect::<Vec<_>>(),
+        [format!("nobody.here@{}", tenant.domain())]
+    );
+    assert_eq!(last.drives_unmonitored, (all_drives.len() - 6) as u64);
+    assert_eq!(st.last_scope_upload.as_ref(), Some(&result));
+
+    // 2. A groups list: a group with nested groups (by display name, every group of that name),
+    //    a mail-enabled group (by mail), and a group that does not exist.
+    let nested = tenant
+        .groups()
+        .find(|g| !g.member_groups.is_empty() && tenant.groups_by_display_name(&g.display_name).len() == 1)
+        .expect("the tenant has a group with nested groups");
+    let by_mail = tenant
+        .groups()
+        .find(|g| g.mail.is_some() && g.index != nested.index && !g.member_groups.is_empty())
+        .or_else(|| tenant.groups().find(|g| g.mail.is_some() && g.index != nested.index))
+        .unwrap();
+    let csv = format!(
+        "Groups,Email\n{},\n,{}\n\"Former Contractors, EMEA\",\n",
+        csv_cell(&nested.display_name),
+        by_mail.mail.clone().unwrap()
+    );
+    let result = upload(&stack, &runner, ScopeKind::Groups, csv.as_bytes()).await;
+    assert!(result.accepted && result.entries == 3, "{result:#?}");
+    let scoped_groups = [nested.clone(), by_mail.clone()];
+    let groups_scope = drives_of_groups(tenant, &scoped_groups);
+    assert!(
+        groups_scope.len() > drives_of_ids(tenant, &tenant.direct_user_ids(&nested.id)).len(),
+        "the nested groups add members"
+    );
+    assert_eq!(stack.monitored_drives().await.unwrap(), groups_scope);
+    assert_eq!(
+        stack.drives_in(&[DriveState::Unmonitored]).await.unwrap(),
+        &all_drives - &groups_scope
+    );
+    // Monitored drives are fully indexed: those that came back resumed and lost nothing.
+    assert_eq!(stack.drives_in(&[DriveState::Indexed]).await.unwrap(), groups_scope);
+    assert_eq!(stack.inventory().await.unwrap(), full_inventory);
+    let st = connection_status(&stack).await;
+    let last = st.last_discovery.clone().unwrap();
+    assert_eq!(last.scope, ScopeKind::Groups);
+    assert_eq!(
+        last.unresolved.iter().map(|u| u.entry.clone()).collect::<Vec<_>>(),
+        [ScopeEntry::Group(GroupSelector::DisplayName(
+            "Former Contractors, EMEA".into()
+        ))]
+    );
+    // Drives the users scope had unmonitored come back.
+    assert_eq!(
+        last.drives_returned,
+        groups_scope.difference(&users_scope).count() as u64
+    );
+    let scope_before = stack.state().scope(CONNECTION).await.unwrap().unwrap();
+
+    // 3. A bad file (not text) is rejected as a whole and the groups scope stays in force.
+    let mut binary = b"\x89PNG\r\n\x1a\n".to_vec();
+    binary.extend((0..4096u32).map(|i| (i * 7919 % 251) as u8));
+    let result = upload(&stack, &runner, ScopeKind::Groups, &binary).await;
+    assert!(!result.accepted, "{result:#?}");
+    assert!(
+        result.error.as_deref().is_some_and(|e| e.contains("UTF-8")),
+        "{result:#?}"
+    );
+    assert_eq!(
+        stack.state().scope(CONNECTION).await.unwrap(),
+        Some(scope_before.clone())
+    );
+    let st = connection_status(&stack).await;
+    assert_eq!(st.last_scope_upload.as_ref(), Some(&result));
+    assert_eq!(st.scope.kind, ScopeKind::Groups);
+    discover(&runner).await;
+    assert_eq!(stack.monitored_drives().await.unwrap(), groups_scope);
+
+    // 4. A user added to a group nested in a scoped group is monitored after the next run.
+    let inner = &nested.member_groups;
+    let inner_group = tenant.group(inner[0]).unwrap();
+    let newcomer = tenant
+        .users()
+        .find(|u| {
+            tenant
+                .drive_of_user(u.index)
+                .is_some_and(|d| !groups_scope.contains(&d.id))
+        })
+        .unwrap();
+    let newcomer_drive = tenant.drive_of_user(newcomer.index).unwrap().id;
+    stack
+        .sim
+        .add_group_member(&inner_group.id, &newcomer.user_principal_name)
+        .unwrap();
+    let grown = drives_of_groups(tenant, &scoped_groups);
+    assert_eq!(grown, {
+        let mut s = groups_scope.clone();
+        s.insert(newcomer_drive.clone());
+        s
+    });
+    discover(&runner).await;
+    assert_eq!(stack.monitored_drives().await.unwrap(), grown);
+    assert_eq!(stack.drives_in(&[DriveState::Indexed]).await.unwrap(), grown);
+
+    // 5. A user removed from the only scoped group they belonged to: unmonitored, history kept.
+    let (leaver, leaver_group) = scoped_groups
+        .iter()
+        .flat_map(|g| {
+            let mut groups = vec![g.id.clone()];
+            groups.extend(tenant.transitive_group_ids(&g.id));
+            groups
+        })
+        .flat_map(|g| tenant.direct_user_ids(&g).into_iter().map(move |u| (u, g.clone())))
+        .find(|(u, g)| {
+            let has_drive = tenant
+                .find_user(u)
+                .and_then(|u| tenant.drive_of_user(u.index))
+                .is_some();
+            if !has_drive || *u == newcomer.id {
+                return false;
+            }
+            stack.sim.remove_group_member(g, u).unwrap();
+            let left = !drives_of_groups(tenant, &scoped_groups)
+                .contains(&tenant.drive_of_user(tenant.find_user(u).unwrap().index).unwrap().id);
+            if !left {
+                stack.sim.add_group_member(g, u).unwrap();
+            }
+            left
+        })
+        .expect("a member who belongs through one group only");
+    let leaver_drive = tenant
+        .drive_of_user(tenant.find_user(&leaver).unwrap().index)
+        .unwrap()
+        .id;
+    let history = inventory_of(&stack, &BTreeSet::from([leaver_drive.clone()])).await;
+    assert!(
+        tenant.drive_items(&leaver_drive).all(|i| i.is_root) || !history.is_empty(),
+        "the leaver's files were indexed before"
+    );
+    discover(&runner).await;
+    let shrunk = drives_of_groups(tenant, &scoped_groups);
+    assert!(!shrunk.contains(&leaver_drive), "{leaver} left {leaver_group}");
+    assert_eq!(stack.monitored_drives().await.unwrap(), shrunk);
+    assert!(
+        stack
+            .drives_in(&[DriveState::Unmonitored])
+            .await
+            .unwrap()
+            .contains(&leaver_drive)
+    );
+    assert_eq!(inventory_of(&stack, &BTreeSet::from([leaver_drive])).await, history);
+    assert!(
+        stack.dead_letters().await.unwrap().values().all(|n| *n == 0),
+        "nothing may end in a DLQ"
+    );
+}
