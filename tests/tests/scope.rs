@@ -335,3 +335,72 @@ async fn users_then_nested_groups_then_a_bad_file_monitor_exactly_the_scoped_dri
         "nothing may end in a DLQ"
     );
 }
+
+/// An upload landing while scheduled discovery runs: two discover invocations of one connection
+/// at once, each handing over after every page. One run wins; the other stops without sweeping,
+/// so the monitored set ends exactly as the scope says and no run stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_racing_scheduled_discovery_ends_in_the_exact_scope() {
+    let stack = Stack::start(SimConfig { seed: 32, ..tenant() }).await.unwrap();
+    let tenant = stack.sim.tenant();
+    stack.register(stack.sim.client_secret()).await.unwrap();
+    let runner = stack
+        .runner(&[("FILETRAIL_MAX_PAGES_PER_INVOCATION", "1")], |o| o.concurrency = 3)
+        .unwrap();
+    let all_drives: BTreeSet<String> = tenant
+        .users()
+        .filter_map(|u| tenant.drive_of_user(u.index))
+        .map(|d| d.id)
+        .collect();
+    discover(&runner).await;
+    assert_eq!(stack.monitored_drives().await.unwrap(), all_drives);
+
+    let groups: Vec<SimGroup> = tenant
+        .groups()
+        .filter(|g| !g.member_groups.is_empty())
+        .take(2)
+        .collect();
+    let csv = groups.iter().fold(String::from("Display Name\n"), |csv, g| {
+        csv + &csv_cell(&g.display_name) + "\n"
+    });
+    let expected: BTreeSet<String> = groups
+        .iter()
+        .flat_map(|g| tenant.groups_by_display_name(&g.display_name))
+        .flat_map(|g| tenant.transitive_user_ids(&g.id))
+        .collect::<BTreeSet<_>>()
+        .iter()
+        .filter_map(|id| tenant.find_user(id))
+        .filter_map(|u| tenant.drive_of_user(u.index))
+        .map(|d| d.id)
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < all_drives.len());
+
+    let state = stack.state();
+    let objects = stack.objects();
+    let pending = scope::put(&objects, &state, CONNECTION, ScopeKind::Groups, csv.into_bytes())
+        .await
+        .unwrap();
+    runner.fire_schedule(DISCOVER_FUNCTION).await.unwrap();
+    let (result, report) = tokio::join!(pending.result(&state, Duration::from_secs(90)), runner.run());
+    assert_eq!(report.reason, StopReason::Idle);
+    assert!(result.unwrap().accepted);
+
+    assert_eq!(stack.monitored_drives().await.unwrap(), expected);
+    assert_eq!(stack.drives_in(&[DriveState::Indexed]).await.unwrap(), expected);
+    assert_eq!(
+        stack.drives_in(&[DriveState::Unmonitored]).await.unwrap(),
+        &all_drives - &expected
+    );
+    assert_eq!(
+        state.discovery_checkpoint(CONNECTION).await.unwrap(),
+        None,
+        "no run left open"
+    );
+    let last = connection_status(&stack).await.last_discovery.unwrap();
+    assert_eq!(last.scope, ScopeKind::Groups);
+    assert_eq!(last.drives_found, expected.len() as u64);
+    assert!(
+        stack.dead_letters().await.unwrap().values().all(|n| *n == 0),
+        "nothing may end in a DLQ"
+    );
+}

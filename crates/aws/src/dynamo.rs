@@ -96,6 +96,24 @@ impl Table {
         from_sdk(operation, self.target(), err)
     }
 
+    /// `Ok(false)` when a conditional write failed only because its condition did not hold
+    /// (`failed_condition`), else the error as [`Self::err`] names it.
+    pub fn condition_failed<E>(
+        &self,
+        operation: &'static str,
+        err: SdkError<E>,
+        failed_condition: impl Fn(&E) -> bool,
+    ) -> Result<bool, AwsError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if err.as_service_error().is_some_and(failed_condition) {
+            Ok(false)
+        } else {
+            Err(self.err(operation, err))
+        }
+    }
+
     /// An item on this table that does not decode.
     pub fn malformed(&self, key: impl Into<String>, detail: impl Into<String>) -> AwsError {
         AwsError::Malformed {

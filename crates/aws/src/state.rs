@@ -32,7 +32,7 @@ use filetrail_core::PortError;
 use filetrail_core::model::{
     Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveRecord, DriveState, IndexProgress,
 };
-use filetrail_core::ports::{DiscoveryCheckpoint, PortResult, RunPage, RunSeen, StateStore};
+use filetrail_core::ports::{CheckpointVersion, DiscoveryCheckpoint, PortResult, RunPage, RunSeen, StateStore};
 use filetrail_core::scope::{Scope, ScopeUploadResult};
 use futures_util::{StreamExt, stream};
 
@@ -244,13 +244,9 @@ impl DynamoStateStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.table.err("PutItem", e)),
+            Err(e) => self
+                .table
+                .condition_failed("PutItem", e, |se| se.is_conditional_check_failed_exception()),
         }
     }
 
@@ -301,13 +297,9 @@ impl DynamoStateStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.table.err("UpdateItem", e)),
+            Err(e) => self
+                .table
+                .condition_failed("UpdateItem", e, |se| se.is_conditional_check_failed_exception()),
         }
     }
 
@@ -870,28 +862,75 @@ impl StateStore for DynamoStateStore {
             .transpose()?)
     }
 
-    /// Overwrites the checkpoint (a JSON `doc`), or deletes it when `None`.
+    /// Puts the checkpoint (a JSON `doc` beside `run_id` and `seq`), or deletes it when `None`,
+    /// conditionally on the stored `run_id` and `seq`.
     async fn save_discovery_checkpoint(
         &self,
         connection: &str,
         checkpoint: Option<&DiscoveryCheckpoint>,
-    ) -> PortResult<()> {
-        let Some(checkpoint) = checkpoint else {
-            self.table.counts.wrote();
-            self.table
+        expected: Option<&CheckpointVersion>,
+    ) -> PortResult<bool> {
+        let key = key(conn_pk(connection), DISCOVERY);
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let condition = match expected {
+            None => {
+                names.insert("#pk".to_owned(), PK.to_owned());
+                "attribute_not_exists(#pk)".to_owned()
+            }
+            Some(v) => {
+                names.insert("#run".into(), "run_id".into());
+                names.insert("#seq".into(), "seq".into());
+                values.insert(":run".to_owned(), s(&v.run_id));
+                values.insert(":seq".to_owned(), n(v.seq));
+                "#run = :run AND #seq = :seq".to_owned()
+            }
+        };
+        self.table.counts.wrote();
+        let values = (!values.is_empty()).then_some(values);
+        let saved = match checkpoint {
+            None => match self
+                .table
                 .client
                 .delete_item()
                 .table_name(&self.table.name)
-                .set_key(Some(key(conn_pk(connection), DISCOVERY)))
+                .set_key(Some(key))
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(values)
                 .send()
                 .await
-                .map_err(|e| self.table.err("DeleteItem", e))?;
-            return Ok(());
+            {
+                Ok(_) => Ok(true),
+                Err(e) => self
+                    .table
+                    .condition_failed("DeleteItem", e, |se| se.is_conditional_check_failed_exception()),
+            },
+            Some(cp) => {
+                let mut item = key;
+                item.insert("run_id".into(), s(&cp.run_id));
+                item.insert("seq".into(), n(cp.seq));
+                item.insert("doc".into(), json("discovery checkpoint", cp)?);
+                match self
+                    .table
+                    .client
+                    .put_item()
+                    .table_name(&self.table.name)
+                    .set_item(Some(item))
+                    .condition_expression(condition)
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(values)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(e) => self
+                        .table
+                        .condition_failed("PutItem", e, |se| se.is_conditional_check_failed_exception()),
+                }
+            }
         };
-        let mut item = key(conn_pk(connection), DISCOVERY);
-        item.insert("run_id".into(), s(&checkpoint.run_id));
-        item.insert("doc".into(), json("discovery checkpoint", checkpoint)?);
-        Ok(self.put(item).await?)
+        Ok(saved?)
     }
 }
 

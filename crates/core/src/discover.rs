@@ -88,7 +88,7 @@ pub async fn discover(
     connection_id: &str,
     budget: &dyn Budget,
     now: impl Fn() -> DateTime<Utc>,
-    new_run_id: impl FnOnce() -> String,
+    new_run_id: impl Fn() -> String,
 ) -> Result<DiscoverOutcome, DiscoverError> {
     let err = |source: PortError| DiscoverError::Port {
         connection: connection_id.to_owned(),
@@ -109,44 +109,11 @@ pub async fn discover(
         .map_err(err)?
         .unwrap_or_else(Scope::all_users);
 
-    let open_run = match ports.state.discovery_checkpoint(connection_id).await.map_err(err)? {
-        Some(cp) if cp.scope_version == scope.version => {
-            info!(
-                connection = connection_id,
-                run_id = cp.run_id,
-                users_seen = cp.users_seen,
-                "continuing discovery run"
-            );
-            Some(cp)
-        }
-        Some(cp) => {
-            info!(
-                connection = connection_id,
-                run_id = cp.run_id,
-                "the scope changed during the run; starting over under the new scope"
-            );
-            ports.state.delete_run(connection_id, &cp.run_id).await.map_err(err)?;
-            None
-        }
-        None => None,
-    };
-    let mut checkpoint = match open_run {
-        Some(cp) => cp,
-        None => {
-            let cp = DiscoveryCheckpoint::new(new_run_id(), now(), scope.version.clone());
-            ports
-                .state
-                .save_discovery_checkpoint(connection_id, Some(&cp))
-                .await
-                .map_err(err)?;
-            info!(
-                connection = connection_id,
-                run_id = cp.run_id,
-                scope = %scope.kind,
-                "discovery run started"
-            );
-            cp
-        }
+    let Some(mut checkpoint) = claim_run(ports, connection_id, &scope, &now, &new_run_id)
+        .await
+        .map_err(err)?
+    else {
+        return Ok(superseded(connection_id));
     };
     let mut connection_checked = false;
     // Users already looked up in this invocation (a user in several groups is looked up once).
@@ -191,18 +158,98 @@ pub async fn discover(
         checkpoint.pages += 1;
         checkpoint.users_seen += users.len() as u64;
 
+        let read = checkpoint.version();
         if step.done {
+            // Close the run first: of two invocations reaching its end, one sweeps.
+            if !ports
+                .state
+                .save_discovery_checkpoint(connection_id, None, Some(&read))
+                .await
+                .map_err(err)?
+            {
+                return Ok(superseded(connection_id));
+            }
             let summary = finish_run(ports, &connection, &scope, &checkpoint, now())
                 .await
                 .map_err(err)?;
             return Ok(DiscoverOutcome::Finished(summary));
         }
-        ports
+        checkpoint.seq += 1;
+        if !ports
             .state
-            .save_discovery_checkpoint(connection_id, Some(&checkpoint))
+            .save_discovery_checkpoint(connection_id, Some(&checkpoint), Some(&read))
             .await
-            .map_err(err)?;
+            .map_err(err)?
+        {
+            return Ok(superseded(connection_id));
+        }
     }
+}
+
+/// Another invocation advanced, closed or replaced the run this one was working on: that one
+/// carries it on, this one stops without a continuation.
+fn superseded(connection_id: &str) -> DiscoverOutcome {
+    info!(
+        connection = connection_id,
+        "another invocation is running this discovery; stopping this one"
+    );
+    DiscoverOutcome::Skipped {
+        reason: format!("another invocation is running discovery for {connection_id}"),
+    }
+}
+
+/// How often [`claim_run`] re-reads a checkpoint another invocation changed under it.
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// The run this invocation works on: the open run if it resolves the scope in force, else a new
+/// one (abandoning a run of an older scope). `None` when other invocations keep changing the
+/// checkpoint: one of them is running discovery under the current scope.
+async fn claim_run(
+    ports: &DiscoverPorts<'_>,
+    connection_id: &str,
+    scope: &Scope,
+    now: &impl Fn() -> DateTime<Utc>,
+    new_run_id: &impl Fn() -> String,
+) -> Result<Option<DiscoveryCheckpoint>, PortError> {
+    for _ in 0..CLAIM_ATTEMPTS {
+        let open = ports.state.discovery_checkpoint(connection_id).await?;
+        if let Some(cp) = &open
+            && cp.scope_version == scope.version
+        {
+            info!(
+                connection = connection_id,
+                run_id = cp.run_id,
+                users_seen = cp.users_seen,
+                "continuing discovery run"
+            );
+            return Ok(open);
+        }
+        let cp = DiscoveryCheckpoint::new(new_run_id(), now(), scope.version.clone());
+        let expected = open.as_ref().map(DiscoveryCheckpoint::version);
+        if !ports
+            .state
+            .save_discovery_checkpoint(connection_id, Some(&cp), expected.as_ref())
+            .await?
+        {
+            continue;
+        }
+        if let Some(old) = &open {
+            info!(
+                connection = connection_id,
+                run_id = old.run_id,
+                "the scope changed during the run; starting over under the new scope"
+            );
+            ports.state.delete_run(connection_id, &old.run_id).await?;
+        }
+        info!(
+            connection = connection_id,
+            run_id = cp.run_id,
+            scope = %scope.kind,
+            "discovery run started"
+        );
+        return Ok(Some(cp));
+    }
+    Ok(None)
 }
 
 /// The users of one step of a run, and whether the run has no more.
@@ -445,7 +492,6 @@ async fn finish_run(
         drives_over_cap: cp.drives_over_cap,
     };
     ports.state.set_last_discovery(&connection.id, &summary).await?;
-    ports.state.save_discovery_checkpoint(&connection.id, None).await?;
     ports.state.delete_run(&connection.id, &cp.run_id).await?;
     info!(
         connection = connection.id,

@@ -13,8 +13,8 @@ use crate::model::{
     Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveRecord, DriveState, IndexProgress, InventoryRow,
 };
 use crate::ports::{
-    DiscoverQueue, DiscoveryCheckpoint, IndexQueue, InventoryStore, PortResult, RunPage, RunSeen, ScopeObjects,
-    StateStore, UploadRead,
+    CheckpointVersion, DiscoverQueue, DiscoveryCheckpoint, IndexQueue, InventoryStore, PortResult, RunPage, RunSeen,
+    ScopeObjects, StateStore, UploadRead,
 };
 use crate::scope::{Scope, ScopeUploadResult};
 
@@ -264,13 +264,17 @@ impl StateStore for MemoryState {
         &self,
         connection: &str,
         checkpoint: Option<&DiscoveryCheckpoint>,
-    ) -> PortResult<()> {
+        expected: Option<&CheckpointVersion>,
+    ) -> PortResult<bool> {
         let mut map = lock(&self.checkpoints);
+        if map.get(connection).map(DiscoveryCheckpoint::version).as_ref() != expected {
+            return Ok(false);
+        }
         match checkpoint {
             Some(cp) => map.insert(connection.to_owned(), cp.clone()),
             None => map.remove(connection),
         };
-        Ok(())
+        Ok(true)
     }
 }
 

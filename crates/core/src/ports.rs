@@ -147,12 +147,25 @@ pub trait StateStore: Send + Sync {
     async fn delete_run(&self, connection: &str, run_id: &str) -> PortResult<()>;
 
     async fn discovery_checkpoint(&self, connection: &str) -> PortResult<Option<DiscoveryCheckpoint>>;
-    /// Saves the run checkpoint; `None` closes the run.
+    /// Saves the run checkpoint (`None` closes the run) if the stored one is still the one the
+    /// caller read: `expected` is its [`CheckpointVersion`], `None` when no run was open.
+    /// Returns `false`, writing nothing, when another invocation saved or closed it first: two
+    /// discovery invocations of one connection (a schedule and a scope upload, a redelivery)
+    /// never both advance a run.
     async fn save_discovery_checkpoint(
         &self,
         connection: &str,
         checkpoint: Option<&DiscoveryCheckpoint>,
-    ) -> PortResult<()>;
+        expected: Option<&CheckpointVersion>,
+    ) -> PortResult<bool>;
+}
+
+/// Which save of which run a checkpoint is: a run id (never reused) and a sequence number each
+/// save increments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointVersion {
+    pub run_id: String,
+    pub seq: u64,
 }
 
 /// What a discovery run saw on one page.
@@ -175,6 +188,9 @@ pub struct RunSeen {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiscoveryCheckpoint {
     pub run_id: String,
+    /// Saves of this run so far; see [`StateStore::save_discovery_checkpoint`].
+    #[serde(default)]
+    pub seq: u64,
     pub started_at: DateTime<Utc>,
     /// The users page (all users) or group members page (groups) to read next, a verbatim
     /// Graph link; `None` before the first page.
@@ -216,6 +232,7 @@ impl DiscoveryCheckpoint {
     pub fn new(run_id: String, started_at: DateTime<Utc>, scope_version: String) -> Self {
         Self {
             run_id,
+            seq: 0,
             started_at,
             next_link: None,
             pages: 0,
@@ -230,6 +247,14 @@ impl DiscoveryCheckpoint {
             drives_monitored: 0,
             drives_over_cap: 0,
             drives_returned: 0,
+        }
+    }
+
+    /// The version a save of this checkpoint must find stored.
+    pub fn version(&self) -> CheckpointVersion {
+        CheckpointVersion {
+            run_id: self.run_id.clone(),
+            seq: self.seq,
         }
     }
 }

@@ -1050,3 +1050,160 @@ mod apply {
         assert!(result.error.unwrap().contains("replaced by a newer upload"));
     }
 }
+
+/// A directory through which a rival discover invocation acts on the run checkpoint while this
+/// invocation reads a users page, as a concurrent invocation of the same connection would.
+struct Racing<'a> {
+    tenant: &'a FakeTenant,
+    state: &'a MemoryState,
+    rival: Mutex<Option<Rival<'a>>>,
+}
+
+/// What the rival does to the store, given the checkpoint it read.
+type Rival<'a> = Box<dyn FnOnce(&MemoryState, DiscoveryCheckpoint) + Send + 'a>;
+
+impl Racing<'_> {
+    async fn act(&self) {
+        let rival = self.rival.lock().unwrap().take();
+        if let Some(rival) = rival {
+            let cp = self.state.discovery_checkpoint("contoso").await.unwrap().unwrap();
+            rival(self.state, cp);
+        }
+    }
+}
+
+#[async_trait]
+impl Directory for Racing<'_> {
+    async fn users_page(&self, link: Option<&str>) -> PortResult<UsersPage> {
+        self.act().await;
+        self.tenant.users_page(link).await
+    }
+    async fn find_users(&self, selectors: &[UserSelector]) -> PortResult<Vec<Vec<DirectoryUser>>> {
+        self.tenant.find_users(selectors).await
+    }
+    async fn find_groups(&self, selectors: &[GroupSelector]) -> PortResult<Vec<Vec<DirectoryGroup>>> {
+        self.tenant.find_groups(selectors).await
+    }
+    async fn group_members_page(&self, group_id: &str, link: Option<&str>) -> PortResult<UsersPage> {
+        self.tenant.group_members_page(group_id, link).await
+    }
+}
+
+/// Runs one invocation of `run1` with `rival` acting during its first users page.
+async fn race(
+    state: &MemoryState,
+    tenant: &FakeTenant,
+    queue: &MemoryQueue,
+    rival: impl FnOnce(&MemoryState, DiscoveryCheckpoint) + Send + 'static,
+) -> DiscoverOutcome {
+    let racing = Racing {
+        tenant,
+        state,
+        rival: Mutex::new(Some(Box::new(rival))),
+    };
+    let p = DiscoverPorts {
+        state,
+        directory: &racing,
+        finder: tenant,
+        index_queue: queue,
+    };
+    discover(&p, "contoso", &Deadline::unlimited(), now, || "run-late".into())
+        .await
+        .unwrap()
+}
+
+/// Saves `cp` over the stored checkpoint the way a rival invocation's own save would.
+fn rival_save(state: &MemoryState, read: &DiscoveryCheckpoint, cp: Option<&DiscoveryCheckpoint>) {
+    let saved = ready(state.save_discovery_checkpoint("contoso", cp, Some(&read.version())));
+    assert!(saved.unwrap(), "the rival holds the current version");
+}
+
+fn ready<F: std::future::Future>(f: F) -> F::Output {
+    // MemoryState never awaits anything that pends: one poll completes it.
+    let mut f = std::pin::pin!(f);
+    let waker = std::task::Waker::noop();
+    match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the memory store pended"),
+    }
+}
+
+#[tokio::test]
+async fn an_invocation_whose_run_a_rival_advanced_stops_without_moving_it() {
+    let (state, tenant, queue) = (setup().await, FakeTenant::new(10), MemoryQueue::default());
+    let p = ports(&state, &tenant, &queue);
+    let first = discover(
+        &p,
+        "contoso",
+        &Deadline::unlimited().with_max_units(Some(1)),
+        now,
+        || "run1".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first, DiscoverOutcome::Continue { users_seen: 3 });
+
+    // While this invocation reads page 2, a redelivered one saves page 2 first.
+    let out = race(&state, &tenant, &queue, |state, cp| {
+        let advanced = DiscoveryCheckpoint {
+            seq: cp.seq + 1,
+            pages: cp.pages + 1,
+            next_link: Some("page:6".into()),
+            users_seen: 6,
+            ..cp.clone()
+        };
+        rival_save(state, &cp, Some(&advanced));
+    })
+    .await;
+    assert!(matches!(out, DiscoverOutcome::Skipped { .. }), "{out:?}");
+    let cp = state.discovery_checkpoint("contoso").await.unwrap().unwrap();
+    assert_eq!(
+        (cp.run_id.as_str(), cp.next_link.as_deref(), cp.users_seen),
+        ("run1", Some("page:6"), 6)
+    );
+
+    // The run goes on from the rival's checkpoint and ends once.
+    let DiscoverOutcome::Finished(summary) = discover(&p, "contoso", &Deadline::unlimited(), now, || "run2".into())
+        .await
+        .unwrap()
+    else {
+        panic!("not finished")
+    };
+    assert_eq!(summary.run_id, "run1");
+}
+
+#[tokio::test]
+async fn a_run_a_rival_finished_is_not_resurrected_and_sweeps_nothing() {
+    let (state, tenant, queue) = (setup().await, FakeTenant::new(10), MemoryQueue::default());
+    let p = ports(&state, &tenant, &queue);
+    let first = discover(
+        &p,
+        "contoso",
+        &Deadline::unlimited().with_max_units(Some(1)),
+        now,
+        || "run1".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first, DiscoverOutcome::Continue { users_seen: 3 });
+    let monitored: BTreeSet<String> = state.all_drives().into_iter().map(|d| d.drive_id).collect();
+    assert_eq!(monitored, BTreeSet::from(["d1".to_owned(), "d2".to_owned()]));
+
+    // While this invocation reads page 2, a rival reads the rest, closes the run and forgets it.
+    let out = race(&state, &tenant, &queue, |state, cp| {
+        rival_save(state, &cp, None);
+        ready(state.delete_run("contoso", &cp.run_id)).unwrap();
+    })
+    .await;
+    assert!(matches!(out, DiscoverOutcome::Skipped { .. }), "{out:?}");
+    assert_eq!(
+        state.discovery_checkpoint("contoso").await.unwrap(),
+        None,
+        "no run reopened"
+    );
+    assert!(
+        state.all_drives().iter().all(|d| d.state != DriveState::Unmonitored),
+        "a run missing its first page must not sweep: {:?}",
+        state.all_drives()
+    );
+}

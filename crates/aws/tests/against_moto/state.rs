@@ -6,7 +6,7 @@ use filetrail_core::model::{
     Connection, ConnectionError, ConnectionKind, ConnectionState, DirectoryUser, DiscoverySummary, DriveState,
     Endpoints, IndexProgress,
 };
-use filetrail_core::ports::{DiscoveryCheckpoint, StateStore};
+use filetrail_core::ports::{CheckpointVersion, DiscoveryCheckpoint, StateStore};
 use filetrail_core::scope::{GroupSelector, ScopeEntry, ScopeKind, UnresolvedEntry};
 
 use crate::support::{at, aws, create_state_table, drive, failure};
@@ -395,11 +395,12 @@ async fn connection_error_and_discovery_summary_are_set_and_cleared_in_place() -
 }
 
 #[tokio::test]
-async fn discovery_checkpoint_is_saved_loaded_and_closed() -> anyhow::Result<()> {
+async fn discovery_checkpoint_is_saved_loaded_and_closed_only_by_the_holder_of_its_version() -> anyhow::Result<()> {
     let store = store().await?;
     store.put_connection(&connection("contoso")?).await?;
-    let checkpoint = DiscoveryCheckpoint {
+    let mut checkpoint = DiscoveryCheckpoint {
         run_id: "run-7".into(),
+        seq: 0,
         started_at: Utc::now(),
         next_link: Some("https://graph.microsoft.com/v1.0/users?$skiptoken=X".into()),
         pages: 3,
@@ -420,15 +421,58 @@ async fn discovery_checkpoint_is_saved_loaded_and_closed() -> anyhow::Result<()>
     };
     assert_eq!(store.discovery_checkpoint("contoso").await?, None);
 
-    store.save_discovery_checkpoint("contoso", Some(&checkpoint)).await?;
-    assert_eq!(store.discovery_checkpoint("contoso").await?, Some(checkpoint));
+    // A new run: only if none is open.
+    assert!(
+        store
+            .save_discovery_checkpoint("contoso", Some(&checkpoint), None)
+            .await?
+    );
+    assert_eq!(store.discovery_checkpoint("contoso").await?, Some(checkpoint.clone()));
+    let rival = DiscoveryCheckpoint::new("run-8".into(), Utc::now(), "all".into());
+    assert!(!store.save_discovery_checkpoint("contoso", Some(&rival), None).await?);
     assert!(
         store.connection("contoso").await?.is_some(),
         "the checkpoint lives beside the connection"
     );
     assert_eq!(store.connections().await?.len(), 1);
 
-    store.save_discovery_checkpoint("contoso", None).await?;
+    // Advancing: only from the version read.
+    let read = checkpoint.version();
+    checkpoint.seq += 1;
+    checkpoint.pages += 1;
+    assert!(
+        store
+            .save_discovery_checkpoint("contoso", Some(&checkpoint), Some(&read))
+            .await?
+    );
+    let stale = DiscoveryCheckpoint {
+        pages: 99,
+        ..checkpoint.clone()
+    };
+    assert!(
+        !store
+            .save_discovery_checkpoint("contoso", Some(&stale), Some(&read))
+            .await?,
+        "an invocation holding an older version cannot move the run"
+    );
+    let other_run = CheckpointVersion {
+        run_id: "run-6".into(),
+        seq: 1,
+    };
+    assert!(
+        !store
+            .save_discovery_checkpoint("contoso", None, Some(&other_run))
+            .await?
+    );
+    assert_eq!(store.discovery_checkpoint("contoso").await?, Some(checkpoint.clone()));
+
+    // Closing: likewise.
+    assert!(!store.save_discovery_checkpoint("contoso", None, Some(&read)).await?);
+    assert!(
+        store
+            .save_discovery_checkpoint("contoso", None, Some(&checkpoint.version()))
+            .await?
+    );
     assert_eq!(store.discovery_checkpoint("contoso").await?, None);
     Ok(())
 }
