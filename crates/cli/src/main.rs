@@ -83,6 +83,9 @@ enum ScopeCommand {
         /// Seconds to wait for the result.
         #[arg(long, default_value_t = filetrail_cli::scope::DEFAULT_WAIT.as_secs())]
         wait: u64,
+        /// Upload and return at once; `filetrail scope show` prints the result later.
+        #[arg(long, conflicts_with_all = ["wait", "json"])]
+        no_wait: bool,
         /// Print the result document as JSON.
         #[arg(long)]
         json: bool,
@@ -253,6 +256,7 @@ async fn scope_command(command: ScopeCommand) -> anyhow::Result<()> {
             kind,
             all,
             wait,
+            no_wait,
             json,
         } => {
             let (kind, body) = match file {
@@ -270,16 +274,20 @@ async fn scope_command(command: ScopeCommand) -> anyhow::Result<()> {
             debug_assert!(all || kind != ScopeKind::All);
             let objects =
                 filetrail_aws::BucketObjects::new(filetrail_aws::s3_client(&aws.sdk), aws.resources.require_bucket()?);
-            let result = filetrail_cli::scope::upload(
-                &objects,
-                &state,
-                &connection,
-                kind,
-                body,
-                std::time::Duration::from_secs(wait),
-                |line| eprintln!("{line}"),
-            )
-            .await?;
+            let pending = filetrail_cli::scope::put(&objects, &state, &connection, kind, body).await?;
+            if no_wait {
+                println!(
+                    "Uploaded s3://{}/{}. apply-scope writes its result under scoping/{connection}/results/; \
+                     `filetrail scope show {connection}` prints it.",
+                    pending.bucket, pending.key
+                );
+                return Ok(());
+            }
+            eprintln!(
+                "uploaded s3://{}/{}; waiting for apply-scope",
+                pending.bucket, pending.key
+            );
+            let result = pending.result(&state, std::time::Duration::from_secs(wait)).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {
