@@ -404,3 +404,57 @@ async fn an_upload_racing_scheduled_discovery_ends_in_the_exact_scope() {
         "nothing may end in a DLQ"
     );
 }
+
+/// Over the drive cap nothing is silently dropped: the connection says how many drives are in
+/// scope, the cap, and how to narrow the scope; a narrower scope clears the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_drive_cap_the_status_names_count_and_cap_until_the_scope_fits() {
+    let stack = Stack::start(SimConfig {
+        seed: 33,
+        users: 60,
+        groups: 4,
+        files_per_drive: FilesPerDrive::Range { min: 0, max: 3 },
+        ..tenant()
+    })
+    .await
+    .unwrap();
+    let tenant = stack.sim.tenant();
+    let mut connection = stack.register(stack.sim.client_secret()).await.unwrap();
+    connection.drive_cap = 20;
+    stack.state().put_connection(&connection).await.unwrap();
+    let in_scope = tenant.users_with_drive();
+    assert!(in_scope > 20);
+
+    let runner = stack.runner(&[], |_| {}).unwrap();
+    discover(&runner).await;
+    assert_eq!(stack.monitored_drives().await.unwrap().len(), 20);
+    let st = connection_status(&stack).await;
+    let error = st.error.clone().expect("the cap is reported");
+    assert_eq!(error.code, "drive_cap_exceeded");
+    assert!(
+        error.message.contains(&format!("{in_scope} OneDrives are in scope")) && error.message.contains("cap is 20"),
+        "{error:?}"
+    );
+    assert!(error.fix.contains("filetrail scope upload contoso"), "{error:?}");
+    assert_eq!(st.last_discovery.unwrap().drives_over_cap, in_scope - 20);
+
+    // Ten users fit: the error clears and exactly their drives are monitored.
+    let ten: Vec<_> = tenant
+        .users()
+        .filter(|u| tenant.drive_of_user(u.index).is_some())
+        .skip(15)
+        .take(10)
+        .collect();
+    let csv = ten
+        .iter()
+        .fold(String::from("Email\n"), |csv, u| csv + &u.user_principal_name + "\n");
+    let result = upload(&stack, &runner, ScopeKind::Users, csv.as_bytes()).await;
+    assert!(result.accepted);
+    let expected: BTreeSet<String> = ten
+        .iter()
+        .filter_map(|u| tenant.drive_of_user(u.index))
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(stack.monitored_drives().await.unwrap(), expected);
+    assert_eq!(connection_status(&stack).await.error, None);
+}
