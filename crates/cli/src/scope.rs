@@ -2,7 +2,7 @@
 //!
 //! An upload from the CLI is the same as one from the S3 console: the CSV goes to
 //! `scoping/<connection>/<kind>.csv` in the deployment bucket, the bucket notifies apply-scope,
-//! and the CLI waits for the result apply-scope records, then prints it.
+//! and the CLI waits for the result apply-scope records ([`put`], then [`PendingUpload::result`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -57,25 +57,6 @@ pub fn detect_kind(path: &Path, bytes: &[u8]) -> anyhow::Result<ScopeKind> {
             path.display()
         ),
     }
-}
-
-/// Uploads a scope list (or the "every user" marker) and waits for apply-scope's result.
-pub async fn upload(
-    objects: &BucketObjects,
-    state: &dyn StateStore,
-    connection: &str,
-    kind: ScopeKind,
-    body: Vec<u8>,
-    wait: Duration,
-    mut progress: impl FnMut(&str),
-) -> anyhow::Result<ScopeUploadResult> {
-    let pending = put(objects, state, connection, kind, body).await?;
-    progress(&format!(
-        "uploaded s3://{}/{}; waiting for apply-scope",
-        objects.bucket(),
-        pending.key
-    ));
-    pending.result(state, wait).await
 }
 
 /// An upload S3 has accepted, whose result apply-scope has yet to record.
