@@ -1,11 +1,14 @@
 //! The filetrail domain: what a connection, a drive and an inventory row are, the rules that
-//! decide what is monitored, and the discovery and indexing use cases written against small
-//! ports. Nothing here touches the network or AWS; adapters live in `filetrail-m365` and
-//! `filetrail-aws`, and tests of the rules need no server.
+//! decide what is monitored, the discovery and indexing use cases written against small ports,
+//! and the one-pass MD5 + SHA-256 of file content ([`hash`]). Nothing here touches the network or
+//! AWS; adapters live in `filetrail-m365` and `filetrail-aws`, and tests of the rules need no
+//! server.
 
+pub mod audit;
 pub mod budget;
 pub mod discover;
 pub mod error;
+pub mod hash;
 pub mod index;
 pub mod jobs;
 pub mod memory;
