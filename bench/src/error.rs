@@ -11,6 +11,13 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    /// A `/proc` file could not be written.
+    #[error("cannot write {path}: {source}; resetting the peak RSS needs Linux 4.0 or later")]
+    ProcWrite {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A `/proc` file did not have the expected shape.
     #[error("{path}: cannot read {field}: {detail}")]
     ProcFormat {
@@ -33,6 +40,15 @@ pub enum BenchError {
     /// A delta walk failed.
     #[error("delta walk of drive {drive_id}: {detail}")]
     Delta { drive_id: String, detail: String },
+    /// The scope CSV could not be written.
+    #[error("cannot write the scope CSV: {0}")]
+    Csv(String),
+    /// A scope entry resolved to no group.
+    #[error("no group matches the scope entry {0}; the benchmark scope must list existing groups only")]
+    GroupNotFound(String),
+    /// A step on the local stack (moto) failed.
+    #[error("{step}: {detail}")]
+    Stack { step: String, detail: String },
     /// The results file could not be read or written.
     #[error("results file {path}: {detail}; fix: make it a JSON object (metric name -> number) or delete it")]
     Results { path: String, detail: String },

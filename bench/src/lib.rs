@@ -11,14 +11,37 @@
 //!   delta walks without storing anything),
 //! - peak RSS of the simulator serving a 1,000,000-user directory (vs. the same process idle).
 //!
+//! The `scope-bench` binary (`bench/run scope`) measures discovery of a groups scope (1,000
+//! groups, ~200,000 users): Graph requests (vs. a naive resolution without `$batch`), wall time
+//! and the peak RSS of the process running discovery (vs. its RSS before).
+//!
 //! This library holds the measuring pieces so they are tested on their own: reading `/proc`
-//! ([`procfs`]), running the simulator binary ([`sim_process`]), the baselines ([`baseline`]) and
-//! the report ([`report`]).
+//! ([`procfs`]), running the simulator binary ([`sim_process`]), the baselines ([`baseline`]),
+//! the scope's ground truth and request models ([`scope`]), the local stack ([`stack`]), port
+//! wrappers that time each call ([`timed`]) and the report ([`report`]).
 
 pub mod baseline;
 pub mod error;
 pub mod procfs;
 pub mod report;
+pub mod scope;
 pub mod sim_process;
+pub mod stack;
+pub mod timed;
 
 pub use error::BenchError;
+
+use std::path::{Path, PathBuf};
+
+/// The repository root (this crate lives in `bench/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Prints one step of a benchmark run to stderr, with the time of day.
+pub fn step(text: &str) {
+    eprintln!("[{}] {text}", chrono::Utc::now().format("%H:%M:%S"));
+}

@@ -3,7 +3,7 @@
 //! Sources: proc(5) — `/proc/[pid]/stat` fields 14 `utime` and 15 `stime` are in clock ticks
 //! (divide by `sysconf(_SC_CLK_TCK)`) and cover every thread of the process;
 //! `/proc/[pid]/status` `VmHWM` is the peak resident set size and `VmRSS` the current one, in kB
-//! (KiB).
+//! (KiB); writing `5` to `/proc/[pid]/clear_refs` resets `VmHWM` to `VmRSS` (Linux 4.0+).
 
 use std::sync::OnceLock;
 
@@ -117,6 +117,23 @@ pub fn peak_rss_mib(pid: Pid) -> Result<f64, BenchError> {
     Ok(status_kib(pid, "VmHWM")? as f64 / 1024.0)
 }
 
+/// Current resident set size (`VmRSS`) in MiB.
+pub fn rss_mib(pid: Pid) -> Result<f64, BenchError> {
+    Ok(status_kib(pid, "VmRSS")? as f64 / 1024.0)
+}
+
+/// What `/proc/[pid]/clear_refs` takes to reset the peak RSS (proc(5): "5 … Reset the peak
+/// resident set size ("high water mark") to the process's current resident set size value").
+const CLEAR_REFS_RESET_PEAK: &str = "5";
+
+/// Resets the peak RSS (`VmHWM`) to the current RSS, so a later [`peak_rss_mib`] is the peak
+/// since this call. Fails if `/proc/[pid]/clear_refs` cannot be written (kernels before 4.0,
+/// another user's process).
+pub fn reset_peak_rss(pid: Pid) -> Result<(), BenchError> {
+    let path = format!("{}/clear_refs", pid.dir());
+    std::fs::write(&path, CLEAR_REFS_RESET_PEAK).map_err(|source| BenchError::ProcWrite { path, source })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +158,22 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(8640));
         assert_eq!(parse_status_kib(status, "VmRSS"), Some(7000));
         assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn resetting_the_peak_brings_it_back_to_the_current_rss() {
+        let grown: Vec<u8> = vec![1; 64 << 20];
+        assert!(grown.iter().all(|b| *b == 1));
+        let before = peak_rss_mib(Pid::This).unwrap();
+        drop(grown);
+        reset_peak_rss(Pid::This).unwrap();
+        let after = peak_rss_mib(Pid::This).unwrap();
+        // 64 MiB is above glibc's largest mmap threshold (32 MiB), so freeing it returns it.
+        assert!(
+            after < before - 32.0,
+            "peak {after} MiB after the reset, {before} MiB before"
+        );
+        assert!(after >= rss_mib(Pid::This).unwrap() - 1.0);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! the CPU time read from `/proc/self/stat` is the pipeline's alone: the handlers, the AWS SDK
 //! and Graph clients, JSON, and the local runner that feeds them.
 
+use filetrail_bench::{repo_root, step};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,19 +18,15 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use clap::Parser;
 use filetrail_aws::moto::MotoServer;
 use filetrail_aws::provision::{Provisioned, provision};
-use filetrail_aws::secrets::{AppSecret, Secret, SecretsStore};
-use filetrail_aws::state::DynamoStateStore;
 use filetrail_aws::template::Template;
 use filetrail_bench::baseline::{fetch_and_parse, naive_discovery, page_all_users};
 use filetrail_bench::procfs::{self, Pid};
 use filetrail_bench::report::{Figure, Goal, median, merge_into_results, render_table};
-use filetrail_bench::sim_process::{SimProcess, SimReady, graph_requests, sim_args, stats_delta};
-use filetrail_cli::connection::{self, NewConnection};
+use filetrail_bench::sim_process::{SimProcess, graph_requests, sim_args, stats_delta};
+use filetrail_bench::stack::{dead_letters, env_of, register_connection, state_store};
 use filetrail_cli::local::runner::{Runner, RunnerEvent, RunnerOptions, ScheduleMode, StopReason};
 use filetrail_cli::pipeline::{DISCOVER_FUNCTION, INDEX_DRIVE_FUNCTION, LocalPipeline};
 use filetrail_cli::status;
-use filetrail_core::model::{ConnectionKind, Endpoints};
-use filetrail_core::ports::StateStore as _;
 use filetrail_m365::{HttpTimeouts, http_client};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use m365_sim::{FilesPerDrive, SimConfig};
@@ -106,14 +103,6 @@ struct Args {
     allow_debug: bool,
 }
 
-/// The repository root (this crate lives in `bench/`).
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
 /// What the tenant holds, from its model, without HTTP.
 struct Truth {
     users: u64,
@@ -164,10 +153,6 @@ impl Truth {
     fn drive_ids(&self) -> Vec<String> {
         self.drives.iter().map(|(id, _)| id.clone()).collect()
     }
-}
-
-fn step(text: &str) {
-    eprintln!("[{}] {text}", chrono::Utc::now().format("%H:%M:%S"));
 }
 
 fn cpu_now() -> anyhow::Result<f64> {
@@ -238,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
     step(&format!("starting {}", sim_bin.display()));
     let sim = SimProcess::spawn(&sim_bin, &sim_args(&config))?;
     let http = http_client(HttpTimeouts::default())?;
-    register(&sdk, &template, &provisioned, sim.ready()).await?;
+    register_connection(&sdk, &template, &provisioned, sim.ready(), CONNECTION).await?;
 
     let overrides = HashMap::from([(
         "FILETRAIL_CREDENTIALS_TTL_SECS".to_owned(),
@@ -621,66 +606,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn env_of(template: &Template, provisioned: &Provisioned, function: &str) -> anyhow::Result<HashMap<String, String>> {
-    let spec = template
-        .function(function)
-        .with_context(|| format!("template.yaml has no function {function}"))?;
-    Ok(provisioned.resolve_env(spec)?)
-}
-
-fn state_store(
-    sdk: &aws_config::SdkConfig,
-    template: &Template,
-    provisioned: &Provisioned,
-) -> anyhow::Result<DynamoStateStore> {
-    let env = env_of(template, provisioned, DISCOVER_FUNCTION)?;
-    let table = env
-        .get("FILETRAIL_STATE_TABLE")
-        .context("DiscoverFunction has no FILETRAIL_STATE_TABLE")?;
-    Ok(DynamoStateStore::new(aws_sdk_dynamodb::Client::new(sdk), table.clone()))
-}
-
-/// Registers the simulator's tenant as the cloud connection [`CONNECTION`], its secret in
-/// Secrets Manager, as `filetrail connection add` does.
-async fn register(
-    sdk: &aws_config::SdkConfig,
-    template: &Template,
-    provisioned: &Provisioned,
-    sim: &SimReady,
-) -> anyhow::Result<()> {
-    let env = env_of(template, provisioned, DISCOVER_FUNCTION)?;
-    let prefix = env
-        .get("FILETRAIL_SECRET_PREFIX")
-        .cloned()
-        .unwrap_or_else(|| "filetrail/".to_owned());
-    let new = NewConnection {
-        id: CONNECTION.to_owned(),
-        kind: ConnectionKind::Cloud,
-        tenant_id: sim.tenant_id.clone(),
-        client_id: sim.client_id.clone(),
-        cloud: "custom".to_owned(),
-        endpoints: Some(Endpoints {
-            login: sim.login_url(),
-            graph: sim.graph_url(),
-        }),
-        trusted_domains: vec![],
-        drive_cap: connection::DEFAULT_DRIVE_CAP,
-    };
-    let state = state_store(sdk, template, provisioned)?;
-    connection::check_unique(&state, &new).await?;
-    let secrets = SecretsStore::new(aws_sdk_secretsmanager::Client::new(sdk), prefix);
-    let secret_id = secrets
-        .put_app_secret(
-            CONNECTION,
-            &AppSecret {
-                client_secret: Secret::new(sim.client_secret.clone()),
-            },
-        )
-        .await?;
-    state.put_connection(&connection::record(&new, secret_id)).await?;
-    Ok(())
-}
-
 /// Checks that the inventory holds exactly the tenant's items: every expected row is read back by
 /// key (`BatchGetItem`, 100 keys a request) and the table's `ItemCount` equals their number, so
 /// no row is missing and none is extra (team-site items included). Returns the row count.
@@ -773,32 +698,4 @@ async fn rows_found(client: &aws_sdk_dynamodb::Client, table: &str, keys: &[(&st
         }
     }
     Ok(found)
-}
-
-/// Messages left on every dead-letter queue of the template.
-async fn dead_letters(
-    sdk: &aws_config::SdkConfig,
-    template: &Template,
-    provisioned: &Provisioned,
-) -> anyhow::Result<u64> {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let mut total = 0;
-    for id in template.queues.keys().filter(|id| id.contains("DeadLetter")) {
-        let url = provisioned
-            .queue_url(id)
-            .with_context(|| format!("queue {id} not provisioned"))?;
-        let attrs = sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await?;
-        total += attrs
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(total)
 }

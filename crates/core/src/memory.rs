@@ -3,6 +3,7 @@
 //! checkpoint saves, idempotent inserts), so a use-case test here means the same thing there.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -136,11 +137,13 @@ impl StateStore for MemoryState {
     ) -> PortResult<(Vec<String>, Option<String>)> {
         const PAGE: usize = 100;
         let drives = lock(&self.drives);
+        // Drives are keyed by id: a page starts right after the cursor, not at the first drive.
+        let from = cursor.map_or(Bound::Unbounded, Bound::Excluded);
         let ids: Vec<String> = drives
-            .values()
+            .range::<String, _>((from, Bound::Unbounded))
+            .map(|(_, d)| d)
             .filter(|d| d.connection == connection && d.state == state)
             .map(|d| d.drive_id.clone())
-            .filter(|id| cursor.as_ref().is_none_or(|c| id > c))
             .take(PAGE + 1)
             .collect();
         if ids.len() > PAGE {
@@ -189,9 +192,11 @@ impl StateStore for MemoryState {
     ) -> PortResult<(Vec<String>, Option<String>)> {
         const PAGE: usize = 100;
         let map = lock(&self.without_drive);
+        let from = cursor.map_or(Bound::Unbounded, |cur| Bound::Excluded((connection.to_owned(), cur)));
         let ids: Vec<String> = map
-            .keys()
-            .filter(|(c, id)| c == connection && cursor.as_ref().is_none_or(|cur| id > cur))
+            .range((from, Bound::Unbounded))
+            .map(|(key, _)| key)
+            .filter(|(c, _)| c == connection)
             .map(|(_, id)| id.clone())
             .take(PAGE + 1)
             .collect();
