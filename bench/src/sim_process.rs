@@ -113,6 +113,16 @@ pub fn stats_delta(after: &Stats, before: &Stats) -> Stats {
         other: d(after.other, before.other),
         unauthorized: d(after.unauthorized, before.unauthorized),
         delta_resync: d(after.delta_resync, before.delta_resync),
+        content: d(after.content, before.content),
+        content_redirects: d(after.content_redirects, before.content_redirects),
+        content_not_modified: d(after.content_not_modified, before.content_not_modified),
+        content_downloads: d(after.content_downloads, before.content_downloads),
+        content_range: d(after.content_range, before.content_range),
+        content_range_unsatisfiable: d(after.content_range_unsatisfiable, before.content_range_unsatisfiable),
+        content_expired: d(after.content_expired, before.content_expired),
+        content_with_authorization: d(after.content_with_authorization, before.content_with_authorization),
+        content_bytes: d(after.content_bytes, before.content_bytes),
+        activity: after.activity.since(&before.activity),
         faults: m365_sim::FaultStats {
             throttled_429: d(fa.throttled_429, fb.throttled_429),
             unavailable_503: d(fa.unavailable_503, fb.unavailable_503),
@@ -121,14 +131,19 @@ pub fn stats_delta(after: &Stats, before: &Stats) -> Stats {
             slowed: d(fa.slowed, fb.slowed),
             batch_inner_throttled: d(fa.batch_inner_throttled, fb.batch_inner_throttled),
             batch_inner_server_error: d(fa.batch_inner_server_error, fb.batch_inner_server_error),
+            content_throttled: d(fa.content_throttled, fb.content_throttled),
+            content_dropped: d(fa.content_dropped, fb.content_dropped),
         },
     }
 }
 
-/// Top-level Graph requests in a stats delta: every HTTP request but the token endpoint's
-/// (a `$batch` envelope counts once, retries count each time).
+/// Top-level Graph requests in a stats delta: every HTTP request but the token endpoint's and
+/// the download URLs' (a `$batch` envelope counts once, retries count each time).
 pub fn graph_requests(stats: &Stats) -> u64 {
-    stats.http_requests.saturating_sub(stats.token)
+    stats
+        .http_requests
+        .saturating_sub(stats.token)
+        .saturating_sub(stats.content_downloads)
 }
 
 /// The command-line flags that make the `m365-sim` binary serve exactly the tenant `config`
@@ -159,6 +174,14 @@ pub fn sim_args(config: &SimConfig) -> Vec<String> {
         ("--slow-rate", f.slow_rate.to_string()),
         ("--slow-ms", f.slow_ms.to_string()),
         ("--batch-inner-throttle-rate", f.batch_inner_throttle_rate.to_string()),
+        ("--content-throttle-rate", f.content_throttle_rate.to_string()),
+        ("--content-drop-rate", f.content_drop_rate.to_string()),
+        ("--content-drop-after-min", f.content_drop_after_bytes.0.to_string()),
+        ("--content-drop-after-max", f.content_drop_after_bytes.1.to_string()),
+        (
+            "--download-url-lifetime-secs",
+            config.download_url_lifetime.as_secs().to_string(),
+        ),
     ]
     .into_iter()
     .flat_map(|(flag, value)| [flag.to_owned(), value])

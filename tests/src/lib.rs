@@ -21,7 +21,8 @@ use filetrail_aws::state::DynamoStateStore;
 use filetrail_aws::template::Template;
 use filetrail_cli::connection::{self, NewConnection};
 use filetrail_cli::local::runner::{RunReport, Runner, RunnerOptions, ScheduleMode};
-use filetrail_cli::pipeline::{APPLY_SCOPE_FUNCTION, DISCOVER_FUNCTION, local_functions};
+use filetrail_cli::pipeline::{APPLY_SCOPE_FUNCTION, DISCOVER_FUNCTION, INGEST_ACTIVITY_FUNCTION, local_functions};
+use filetrail_core::events::EventRecord;
 use filetrail_core::model::{Connection, ConnectionKind, DriveState, Endpoints};
 use filetrail_core::ports::StateStore;
 use m365_sim::{SimConfig, SimHandle};
@@ -180,7 +181,8 @@ impl Stack {
         Ok(queue.enqueue_index(&[job]).await?)
     }
 
-    /// Every inventory row in the table (a scan: the test checks there is nothing extra).
+    /// Every inventory row in the table (a scan: the test checks there is nothing extra), hash
+    /// siblings left out.
     pub async fn inventory(&self) -> anyhow::Result<Vec<Item>> {
         let table = self.env_of("IndexDriveFunction")["FILETRAIL_INVENTORY_TABLE"].clone();
         let client = aws_sdk_dynamodb::Client::new(&self.sdk);
@@ -195,6 +197,10 @@ impl Stack {
                 .await?;
             for row in page.items() {
                 let s = |k: &str| row.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                // Hash outcomes are sibling items (`~hash#{item_id}`), not inventory rows.
+                if s("item_id").starts_with(filetrail_aws::inventory::HASH_PREFIX) {
+                    continue;
+                }
                 let n = |k: &str| {
                     row.get(k)
                         .and_then(|v| v.as_n().ok())
@@ -246,6 +252,57 @@ impl Stack {
     pub async fn monitored_drives(&self) -> anyhow::Result<BTreeSet<String>> {
         self.drives_in(&[DriveState::Pending, DriveState::Indexing, DriveState::Indexed])
             .await
+    }
+
+    /// The events table, as the functions that write it see it.
+    pub fn event_store(&self) -> filetrail_aws::events::DynamoEventStore {
+        let table = self.env_of(INGEST_ACTIVITY_FUNCTION)["FILETRAIL_EVENTS_TABLE"].clone();
+        filetrail_aws::events::DynamoEventStore::new(aws_sdk_dynamodb::Client::new(&self.sdk), table)
+    }
+
+    /// Every event in the table (a scan: the test checks there is nothing extra), by key.
+    pub async fn events(&self) -> anyhow::Result<BTreeMap<String, EventRecord>> {
+        let store = self.event_store();
+        let client = aws_sdk_dynamodb::Client::new(&self.sdk);
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let page = client
+                .scan()
+                .table_name(store.table_name())
+                .projection_expression("event_key")
+                .set_exclusive_start_key(start)
+                .send()
+                .await?;
+            keys.extend(
+                page.items()
+                    .iter()
+                    .filter_map(|row| row.get("event_key").and_then(|v| v.as_s().ok()).cloned()),
+            );
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        let mut events = BTreeMap::new();
+        for chunk in keys.chunks(100) {
+            for event in store.events_by_key(chunk).await? {
+                events.insert(event.key(), event);
+            }
+        }
+        anyhow::ensure!(
+            events.len() == keys.len(),
+            "{} keys, {} events read",
+            keys.len(),
+            events.len()
+        );
+        Ok(events)
+    }
+
+    /// The inventory table, as the functions that write it see it.
+    pub fn inventory_store(&self) -> filetrail_aws::inventory::DynamoInventoryStore {
+        let table = self.env_of("IndexDriveFunction")["FILETRAIL_INVENTORY_TABLE"].clone();
+        filetrail_aws::inventory::DynamoInventoryStore::new(aws_sdk_dynamodb::Client::new(&self.sdk), table)
     }
 
     /// Messages left on each dead-letter queue.

@@ -15,7 +15,13 @@ pub const INVENTORY_TABLE_VAR: &str = "FILETRAIL_INVENTORY_TABLE";
 pub const DISCOVER_QUEUE_URL_VAR: &str = "FILETRAIL_DISCOVER_QUEUE_URL";
 /// URL of the SQS queue the index-drive function consumes.
 pub const INDEX_QUEUE_URL_VAR: &str = "FILETRAIL_INDEX_QUEUE_URL";
-/// Name of the S3 bucket (scoping uploads, exports).
+/// Name of the DynamoDB events table.
+pub const EVENTS_TABLE_VAR: &str = "FILETRAIL_EVENTS_TABLE";
+/// URL of the SQS queue of audit content blobs (ingest-activity consumes it).
+pub const ACTIVITY_QUEUE_URL_VAR: &str = "FILETRAIL_ACTIVITY_QUEUE_URL";
+/// URL of the SQS queue of files to hash (hash-file consumes it).
+pub const HASH_QUEUE_URL_VAR: &str = "FILETRAIL_HASH_QUEUE_URL";
+/// Name of the S3 bucket (scoping uploads, quarantined audit records, exports).
 pub const BUCKET_VAR: &str = "FILETRAIL_BUCKET";
 /// Prefix of the Secrets Manager names filetrail creates.
 pub const SECRET_PREFIX_VAR: &str = "FILETRAIL_SECRET_PREFIX";
@@ -46,6 +52,9 @@ pub enum Resource {
     DiscoverQueue,
     IndexQueue,
     Bucket,
+    EventsTable,
+    ActivityQueue,
+    HashQueue,
 }
 
 impl Resource {
@@ -57,6 +66,9 @@ impl Resource {
             Self::DiscoverQueue => DISCOVER_QUEUE_URL_VAR,
             Self::IndexQueue => INDEX_QUEUE_URL_VAR,
             Self::Bucket => BUCKET_VAR,
+            Self::EventsTable => EVENTS_TABLE_VAR,
+            Self::ActivityQueue => ACTIVITY_QUEUE_URL_VAR,
+            Self::HashQueue => HASH_QUEUE_URL_VAR,
         }
     }
 
@@ -67,6 +79,9 @@ impl Resource {
             Self::DiscoverQueue => "the URL of the discover SQS queue",
             Self::IndexQueue => "the URL of the index SQS queue",
             Self::Bucket => "the name of the filetrail S3 bucket",
+            Self::EventsTable => "the name of the events DynamoDB table",
+            Self::ActivityQueue => "the URL of the activity (content blobs) SQS queue",
+            Self::HashQueue => "the URL of the hash SQS queue",
         }
     }
 }
@@ -80,6 +95,9 @@ pub struct AwsResources {
     pub discover_queue_url: Option<String>,
     pub index_queue_url: Option<String>,
     pub bucket: Option<String>,
+    pub events_table: Option<String>,
+    pub activity_queue_url: Option<String>,
+    pub hash_queue_url: Option<String>,
     /// Always set: [`DEFAULT_SECRET_PREFIX`] unless overridden.
     pub secret_prefix: String,
 }
@@ -134,6 +152,9 @@ impl AwsResources {
             discover_queue_url: queue(DISCOVER_QUEUE_URL_VAR)?,
             index_queue_url: queue(INDEX_QUEUE_URL_VAR)?,
             bucket: read(BUCKET_VAR)?,
+            events_table: read(EVENTS_TABLE_VAR)?,
+            activity_queue_url: queue(ACTIVITY_QUEUE_URL_VAR)?,
+            hash_queue_url: queue(HASH_QUEUE_URL_VAR)?,
             secret_prefix,
         })
     }
@@ -151,6 +172,9 @@ impl AwsResources {
             Resource::DiscoverQueue => &self.discover_queue_url,
             Resource::IndexQueue => &self.index_queue_url,
             Resource::Bucket => &self.bucket,
+            Resource::EventsTable => &self.events_table,
+            Resource::ActivityQueue => &self.activity_queue_url,
+            Resource::HashQueue => &self.hash_queue_url,
         };
         value.as_deref().ok_or(ConfigError::Missing {
             var: resource.var(),
@@ -176,6 +200,18 @@ impl AwsResources {
 
     pub fn require_bucket(&self) -> Result<&str, ConfigError> {
         self.get(Resource::Bucket)
+    }
+
+    pub fn require_events_table(&self) -> Result<&str, ConfigError> {
+        self.get(Resource::EventsTable)
+    }
+
+    pub fn require_activity_queue_url(&self) -> Result<&str, ConfigError> {
+        self.get(Resource::ActivityQueue)
+    }
+
+    pub fn require_hash_queue_url(&self) -> Result<&str, ConfigError> {
+        self.get(Resource::HashQueue)
     }
 }
 
@@ -204,6 +240,9 @@ mod tests {
                 "https://sqs.us-east-1.amazonaws.com/123456789012/index",
             ),
             (BUCKET_VAR, "ft-bucket"),
+            (EVENTS_TABLE_VAR, "ft-events"),
+            (ACTIVITY_QUEUE_URL_VAR, "http://127.0.0.1:5000/123456789012/activity"),
+            (HASH_QUEUE_URL_VAR, "http://127.0.0.1:5000/123456789012/hash"),
         ]))
         .unwrap();
         assert_eq!(r.require_state_table(), Ok("ft-state"));
@@ -211,6 +250,8 @@ mod tests {
         assert_eq!(r.require_bucket(), Ok("ft-bucket"));
         assert_eq!(r.secret_prefix, "filetrail/");
         assert!(r.require(&[Resource::DiscoverQueue, Resource::IndexQueue]).is_ok());
+        assert_eq!(r.require_events_table(), Ok("ft-events"));
+        assert!(r.require(&[Resource::ActivityQueue, Resource::HashQueue]).is_ok());
     }
 
     #[test]

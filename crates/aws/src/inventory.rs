@@ -1,14 +1,26 @@
 //! [`InventoryStore`] over the DynamoDB inventory table: one item per drive item, keyed by
 //! `drive_id` (partition) and `item_id` (sort), every [`InventoryRow`] field a top-level
 //! attribute (timestamps as RFC 3339 UTC strings, `created_by`/`modified_by` as maps).
+//!
+//! [`InventoryHashes`]: an item's hash outcome is a sibling item in the drive's partition with
+//! sort key `~hash#{item_id}` ([`HASH_PREFIX`]) and the attributes `md5`, `sha256`,
+//! `hash_ctag`, `hashed_size`, `modified_at`, `hashed_at` (hashed) or `hash_unavailable` (why
+//! there is no digest). index-drive replaces whole rows with BatchWriteItem, so a hash kept on
+//! the row would be erased by the next index round; apart, neither write overwrites the other
+//! whatever their order. `~` sorts after every character of a Graph item id, so the rows of a
+//! drive are exactly its sort keys below [`SIBLING_BOUND`]: every query of a drive's rows here
+//! has the key condition `item_id < "~"` and never reads a sibling. Deleting rows deletes their
+//! siblings too.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use chrono::Utc;
+use filetrail_core::events::{FileHashes, HashOutcome};
 use filetrail_core::model::{InventoryRow, UserRef};
-use filetrail_core::ports::{InventoryStore, PortResult};
+use filetrail_core::ports::{InventoryHashes, InventoryStore, PortResult};
 
 use crate::config::INVENTORY_TABLE_VAR;
 use crate::dynamo::{Fields, Item, RequestCounts, Table, n, projection_of, put_opt, s, ts};
@@ -18,6 +30,19 @@ use crate::error::AwsError;
 pub const DRIVE_ID: &str = "drive_id";
 /// Sort key attribute of the inventory table.
 pub const ITEM_ID: &str = "item_id";
+/// Sort key prefix of an item's hash sibling: `~hash#{item_id}`.
+pub const HASH_PREFIX: &str = "~hash#";
+/// Row sort keys are below this bound, hash siblings at or above it.
+pub const SIBLING_BOUND: &str = "~";
+
+/// An inventory row with the hash outcome recorded for its item merged in: `md5`/`sha256` set
+/// and `hash_unavailable` cleared when hashed, `hash_unavailable` set to the reason otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowWithHash {
+    pub row: InventoryRow,
+    /// The outcome as recorded (with the cTag and size hashed), `None` when never recorded.
+    pub hash: Option<HashOutcome>,
+}
 
 /// The DynamoDB inventory table behind [`InventoryStore`].
 #[derive(Debug)]
@@ -69,17 +94,50 @@ impl DynamoInventoryStore {
     }
 
     /// Up to `limit` rows of one drive in item id order, starting after `after` (an item id from a
-    /// previous call). A Query on the drive's partition, never a scan.
+    /// previous call), with the hashes recorded for their files merged in. A Query on the
+    /// drive's rows (never a scan, never the hash siblings), then one BatchGetItem of the
+    /// page's siblings.
     pub async fn list(&self, drive_id: &str, after: Option<&str>, limit: i32) -> PortResult<Vec<InventoryRow>> {
+        let rows = self.list_rows(drive_id, after, limit).await?;
+        self.merge_hashes(drive_id, rows).await
+    }
+
+    /// One row merged with its hash outcome (see [`RowWithHash`]), `None` when the item has no
+    /// row: one BatchGetItem of the row and its sibling (strongly consistent).
+    pub async fn row_with_hash(&self, drive_id: &str, item_id: &str) -> PortResult<Option<RowWithHash>> {
+        let items = self
+            .table
+            .batch_get(vec![row_key(drive_id, item_id), hash_key(drive_id, item_id)], None)
+            .await?;
+        let mut row = None;
+        let mut hash = None;
+        for item in &items {
+            let f = self.table.fields(item, row_label(item));
+            if f.s(ITEM_ID)?.starts_with(HASH_PREFIX) {
+                hash = Some(self.decode_hash(item)?);
+            } else {
+                row = Some(self.decode_row(item)?);
+            }
+        }
+        Ok(row.map(|row| RowWithHash {
+            row: merged(row, hash.as_ref()),
+            hash,
+        }))
+    }
+
+    /// The rows of one page, siblings excluded by the key condition.
+    async fn list_rows(&self, drive_id: &str, after: Option<&str>, limit: i32) -> PortResult<Vec<InventoryRow>> {
         self.table.counts.read();
         let out = self
             .table
             .client
             .query()
             .table_name(&self.table.name)
-            .key_condition_expression("#d = :d")
+            .key_condition_expression("#d = :d AND #i < :sibling")
             .expression_attribute_names("#d", DRIVE_ID)
+            .expression_attribute_names("#i", ITEM_ID)
             .expression_attribute_values(":d", s(drive_id))
+            .expression_attribute_values(":sibling", s(SIBLING_BOUND))
             .set_exclusive_start_key(after.map(|a| row_key(drive_id, a)))
             .limit(limit.max(1))
             .send()
@@ -90,6 +148,61 @@ impl DynamoInventoryStore {
             .iter()
             .map(|i| self.decode_row(i))
             .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// `rows` with the hash outcomes recorded for their files (one BatchGetItem per 100 files).
+    async fn merge_hashes(&self, drive_id: &str, rows: Vec<InventoryRow>) -> PortResult<Vec<InventoryRow>> {
+        let files: Vec<String> = rows
+            .iter()
+            .filter(|r| !r.is_folder)
+            .map(|r| r.item_id.clone())
+            .collect();
+        let outcomes = self.hash_outcomes(drive_id, &files).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let outcome = outcomes.get(&r.item_id);
+                merged(r, outcome)
+            })
+            .collect())
+    }
+
+    /// The outcomes recorded for `item_ids`, by item id (BatchGetItem of the siblings).
+    async fn hash_outcomes(&self, drive_id: &str, item_ids: &[String]) -> PortResult<HashMap<String, HashOutcome>> {
+        let mut seen = HashSet::new();
+        let keys: Vec<Item> = item_ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .map(|id| hash_key(drive_id, id))
+            .collect();
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let items = self.table.batch_get(keys, None).await?;
+        let mut outcomes = HashMap::with_capacity(items.len());
+        for item in &items {
+            let f = self.table.fields(item, row_label(item));
+            let sk = f.s(ITEM_ID)?;
+            if let Some(id) = sk.strip_prefix(HASH_PREFIX) {
+                outcomes.insert(id.to_owned(), self.decode_hash(item)?);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn decode_hash(&self, item: &Item) -> Result<HashOutcome, AwsError> {
+        let f = self.table.fields(item, row_label(item));
+        if let Some(reason) = f.opt_s("hash_unavailable")? {
+            return Ok(HashOutcome::Unavailable { reason });
+        }
+        Ok(HashOutcome::Hashed(FileHashes {
+            md5: f.s("md5")?,
+            sha256: f.s("sha256")?,
+            ctag: f.s("hash_ctag")?,
+            size: f.n("hashed_size")?,
+            modified_at: f.opt_time("modified_at")?,
+            hashed_at: f.time("hashed_at")?,
+        }))
     }
 
     fn decode_row(&self, item: &Item) -> Result<InventoryRow, AwsError> {
@@ -136,6 +249,50 @@ impl DynamoInventoryStore {
 
 fn row_key(drive_id: &str, item_id: &str) -> Item {
     HashMap::from([(DRIVE_ID.to_owned(), s(drive_id)), (ITEM_ID.to_owned(), s(item_id))])
+}
+
+/// The key of an item's hash sibling.
+fn hash_key(drive_id: &str, item_id: &str) -> Item {
+    row_key(drive_id, &format!("{HASH_PREFIX}{item_id}"))
+}
+
+/// The sibling item recording `outcome` for an item.
+fn hash_item(connection: &str, drive_id: &str, item_id: &str, outcome: &HashOutcome) -> Item {
+    let mut item = hash_key(drive_id, item_id);
+    item.insert("connection".into(), s(connection));
+    item.insert("recorded_at".into(), ts(&Utc::now()));
+    match outcome {
+        HashOutcome::Hashed(h) => {
+            item.insert("md5".into(), s(h.md5.to_lowercase()));
+            item.insert("sha256".into(), s(h.sha256.to_lowercase()));
+            item.insert("hash_ctag".into(), s(&h.ctag));
+            item.insert("hashed_size".into(), n(h.size));
+            put_opt(&mut item, "modified_at", h.modified_at.as_ref().map(ts));
+            item.insert("hashed_at".into(), ts(&h.hashed_at));
+        }
+        HashOutcome::Unavailable { reason } => {
+            item.insert("hash_unavailable".into(), s(reason));
+        }
+    }
+    item
+}
+
+/// `row` with `outcome` merged into its hash fields (unchanged when there is none).
+fn merged(mut row: InventoryRow, outcome: Option<&HashOutcome>) -> InventoryRow {
+    match outcome {
+        Some(HashOutcome::Hashed(h)) => {
+            row.md5 = Some(h.md5.clone());
+            row.sha256 = Some(h.sha256.clone());
+            row.hash_unavailable = None;
+        }
+        Some(HashOutcome::Unavailable { reason }) => {
+            row.md5 = None;
+            row.sha256 = None;
+            row.hash_unavailable = Some(reason.clone());
+        }
+        None => {}
+    }
+    row
 }
 
 fn row_label(item: &Item) -> String {
@@ -212,11 +369,16 @@ impl InventoryStore for DynamoInventoryStore {
         Ok(self.table.batch_write(requests).await?)
     }
 
-    /// BatchWriteItem deletes, 25 per call.
+    /// BatchWriteItem deletes of the rows and their hash siblings, 25 per call.
     async fn delete_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<()> {
         let unique: HashSet<&str> = item_ids.iter().map(String::as_str).collect();
         Ok(self
-            .delete_keys(unique.into_iter().map(|id| row_key(drive_id, id)).collect())
+            .delete_keys(
+                unique
+                    .into_iter()
+                    .flat_map(|id| [row_key(drive_id, id), hash_key(drive_id, id)])
+                    .collect(),
+            )
             .await?)
     }
 
@@ -241,9 +403,10 @@ impl InventoryStore for DynamoInventoryStore {
             .collect())
     }
 
-    /// Queries the drive's partition page by page (projecting `item_id`, filtering on
-    /// `generation < generation`) and batch-deletes each page's rows before reading the next,
-    /// so memory stays bounded. Returns the number of rows deleted. Safe to repeat.
+    /// Queries the drive's rows page by page (projecting `item_id`, filtering on
+    /// `generation < generation`; hash siblings are outside the key condition) and
+    /// batch-deletes each page's rows and their siblings before reading the next, so memory
+    /// stays bounded. Returns the number of rows deleted. Safe to repeat.
     async fn delete_older_than(&self, drive_id: &str, generation: u64) -> PortResult<u64> {
         let (projection, mut names) = projection_of(&[ITEM_ID]);
         names.insert("#d".into(), DRIVE_ID.into());
@@ -257,28 +420,28 @@ impl InventoryStore for DynamoInventoryStore {
                 .client
                 .query()
                 .table_name(&self.table.name)
-                .key_condition_expression("#d = :d")
+                .key_condition_expression("#d = :d AND #item_id < :sibling")
                 .filter_expression("#g < :g")
                 .projection_expression(&projection)
                 .set_expression_attribute_names(Some(names.clone()))
                 .expression_attribute_values(":d", s(drive_id))
+                .expression_attribute_values(":sibling", s(SIBLING_BOUND))
                 .expression_attribute_values(":g", n(generation))
                 .set_exclusive_start_key(start)
                 .consistent_read(true)
                 .send()
                 .await
                 .map_err(|e| self.table.err("Query", e))?;
-            let keys = out
+            let ids = out
                 .items()
                 .iter()
-                .map(|i| {
-                    self.table
-                        .fields(i, row_label(i))
-                        .s(ITEM_ID)
-                        .map(|id| row_key(drive_id, &id))
-                })
+                .map(|i| self.table.fields(i, row_label(i)).s(ITEM_ID))
                 .collect::<Result<Vec<_>, _>>()?;
-            deleted += keys.len() as u64;
+            deleted += ids.len() as u64;
+            let keys = ids
+                .iter()
+                .flat_map(|id| [row_key(drive_id, id), hash_key(drive_id, id)])
+                .collect();
             self.delete_keys(keys).await?;
             start = out.last_evaluated_key;
             if start.is_none() {
@@ -288,11 +451,83 @@ impl InventoryStore for DynamoInventoryStore {
     }
 }
 
+#[async_trait]
+impl InventoryHashes for DynamoInventoryStore {
+    /// One BatchGetItem (100 keys per call, strongly consistent) of the rows and their hash
+    /// siblings: items hashed and still in the inventory, in the order of `item_ids`.
+    async fn file_hashes(&self, drive_id: &str, item_ids: &[String]) -> PortResult<Vec<(String, FileHashes)>> {
+        let mut seen = HashSet::new();
+        let keys: Vec<Item> = item_ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .flat_map(|id| [row_key(drive_id, id), hash_key(drive_id, id)])
+            .collect();
+        let items = self
+            .table
+            .batch_get(
+                keys,
+                Some(&[
+                    ITEM_ID,
+                    "md5",
+                    "sha256",
+                    "hash_ctag",
+                    "hashed_size",
+                    "modified_at",
+                    "hashed_at",
+                    "hash_unavailable",
+                ]),
+            )
+            .await?;
+        let mut rows = HashSet::new();
+        let mut hashes = HashMap::new();
+        for item in &items {
+            let sk = self.table.fields(item, row_label(item)).s(ITEM_ID)?;
+            match sk.strip_prefix(HASH_PREFIX) {
+                Some(id) => {
+                    if let HashOutcome::Hashed(h) = self.decode_hash(item)? {
+                        hashes.insert(id.to_owned(), h);
+                    }
+                }
+                None => {
+                    rows.insert(sk);
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        Ok(item_ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()) && rows.contains(id.as_str()))
+            .filter_map(|id| hashes.remove(id).map(|h| (id.clone(), h)))
+            .collect())
+    }
+
+    /// One PutItem of the item's sibling, replacing the outcome recorded before (last writer
+    /// wins). Never touches the row, so an index round and a hash recorded in either order keep
+    /// both.
+    async fn set_file_hash(
+        &self,
+        connection: &str,
+        drive_id: &str,
+        item_id: &str,
+        outcome: &HashOutcome,
+    ) -> PortResult<()> {
+        self.table.counts.wrote();
+        self.table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(hash_item(connection, drive_id, item_id, outcome)))
+            .send()
+            .await
+            .map_err(|e| self.table.err("PutItem", e))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use chrono::Utc;
 
     #[test]
     fn absent_optional_fields_are_absent_attributes() {

@@ -1,10 +1,14 @@
-//! The deployment bucket: scope uploads and their result documents ([`ScopeObjects`]), and the
-//! few object calls the CLI makes.
+//! The deployment bucket: scope uploads and their result documents ([`ScopeObjects`]), audit
+//! records kept aside by ingestion ([`QuarantineStore`]), and the few object calls the CLI makes.
+//! Objects are encrypted by the bucket's default encryption (template.yaml `BucketEncryption`).
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use filetrail_core::ports::{PortResult, ScopeObjects, UploadRead};
+use chrono::{DateTime, Utc};
+use filetrail_core::audit::{Quarantine, QuarantineReason};
+use filetrail_core::ports::{PortResult, QuarantineStore, ScopeObjects, UploadRead};
+use serde::{Deserialize, Serialize};
 
 use crate::config::BUCKET_VAR;
 use crate::error::{AwsError, Target, from_sdk};
@@ -16,6 +20,59 @@ pub fn s3_client(sdk: &aws_config::SdkConfig) -> Client {
         .force_path_style(sdk.endpoint_url().is_some())
         .build();
     Client::from_conf(config)
+}
+
+/// Where quarantined audit records go in the bucket.
+pub const QUARANTINE_PREFIX: &str = "quarantine/";
+
+/// The key of one blob's quarantine document: `quarantine/{connection}/{content_id}.json`. One
+/// per blob, so a redelivered blob overwrites its document instead of adding another.
+pub fn quarantine_key(connection: &str, content_id: &str) -> String {
+    format!("{QUARANTINE_PREFIX}{connection}/{content_id}.json")
+}
+
+/// The quarantine document of one content blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineDocument {
+    pub connection: String,
+    pub content_id: String,
+    pub written_at: DateTime<Utc>,
+    pub records: Vec<QuarantinedRecord>,
+}
+
+/// One record kept aside, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedRecord {
+    /// The record's `Id`, when it has a usable one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
+    /// `{"kind": "malformed", "field": …, "detail": …}` or
+    /// `{"kind": "unknown_operation", "operation": …}`.
+    pub reason: QuarantineReason,
+    /// The reason in words.
+    pub message: String,
+    /// The record as received (possibly truncated by ingestion), for replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+}
+
+impl QuarantineDocument {
+    pub fn new(connection: &str, content_id: &str, records: &[Quarantine], written_at: DateTime<Utc>) -> Self {
+        Self {
+            connection: connection.to_owned(),
+            content_id: content_id.to_owned(),
+            written_at,
+            records: records
+                .iter()
+                .map(|q| QuarantinedRecord {
+                    record_id: q.record_id.clone(),
+                    message: q.reason.to_string(),
+                    reason: q.reason.clone(),
+                    raw: q.raw.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One bucket, named by `FILETRAIL_BUCKET`.
@@ -115,6 +172,22 @@ impl ScopeObjects for BucketObjects {
 
     async fn write_result(&self, key: &str, body: &[u8]) -> PortResult<()> {
         self.put(key, body.to_vec(), "application/json").await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl QuarantineStore for BucketObjects {
+    /// One PutObject of a [`QuarantineDocument`] at [`quarantine_key`], replacing the blob's
+    /// earlier document.
+    async fn put_quarantined(&self, connection: &str, content_id: &str, records: &[Quarantine]) -> PortResult<()> {
+        let document = QuarantineDocument::new(connection, content_id, records, Utc::now());
+        let body = serde_json::to_vec_pretty(&document).map_err(|e| AwsError::Encode {
+            what: "quarantine document",
+            detail: e.to_string(),
+        })?;
+        self.put(&quarantine_key(connection, content_id), body, "application/json")
+            .await?;
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! [`IndexQueue`] and [`DiscoverQueue`] over SQS standard queues: jobs are JSON bodies of the
-//! core job types, sent with SendMessageBatch.
+//! [`IndexQueue`], [`DiscoverQueue`], [`BlobQueue`] and [`HashQueue`] over SQS standard queues:
+//! jobs are JSON bodies of the core job types, sent with SendMessageBatch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -7,11 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use filetrail_core::jobs::{DiscoverJob, IndexJob};
-use filetrail_core::ports::{DiscoverQueue, IndexQueue, PortResult};
+use filetrail_core::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
+use filetrail_core::ports::{BlobQueue, DiscoverQueue, HashQueue, IndexQueue, PortResult};
 use serde::Serialize;
 
-use crate::config::{DISCOVER_QUEUE_URL_VAR, INDEX_QUEUE_URL_VAR};
+use crate::config::{ACTIVITY_QUEUE_URL_VAR, DISCOVER_QUEUE_URL_VAR, HASH_QUEUE_URL_VAR, INDEX_QUEUE_URL_VAR};
 use crate::error::{AwsError, Rejection, Target, from_sdk};
 
 /// SendMessageBatch takes at most 10 entries (Amazon SQS API Reference, SendMessageBatch:
@@ -36,8 +36,8 @@ pub struct SqsQueue {
 }
 
 impl SqsQueue {
-    /// A queue by URL (`FILETRAIL_INDEX_QUEUE_URL` or `FILETRAIL_DISCOVER_QUEUE_URL`). Makes no
-    /// request.
+    /// A queue by URL (`FILETRAIL_INDEX_QUEUE_URL`, `FILETRAIL_DISCOVER_QUEUE_URL`,
+    /// `FILETRAIL_ACTIVITY_QUEUE_URL` or `FILETRAIL_HASH_QUEUE_URL`). Makes no request.
     pub fn new(client: Client, url: impl Into<String>) -> Self {
         Self {
             client,
@@ -198,6 +198,23 @@ impl IndexQueue for SqsQueue {
 impl DiscoverQueue for SqsQueue {
     async fn enqueue_discover(&self, jobs: &[DiscoverJob]) -> PortResult<()> {
         Ok(self.send_jobs(jobs, DISCOVER_QUEUE_URL_VAR).await?)
+    }
+}
+
+/// One message per content blob on the activity queue.
+#[async_trait]
+impl BlobQueue for SqsQueue {
+    async fn enqueue_blobs(&self, jobs: &[BlobJob]) -> PortResult<()> {
+        Ok(self.send_jobs(jobs, ACTIVITY_QUEUE_URL_VAR).await?)
+    }
+}
+
+/// One message per file on the hash queue. A continuation carries the digests' state, a few
+/// hundred bytes, far below the message limit.
+#[async_trait]
+impl HashQueue for SqsQueue {
+    async fn enqueue_hashes(&self, jobs: &[HashJob]) -> PortResult<()> {
+        Ok(self.send_jobs(jobs, HASH_QUEUE_URL_VAR).await?)
     }
 }
 

@@ -1,20 +1,34 @@
 //! [`StateStore`] over the DynamoDB state table: connections, drives, users without a OneDrive
-//! and discovery checkpoints, in one table with one overloaded GSI.
+//! and discovery checkpoints, in one table with one overloaded GSI; and [`ActivityState`]
+//! (audit feed checkpoints, content blobs enqueued and ingested, drives by personal site) in
+//! [`activity`].
+//!
+//! [`ActivityState`]: filetrail_core::ports::ActivityState
 //!
 //! Layout (template.yaml provisions exactly this):
 //!
-//! | record | `pk` | `sk` | `gsi1pk` | `gsi1sk` |
-//! |---|---|---|---|---|
-//! | connection | `CONN#{id}` | `META` | `CONNECTIONS` | `{id}` |
-//! | drive | `DRIVE#{drive_id}` | `META` | `CONN#{connection}#DRIVE#{state}` | `{drive_id}` |
-//! | user without OneDrive | `NODRIVE#{connection}#{user_id}` | `META` | `CONN#{connection}#NODRIVE` | `{user_id}` |
-//! | discovery checkpoint | `CONN#{id}` | `DISCOVERY` | – | – |
-//! | scope in force | `CONN#{id}` | `SCOPE` | – | – |
-//! | latest scope upload result | `CONN#{id}` | `SCOPE#UPLOAD` | – | – |
-//! | what a discovery run saw on a page | `CONN#{id}` | `RUN#{run_id}#{page:010}` | – | – |
+//! | record | `pk` | `sk` | `gsi1pk` | `gsi1sk` | `gsi2pk` |
+//! |---|---|---|---|---|---|
+//! | connection | `CONN#{id}` | `META` | `CONNECTIONS` | `{id}` | – |
+//! | drive | `DRIVE#{drive_id}` | `META` | `CONN#{connection}#DRIVE#{state}` | `{drive_id}` | `SITE#{connection}#{site_key}` (drives with a personal site web URL) |
+//! | user without OneDrive | `NODRIVE#{connection}#{user_id}` | `META` | `CONN#{connection}#NODRIVE` | `{user_id}` | – |
+//! | discovery checkpoint | `CONN#{id}` | `DISCOVERY` | – | – | – |
+//! | scope in force | `CONN#{id}` | `SCOPE` | – | – | – |
+//! | latest scope upload result | `CONN#{id}` | `SCOPE#UPLOAD` | – | – | – |
+//! | what a discovery run saw on a page | `CONN#{id}` | `RUN#{run_id}#{page:010}` | – | – | – |
+//! | audit feed checkpoint of a content type | `CONN#{id}` | `ACTIVITY#{content_type}` | – | – | – |
+//! | content blob enqueued | `CONN#{id}` | `BLOB#{content_id}` | – | – | – |
+//! | what ingesting a content blob produced | `CONN#{id}` | `INGESTED#{content_id}` | – | – | – |
 //!
 //! Run pages carry `expires_at` (the table's TTL attribute): a run is deleted when it finishes,
-//! and an abandoned one expires after [`RUN_PAGE_TTL_DAYS`] days.
+//! and an abandoned one expires after [`RUN_PAGE_TTL_DAYS`] days. Blob markers expire at the
+//! `keep_until` poll gives (past the feed's retention), ingest records after
+//! [`activity::INGESTED_TTL_DAYS`] days.
+//!
+//! `gsi2` (keys only) finds drives by the personal site key of their web URL
+//! (`alice_contoso_com`, [`filetrail_core::audit::location::personal_site_key`] of the
+//! percent-decoded URL): audit records name the site, not the drive. A drive recorded before
+//! `gsi2pk` existed is not found there until it is inserted again.
 //!
 //! `gsi1` projects the keys plus `owner_upn` and `state`. A connection is stored as a JSON `doc`
 //! with `last_error` and `last_discovery` as separate JSON attributes, so status updates are a
@@ -40,6 +54,10 @@ use crate::config::STATE_TABLE_VAR;
 use crate::dynamo::{Item, RequestCounts, Table, Update, decode_cursor, encode_cursor, json, key, n, put_opt, s, ts};
 use crate::error::AwsError;
 
+pub mod activity;
+
+pub use activity::BlobTotals;
+
 /// Partition key attribute of the state table.
 pub const PK: &str = "pk";
 /// Sort key attribute of the state table.
@@ -52,6 +70,10 @@ pub const GSI1_PK: &str = "gsi1pk";
 pub const GSI1_SK: &str = "gsi1sk";
 /// Non-key attributes [`GSI1`] projects (projection type INCLUDE).
 pub const GSI1_INCLUDED: [&str; 2] = ["owner_upn", "state"];
+/// Drives by personal site key (projection KEYS_ONLY, no sort key).
+pub const GSI2: &str = "gsi2";
+/// Partition key attribute of [`GSI2`].
+pub const GSI2_PK: &str = "gsi2pk";
 
 const META: &str = "META";
 const DISCOVERY: &str = "DISCOVERY";
@@ -520,6 +542,14 @@ fn drive_item(d: &DriveRecord) -> Item {
     item.insert("owner_upn".into(), s(&d.owner_upn));
     item.insert("discovered_at".into(), ts(&d.discovered_at));
     put_opt(&mut item, "web_url", d.web_url.as_deref().map(s));
+    put_opt(
+        &mut item,
+        GSI2_PK,
+        d.web_url
+            .as_deref()
+            .and_then(activity::site_key_of_url)
+            .map(|key| s(activity::site_gsi2pk(&d.connection, &key))),
+    );
     put_opt(&mut item, "parked", d.parked.as_deref().map(s));
     for (name, value) in progress_attrs(&d.index) {
         put_opt(&mut item, name, value);

@@ -12,7 +12,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use filetrail_aws::config::{AwsResources, Resource, SECRET_PREFIX_VAR};
 use filetrail_aws::moto::MotoServer;
 use filetrail_aws::provision::{Provisioned, ResourceKind, bucket_name, physical_name, provision};
-use filetrail_aws::template::{KeySchema, Template};
+use filetrail_aws::template::{GlobalSecondaryIndex, KeySchema, TableSpec, Template};
 
 const STACK: &str = "drift";
 
@@ -136,6 +136,94 @@ async fn tables_on_moto_have_the_templates_keys_indexes_and_settings() -> anyhow
                 .map(|s| s.as_str());
             assert_eq!(pitr, Some("ENABLED"), "{name}: point-in-time recovery");
         }
+    }
+    Ok(())
+}
+
+fn table<'a>(template: &'a Template, logical_id: &str) -> anyhow::Result<&'a TableSpec> {
+    template
+        .tables
+        .get(logical_id)
+        .with_context(|| format!("template.yaml declares no {logical_id}"))
+}
+
+fn index<'a>(table: &'a TableSpec, name: &str) -> anyhow::Result<&'a GlobalSecondaryIndex> {
+    table
+        .global_secondary_indexes
+        .iter()
+        .find(|g| g.name == name)
+        .with_context(|| format!("{}: no index {name}", table.logical_id))
+}
+
+fn keys(hash: &str, range: Option<&str>) -> KeySchema {
+    KeySchema {
+        hash: hash.to_owned(),
+        range: range.map(str::to_owned),
+    }
+}
+
+fn included(gsi: &GlobalSecondaryIndex) -> (String, BTreeSet<String>) {
+    (
+        gsi.projection.projection_type.clone(),
+        gsi.projection.non_key_attributes.iter().cloned().collect(),
+    )
+}
+
+fn include(attrs: &[&str]) -> (String, BTreeSet<String>) {
+    ("INCLUDE".to_owned(), attrs.iter().map(|a| (*a).to_owned()).collect())
+}
+
+/// The keys and indexes the adapters write and query (their layout constants) are the ones
+/// template.yaml declares, so a rename on either side fails here rather than in AWS.
+#[test]
+fn adapter_layouts_match_the_templates_tables() -> anyhow::Result<()> {
+    use filetrail_aws::events as ev;
+    use filetrail_aws::{inventory, state};
+    let template = template()?;
+
+    let st = table(&template, "StateTable")?;
+    assert_eq!(st.key_schema, keys(state::PK, Some(state::SK)));
+    let gsi1 = index(st, state::GSI1)?;
+    assert_eq!(gsi1.key_schema, keys(state::GSI1_PK, Some(state::GSI1_SK)));
+    assert_eq!(included(gsi1), include(&state::GSI1_INCLUDED));
+    let gsi2 = index(st, state::GSI2)?;
+    assert_eq!(gsi2.key_schema, keys(state::GSI2_PK, None));
+    assert_eq!(gsi2.projection.projection_type, "KEYS_ONLY");
+    assert_eq!(
+        st.time_to_live.as_ref().map(|t| (t.attribute_name.as_str(), t.enabled)),
+        Some((state::EXPIRES_AT, true))
+    );
+
+    let inv = table(&template, "InventoryTable")?;
+    assert_eq!(inv.key_schema, keys(inventory::DRIVE_ID, Some(inventory::ITEM_ID)));
+
+    let events = table(&template, "EventsTable")?;
+    assert_eq!(events.key_schema, keys(ev::EVENT_KEY, None));
+    for (name, pk) in [
+        (ev::BY_ACTOR, ev::ACTOR_PK),
+        (ev::BY_OWNER, ev::OWNER_PK),
+        (ev::BY_FILE, ev::FILE_PK),
+        (ev::BY_SHA256, ev::SHA256),
+        (ev::BY_MD5, ev::MD5),
+    ] {
+        let gsi = index(events, name)?;
+        assert_eq!(gsi.key_schema, keys(pk, Some(ev::OBSERVED_SK)), "{name}");
+        assert_eq!(included(gsi), include(&ev::SEARCH_INCLUDED), "{name}");
+    }
+    let by_inserted = index(events, ev::BY_INSERTED)?;
+    assert_eq!(by_inserted.key_schema, keys(ev::INSERTED_PK, Some(ev::INSERTED_SK)));
+    assert_eq!(included(by_inserted), include(&ev::EXPORT_INCLUDED));
+    assert_eq!(
+        events.global_secondary_indexes.len(),
+        6,
+        "an index the adapter does not know"
+    );
+    for t in [st, inv, events] {
+        assert!(
+            t.point_in_time_recovery && t.sse_enabled && t.billing_mode == "PAY_PER_REQUEST",
+            "{}: PITR, SSE and on-demand billing",
+            t.logical_id
+        );
     }
     Ok(())
 }
@@ -373,6 +461,27 @@ fn required_by(function: &str) -> anyhow::Result<(&'static [Resource], bool)> {
             &[Resource::StateTable, Resource::DiscoverQueue, Resource::Bucket],
             false,
         ),
+        "PollActivityFunction" => (&[Resource::StateTable, Resource::ActivityQueue], true),
+        "IngestActivityFunction" => (
+            &[
+                Resource::StateTable,
+                Resource::EventsTable,
+                Resource::InventoryTable,
+                Resource::Bucket,
+                Resource::HashQueue,
+                Resource::IndexQueue,
+            ],
+            true,
+        ),
+        "HashFileFunction" => (
+            &[
+                Resource::StateTable,
+                Resource::EventsTable,
+                Resource::InventoryTable,
+                Resource::HashQueue,
+            ],
+            true,
+        ),
         other => bail!("template function {other} has no entry in required_by: add what its code reads"),
     })
 }
@@ -410,14 +519,14 @@ async fn every_function_env_resolves_to_provisioned_resources_its_config_accepts
         for resource in needed {
             let value = config.get(*resource)?;
             match resource {
-                Resource::StateTable | Resource::InventoryTable => {
+                Resource::StateTable | Resource::InventoryTable | Resource::EventsTable => {
                     ddb.describe_table()
                         .table_name(value)
                         .send()
                         .await
                         .with_context(|| format!("{id}: table {value}"))?;
                 }
-                Resource::DiscoverQueue | Resource::IndexQueue => {
+                Resource::DiscoverQueue | Resource::IndexQueue | Resource::ActivityQueue | Resource::HashQueue => {
                     sqs.get_queue_attributes()
                         .queue_url(value)
                         .send()

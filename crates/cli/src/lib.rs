@@ -3,8 +3,10 @@
 //! the same code.
 
 pub mod connection;
+pub mod events;
 pub mod inventory;
 pub mod local;
 pub mod pipeline;
 pub mod scope;
 pub mod status;
+pub mod table;

@@ -11,7 +11,7 @@ use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::secrets::{AppSecret, Secret, SecretsStore};
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_cli::connection::{self, DEFAULT_DRIVE_CAP, NewConnection};
-use filetrail_cli::{inventory, status};
+use filetrail_cli::{events, inventory, status};
 use filetrail_core::jobs::DiscoverJob;
 use filetrail_core::model::{ConnectionKind, Endpoints};
 use filetrail_core::ports::{DiscoverQueue, StateStore};
@@ -47,6 +47,17 @@ enum Command {
         #[arg(long)]
         drive: Option<String>,
         /// Most rows to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A connection's file events, newest recorded first: who did what to which file, when,
+    /// with the file's MD5 and SHA-256.
+    Events {
+        connection: String,
+        /// Most events to show.
         #[arg(long, default_value_t = 20)]
         limit: usize,
         /// One JSON object per line instead of a table.
@@ -231,6 +242,29 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", inventory::render(&rows));
             }
         }
+        Command::Events {
+            connection,
+            limit,
+            json,
+        } => {
+            let aws = Aws::from_env().await?;
+            if aws.state()?.connection(&connection).await?.is_none() {
+                bail!("no connection named {connection:?}; `filetrail status` lists them all");
+            }
+            let found = events::recent(&aws.events()?, &connection, limit, chrono::Utc::now()).await?;
+            if json {
+                for event in &found {
+                    println!("{}", serde_json::to_string(event)?);
+                }
+            } else if found.is_empty() {
+                println!(
+                    "No events recorded for {connection:?} today or yesterday; `filetrail status {connection}` \
+                     shows when the audit feed was last polled."
+                );
+            } else {
+                print!("{}", events::render(&found));
+            }
+        }
         Command::Scope(command) => scope_command(command).await?,
         Command::Local(LocalCommand::Provision(args)) => filetrail_cli::local::provision_command(&args).await?,
         Command::Local(LocalCommand::Run(args)) => {
@@ -350,6 +384,13 @@ impl Aws {
         Ok(DynamoInventoryStore::new(
             aws_sdk_dynamodb::Client::new(&self.sdk),
             self.resources.require_inventory_table()?,
+        ))
+    }
+
+    fn events(&self) -> anyhow::Result<filetrail_aws::events::DynamoEventStore> {
+        Ok(filetrail_aws::events::DynamoEventStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            self.resources.require_events_table()?,
         ))
     }
 

@@ -19,6 +19,12 @@ pub const DISCOVER_FUNCTION: &str = "DiscoverFunction";
 pub const INDEX_DRIVE_FUNCTION: &str = "IndexDriveFunction";
 /// Logical id of the apply-scope function in template.yaml.
 pub const APPLY_SCOPE_FUNCTION: &str = "ApplyScopeFunction";
+/// Logical id of the poll-activity function in template.yaml.
+pub const POLL_ACTIVITY_FUNCTION: &str = "PollActivityFunction";
+/// Logical id of the ingest-activity function in template.yaml.
+pub const INGEST_ACTIVITY_FUNCTION: &str = "IngestActivityFunction";
+/// Logical id of the hash-file function in template.yaml.
+pub const HASH_FILE_FUNCTION: &str = "HashFileFunction";
 
 struct Discover(Arc<filetrail_discover::Context>);
 
@@ -47,11 +53,41 @@ impl LocalFunction for ApplyScope {
     }
 }
 
+struct PollActivity(Arc<filetrail_poll_activity::Context>);
+
+#[async_trait::async_trait]
+impl LocalFunction for PollActivity {
+    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
+        filetrail_poll_activity::handle(&self.0, payload, deadline).await
+    }
+}
+
+struct IngestActivity(Arc<filetrail_ingest_activity::Context>);
+
+#[async_trait::async_trait]
+impl LocalFunction for IngestActivity {
+    async fn invoke(&self, payload: Value, _deadline: Instant) -> anyhow::Result<Value> {
+        filetrail_ingest_activity::handle(&self.0, payload).await
+    }
+}
+
+struct HashFile(Arc<filetrail_hash_file::Context>);
+
+#[async_trait::async_trait]
+impl LocalFunction for HashFile {
+    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
+        filetrail_hash_file::handle(&self.0, payload, deadline).await
+    }
+}
+
 /// The local functions and their contexts (whose adapters count the requests they make).
 pub struct LocalPipeline {
     pub discover: Arc<filetrail_discover::Context>,
     pub index_drive: Arc<filetrail_index_drive::Context>,
     pub apply_scope: Arc<filetrail_apply_scope::Context>,
+    pub poll_activity: Arc<filetrail_poll_activity::Context>,
+    pub ingest_activity: Arc<filetrail_ingest_activity::Context>,
+    pub hash_file: Arc<filetrail_hash_file::Context>,
 }
 
 impl LocalPipeline {
@@ -84,6 +120,15 @@ impl LocalPipeline {
                 sdk,
                 &env_of(APPLY_SCOPE_FUNCTION)?,
             )?),
+            poll_activity: Arc::new(filetrail_poll_activity::Context::new(
+                sdk,
+                &env_of(POLL_ACTIVITY_FUNCTION)?,
+            )?),
+            ingest_activity: Arc::new(filetrail_ingest_activity::Context::new(
+                sdk,
+                &env_of(INGEST_ACTIVITY_FUNCTION)?,
+            )?),
+            hash_file: Arc::new(filetrail_hash_file::Context::new(sdk, &env_of(HASH_FILE_FUNCTION)?)?),
         })
     }
 
@@ -99,6 +144,18 @@ impl LocalPipeline {
             APPLY_SCOPE_FUNCTION.to_owned(),
             Arc::new(ApplyScope(self.apply_scope.clone())),
         );
+        functions.insert(
+            POLL_ACTIVITY_FUNCTION.to_owned(),
+            Arc::new(PollActivity(self.poll_activity.clone())),
+        );
+        functions.insert(
+            INGEST_ACTIVITY_FUNCTION.to_owned(),
+            Arc::new(IngestActivity(self.ingest_activity.clone())),
+        );
+        functions.insert(
+            HASH_FILE_FUNCTION.to_owned(),
+            Arc::new(HashFile(self.hash_file.clone())),
+        );
         functions
     }
 
@@ -108,6 +165,11 @@ impl LocalPipeline {
             + self.index_drive.state.write_requests()
             + self.index_drive.inventory.write_requests()
             + self.apply_scope.state.write_requests()
+            + self.poll_activity.state.write_requests()
+            + self.ingest_activity.state.write_requests()
+            + self.ingest_activity.events.write_requests()
+            + self.hash_file.events.write_requests()
+            + self.hash_file.inventory.write_requests()
     }
 }
 

@@ -1,8 +1,9 @@
 //! `filetrail status`: per connection, where its drives are and what needs a person's attention.
 
 use chrono::{DateTime, Utc};
+use filetrail_core::activity::{ActivityCheckpoint, SHAREPOINT_CONTENT_TYPE};
 use filetrail_core::model::{Connection, ConnectionError, DiscoverySummary, DriveState};
-use filetrail_core::ports::{DiscoveryCheckpoint, PortResult, StateStore};
+use filetrail_core::ports::{ActivityState, DiscoveryCheckpoint, PortResult, StateStore};
 use filetrail_core::scope::{ScopeKind, ScopeUploadResult};
 use serde::Serialize;
 
@@ -22,6 +23,8 @@ pub struct ConnectionStatus {
     pub scope: ScopeStatus,
     /// The result of the latest scope upload, accepted or rejected.
     pub last_scope_upload: Option<ScopeUploadResult>,
+    /// Where polling the audit feed (`Audit.SharePoint`) stands; `None` before the first poll.
+    pub activity: Option<ActivityCheckpoint>,
 }
 
 /// The scope in force, in brief (`filetrail scope show` lists the entries).
@@ -44,7 +47,10 @@ pub struct DriveCounts {
 }
 
 /// Reads the status of every connection (or one) from the state store.
-pub async fn collect(state: &dyn StateStore, only: Option<&str>) -> PortResult<Vec<ConnectionStatus>> {
+pub async fn collect<S: StateStore + ActivityState>(
+    state: &S,
+    only: Option<&str>,
+) -> PortResult<Vec<ConnectionStatus>> {
     let mut out = Vec::new();
     for c in state.connections().await? {
         if only.is_some_and(|id| id != c.id) {
@@ -55,7 +61,7 @@ pub async fn collect(state: &dyn StateStore, only: Option<&str>) -> PortResult<V
     Ok(out)
 }
 
-async fn connection_status(state: &dyn StateStore, c: Connection) -> PortResult<ConnectionStatus> {
+async fn connection_status<S: StateStore + ActivityState>(state: &S, c: Connection) -> PortResult<ConnectionStatus> {
     let mut drives = DriveCounts::default();
     for s in DriveState::ALL {
         let n = state.count_drives(&c.id, s).await?;
@@ -86,6 +92,7 @@ async fn connection_status(state: &dyn StateStore, c: Connection) -> PortResult<
         last_scope_upload: state.last_scope_upload(&c.id).await?,
         users_without_onedrive: state.count_users_without_drive(&c.id).await?,
         discovery_in_progress: state.discovery_checkpoint(&c.id).await?,
+        activity: state.activity_checkpoint(&c.id, SHAREPOINT_CONTENT_TYPE).await?,
         connection: c.id,
         kind: serde_json::to_value(c.kind)
             .ok()
@@ -171,6 +178,28 @@ pub fn render(statuses: &[ConnectionStatus], now: DateTime<Utc>) -> String {
                 up.uploaded_at.format("%Y-%m-%d %H:%M:%SZ"),
                 up.result_key
             );
+        }
+        if st.kind == "cloud" {
+            match &st.activity {
+                Some(a) => {
+                    let polled = a
+                        .last_poll_at
+                        .map(|t| format!("polled {} ({} ago)", t.format("%Y-%m-%d %H:%M:%SZ"), ago(now, t)))
+                        .unwrap_or_else(|| "not polled".to_owned());
+                    let _ = writeln!(
+                        s,
+                        "  audit feed        {polled}: content listed up to {}, {} blobs enqueued{}",
+                        a.listed_until.format("%Y-%m-%d %H:%M:%SZ"),
+                        a.blobs_enqueued,
+                        if a.last_error.is_some() {
+                            "; blocked (see error)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                None => s.push_str("  audit feed        not polled yet\n"),
+            }
         }
         match &st.last_discovery {
             Some(l) => {

@@ -9,6 +9,12 @@ pub trait Budget: Send + Sync {
     /// The first call of an invocation is always true, so every invocation makes progress even
     /// when its deadline is tight (otherwise a job could hand over forever without moving).
     fn has_time_for_more(&self) -> bool;
+
+    /// When work must stop to leave the margin for handing over, if the budget knows (a long
+    /// transfer passes it down so it stops between chunks rather than at a unit boundary).
+    fn stop_at(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// A deadline minus a safety margin, optionally capped at a number of units of work.
@@ -56,6 +62,10 @@ impl Budget for Deadline {
             return false;
         }
         Instant::now() + self.margin < self.deadline
+    }
+
+    fn stop_at(&self) -> Option<Instant> {
+        self.deadline.checked_sub(self.margin)
     }
 }
 

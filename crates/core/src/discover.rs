@@ -660,11 +660,13 @@ async fn record_page(
 
 /// Clears a recorded connection problem and re-enqueues drives whose work it parked.
 async fn recover_connection(ports: &DiscoverPorts<'_>, connection: &Connection) -> Result<(), PortError> {
-    // The drive cap error is not about credentials: the end of the run sets or clears it.
+    // The drive cap error is not about credentials: the end of the run sets or clears it. The
+    // audit feed's errors (audit log off, permission missing) are cleared by the next poll that
+    // works, not by Graph working.
     if connection
         .last_error
         .as_ref()
-        .is_none_or(|e| e.code == DRIVE_CAP_EXCEEDED)
+        .is_none_or(|e| e.code == DRIVE_CAP_EXCEEDED || e.code.starts_with(crate::activity::ACTIVITY_ERROR_PREFIX))
     {
         return Ok(());
     }

@@ -39,3 +39,34 @@ impl IndexJob {
             .collect()
     }
 }
+
+/// The constant input of the activity schedule: poll every active cloud connection's audit feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PollJob {
+    PollAll,
+    /// Poll one connection (the CLI, a test).
+    Poll {
+        connection: ConnectionId,
+    },
+}
+
+/// A message on the activity queue: one Management Activity API content blob to ingest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobJob {
+    pub connection: ConnectionId,
+    #[serde(flatten)]
+    pub blob: crate::activity::ContentBlob,
+}
+
+/// A message on the hash queue: hash one file's current version and record the digests on its
+/// inventory row and events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashJob {
+    pub connection: ConnectionId,
+    pub drive_id: String,
+    pub item_id: String,
+    /// Where a previous invocation stopped hashing a file too large for its time budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<crate::hashing::HashContinuation>,
+}

@@ -4,11 +4,14 @@
 //! AWS; adapters live in `filetrail-m365` and `filetrail-aws`, and tests of the rules need no
 //! server.
 
+pub mod activity;
 pub mod audit;
 pub mod budget;
 pub mod discover;
 pub mod error;
+pub mod events;
 pub mod hash;
+pub mod hashing;
 pub mod index;
 pub mod jobs;
 pub mod memory;

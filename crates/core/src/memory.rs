@@ -2,20 +2,25 @@
 //! dry runs. They keep the same contracts as the DynamoDB and SQS adapters (conditional
 //! checkpoint saves, idempotent inserts), so a use-case test here means the same thing there.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
+use crate::activity::{ActivityCheckpoint, BlobCounts, ContentBlob};
+use crate::audit::Quarantine;
 use crate::error::PortError;
-use crate::jobs::{DiscoverJob, IndexJob};
+use crate::events::{EventRecord, FileHashes, HashOutcome};
+use crate::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
 use crate::model::{
     Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveRecord, DriveState, IndexProgress, InventoryRow,
 };
 use crate::ports::{
-    CheckpointVersion, DiscoverQueue, DiscoveryCheckpoint, IndexQueue, InventoryStore, PortResult, RunPage, RunSeen,
-    ScopeObjects, StateStore, UploadRead,
+    ActivityState, BlobQueue, CheckpointVersion, DiscoverQueue, DiscoveryCheckpoint, EventStore, HashQueue, IndexQueue,
+    InventoryHashes, InventoryStore, PortResult, QuarantineStore, RunPage, RunSeen, ScopeObjects, StateStore,
+    UploadRead,
 };
 use crate::scope::{Scope, ScopeUploadResult};
 
@@ -33,11 +38,105 @@ pub struct MemoryState {
     scopes: Mutex<HashMap<String, Scope>>,
     uploads: Mutex<HashMap<String, ScopeUploadResult>>,
     runs: Mutex<BTreeMap<(String, String, u64), RunPage>>,
+    activity: Mutex<HashMap<(String, String), ActivityCheckpoint>>,
+    /// (connection, content id) → kept until.
+    blobs: Mutex<BTreeMap<(String, String), DateTime<Utc>>>,
+    ingested: Mutex<BTreeMap<(String, String), BlobCounts>>,
 }
 
 impl MemoryState {
     pub fn all_drives(&self) -> Vec<DriveRecord> {
         lock(&self.drives).values().cloned().collect()
+    }
+
+    /// Until when a blob is remembered as enqueued; `None` when it was never marked.
+    pub fn blob_kept_until(&self, connection: &str, content_id: &str) -> Option<DateTime<Utc>> {
+        lock(&self.blobs)
+            .get(&(connection.to_owned(), content_id.to_owned()))
+            .copied()
+    }
+
+    /// What ingesting a blob produced, as last recorded.
+    pub fn blob_counts(&self, connection: &str, content_id: &str) -> Option<BlobCounts> {
+        lock(&self.ingested)
+            .get(&(connection.to_owned(), content_id.to_owned()))
+            .cloned()
+    }
+
+    /// Every ingest record of a connection, by content id.
+    pub fn ingested_blobs(&self, connection: &str) -> Vec<(String, BlobCounts)> {
+        lock(&self.ingested)
+            .iter()
+            .filter(|((c, _), _)| c == connection)
+            .map(|((_, id), counts)| (id.clone(), counts.clone()))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl ActivityState for MemoryState {
+    async fn activity_checkpoint(
+        &self,
+        connection: &str,
+        content_type: &str,
+    ) -> PortResult<Option<ActivityCheckpoint>> {
+        Ok(lock(&self.activity)
+            .get(&(connection.to_owned(), content_type.to_owned()))
+            .cloned())
+    }
+
+    async fn save_activity_checkpoint(
+        &self,
+        connection: &str,
+        content_type: &str,
+        checkpoint: &ActivityCheckpoint,
+    ) -> PortResult<()> {
+        lock(&self.activity).insert((connection.to_owned(), content_type.to_owned()), checkpoint.clone());
+        Ok(())
+    }
+
+    async fn known_blobs(&self, connection: &str, content_ids: &[String]) -> PortResult<HashSet<String>> {
+        let blobs = lock(&self.blobs);
+        Ok(content_ids
+            .iter()
+            .filter(|id| blobs.contains_key(&(connection.to_owned(), (*id).clone())))
+            .cloned()
+            .collect())
+    }
+
+    async fn mark_blobs_enqueued(
+        &self,
+        connection: &str,
+        blobs: &[ContentBlob],
+        keep_until: DateTime<Utc>,
+    ) -> PortResult<()> {
+        let mut map = lock(&self.blobs);
+        for b in blobs {
+            map.insert((connection.to_owned(), b.content_id.clone()), keep_until);
+        }
+        Ok(())
+    }
+
+    async fn record_blob_ingested(&self, connection: &str, content_id: &str, counts: &BlobCounts) -> PortResult<()> {
+        lock(&self.ingested).insert((connection.to_owned(), content_id.to_owned()), counts.clone());
+        Ok(())
+    }
+
+    /// Drives of the connection whose web URL (percent-decoded) has one of the site keys.
+    async fn drives_by_site_key(&self, connection: &str, site_keys: &[String]) -> PortResult<Vec<DriveRecord>> {
+        let wanted: HashSet<String> = site_keys.iter().map(|k| k.to_ascii_lowercase()).collect();
+        Ok(lock(&self.drives)
+            .values()
+            .filter(|d| d.connection == connection)
+            .filter(|d| {
+                d.web_url
+                    .as_deref()
+                    .map(crate::audit::location::percent_decode)
+                    .and_then(|url| crate::audit::location::personal_site_key(&url))
+                    .is_some_and(|key| wanted.contains(&key))
+            })
+            .cloned()
+            .collect())
     }
 }
 
@@ -288,6 +387,8 @@ impl StateStore for MemoryState {
 pub struct MemoryInventory {
     rows: Mutex<BTreeMap<(String, String), InventoryRow>>,
     puts: Mutex<u64>,
+    /// Hash outcomes, apart from the rows (as the DynamoDB adapter keeps them).
+    hashes: Mutex<BTreeMap<(String, String), HashOutcome>>,
 }
 
 impl MemoryInventory {
@@ -303,6 +404,43 @@ impl MemoryInventory {
     pub fn row_writes(&self) -> u64 {
         *lock(&self.puts)
     }
+
+    /// The hash outcome recorded for an item.
+    pub fn hash(&self, drive_id: &str, item_id: &str) -> Option<HashOutcome> {
+        lock(&self.hashes)
+            .get(&(drive_id.to_owned(), item_id.to_owned()))
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl InventoryHashes for MemoryInventory {
+    /// Items with a row and a hashed outcome, in the order asked.
+    async fn file_hashes(&self, drive_id: &str, item_ids: &[String]) -> PortResult<Vec<(String, FileHashes)>> {
+        let rows = lock(&self.rows);
+        let hashes = lock(&self.hashes);
+        let mut seen = HashSet::new();
+        Ok(item_ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .filter(|id| rows.contains_key(&(drive_id.to_owned(), (*id).clone())))
+            .filter_map(|id| match hashes.get(&(drive_id.to_owned(), id.clone())) {
+                Some(HashOutcome::Hashed(h)) => Some((id.clone(), h.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn set_file_hash(
+        &self,
+        _connection: &str,
+        drive_id: &str,
+        item_id: &str,
+        outcome: &HashOutcome,
+    ) -> PortResult<()> {
+        lock(&self.hashes).insert((drive_id.to_owned(), item_id.to_owned()), outcome.clone());
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -316,10 +454,13 @@ impl InventoryStore for MemoryInventory {
         Ok(())
     }
 
+    /// Deletes the rows and their hash outcomes.
     async fn delete_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<()> {
         let mut map = lock(&self.rows);
+        let mut hashes = lock(&self.hashes);
         for id in item_ids {
             map.remove(&(drive_id.to_owned(), id.clone()));
+            hashes.remove(&(drive_id.to_owned(), id.clone()));
         }
         Ok(())
     }
@@ -335,10 +476,22 @@ impl InventoryStore for MemoryInventory {
             .collect())
     }
 
+    /// Deletes the old rows and their hash outcomes; returns how many rows.
     async fn delete_older_than(&self, drive_id: &str, generation: u64) -> PortResult<u64> {
         let mut map = lock(&self.rows);
         let before = map.len();
-        map.retain(|(d, _), r| d != drive_id || r.generation >= generation);
+        let mut gone = Vec::new();
+        map.retain(|key, r| {
+            let keep = key.0 != drive_id || r.generation >= generation;
+            if !keep {
+                gone.push(key.clone());
+            }
+            keep
+        });
+        let mut hashes = lock(&self.hashes);
+        for key in &gone {
+            hashes.remove(key);
+        }
         Ok((before - map.len()) as u64)
     }
 }
@@ -348,6 +501,8 @@ impl InventoryStore for MemoryInventory {
 pub struct MemoryQueue {
     index: Mutex<Vec<IndexJob>>,
     discover: Mutex<Vec<DiscoverJob>>,
+    blobs: Mutex<Vec<BlobJob>>,
+    hashes: Mutex<Vec<HashJob>>,
     fail: Mutex<bool>,
 }
 
@@ -362,6 +517,22 @@ impl MemoryQueue {
 
     pub fn discover_jobs(&self) -> Vec<DiscoverJob> {
         lock(&self.discover).clone()
+    }
+
+    pub fn blob_jobs(&self) -> Vec<BlobJob> {
+        lock(&self.blobs).clone()
+    }
+
+    pub fn take_blob_jobs(&self) -> Vec<BlobJob> {
+        std::mem::take(&mut *lock(&self.blobs))
+    }
+
+    pub fn hash_jobs(&self) -> Vec<HashJob> {
+        lock(&self.hashes).clone()
+    }
+
+    pub fn take_hash_jobs(&self) -> Vec<HashJob> {
+        std::mem::take(&mut *lock(&self.hashes))
     }
 
     /// Makes every following enqueue fail (a queue outage).
@@ -394,6 +565,126 @@ impl DiscoverQueue for MemoryQueue {
     async fn enqueue_discover(&self, jobs: &[DiscoverJob]) -> PortResult<()> {
         self.check()?;
         lock(&self.discover).extend_from_slice(jobs);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobQueue for MemoryQueue {
+    async fn enqueue_blobs(&self, jobs: &[BlobJob]) -> PortResult<()> {
+        self.check()?;
+        lock(&self.blobs).extend_from_slice(jobs);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl HashQueue for MemoryQueue {
+    async fn enqueue_hashes(&self, jobs: &[HashJob]) -> PortResult<()> {
+        self.check()?;
+        lock(&self.hashes).extend_from_slice(jobs);
+        Ok(())
+    }
+}
+
+/// File events in memory, inserted once per key like the DynamoDB adapter's conditional puts.
+#[derive(Debug, Default)]
+pub struct MemoryEvents {
+    events: Mutex<BTreeMap<String, EventRecord>>,
+    /// Insert attempts, duplicates included.
+    attempts: Mutex<u64>,
+}
+
+impl MemoryEvents {
+    /// Every stored event, by key.
+    pub fn all(&self) -> Vec<EventRecord> {
+        lock(&self.events).values().cloned().collect()
+    }
+
+    pub fn get(&self, key: &str) -> Option<EventRecord> {
+        lock(&self.events).get(key).cloned()
+    }
+
+    /// Events offered to [`EventStore::insert_events`] so far, duplicates included.
+    pub fn insert_attempts(&self) -> u64 {
+        *lock(&self.attempts)
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryEvents {
+    /// Inserts events whose key is not stored; a stored one is left as it is. Returns the keys
+    /// inserted, in input order.
+    async fn insert_events(&self, events: &[EventRecord]) -> PortResult<Vec<String>> {
+        let mut map = lock(&self.events);
+        *lock(&self.attempts) += events.len() as u64;
+        let mut inserted = Vec::new();
+        for e in events {
+            let key = e.key();
+            if !map.contains_key(&key) {
+                map.insert(key.clone(), e.clone());
+                inserted.push(key);
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// Newest first by observed time, then by record id (descending), as the `by_file` index
+    /// orders them.
+    async fn file_events(&self, drive_id: &str, item_id: &str, limit: usize) -> PortResult<Vec<EventRecord>> {
+        let mut events: Vec<EventRecord> = lock(&self.events)
+            .values()
+            .filter(|e| e.event.drive_id.as_deref() == Some(drive_id) && e.event.item_id.as_deref() == Some(item_id))
+            .cloned()
+            .collect();
+        events.sort_by(|a, b| (b.event.observed_at, &b.event.id).cmp(&(a.event.observed_at, &a.event.id)));
+        events.truncate(limit);
+        Ok(events)
+    }
+
+    /// Sets the outcome on the stored events among `keys`; unknown keys are skipped.
+    async fn set_event_hash(&self, keys: &[String], outcome: &HashOutcome) -> PortResult<()> {
+        let mut map = lock(&self.events);
+        for key in keys {
+            if let Some(e) = map.get_mut(key) {
+                e.hash = Some(outcome.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Quarantined records in memory, one entry per blob (a rewrite replaces it).
+#[derive(Debug, Default)]
+pub struct MemoryQuarantine {
+    blobs: Mutex<BTreeMap<(String, String), Vec<Quarantine>>>,
+    writes: Mutex<u64>,
+}
+
+impl MemoryQuarantine {
+    /// The records quarantined from one blob, as last written.
+    pub fn quarantined(&self, connection: &str, content_id: &str) -> Option<Vec<Quarantine>> {
+        lock(&self.blobs)
+            .get(&(connection.to_owned(), content_id.to_owned()))
+            .cloned()
+    }
+
+    /// Every blob with quarantined records: (connection, content id).
+    pub fn blobs(&self) -> Vec<(String, String)> {
+        lock(&self.blobs).keys().cloned().collect()
+    }
+
+    /// Writes so far, rewrites included.
+    pub fn writes(&self) -> u64 {
+        *lock(&self.writes)
+    }
+}
+
+#[async_trait]
+impl QuarantineStore for MemoryQuarantine {
+    async fn put_quarantined(&self, connection: &str, content_id: &str, records: &[Quarantine]) -> PortResult<()> {
+        *lock(&self.writes) += 1;
+        lock(&self.blobs).insert((connection.to_owned(), content_id.to_owned()), records.to_vec());
         Ok(())
     }
 }
@@ -440,5 +731,191 @@ impl ScopeObjects for MemoryObjects {
     async fn write_result(&self, key: &str, body: &[u8]) -> PortResult<()> {
         lock(&self.objects).insert(key.to_owned(), (body.to_vec(), "result".to_owned()));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::audit::{Actor, ActorKind, FileEvent, FileEventType, ItemKind};
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn event(id: &str, item: &str, observed: &str) -> EventRecord {
+        EventRecord::onedrive(
+            "contoso",
+            FileEvent {
+                id: id.to_owned(),
+                event_type: FileEventType::Modified,
+                low_signal: false,
+                operation: "FileModified".into(),
+                record_type: 6,
+                item_kind: ItemKind::File,
+                actor: Actor {
+                    id: "adele@contoso.com".into(),
+                    upn: Some("adele@contoso.com".into()),
+                    email: None,
+                    kind: ActorKind::User,
+                    user_type: None,
+                    user_key: None,
+                    external: None,
+                },
+                owner_upn: None,
+                site_key: None,
+                site_url: None,
+                object_url: None,
+                file_name: None,
+                path: None,
+                extension: None,
+                destination: None,
+                list_id: None,
+                list_item_unique_id: None,
+                drive_id: Some("b!1".into()),
+                item_id: Some(item.to_owned()),
+                unresolved: None,
+                observed_at: t(observed),
+                inserted_at: t("2026-11-22T10:00:00Z"),
+                client_ip: None,
+                user_agent: None,
+                result_status: None,
+                sharing: None,
+            },
+        )
+    }
+
+    fn hashed() -> HashOutcome {
+        HashOutcome::Hashed(FileHashes {
+            md5: "m".into(),
+            sha256: "s".into(),
+            ctag: "c".into(),
+            size: 1,
+            modified_at: None,
+            hashed_at: t("2026-11-22T10:00:00Z"),
+        })
+    }
+
+    #[tokio::test]
+    async fn events_are_inserted_once_and_listed_newest_first() {
+        let events = MemoryEvents::default();
+        let mut changed = event("a", "i1", "2026-11-22T09:00:00Z");
+        changed.event.event_type = FileEventType::Deleted;
+        let first = events
+            .insert_events(&[
+                event("a", "i1", "2026-11-22T09:00:00Z"),
+                event("b", "i1", "2026-11-22T09:05:00Z"),
+            ])
+            .await
+            .unwrap();
+        let second = events
+            .insert_events(&[changed, event("c", "i2", "2026-11-22T09:10:00Z")])
+            .await
+            .unwrap();
+        assert_eq!(first, ["contoso#a", "contoso#b"]);
+        assert_eq!(second, ["contoso#c"]);
+        assert_eq!(
+            events.get("contoso#a").map(|e| e.event.event_type),
+            Some(FileEventType::Modified)
+        );
+        let ids: Vec<String> = events
+            .file_events("b!1", "i1", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.id)
+            .collect();
+        assert_eq!(ids, ["b", "a"]);
+        assert_eq!(events.file_events("b!1", "i1", 1).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_hash_is_set_only_on_stored_events() {
+        let events = MemoryEvents::default();
+        events
+            .insert_events(&[event("a", "i1", "2026-11-22T09:00:00Z")])
+            .await
+            .unwrap();
+        events
+            .set_event_hash(&["contoso#a".into(), "contoso#missing".into()], &hashed())
+            .await
+            .unwrap();
+        assert_eq!(events.get("contoso#a").and_then(|e| e.hash), Some(hashed()));
+        assert!(events.get("contoso#missing").is_none());
+    }
+
+    #[tokio::test]
+    async fn file_hashes_need_a_row_and_go_with_it() {
+        let inventory = MemoryInventory::default();
+        let row = InventoryRow {
+            drive_id: "b!1".into(),
+            item_id: "i1".into(),
+            connection: "contoso".into(),
+            name: "a.txt".into(),
+            path: "/a.txt".into(),
+            parent_id: None,
+            is_folder: false,
+            size: 1,
+            created_at: None,
+            modified_at: None,
+            etag: None,
+            ctag: None,
+            created_by: None,
+            modified_by: None,
+            mime_type: None,
+            md5: None,
+            sha256: None,
+            hash_unavailable: None,
+            generation: 1,
+            indexed_at: t("2026-11-22T10:00:00Z"),
+        };
+        inventory.put_rows(std::slice::from_ref(&row)).await.unwrap();
+        for item in ["i1", "no-row"] {
+            inventory
+                .set_file_hash("contoso", "b!1", item, &hashed())
+                .await
+                .unwrap();
+        }
+        // A later index round rewrites the row: the hash stays.
+        inventory.put_rows(&[row]).await.unwrap();
+        let ask = ["i1".to_owned(), "no-row".to_owned()];
+        let found: Vec<String> = inventory
+            .file_hashes("b!1", &ask)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(found, ["i1"]);
+
+        inventory.delete_rows("b!1", &["i1".into()]).await.unwrap();
+        assert_eq!(inventory.hash("b!1", "i1"), None);
+    }
+
+    #[tokio::test]
+    async fn drives_are_found_by_the_site_key_of_their_decoded_web_url() {
+        let state = MemoryState::default();
+        let drive = |connection: &str, id: &str, url: &str| DriveRecord {
+            connection: connection.into(),
+            drive_id: id.into(),
+            owner_id: "u".into(),
+            owner_upn: "alex@contoso.com".into(),
+            web_url: Some(url.into()),
+            state: DriveState::Unmonitored,
+            discovered_at: t("2026-11-22T10:00:00Z"),
+            index: IndexProgress::default(),
+            parked: None,
+        };
+        let url = "https://contoso-my.sharepoint.com/personal/alex%5Fcontoso%5Fcom/Documents";
+        state
+            .insert_new_drives(&[drive("contoso", "d1", url), drive("fabrikam", "d2", url)])
+            .await
+            .unwrap();
+        let found = state
+            .drives_by_site_key("contoso", &["alex_contoso_com".into()])
+            .await
+            .unwrap();
+        assert_eq!(found.iter().map(|d| d.drive_id.as_str()).collect::<Vec<_>>(), ["d1"]);
     }
 }

@@ -4,8 +4,11 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::activity::{ActivityCheckpoint, BlobCounts, ContentBlob, ContentPage};
+use crate::audit::Quarantine;
 use crate::error::PortError;
-use crate::jobs::{DiscoverJob, IndexJob};
+use crate::events::{EventRecord, FileHashes, HashOutcome};
+use crate::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
 use std::collections::HashSet;
 
 use crate::model::{
@@ -307,4 +310,104 @@ pub trait ScopeObjects: Send + Sync {
     async fn read_upload(&self, key: &str, etag: &str, max_bytes: u64) -> PortResult<UploadRead>;
     /// Writes a result document (JSON) at `key`, replacing any previous one.
     async fn write_result(&self, key: &str, body: &[u8]) -> PortResult<()>;
+}
+
+// ---------------------------------------------------------------- activity, events, hashing
+
+/// The Management Activity API of one connection's tenant.
+#[async_trait]
+pub trait ActivityFeed: Send + Sync {
+    /// Makes sure the subscription to `content_type` is started (idempotent).
+    async fn ensure_subscription(&self, content_type: &str) -> PortResult<()>;
+    /// One page of the content available in `[start, end)` (by when it became available):
+    /// the first page when `next_page` is `None`, else the page behind a `NextPageUri`.
+    async fn content_page(
+        &self,
+        content_type: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        next_page: Option<&str>,
+    ) -> PortResult<ContentPage>;
+    /// The raw bytes of a content blob (a JSON array of audit records).
+    async fn fetch_blob(&self, content_uri: &str) -> PortResult<Vec<u8>>;
+}
+
+/// What polling and ingesting the audit feed keep between runs.
+#[async_trait]
+pub trait ActivityState: Send + Sync {
+    async fn activity_checkpoint(&self, connection: &str, content_type: &str)
+    -> PortResult<Option<ActivityCheckpoint>>;
+    async fn save_activity_checkpoint(
+        &self,
+        connection: &str,
+        content_type: &str,
+        checkpoint: &ActivityCheckpoint,
+    ) -> PortResult<()>;
+    /// Which of `content_ids` were enqueued before.
+    async fn known_blobs(&self, connection: &str, content_ids: &[String]) -> PortResult<HashSet<String>>;
+    /// Remembers blobs as enqueued until `keep_until` (past the feed's retention).
+    async fn mark_blobs_enqueued(
+        &self,
+        connection: &str,
+        blobs: &[ContentBlob],
+        keep_until: DateTime<Utc>,
+    ) -> PortResult<()>;
+    /// Records what ingesting one blob produced (replacing an earlier record of the same blob).
+    async fn record_blob_ingested(&self, connection: &str, content_id: &str, counts: &BlobCounts) -> PortResult<()>;
+    /// The connection's drives whose web URL has one of these personal site keys
+    /// (`alice_contoso_com`), whatever their state.
+    async fn drives_by_site_key(&self, connection: &str, site_keys: &[String]) -> PortResult<Vec<DriveRecord>>;
+}
+
+/// File events.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Inserts each event unless one with its key is stored already; returns the keys inserted.
+    async fn insert_events(&self, events: &[EventRecord]) -> PortResult<Vec<String>>;
+    /// Events of one file (drive + item), newest first, at most `limit`.
+    async fn file_events(&self, drive_id: &str, item_id: &str, limit: usize) -> PortResult<Vec<EventRecord>>;
+    /// Records the hash outcome on the events with these keys.
+    async fn set_event_hash(&self, keys: &[String], outcome: &HashOutcome) -> PortResult<()>;
+}
+
+/// Where records that could not be normalised are kept, with their reason.
+#[async_trait]
+pub trait QuarantineStore: Send + Sync {
+    /// Stores the quarantined records of one blob (replacing an earlier write of the same blob).
+    async fn put_quarantined(&self, connection: &str, content_id: &str, records: &[Quarantine]) -> PortResult<()>;
+}
+
+/// Resolves drive paths to item ids.
+#[async_trait]
+pub trait ItemResolver: Send + Sync {
+    /// The item id at each path of the drive that exists; absent paths are left out.
+    async fn resolve_paths(&self, drive_id: &str, paths: &[String]) -> PortResult<Vec<(String, String)>>;
+}
+
+/// The digests recorded on inventory rows.
+#[async_trait]
+pub trait InventoryHashes: Send + Sync {
+    /// The hashes stored for these items (items without a row or without hashes are left out).
+    async fn file_hashes(&self, drive_id: &str, item_ids: &[String]) -> PortResult<Vec<(String, FileHashes)>>;
+    /// Records the outcome for the item. Kept apart from the row index-drive writes (which
+    /// replaces whole rows), so neither overwrites the other whatever their order.
+    async fn set_file_hash(
+        &self,
+        connection: &str,
+        drive_id: &str,
+        item_id: &str,
+        outcome: &HashOutcome,
+    ) -> PortResult<()>;
+}
+
+/// Queues blobs for the ingest-activity function.
+#[async_trait]
+pub trait BlobQueue: Send + Sync {
+    async fn enqueue_blobs(&self, jobs: &[BlobJob]) -> PortResult<()>;
+}
+
+/// Queues files for the hash-file function.
+#[async_trait]
+pub trait HashQueue: Send + Sync {
+    async fn enqueue_hashes(&self, jobs: &[HashJob]) -> PortResult<()>;
 }

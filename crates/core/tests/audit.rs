@@ -481,14 +481,15 @@ fn a_move_records_where_the_file_went_and_is_looked_up_there() {
 }
 
 #[test]
-fn a_copy_is_looked_up_at_its_source_and_hashed() {
+fn a_copy_keeps_its_source_and_is_looked_up_and_hashed_as_the_new_file() {
     let e = event(&op_record("FileCopied"));
+    assert_eq!(e.path.as_deref(), Some("/Reports/Q3 forecast.xlsx"));
     let dest = e.destination.as_ref().unwrap();
     assert_eq!(
         dest.path.as_deref(),
         Some("/Shared with finance/Q3 forecast - Copy.xlsx")
     );
-    assert_eq!(e.lookup_path(), Some("/Reports/Q3 forecast.xlsx"));
+    assert_eq!(e.lookup_path(), Some("/Shared with finance/Q3 forecast - Copy.xlsx"));
     assert!(e.needs_hash());
 }
 

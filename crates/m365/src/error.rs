@@ -32,6 +32,11 @@ pub enum ServiceErrorKind {
     NotFound,
     /// 410 / `resyncRequired` and its variants: the delta token is no longer valid.
     ResyncRequired,
+    /// Management Activity API: the tenant's unified audit log is off (`…DataServiceException:
+    /// Tenant <id> does not exist.`, FACTS §12). Terminal until an admin turns it on.
+    AuditLogDisabled,
+    /// Management Activity API `AF20051`: the content blob is older than 7 days. Terminal.
+    ContentExpired,
     /// Anything else (400 `invalidRequest`, 405…): retrying will not help.
     Other,
 }
@@ -62,7 +67,19 @@ const RESYNC_CODES: &[&str] = &[
     "resyncUploadDifferences",
 ];
 const INVALID_TOKEN_CODES: &[&str] = &["InvalidAuthenticationToken", "unauthenticated"];
-const ACCESS_DENIED_CODES: &[&str] = &["accessDenied", "Authorization_RequestDenied", "ErrorAccessDenied"];
+const ACCESS_DENIED_CODES: &[&str] = &[
+    "accessDenied",
+    "Authorization_RequestDenied",
+    "ErrorAccessDenied",
+    MGMT_PERMISSION_MISSING,
+];
+/// Management Activity API: the token lacks `ActivityFeed.Read` (FACTS §12).
+pub const MGMT_PERMISSION_MISSING: &str = "AF10001";
+/// Management Activity API: the content blob expired (older than 7 days, FACTS §12).
+pub const MGMT_CONTENT_EXPIRED: &str = "AF20051";
+/// The code filetrail gives the Management Activity API's "audit log is off" answer, whose own
+/// `code` is a truncated operation description (`StartSubscription [CorrId=…][AppId`).
+pub const MGMT_AUDIT_LOG_DISABLED: &str = "AuditLogDisabled";
 const NOT_FOUND_CODES: &[&str] = &["itemNotFound", "ResourceNotFound", "Request_ResourceNotFound"];
 const UNAVAILABLE_CODES: &[&str] = &["serviceNotAvailable"];
 const SERVER_ERROR_CODES: &[&str] = &["generalException", "AF50000"];
@@ -79,6 +96,9 @@ pub fn classify(status: u16, codes: &[String]) -> ServiceErrorKind {
     }
     if any_code_in(codes, RESYNC_CODES) {
         return K::ResyncRequired;
+    }
+    if any_code_in(codes, &[MGMT_CONTENT_EXPIRED]) {
+        return K::ContentExpired;
     }
     if any_code_in(codes, INVALID_TOKEN_CODES) {
         return K::InvalidAuthenticationToken;
@@ -521,6 +541,72 @@ impl fmt::Display for ServiceError {
 
 impl std::error::Error for ServiceError {}
 
+/// Classifies a Management Activity API error (FACTS §12) and says what to do: [`classify`]
+/// (so `AF429` is throttling whatever the status, `AF50000` a server error), plus the audit log
+/// being off (recognised by its `DataServiceException … does not exist` text, wherever the
+/// service puts it), `AF10001` (permission missing) and `AF20051` (expired content), each with
+/// its own fix.
+pub(crate) fn management_error(
+    connection: &str,
+    operation: String,
+    status: u16,
+    body: &ErrorBody,
+    retry_after: Option<Duration>,
+) -> ServiceError {
+    let mut e = ServiceError::new(
+        connection,
+        operation,
+        status,
+        body,
+        retry_after,
+        None,
+        "ActivityFeed.Read",
+    );
+    let text = format!(
+        "{} {}",
+        body.codes.join(" "),
+        body.message.as_deref().unwrap_or_default()
+    );
+    if let Some(tenant) = audit_log_off_tenant(&text) {
+        e.kind = ServiceErrorKind::AuditLogDisabled;
+        e.code = MGMT_AUDIT_LOG_DISABLED.to_owned();
+        e.message = format!(
+            "unified audit logging is turned off for tenant {tenant}, so the Office 365 Management Activity API \
+             has no audit log to serve (it answered \"Microsoft.Office.Compliance.Audit.DataServiceException: \
+             Tenant {tenant} does not exist.\")"
+        );
+        e.fix = Some(format!(
+            "an administrator of tenant {tenant} must turn on audit logging in Microsoft Purview (Audit > \"Start \
+             recording user and admin activity\", or in Exchange Online PowerShell `Set-AdminAuditLogConfig \
+             -UnifiedAuditLogIngestionEnabled $true`); it can take up to 60 minutes to take effect, after which \
+             connection `{connection}` resumes by itself"
+        ));
+    } else if any_code_in(&body.codes, &[MGMT_PERMISSION_MISSING]) {
+        e.fix = Some(format!(
+            "the app of connection `{connection}` lacks the application permission ActivityFeed.Read of the Office \
+             365 Management APIs: add it in Entra ID > App registrations > API permissions > Add a permission > \
+             Office 365 Management APIs > Application permissions > ActivityFeed.Read, then Grant admin consent"
+        ));
+    } else if e.kind == ServiceErrorKind::ContentExpired {
+        e.fix = Some(
+            "the content blob is older than the 7 days the Management Activity API keeps it and is lost; poll \
+             activity more often than every 7 days"
+                .to_owned(),
+        );
+    }
+    e
+}
+
+/// The tenant named in the "audit log is off" answer: `…DataServiceException: Tenant <id> does
+/// not exist.` (an empty id when the text names none).
+fn audit_log_off_tenant(text: &str) -> Option<String> {
+    let at = text.find("DataServiceException")?;
+    let rest = &text[at..];
+    let start = rest.find("Tenant ")? + "Tenant ".len();
+    let end = rest[start..].find(" does not exist")?;
+    Some(rest[start..start + end].trim().to_owned())
+}
+
 /// How a request failed before a usable response arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
@@ -697,6 +783,8 @@ pub fn is_connection_problem(code: &str) -> bool {
                 | "authorization_requestdenied"
                 | "invalidauthenticationtoken"
                 | "unauthenticated"
+                | "af10001"
+                | "auditlogdisabled"
         )
 }
 

@@ -168,6 +168,12 @@ impl GraphClient {
         self.pipeline.counters.snapshot()
     }
 
+    /// The request pipeline (HTTP client, retry policy, throttling gate, counters), for the
+    /// content download in [`crate::content`].
+    pub(crate) fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
     /// GETs a Graph resource and parses it as `T`. `url_or_path` is either a path below the base
     /// (`/users/x/drive`) or an absolute link returned by Graph (used verbatim; it must point at
     /// the configured Graph host, so a stored link cannot send the token elsewhere).
@@ -218,6 +224,34 @@ impl GraphClient {
         };
         let no_drive = |error: &ServiceError| no_drive_reason(error).map(|reason| DriveLookup::NoDrive { reason });
         self.batch_gets(&gets, "Files.Read.All", &decode_drive, &no_drive).await
+    }
+
+    /// The item id at each drive path (`/Reports/q3.xlsx`, from the drive root), one answer per
+    /// path in the given order, `None` where no item is (deleted or moved since). Addressed as
+    /// `/drives/{drive-id}/root:{path}` with each segment percent-encoded, in `$batch` envelopes
+    /// like [`Self::user_drives`] (same retries of throttled entries).
+    pub async fn items_by_path(&self, drive_id: &str, paths: &[String]) -> Result<Vec<Option<String>>, M365Error> {
+        let drive = utf8_percent_encode(drive_id, PATH_SEGMENT);
+        let gets: Vec<BatchGet> = paths
+            .iter()
+            .map(|path| {
+                let encoded: Vec<String> = path
+                    .split('/')
+                    .filter(|segment| !segment.is_empty())
+                    .map(|segment| utf8_percent_encode(segment, PATH_SEGMENT).to_string())
+                    .collect();
+                BatchGet {
+                    url: format!("/drives/{drive}/root:/{}?$select=id", encoded.join("/")),
+                    label: format!("GET /drives/{drive_id}/root:{path}"),
+                }
+            })
+            .collect();
+        let decode_id = |body: Value, op: &str| {
+            let item: WireId = serde_json::from_value(body).map_err(|e| self.decode_error(op, &e))?;
+            Ok(Some(item.id))
+        };
+        let absent = |error: &ServiceError| (error.status == 404).then_some(None);
+        self.batch_gets(&gets, "Files.Read.All", &decode_id, &absent).await
     }
 
     /// The users each selector names, one answer per selector in the given order (empty when no
@@ -655,6 +689,12 @@ impl GraphClient {
 struct BatchGet {
     url: String,
     label: String,
+}
+
+/// Any Graph object, by id only.
+#[derive(Deserialize)]
+struct WireId {
+    id: String,
 }
 
 /// What became of one `$batch` entry.

@@ -51,11 +51,34 @@ pub fn http_client(timeouts: HttpTimeouts) -> Result<reqwest::Client, M365Error>
         .connect_timeout(timeouts.connect)
         .timeout(timeouts.request)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .redirect(redirect_policy())
         .build()
         .map_err(|e| M365Error::Config {
             message: format!("cannot build the HTTP client: {}", error_chain(&e)),
             fix: "check the TLS setup of this machine (rustls with platform roots)".to_owned(),
         })
+}
+
+/// Redirects reqwest follows by itself: reqwest's default (at most 10), except the 302 of a
+/// driveItem `…/content` request, which [`crate::content`] follows itself: it keeps the download
+/// URL for `Range` resumes, and the Graph token must never travel to the download host (FACTS §6:
+/// the URL is pre-authenticated).
+fn redirect_policy() -> reqwest::redirect::Policy {
+    /// reqwest's default limit.
+    const MAX_REDIRECTS: usize = 10;
+    reqwest::redirect::Policy::custom(|attempt| {
+        let from_content = attempt
+            .previous()
+            .last()
+            .is_some_and(|u| u.path().to_ascii_lowercase().ends_with("/content"));
+        if from_content {
+            attempt.stop()
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// A response read to the end.

@@ -1,6 +1,7 @@
 //! Microsoft 365 clients for filetrail: Entra ID app-only tokens, Microsoft Graph (users, users'
 //! OneDrives through `$batch`, user and group lookups for scoping, groups' transitive members,
-//! driveItem delta), all behind one throttling and retry policy.
+//! driveItem delta, streaming downloads of item content in [`content`]), all behind one
+//! throttling and retry policy.
 //!
 //! Wiring: build one [`reqwest::Client`] per process with [`http_client`], then per connection a
 //! [`GraphClient`] (with [`GraphClient::connect`], or [`GraphClient::new`] around a shared
@@ -8,8 +9,14 @@
 //! [`filetrail_core::ports::Directory`], [`filetrail_core::ports::DriveFinder`] and
 //! [`filetrail_core::ports::DriveDelta`]; every error converts into a
 //! [`filetrail_core::PortError`] with its retry class, code and fix.
+//!
+//! The Office 365 Management Activity API client is [`ActivityClient`] ([`activity`]: subscriptions,
+//! content listing, blobs, with `PublisherIdentifier` on every call); it implements
+//! [`filetrail_core::ports::ActivityFeed`].
 
+pub mod activity;
 pub mod cloud;
+pub mod content;
 pub mod error;
 pub mod graph;
 pub mod http;
@@ -17,6 +24,7 @@ mod ports;
 pub mod retry;
 pub mod token;
 
+pub use activity::{ActivityClient, ContentBlob, ContentPage, Subscription, SubscriptionOutcome};
 pub use cloud::{CLOUD_PRESETS, Cloud};
 pub use error::{
     AuthError, AuthFailure, ErrorBody, M365Error, ServiceError, ServiceErrorKind, TransportKind, is_connection_problem,

@@ -1,10 +1,14 @@
 //! The core ports over Microsoft Graph.
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use filetrail_core::budget::Budget;
+use filetrail_core::hashing::{ChunkSink, FileContent, ItemVersion, StreamEnd};
 use filetrail_core::model::{DeltaPage, DirectoryUser, DriveLookup};
-use filetrail_core::ports::{DeltaError, Directory, DriveDelta, DriveFinder, PortResult, UsersPage};
+use filetrail_core::ports::{DeltaError, Directory, DriveDelta, DriveFinder, ItemResolver, PortResult, UsersPage};
 use filetrail_core::scope::{DirectoryGroup, GroupSelector, UserSelector};
 
+use crate::content::{DownloadError, DownloadOutcome, DownloadRequest, FileVersion};
 use crate::graph::GraphClient;
 
 #[async_trait]
@@ -49,5 +53,64 @@ impl DriveDelta for GraphClient {
     /// `Location` restart link.
     async fn delta_page(&self, drive_id: &str, link: Option<&str>) -> Result<DeltaPage, DeltaError> {
         GraphClient::delta_page(self, drive_id, link).await
+    }
+}
+
+#[async_trait]
+impl ItemResolver for GraphClient {
+    /// See [`GraphClient::items_by_path`]: `$batch` of 20; absent paths are left out.
+    async fn resolve_paths(&self, drive_id: &str, paths: &[String]) -> PortResult<Vec<(String, String)>> {
+        let ids = self.items_by_path(drive_id, paths).await?;
+        Ok(paths
+            .iter()
+            .zip(ids)
+            .filter_map(|(path, id)| id.map(|id| (path.clone(), id)))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl FileContent for GraphClient {
+    /// See [`GraphClient::item_info`]: `None` for a deleted item.
+    async fn item_version(&self, drive_id: &str, item_id: &str) -> PortResult<Option<ItemVersion>> {
+        Ok(self.item_info(drive_id, item_id).await?.map(|info| ItemVersion {
+            ctag: info.version.ctag,
+            size: info.version.size,
+            modified_at: info.modified_at,
+            is_file: info.is_file,
+        }))
+    }
+
+    /// See [`GraphClient::download_from`]: follows the 302 without our token, resumes dropped
+    /// connections with `Range`, refreshes an expired download URL, stops at the budget's
+    /// deadline between chunks, and tells a version changed under the download apart.
+    async fn stream_content(
+        &self,
+        drive_id: &str,
+        item_id: &str,
+        expected: &ItemVersion,
+        sink: &mut dyn ChunkSink,
+        budget: &dyn Budget,
+    ) -> PortResult<StreamEnd> {
+        let version = FileVersion {
+            etag: None,
+            ctag: expected.ctag.clone(),
+            size: expected.size,
+        };
+        let mut request = DownloadRequest::new(drive_id, item_id).starting_at(sink.offset(), version);
+        if let Some(at) = budget.stop_at() {
+            request = request.until(at);
+        }
+        let mut forward = |chunk: Bytes| sink.accept(chunk);
+        match self.download_from(&request, &mut forward).await {
+            Ok(download) => Ok(match download.outcome {
+                DownloadOutcome::Complete { .. } => StreamEnd::Complete,
+                DownloadOutcome::Stopped { .. } => StreamEnd::OutOfTime,
+                DownloadOutcome::NotFound | DownloadOutcome::NotAFile => StreamEnd::Gone,
+                DownloadOutcome::Changed { .. } => StreamEnd::Changed,
+            }),
+            Err(DownloadError::Service(e)) => Err(e.into()),
+            Err(DownloadError::Sink(e)) => Err(e),
+        }
     }
 }

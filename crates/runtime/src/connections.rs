@@ -7,25 +7,30 @@ use std::time::{Duration, Instant};
 use filetrail_aws::secrets::SecretsStore;
 use filetrail_core::PortError;
 use filetrail_core::model::Connection;
+use filetrail_m365::activity::ActivityClient;
 use filetrail_m365::{ClientSecret, Cloud, Credentials, GraphClient, RetryPolicy};
 use tokio::sync::RwLock;
 use tracing::info;
 
-struct Cached {
-    client: Arc<GraphClient>,
+struct Cached<C> {
+    client: Arc<C>,
     built_at: Instant,
 }
 
-/// Builds and caches one [`GraphClient`] per connection: the connection's cloud (or custom
-/// endpoints), its tenant and app id, and the client secret read from Secrets Manager. Clients
-/// share one HTTP connection pool. A cached client is rebuilt after `ttl` (so a rotated secret is
-/// picked up) or at once after [`Self::forget`] (called when the service refused the credentials).
+type Cache<C> = RwLock<HashMap<String, Cached<C>>>;
+
+/// Builds and caches one [`GraphClient`] and one Management Activity API client
+/// ([`ActivityClient`]) per connection: the connection's cloud (or custom endpoints), its tenant
+/// and app id, and the client secret read from Secrets Manager. Clients share one HTTP
+/// connection pool. A cached client is rebuilt after `ttl` (so a rotated secret is picked up) or
+/// at once after [`Self::forget`] (called when the service refused the credentials).
 pub struct ConnectionClients {
     http: reqwest::Client,
     secrets: SecretsStore,
     policy: RetryPolicy,
     ttl: Duration,
-    cache: RwLock<HashMap<String, Cached>>,
+    graph: Cache<GraphClient>,
+    activity: Cache<ActivityClient>,
 }
 
 impl ConnectionClients {
@@ -35,19 +40,41 @@ impl ConnectionClients {
             secrets,
             policy,
             ttl,
-            cache: RwLock::new(HashMap::new()),
+            graph: RwLock::new(HashMap::new()),
+            activity: RwLock::new(HashMap::new()),
         }
     }
 
     /// The Graph client of `connection`. Fails with a terminal error when the connection's cloud
     /// settings are invalid or its secret cannot be read.
     pub async fn graph(&self, connection: &Connection) -> Result<Arc<GraphClient>, PortError> {
-        if let Some(c) = self.cache.read().await.get(&connection.id)
+        self.cached(&self.graph, connection, |http, cloud, credentials, policy| {
+            GraphClient::connect(http, cloud, credentials, &connection.id, policy)
+        })
+        .await
+    }
+
+    /// The Management Activity API client of `connection` (its own token, for the Management
+    /// API's resource). Fails like [`Self::graph`], and when the tenant id is not a GUID.
+    pub async fn activity(&self, connection: &Connection) -> Result<Arc<ActivityClient>, PortError> {
+        self.cached(&self.activity, connection, |http, cloud, credentials, policy| {
+            ActivityClient::connect(http, cloud, credentials, &connection.id, policy)
+        })
+        .await
+    }
+
+    async fn cached<C>(
+        &self,
+        cache: &Cache<C>,
+        connection: &Connection,
+        build: impl FnOnce(reqwest::Client, &Cloud, Credentials, RetryPolicy) -> Result<C, filetrail_m365::M365Error>,
+    ) -> Result<Arc<C>, PortError> {
+        if let Some(c) = cache.read().await.get(&connection.id)
             && c.built_at.elapsed() < self.ttl
         {
             return Ok(c.client.clone());
         }
-        let mut cache = self.cache.write().await;
+        let mut cache = cache.write().await;
         if let Some(c) = cache.get(&connection.id)
             && c.built_at.elapsed() < self.ttl
         {
@@ -64,15 +91,13 @@ impl ConnectionClients {
             client_id: connection.client_id.clone(),
             secret: ClientSecret::new(secret.client_secret.expose()),
         };
-        let client = GraphClient::connect(
-            self.http.clone(),
-            &cloud,
-            credentials,
-            &connection.id,
-            self.policy.clone(),
-        )
-        .map_err(PortError::from)?;
-        info!(connection = connection.id, cloud = cloud.name(), "graph client ready");
+        let client = build(self.http.clone(), &cloud, credentials, self.policy.clone()).map_err(PortError::from)?;
+        info!(
+            connection = connection.id,
+            cloud = cloud.name(),
+            client = std::any::type_name::<C>().rsplit("::").next().unwrap_or_default(),
+            "client ready"
+        );
         let client = Arc::new(client);
         cache.insert(
             connection.id.clone(),
@@ -84,13 +109,14 @@ impl ConnectionClients {
         Ok(client)
     }
 
-    /// Drops the cached client of a connection so the next use re-reads its secret.
+    /// Drops the cached clients of a connection so the next use re-reads its secret.
     pub async fn forget(&self, connection: &str) {
-        self.cache.write().await.remove(connection);
+        self.graph.write().await.remove(connection);
+        self.activity.write().await.remove(connection);
     }
 
     /// Graph requests issued by every client built so far (for benchmarks and summaries).
     pub async fn graph_requests(&self) -> u64 {
-        self.cache.read().await.values().map(|c| c.client.requests()).sum()
+        self.graph.read().await.values().map(|c| c.client.requests()).sum()
     }
 }

@@ -7,7 +7,7 @@
 //! the generation, invalidating every token issued so far.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -126,6 +126,9 @@ pub(crate) struct TokenAuthority {
     pub(crate) tenant_id: String,
     domain: String,
     service_principal_id: String,
+    /// Whether Management API tokens carry `ActivityFeed.Read` (admin consent granted); when not,
+    /// they carry no `roles` claim (FACTS.md §1). Set by `crate::activity`.
+    activity_feed_read: AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -155,7 +158,13 @@ impl TokenAuthority {
             client_secret,
             tenant_id,
             domain,
+            activity_feed_read: AtomicBool::new(true),
         }
+    }
+
+    /// Grants or revokes `ActivityFeed.Read` for Management API tokens issued from now on.
+    pub(crate) fn set_activity_feed_read(&self, granted: bool) {
+        self.activity_feed_read.store(granted, Ordering::SeqCst);
     }
 
     /// Access-token lifetime in whole seconds (at least 1), as sent in `expires_in`.
@@ -181,7 +190,7 @@ impl TokenAuthority {
         let exp_ms = now + self.lifetime.as_millis() as u64;
         let iat = now / 1000;
         let header = json!({"typ": "JWT", "alg": "SIM-SIPHASH", "kid": "m365-sim"});
-        let claims = json!({
+        let mut claims = json!({
             "aud": resource.audience(),
             "iss": format!("https://sts.windows.net/{}/", self.tenant_id),
             "iat": iat,
@@ -201,6 +210,11 @@ impl TokenAuthority {
             "sim_gen": self.generation.load(Ordering::SeqCst),
             "sim_exp_ms": exp_ms,
         });
+        if resource == Resource::Manage && !self.activity_feed_read.load(Ordering::SeqCst) {
+            if let Some(map) = claims.as_object_mut() {
+                map.remove("roles");
+            }
+        }
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -212,6 +226,12 @@ impl TokenAuthority {
 
     /// Validates the `Authorization` header of a request for `resource`.
     pub(crate) fn check(&self, headers: &HeaderMap, resource: Resource) -> Result<(), AuthFailure> {
+        self.claims(headers, resource).map(|_| ())
+    }
+
+    /// Validates the `Authorization` header of a request for `resource` and returns the token's
+    /// claims (`tid`, `roles`, …).
+    pub(crate) fn claims(&self, headers: &HeaderMap, resource: Resource) -> Result<Value, AuthFailure> {
         let value = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -243,7 +263,7 @@ impl TokenAuthority {
         if claims["aud"].as_str() != Some(resource.audience()) {
             return Err(AuthFailure::WrongAudience);
         }
-        Ok(())
+        Ok(claims)
     }
 
     fn tenant_matches(&self, tenant: &str) -> bool {

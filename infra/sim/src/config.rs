@@ -112,6 +112,16 @@ pub struct FaultConfig {
     pub slow_ms: u64,
     /// Share of requests inside a `$batch` answered with an inner 429 + `Retry-After`.
     pub batch_inner_throttle_rate: f64,
+    /// Share of `…/content` and download-URL requests answered 429 (mostly) or 503 with
+    /// `Retry-After` (SharePoint throttles downloads too, FACTS.md §9), on top of the Graph faults
+    /// above (which `/content`, a Graph request, also gets).
+    pub content_throttle_rate: f64,
+    /// Share of download-URL responses whose connection is cut in the middle of the body, after
+    /// a number of bytes drawn from `content_drop_after_bytes` (no cut if the body is shorter),
+    /// so clients must resume with `Range`.
+    pub content_drop_rate: f64,
+    /// Range `(min, max)` of body bytes sent before such a cut.
+    pub content_drop_after_bytes: (u64, u64),
 }
 
 impl Default for FaultConfig {
@@ -124,6 +134,9 @@ impl Default for FaultConfig {
             slow_rate: 0.0,
             slow_ms: 200,
             batch_inner_throttle_rate: 0.0,
+            content_throttle_rate: 0.0,
+            content_drop_rate: 0.0,
+            content_drop_after_bytes: (1, 1 << 20),
         }
     }
 }
@@ -138,6 +151,8 @@ impl FaultConfig {
             ("drop_rate", self.drop_rate),
             ("slow_rate", self.slow_rate),
             ("batch_inner_throttle_rate", self.batch_inner_throttle_rate),
+            ("content_throttle_rate", self.content_throttle_rate),
+            ("content_drop_rate", self.content_drop_rate),
         ];
         for (name, r) in rates {
             if !(0.0..=1.0).contains(&r) {
@@ -152,6 +167,12 @@ impl FaultConfig {
         }
         if self.batch_inner_throttle_rate + self.error_5xx_rate > 1.0 + 1e-9 {
             return Err("batch_inner_throttle_rate + error_5xx_rate must not exceed 1".into());
+        }
+        let (drop_lo, drop_hi) = self.content_drop_after_bytes;
+        if drop_hi < drop_lo {
+            return Err(format!(
+                "content_drop_after_bytes must be (min, max) with min <= max, got ({drop_lo}, {drop_hi})"
+            ));
         }
         let (lo, hi) = self.retry_after_secs;
         if !(lo.is_finite() && hi.is_finite()) || lo < 0.0 || hi < lo {
@@ -204,6 +225,12 @@ pub struct SimConfig {
     pub delta_repeat_rate: f64,
     /// TCP port on 127.0.0.1; 0 picks a free one.
     pub port: u16,
+    /// Lifetime of the pre-authenticated download URLs (`@microsoft.graph.downloadUrl`, the
+    /// `Location` of `…/content`); default one hour (FACTS.md §4).
+    pub download_url_lifetime: Duration,
+    /// The Management Activity API: publication delay, blob grouping, duplicates, late blobs,
+    /// paging, audit log on/off, `AF429`/`AF50000` faults (`crate::activity`).
+    pub activity: crate::activity::ActivityConfig,
 }
 
 impl Default for SimConfig {
@@ -234,6 +261,8 @@ impl SimConfig {
             faults: FaultConfig::default(),
             delta_repeat_rate: 0.01,
             port: 0,
+            download_url_lifetime: Duration::from_secs(crate::content::DOWNLOAD_URL_LIFETIME_DEFAULT_SECS),
+            activity: crate::activity::ActivityConfig::default(),
         }
     }
 
@@ -306,6 +335,7 @@ impl SimConfig {
                 "domain must look like 'contoso.onmicrosoft.com', got '{domain}'"
             ));
         }
+        self.activity.validate()?;
         self.faults.validate().map_err(|e| format!("faults: {e}"))
     }
 }

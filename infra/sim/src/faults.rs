@@ -12,7 +12,7 @@ const K_FAULT_INNER: u64 = tag(b"fault-inner");
 
 /// Share of throttled responses that are 429 rather than 503. SharePoint/OneDrive answer "429 or
 /// 503 … both with Retry-After" (FACTS.md §9); 429 is the common one.
-const SHARE_429: f64 = 0.8;
+pub(crate) const SHARE_429: f64 = 0.8;
 
 /// An injected failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +88,7 @@ fn server_status(u: f64) -> u16 {
 /// A `Retry-After` value within `[lo, hi]` seconds: an integer (`2`) when the range holds one and
 /// a coin says so, else a decimal with millisecond precision (`0.128`) — Graph's own sample sends
 /// `2.128` (FACTS.md §9), so clients must parse both.
-fn retry_after(r: &mut Rng, (lo, hi): (f64, f64)) -> String {
+pub(crate) fn retry_after(r: &mut Rng, (lo, hi): (f64, f64)) -> String {
     let (int_lo, int_hi) = (lo.ceil(), hi.floor());
     let integral = r.unit() < 0.5;
     let v = r.unit();

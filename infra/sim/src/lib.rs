@@ -24,13 +24,18 @@
 //!
 //! Module map: [`config`] (settings), `tenant` (generation: users, groups and their membership
 //! overlay, drives), `auth` (token endpoint), `graph` (routes, `$filter`, groups, delta, batch),
-//! `faults`, [`stats`], `changes` (drive change log).
+//! [`content`] (item bytes, `/content` redirects, download URLs with `Range`), `faults`,
+//! [`stats`], `changes` (drive change log), `inject` (activity injector: drive changes
+//! plus their audit records).
 
+pub mod activity;
 mod auth;
 mod changes;
 pub mod config;
+pub mod content;
 mod faults;
 mod graph;
+mod inject;
 mod prng;
 mod server;
 pub mod stats;
@@ -46,8 +51,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use activity::{ActivityConfig, AuditControl, ContentType};
 pub use changes::DriveChange;
 pub use config::{FaultConfig, FilesPerDrive, SimConfig};
+pub use inject::{
+    AccessLevel, Activity, ActivityKind, ActivityOutcome, ActivityRequest, ActivityResponse, InjectError,
+    InjectFailure, RANDOM_MAX_COUNT, RandomActivity, RecordRef, default_mix,
+};
 pub use stats::{FaultStats, Stats};
 pub use tenant::{DriveItems, GroupKind, NoDriveReason, SimDrive, SimGroup, SimIdentity, SimItem, SimUser, Tenant};
 
@@ -165,15 +175,33 @@ pub struct SimControl {
 }
 
 impl SimControl {
+    /// See [`SimHandle::audit`].
+    #[must_use]
+    pub fn audit(&self) -> AuditControl {
+        AuditControl {
+            state: Arc::clone(&self.state),
+        }
+    }
+
     /// See [`SimHandle::expire_tokens`].
     pub fn expire_tokens(&self) {
         self.state.auth.expire_all();
+    }
+
+    /// See [`SimHandle::inject_activity`].
+    pub fn inject_activity(&self, request: &ActivityRequest) -> Result<ActivityResponse, InjectFailure> {
+        inject::inject(&self.state, request)
     }
 
     /// See [`SimHandle::stats`].
     #[must_use]
     pub fn stats(&self) -> Stats {
         self.state.counters.snapshot()
+    }
+
+    /// See [`SimHandle::expire_download_urls`].
+    pub fn expire_download_urls(&self) {
+        self.state.content.expire_all();
     }
 
     /// The served tenant (ground truth, membership changes included).
@@ -198,6 +226,15 @@ impl SimControl {
 }
 
 impl SimHandle {
+    /// Controls and ground truth of the simulated audit log (Management Activity API): publish
+    /// records, advance the audit clock, disable subscriptions or the audit log, list blobs.
+    #[must_use]
+    pub fn audit(&self) -> AuditControl {
+        AuditControl {
+            state: Arc::clone(&self.state),
+        }
+    }
+
     /// A cloneable remote control of this simulator.
     #[must_use]
     pub fn control(&self) -> SimControl {
@@ -300,6 +337,34 @@ impl SimHandle {
         self.state.auth.expire_all();
     }
 
+    /// Makes every download URL issued so far (`@microsoft.graph.downloadUrl`, `Location` of
+    /// `…/content`) answer 401 `unauthenticated`/`expiredToken`; URLs issued later work.
+    pub fn expire_download_urls(&self) {
+        self.state.content.expire_all();
+    }
+
+    /// Sets the lifetime of download URLs issued from now on (zero: expired at once).
+    pub fn set_download_url_lifetime(&self, lifetime: Duration) {
+        self.state.content.set_lifetime(lifetime);
+    }
+
+    /// The bytes a download of the item serves now: its current version (generated base with
+    /// applied changes). `None` for folders and for items that do not exist or were deleted.
+    #[must_use]
+    pub fn content(&self, drive_id: &str, item_id: &str) -> Option<content::Content> {
+        let item = self.current_item(drive_id, item_id)?;
+        content::Content::of(drive_id, &item)
+    }
+
+    /// A fresh download URL for a file, as `@microsoft.graph.downloadUrl` would give it; `None`
+    /// for folders and missing items.
+    #[must_use]
+    pub fn download_url(&self, drive_id: &str, item_id: &str) -> Option<String> {
+        let item = self.current_item(drive_id, item_id)?;
+        let drive = self.state.tenant.drive_by_id(drive_id)?;
+        (!item.is_folder).then(|| content::download_url(&self.state, &drive, &item))
+    }
+
     /// See [`SimControl::add_group_member`].
     pub fn add_group_member(&self, group_id: &str, user: &str) -> Result<(), SimError> {
         self.control().add_group_member(group_id, user)
@@ -358,6 +423,28 @@ impl SimHandle {
         }
     }
 
+    /// Every item the drive holds now (its generated items with the change log applied, roots
+    /// included): the ground truth an inventory is compared with after activity. Empty for an
+    /// unknown drive.
+    #[must_use]
+    pub fn current_items(&self, drive_id: &str) -> Vec<SimItem> {
+        let tenant = &self.state.tenant;
+        let Some(d) = tenant.decode_drive_id(drive_id) else {
+            return Vec::new();
+        };
+        let latest = changes::latest_per_item(&self.state.drives.entries(d.key(), 0, u64::MAX));
+        let logged: std::collections::HashSet<&str> = latest.iter().map(Entry::id).collect();
+        let mut items: Vec<SimItem> = tenant
+            .drive_items(drive_id)
+            .filter(|item| !logged.contains(item.id.as_str()))
+            .collect();
+        items.extend(latest.iter().filter_map(|e| match e {
+            Entry::Present(item) => Some((**item).clone()),
+            Entry::Deleted { .. } => None,
+        }));
+        items
+    }
+
     /// Appends a change to the drive's change log: it shows up in item reads and in delta
     /// rounds from tokens issued before it. Returns the new drive version. The hook for
     /// activity injection; it checks ids, not tree consistency.
@@ -389,6 +476,15 @@ impl SimHandle {
             }
         };
         Ok(self.state.drives.append(d.key(), entry))
+    }
+
+    /// Injects user activity on OneDrive files (the Rust form of `POST /_sim/activity`): each
+    /// activity is applied to its drive through the change log (item reads and delta show it)
+    /// and its audit records are published to the audit log (`Audit.SharePoint`). Activities
+    /// apply in order, explicit ones before the random mix; the first that cannot be applied
+    /// stops the injection, and [`InjectFailure::applied`] lists those applied before it.
+    pub fn inject_activity(&self, request: &ActivityRequest) -> Result<ActivityResponse, InjectFailure> {
+        inject::inject(&self.state, request)
     }
 
     /// Stops accepting connections, lets in-flight requests finish (up to 5 s) and returns.

@@ -84,9 +84,46 @@ struct Args {
     /// Share of requests inside $batch answered with an inner 429.
     #[arg(long, default_value_t = 0.0)]
     batch_inner_throttle_rate: f64,
+    /// Share of `/content` and download-URL requests answered 429/503 with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    content_throttle_rate: f64,
+    /// Share of download responses whose connection is cut mid-body.
+    #[arg(long, default_value_t = 0.0)]
+    content_drop_rate: f64,
+    /// Fewest body bytes sent before such a cut.
+    #[arg(long, default_value_t = 1)]
+    content_drop_after_min: u64,
+    /// Most body bytes sent before such a cut.
+    #[arg(long, default_value_t = 1 << 20)]
+    content_drop_after_max: u64,
+    /// Lifetime of download URLs in seconds.
+    #[arg(long, default_value_t = m365_sim::content::DOWNLOAD_URL_LIFETIME_DEFAULT_SECS)]
+    download_url_lifetime_secs: u64,
     /// Probability that a delta page repeats an item sent earlier in the same round.
     #[arg(long, default_value_t = 0.01)]
     delta_repeat_rate: f64,
+    /// Management Activity API: milliseconds from publishing an audit record to its blob being
+    /// available (upstream: 60–90 minutes).
+    #[arg(long, default_value_t = 2000)]
+    audit_publication_delay_ms: u64,
+    /// Share of audit records delivered twice (another blob, keys reordered).
+    #[arg(long, default_value_t = 0.02)]
+    audit_duplicate_rate: f64,
+    /// Share of audit records put into late blobs.
+    #[arg(long, default_value_t = 0.02)]
+    audit_late_rate: f64,
+    /// Content blobs per `subscriptions/content` page.
+    #[arg(long, default_value_t = m365_sim::activity::config::CONTENT_PAGE_SIZE_DEFAULT)]
+    audit_page_size: usize,
+    /// Share of Management Activity API calls answered AF429 (403, some 429).
+    #[arg(long, default_value_t = 0.0)]
+    audit_af429_rate: f64,
+    /// Share of Management Activity API calls answered AF50000 (500).
+    #[arg(long, default_value_t = 0.0)]
+    audit_af50000_rate: f64,
+    /// Start with the tenant's unified audit log turned off.
+    #[arg(long)]
+    audit_log_disabled: bool,
 }
 
 impl Args {
@@ -114,8 +151,22 @@ impl Args {
                 slow_rate: self.slow_rate,
                 slow_ms: self.slow_ms,
                 batch_inner_throttle_rate: self.batch_inner_throttle_rate,
+                content_throttle_rate: self.content_throttle_rate,
+                content_drop_rate: self.content_drop_rate,
+                content_drop_after_bytes: (self.content_drop_after_min, self.content_drop_after_max),
             },
+            download_url_lifetime: Duration::from_secs(self.download_url_lifetime_secs),
             delta_repeat_rate: self.delta_repeat_rate,
+            activity: m365_sim::ActivityConfig {
+                audit_log_enabled: !self.audit_log_disabled,
+                publication_delay: Duration::from_millis(self.audit_publication_delay_ms),
+                duplicate_rate: self.audit_duplicate_rate,
+                late_rate: self.audit_late_rate,
+                content_page_size: self.audit_page_size,
+                af429_rate: self.audit_af429_rate,
+                af50000_rate: self.audit_af50000_rate,
+                ..m365_sim::ActivityConfig::default()
+            },
             port: self.port,
             ..base
         }

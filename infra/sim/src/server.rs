@@ -26,6 +26,7 @@ use crate::SimError;
 use crate::auth::{self, Resource, TokenAuthority};
 use crate::changes::DriveStates;
 use crate::config::{FaultConfig, SimConfig};
+use crate::content::{self, ContentState};
 use crate::faults::{self, Fault};
 use crate::graph::{self, Ctx, Route, batch, request_kind};
 use crate::prng::{hash3, siphash24, tag};
@@ -45,10 +46,16 @@ pub(crate) struct SimState {
     pub(crate) trees: TreeCache,
     pub(crate) base_url: String,
     pub(crate) graph_url: String,
+    /// The audit log and Management Activity API state (`crate::activity`).
+    pub(crate) activity: crate::activity::AuditLog,
     pub(crate) page_size_default: u64,
     pub(crate) delta_repeat_rate: f64,
     /// Key sealing skiptokens and delta tokens.
     pub(crate) link_key: (u64, u64),
+    /// Download URLs: lifetime, expiry epoch, content fault draws.
+    pub(crate) content: ContentState,
+    /// The activity injector's state (`crate::inject`).
+    pub(crate) injector: crate::inject::Injector,
     faults: RwLock<FaultConfig>,
     request_seq: AtomicU64,
     fault_seq: AtomicU64,
@@ -67,7 +74,9 @@ impl SimState {
             tenant.tenant_id().to_owned(),
             tenant.domain().to_owned(),
         );
+        auth.set_activity_feed_read(config.activity.activity_feed_read_granted);
         Self {
+            activity: crate::activity::AuditLog::new(&config.activity, config.seed, tenant.tenant_id()),
             graph_url: format!("{base_url}/v1.0"),
             base_url,
             auth,
@@ -77,6 +86,8 @@ impl SimState {
             page_size_default: config.page_size_default,
             delta_repeat_rate: config.delta_repeat_rate,
             link_key: (hash3(config.seed, K_LINK_KEY, 0), hash3(config.seed, K_LINK_KEY, 1)),
+            content: ContentState::new(config.download_url_lifetime),
+            injector: crate::inject::Injector::default(),
             faults: RwLock::new(config.faults.clone()),
             request_seq: AtomicU64::new(0),
             fault_seq: AtomicU64::new(0),
@@ -268,7 +279,12 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
             "/_sim/groups/{group_id}/members/{user}",
             delete(sim_group_member_remove),
         )
+        .route("/_sim/content/expire-download-urls", post(sim_expire_download_urls))
+        .route("/personal/{site}/_layouts/15/download.aspx", get(content::download))
+        .route("/sites/{site}/_layouts/15/download.aspx", get(content::download))
         .route("/v1.0/{*rest}", any(graph_entry))
+        .route("/_sim/activity", post(crate::inject::handle))
+        .merge(crate::activity::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -389,6 +405,11 @@ async fn sim_faults_set(State(state): State<Arc<SimState>>, body: Bytes) -> Resp
 
 async fn sim_expire_tokens(State(state): State<Arc<SimState>>) -> StatusCode {
     state.auth.expire_all();
+    StatusCode::NO_CONTENT
+}
+
+async fn sim_expire_download_urls(State(state): State<Arc<SimState>>) -> StatusCode {
+    state.content.expire_all();
     StatusCode::NO_CONTENT
 }
 

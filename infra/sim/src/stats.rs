@@ -17,6 +17,8 @@ pub(crate) enum Kind {
     Drive,
     Delta,
     Item,
+    /// `…/items/{id}/content` (the 302 to the download URL).
+    Content,
     Batch,
     Other,
 }
@@ -55,8 +57,40 @@ pub struct Stats {
     pub unauthorized: u64,
     /// Delta requests answered 410 Gone (`resyncRequired`).
     pub delta_resync: u64,
+    /// `…/items/{id}/content` requests (Graph operations, any outcome).
+    #[serde(default)]
+    pub content: u64,
+    /// `/content` requests answered 302 with a download URL.
+    #[serde(default)]
+    pub content_redirects: u64,
+    /// `/content` requests answered 304 (`if-none-match` hit).
+    #[serde(default)]
+    pub content_not_modified: u64,
+    /// Requests to download URLs (any outcome; also counted in `http_requests`).
+    #[serde(default)]
+    pub content_downloads: u64,
+    /// Download requests answered 206 Partial Content (a satisfiable `Range`).
+    #[serde(default)]
+    pub content_range: u64,
+    /// Download requests answered 416 (`invalidRange`).
+    #[serde(default)]
+    pub content_range_unsatisfiable: u64,
+    /// Download requests refused 401 (expired or invalid `tempauth`).
+    #[serde(default)]
+    pub content_expired: u64,
+    /// Download requests that carried an `Authorization` header (pre-authenticated URLs need
+    /// none; a client should not send its Graph token to the download host).
+    #[serde(default)]
+    pub content_with_authorization: u64,
+    /// Content bytes sent in download bodies (cut bodies count what was generated).
+    #[serde(default)]
+    pub content_bytes: u64,
     /// Injected faults.
     pub faults: FaultStats,
+    /// Management Activity API requests by kind, `AF429`/`AF50000` faults and
+    /// `PublisherIdentifier` presence (`crate::activity`).
+    #[serde(default)]
+    pub activity: crate::activity::ActivityStats,
 }
 
 /// Counts of injected faults by kind.
@@ -76,11 +110,20 @@ pub struct FaultStats {
     pub batch_inner_throttled: u64,
     /// Inner 5xx inside `$batch` responses.
     pub batch_inner_server_error: u64,
+    /// `/content` and download requests throttled by `content_throttle_rate` (also counted in
+    /// `throttled_429` / `unavailable_503`).
+    #[serde(default)]
+    pub content_throttled: u64,
+    /// Download bodies cut in the middle (`content_drop_rate`).
+    #[serde(default)]
+    pub content_dropped: u64,
 }
 
 /// The live counters.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Management Activity API counters.
+    pub(crate) activity: crate::activity::ActivityCounters,
     pub(crate) http_requests: AtomicU64,
     token: AtomicU64,
     users: AtomicU64,
@@ -102,6 +145,17 @@ pub(crate) struct Counters {
     pub(crate) slowed: AtomicU64,
     pub(crate) batch_inner_throttled: AtomicU64,
     pub(crate) batch_inner_server_error: AtomicU64,
+    content: AtomicU64,
+    pub(crate) content_redirects: AtomicU64,
+    pub(crate) content_not_modified: AtomicU64,
+    pub(crate) content_downloads: AtomicU64,
+    pub(crate) content_range: AtomicU64,
+    pub(crate) content_range_unsatisfiable: AtomicU64,
+    pub(crate) content_expired: AtomicU64,
+    pub(crate) content_with_authorization: AtomicU64,
+    pub(crate) content_bytes: AtomicU64,
+    pub(crate) content_throttled: AtomicU64,
+    pub(crate) content_dropped: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -120,6 +174,7 @@ impl Counters {
             Kind::Drive => &self.drive,
             Kind::Delta => &self.delta,
             Kind::Item => &self.item,
+            Kind::Content => &self.content,
             Kind::Batch => &self.batch,
             Kind::Other => &self.other,
         });
@@ -128,6 +183,7 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> Stats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
+            activity: self.activity.snapshot(),
             http_requests: g(&self.http_requests),
             token: g(&self.token),
             users: g(&self.users),
@@ -142,6 +198,15 @@ impl Counters {
             other: g(&self.other),
             unauthorized: g(&self.unauthorized),
             delta_resync: g(&self.delta_resync),
+            content: g(&self.content),
+            content_redirects: g(&self.content_redirects),
+            content_not_modified: g(&self.content_not_modified),
+            content_downloads: g(&self.content_downloads),
+            content_range: g(&self.content_range),
+            content_range_unsatisfiable: g(&self.content_range_unsatisfiable),
+            content_expired: g(&self.content_expired),
+            content_with_authorization: g(&self.content_with_authorization),
+            content_bytes: g(&self.content_bytes),
             faults: FaultStats {
                 throttled_429: g(&self.throttled_429),
                 unavailable_503: g(&self.unavailable_503),
@@ -150,11 +215,14 @@ impl Counters {
                 slowed: g(&self.slowed),
                 batch_inner_throttled: g(&self.batch_inner_throttled),
                 batch_inner_server_error: g(&self.batch_inner_server_error),
+                content_throttled: g(&self.content_throttled),
+                content_dropped: g(&self.content_dropped),
             },
         }
     }
 
     pub(crate) fn reset(&self) {
+        self.activity.reset();
         for c in [
             &self.http_requests,
             &self.token,
@@ -177,6 +245,17 @@ impl Counters {
             &self.slowed,
             &self.batch_inner_throttled,
             &self.batch_inner_server_error,
+            &self.content,
+            &self.content_redirects,
+            &self.content_not_modified,
+            &self.content_downloads,
+            &self.content_range,
+            &self.content_range_unsatisfiable,
+            &self.content_expired,
+            &self.content_with_authorization,
+            &self.content_bytes,
+            &self.content_throttled,
+            &self.content_dropped,
         ] {
             c.store(0, Ordering::Relaxed);
         }

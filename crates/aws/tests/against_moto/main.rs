@@ -1,8 +1,10 @@
-//! The AWS adapters against a real moto server (DynamoDB, SQS, Secrets Manager over HTTP).
+//! The AWS adapters against a real moto server (DynamoDB, SQS, S3, Secrets Manager over HTTP).
 //!
 //! One moto server serves every test of this binary; each test creates its own uniquely named
 //! tables and queues, so tests run in parallel without seeing each other's data.
 
+mod activity;
+mod events;
 mod inventory;
 mod moto;
 mod queue;

@@ -1,8 +1,8 @@
 //! SqsQueue against moto.
 
 use filetrail_aws::SqsQueue;
-use filetrail_core::jobs::{DiscoverJob, IndexJob};
-use filetrail_core::ports::{DiscoverQueue, IndexQueue};
+use filetrail_core::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
+use filetrail_core::ports::{BlobQueue, DiscoverQueue, HashQueue, IndexQueue};
 use serde::de::DeserializeOwned;
 
 use crate::support::{aws, create_queue, failure};
@@ -104,5 +104,47 @@ async fn sending_to_a_missing_queue_is_terminal_and_names_the_queue() -> anyhow:
 
     assert!(err.is_terminal(), "{err}");
     assert!(err.to_string().contains("ft-no-such-queue"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn blob_and_hash_jobs_arrive_as_their_json_in_batches_of_ten() -> anyhow::Result<()> {
+    let aws = aws().await?;
+    let blob_url = create_queue(&aws.sqs).await?;
+    let hash_url = create_queue(&aws.sqs).await?;
+    let blobs = SqsQueue::new(aws.sqs.clone(), &blob_url);
+    let hashes = SqsQueue::new(aws.sqs.clone(), &hash_url);
+    let created = chrono::DateTime::parse_from_rfc3339("2026-11-22T08:00:00.25Z")?.with_timezone(&chrono::Utc);
+    let blob_jobs: Vec<BlobJob> = (0..12)
+        .map(|i| BlobJob {
+            connection: "contoso".into(),
+            blob: filetrail_core::activity::ContentBlob {
+                content_type: "Audit.SharePoint".into(),
+                content_id: format!("blob-{i:02}"),
+                content_uri: format!("https://manage.office.com/api/v1.0/t/activity/feed/audit/blob-{i:02}$x$y"),
+                content_created: created,
+                content_expiration: None,
+            },
+        })
+        .collect();
+    let hash_jobs: Vec<HashJob> = (0..3)
+        .map(|i| HashJob {
+            connection: "contoso".into(),
+            drive_id: "b!1".into(),
+            item_id: format!("item-{i}"),
+            continuation: None,
+        })
+        .collect();
+
+    blobs.enqueue_blobs(&blob_jobs).await?;
+    hashes.enqueue_hashes(&hash_jobs).await?;
+
+    assert_eq!((blobs.send_requests(), hashes.send_requests()), (2, 1));
+    let mut got_blobs: Vec<BlobJob> = receive_all(&aws.sqs, &blob_url, 12).await?;
+    got_blobs.sort_by(|a, b| a.blob.content_id.cmp(&b.blob.content_id));
+    assert_eq!(got_blobs, blob_jobs);
+    let mut got_hashes: Vec<HashJob> = receive_all(&aws.sqs, &hash_url, 3).await?;
+    got_hashes.sort_by(|a, b| a.item_id.cmp(&b.item_id));
+    assert_eq!(got_hashes, hash_jobs);
     Ok(())
 }

@@ -7,8 +7,12 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Utc};
 use filetrail_aws::MotoServer;
+use filetrail_aws::events::{
+    ACTOR_PK, BY_ACTOR, BY_FILE, BY_INSERTED, BY_MD5, BY_OWNER, BY_SHA256, EVENT_KEY, EXPORT_INCLUDED, FILE_PK,
+    INSERTED_PK, INSERTED_SK, MD5, OBSERVED_SK, OWNER_PK, SEARCH_INCLUDED, SHA256,
+};
 use filetrail_aws::inventory::{DRIVE_ID, ITEM_ID};
-use filetrail_aws::state::{GSI1, GSI1_INCLUDED, GSI1_PK, GSI1_SK, PK, SK};
+use filetrail_aws::state::{GSI1, GSI1_INCLUDED, GSI1_PK, GSI1_SK, GSI2, GSI2_PK, PK, SK};
 use filetrail_core::model::{DriveRecord, DriveState, IndexProgress, InventoryRow, UserRef};
 use tokio::sync::OnceCell;
 
@@ -25,6 +29,7 @@ pub struct Aws {
     pub dynamo: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 pub async fn aws() -> anyhow::Result<Aws> {
@@ -33,6 +38,7 @@ pub async fn aws() -> anyhow::Result<Aws> {
         dynamo: aws_sdk_dynamodb::Client::new(&config),
         sqs: aws_sdk_sqs::Client::new(&config),
         secrets: aws_sdk_secretsmanager::Client::new(&config),
+        s3: filetrail_aws::s3_client(&config),
     })
 }
 
@@ -56,7 +62,7 @@ fn key(name: &str, kind: KeyType) -> anyhow::Result<KeySchemaElement> {
 }
 
 /// Creates a state table: `pk`/`sk`, GSI `gsi1` on `gsi1pk`/`gsi1sk` projecting keys plus
-/// `owner_upn` and `state`, on demand.
+/// `owner_upn` and `state`, GSI `gsi2` on `gsi2pk` (keys only), on demand.
 pub async fn create_state_table(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<String> {
     let name = unique("ft-state");
     let projection = Projection::builder()
@@ -69,6 +75,11 @@ pub async fn create_state_table(client: &aws_sdk_dynamodb::Client) -> anyhow::Re
         .key_schema(key(GSI1_SK, KeyType::Range)?)
         .projection(projection)
         .build()?;
+    let gsi2 = GlobalSecondaryIndex::builder()
+        .index_name(GSI2)
+        .key_schema(key(GSI2_PK, KeyType::Hash)?)
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .build()?;
     client
         .create_table()
         .table_name(&name)
@@ -76,9 +87,11 @@ pub async fn create_state_table(client: &aws_sdk_dynamodb::Client) -> anyhow::Re
         .attribute_definitions(attr(SK)?)
         .attribute_definitions(attr(GSI1_PK)?)
         .attribute_definitions(attr(GSI1_SK)?)
+        .attribute_definitions(attr(GSI2_PK)?)
         .key_schema(key(PK, KeyType::Hash)?)
         .key_schema(key(SK, KeyType::Range)?)
         .global_secondary_indexes(gsi)
+        .global_secondary_indexes(gsi2)
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
@@ -100,6 +113,77 @@ pub async fn create_inventory_table(client: &aws_sdk_dynamodb::Client) -> anyhow
         .send()
         .await
         .with_context(|| format!("create inventory table {name}"))?;
+    Ok(name)
+}
+
+/// Creates an events table: `event_key`, the search indexes on `observed_sk` projecting
+/// `event_type` and `low_signal`, `by_inserted` projecting `doc` and `hash`, on demand.
+pub async fn create_events_table(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<String> {
+    let name = unique("ft-events");
+    let include = |attrs: &[&str]| {
+        Projection::builder()
+            .projection_type(ProjectionType::Include)
+            .set_non_key_attributes(Some(attrs.iter().map(|a| (*a).to_owned()).collect()))
+            .build()
+    };
+    let mut request = client
+        .create_table()
+        .table_name(&name)
+        .key_schema(key(EVENT_KEY, KeyType::Hash)?)
+        .billing_mode(BillingMode::PayPerRequest);
+    for a in [
+        EVENT_KEY,
+        ACTOR_PK,
+        OWNER_PK,
+        FILE_PK,
+        SHA256,
+        MD5,
+        OBSERVED_SK,
+        INSERTED_PK,
+        INSERTED_SK,
+    ] {
+        request = request.attribute_definitions(attr(a)?);
+    }
+    for (index, pk) in [
+        (BY_ACTOR, ACTOR_PK),
+        (BY_OWNER, OWNER_PK),
+        (BY_FILE, FILE_PK),
+        (BY_SHA256, SHA256),
+        (BY_MD5, MD5),
+    ] {
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(index)
+                .key_schema(key(pk, KeyType::Hash)?)
+                .key_schema(key(OBSERVED_SK, KeyType::Range)?)
+                .projection(include(&SEARCH_INCLUDED))
+                .build()?,
+        );
+    }
+    request = request.global_secondary_indexes(
+        GlobalSecondaryIndex::builder()
+            .index_name(BY_INSERTED)
+            .key_schema(key(INSERTED_PK, KeyType::Hash)?)
+            .key_schema(key(INSERTED_SK, KeyType::Range)?)
+            .projection(include(&EXPORT_INCLUDED))
+            .build()?,
+    );
+    request
+        .send()
+        .await
+        .with_context(|| format!("create events table {name}"))?;
+    Ok(name)
+}
+
+/// Creates a bucket and returns its name.
+pub async fn create_bucket(client: &aws_sdk_s3::Client) -> anyhow::Result<String> {
+    let name = unique("ft-bucket");
+    client
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .with_context(|| format!("create bucket {name}"))?;
     Ok(name)
 }
 

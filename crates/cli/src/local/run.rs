@@ -15,7 +15,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::runner::{InvocationOutcome, RunReport, Runner, RunnerEvent, RunnerOptions, ScheduleMode};
 use super::{DEFAULT_STACK_NAME, STACK_NAME_VAR, provision_local};
-use crate::pipeline::{DISCOVER_FUNCTION, local_functions};
+use crate::pipeline::{DISCOVER_FUNCTION, POLL_ACTIVITY_FUNCTION, local_functions};
 use filetrail_runtime::settings::MAX_PAGES_VAR;
 
 /// `filetrail local run`: drive the functions of template.yaml on the local stack.
@@ -29,8 +29,8 @@ pub struct RunArgs {
     /// The local AWS endpoint (moto).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: String,
-    /// Fire the discovery schedule once, run until every queue is drained, then stop. Without it
-    /// the schedules fire at their rates until Ctrl-C.
+    /// Fire every schedule once (discovery, then the audit feed's poll), run until every queue
+    /// is drained, then stop. Without it the schedules fire at their rates until Ctrl-C.
     #[arg(long)]
     pub until_idle: bool,
     /// Stop an invocation after this many Graph pages and continue in a new one (exercises the
@@ -99,6 +99,10 @@ pub async fn run_command(args: &RunArgs) -> anyhow::Result<RunReport> {
             .fire_schedule(DISCOVER_FUNCTION)
             .await
             .context("firing the discovery schedule")?;
+        runner
+            .fire_schedule(POLL_ACTIVITY_FUNCTION)
+            .await
+            .context("firing the audit feed's poll")?;
     }
     let report = match &progress {
         Some(p) => {

@@ -383,10 +383,13 @@ pub struct FileEvent {
 }
 
 impl FileEvent {
-    /// The drive path a resolver looks the item up by: where a moved or renamed item is now
-    /// (its destination), else the path the record names.
+    /// The drive path a resolver looks the item up by: where a moved or renamed item is now, or
+    /// the new file a copy made (the destination), else the path the record names.
     pub fn lookup_path(&self) -> Option<&str> {
-        let moved = matches!(self.event_type, FileEventType::Moved | FileEventType::Renamed);
+        let moved = matches!(
+            self.event_type,
+            FileEventType::Moved | FileEventType::Renamed | FileEventType::Copied
+        );
         let destination = self.destination.as_ref().and_then(|d| d.path.as_deref());
         if moved && destination.is_some() {
             destination

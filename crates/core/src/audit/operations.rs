@@ -396,6 +396,23 @@ impl FileEventType {
         matches!(self, Self::Created | Self::Modified | Self::Copied | Self::Restored)
     }
 
+    /// Events after which the drive's tree or content differs: its inventory needs an
+    /// incremental index round.
+    pub fn changes_inventory(self) -> bool {
+        matches!(
+            self,
+            Self::Created
+                | Self::Modified
+                | Self::Renamed
+                | Self::Moved
+                | Self::Copied
+                | Self::Deleted
+                | Self::Recycled
+                | Self::Purged
+                | Self::Restored
+        )
+    }
+
     /// Reads: the content left Microsoft or was shown, nothing changed.
     pub fn is_read(self) -> bool {
         matches!(

@@ -6,7 +6,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, DriveSel, GraphResponse, users};
-use crate::changes::Entry;
+use std::collections::HashSet;
+
+use crate::changes::{Entry, latest_per_item};
+use crate::server::SimState;
 use crate::tenant::{DRIVE_QUOTA_TOTAL, DriveRef, NoDriveReason, SimDrive, SimIdentity, SimItem};
 
 /// Graph's timestamp format (UTC, seconds, `Z`).
@@ -35,7 +38,7 @@ fn no_drive(ctx: &Ctx<'_>, reason: Option<NoDriveReason>) -> GraphResponse {
     }
 }
 
-fn item_not_found(ctx: &Ctx<'_>) -> GraphResponse {
+pub(crate) fn item_not_found(ctx: &Ctx<'_>) -> GraphResponse {
     ctx.error(
         StatusCode::NOT_FOUND,
         "itemNotFound",
@@ -237,20 +240,65 @@ pub(crate) fn item_json(drive: &SimDrive, item: &SimItem, style: Style) -> Value
 /// The current state of an item: the latest logged change if any, else the generated base.
 /// `None` if it does not exist or was deleted.
 pub(crate) fn current_item(ctx: &Ctx<'_>, d: DriveRef, drive: &SimDrive, item_id: &str) -> Option<SimItem> {
-    let tenant = &ctx.state.tenant;
+    current_item_in(ctx.state, d, drive, item_id)
+}
+
+/// [`current_item`] outside a request.
+pub(crate) fn current_item_in(state: &SimState, d: DriveRef, drive: &SimDrive, item_id: &str) -> Option<SimItem> {
+    let tenant = &state.tenant;
     let ordinal = if item_id.eq_ignore_ascii_case("root") {
         0
     } else {
         tenant.decode_item_id(d, item_id)?
     };
     let id = tenant.item_id(d, ordinal);
-    match ctx.state.drives.latest(d.key(), &id) {
+    match state.drives.latest(d.key(), &id) {
         Some(Entry::Present(item)) => Some(*item),
         Some(Entry::Deleted { .. }) => None,
         None => {
-            let tree = ctx.state.trees.get(tenant, d);
+            let tree = state.trees.get(tenant, d);
             (ordinal < tree.len()).then(|| tree.item(tenant, drive, ordinal))
         }
+    }
+}
+
+/// The current item at a path from the drive root (`/Reports/q3.xlsx`, compared ignoring
+/// case as OneDrive does): the latest logged state of an item now at that path, else a
+/// generated item at that path that no change has touched. `None` if nothing is there.
+pub(crate) fn item_at_path(state: &SimState, d: DriveRef, drive: &SimDrive, path: &str) -> Option<SimItem> {
+    let wanted = path.trim_end_matches('/');
+    if wanted.is_empty() {
+        return current_item_in(state, d, drive, "root");
+    }
+    // The latest entry of each logged item decides where it is now.
+    let latest = latest_per_item(&state.drives.entries(d.key(), 0, u64::MAX));
+    let logged_here = latest.iter().find_map(|e| match e {
+        Entry::Present(item) if item.path.eq_ignore_ascii_case(wanted) => Some((**item).clone()),
+        _ => None,
+    });
+    if logged_here.is_some() {
+        return logged_here;
+    }
+    let logged: HashSet<&str> = latest.iter().map(Entry::id).collect();
+    let tree = state.trees.get(&state.tenant, d);
+    (1..tree.len()).find_map(|ordinal| {
+        if !tree.path(ordinal).eq_ignore_ascii_case(wanted) {
+            return None;
+        }
+        let id = state.tenant.item_id(d, ordinal);
+        (!logged.contains(id.as_str())).then(|| tree.item(&state.tenant, drive, ordinal))
+    })
+}
+
+/// `GET …/root:/{path}` (with or without the closing `:`): the item at that path.
+pub(crate) fn item_by_path(ctx: &Ctx<'_>, sel: &DriveSel, path: &str) -> GraphResponse {
+    let (d, drive) = match resolve(ctx, sel) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    match item_at_path(ctx.state, d, &drive, path) {
+        None => item_not_found(ctx),
+        Some(item) => item_response(ctx, &drive, &item),
     }
 }
 
@@ -262,19 +310,29 @@ pub(crate) fn item(ctx: &Ctx<'_>, sel: &DriveSel, item_id: &str) -> GraphRespons
     };
     match current_item(ctx, d, &drive, item_id) {
         None => item_not_found(ctx),
-        Some(item) => {
-            let mut body = item_json(&drive, &item, Style::Get);
-            if let Some(obj) = body.as_object_mut() {
-                obj.insert(
-                    "@odata.context".into(),
-                    json!(format!(
-                        "{}/$metadata#drives('{}')/items/$entity",
-                        ctx.graph_url(),
-                        drive.id
-                    )),
-                );
-            }
-            GraphResponse::ok(body)
+        Some(item) => item_response(ctx, &drive, &item),
+    }
+}
+
+/// A driveItem as `GET` answers it, with its download URL when it is a file.
+fn item_response(ctx: &Ctx<'_>, drive: &SimDrive, item: &SimItem) -> GraphResponse {
+    let mut body = item_json(drive, item, Style::Get);
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert(
+            "@odata.context".into(),
+            json!(format!(
+                "{}/$metadata#drives('{}')/items/$entity",
+                ctx.graph_url(),
+                drive.id
+            )),
+        );
+        if !item.is_folder {
+            // Pre-authenticated, short-lived (FACTS.md §4); never in delta.
+            obj.insert(
+                "@microsoft.graph.downloadUrl".into(),
+                json!(crate::content::download_url(ctx.state, drive, item)),
+            );
         }
     }
+    GraphResponse::ok(body)
 }

@@ -52,6 +52,9 @@ pub(crate) struct Ctx<'a> {
     /// The request carries `ConsistencyLevel: eventual` (advanced query parameters, FACTS.md
     /// §2). Inside `$batch` it is read from the inner request's own headers.
     pub(crate) eventual: bool,
+    /// The request's `if-none-match` header (`…/content` answers 304 when it names the current
+    /// eTag or cTag, FACTS.md §6).
+    pub(crate) if_none_match: Option<String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -68,11 +71,16 @@ impl<'a> Ctx<'a> {
             .get("consistencylevel")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("eventual"));
+        let if_none_match = headers
+            .get("if-none-match")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         Self {
             state,
             request_id,
             client_request_id,
             eventual,
+            if_none_match,
         }
     }
 
@@ -271,6 +279,10 @@ pub(crate) enum DrivePart {
         /// A token given as `delta(token='…')`.
         token: Option<String>,
     },
+    /// `items/{id}/content`: the 302 to the item's download URL.
+    Content(String),
+    /// `root:/{path}` or `root:/{path}:`: an item addressed by its path from the drive root.
+    ItemByPath(String),
 }
 
 /// The OData cast after a member listing (`…/transitiveMembers/microsoft.graph.user`).
@@ -368,8 +380,9 @@ impl Route {
             Self::Groups | Self::Group(_) => Kind::Groups,
             Self::GroupMembers { .. } => Kind::GroupMembers,
             Self::Site(_) | Self::SiteDrives(_) | Self::Drive(_, DrivePart::Drive) => Kind::Drive,
-            Self::Drive(_, DrivePart::Item(_)) => Kind::Item,
+            Self::Drive(_, DrivePart::Item(_) | DrivePart::ItemByPath(_)) => Kind::Item,
             Self::Drive(_, DrivePart::Delta { .. }) => Kind::Delta,
+            Self::Drive(_, DrivePart::Content(_)) => Kind::Content,
             Self::Batch => Kind::Batch,
             Self::Me | Self::Unknown(_) => Kind::Other,
         }
@@ -411,10 +424,29 @@ fn delta_segment(seg: &str) -> Option<Option<String>> {
 
 /// Parses what follows a drive; `Err(i)` names the first unrecognised segment.
 fn drive_route(sel: DriveSel, s: &[&str], l: &[&str]) -> Result<Route, usize> {
+    // `root:/a/b.txt` or `root:/a/b.txt:` (path-based addressing); nothing may follow the
+    // closing colon here (`:/content` and friends are not simulated).
+    if let Some(first) = l.first()
+        && let Some(rest) = first.strip_prefix("root:")
+    {
+        let mut segments: Vec<&str> = Vec::with_capacity(s.len());
+        if !rest.is_empty() {
+            segments.push(&s[0][5..]);
+        }
+        segments.extend_from_slice(&s[1..]);
+        let mut path = format!("/{}", segments.join("/"));
+        if let Some(open) = path.strip_suffix(':') {
+            path = open.to_owned();
+        } else if path.contains(':') {
+            return Err(s.len() - 1);
+        }
+        return Ok(Route::Drive(sel, DrivePart::ItemByPath(path)));
+    }
     let part = match l {
         [] => DrivePart::Drive,
         ["root"] => DrivePart::Item("root".into()),
         ["items", _] => DrivePart::Item(s[1].to_owned()),
+        ["items", _, "content"] => DrivePart::Content(s[1].to_owned()),
         ["root", d] | ["items", "root", d] => DrivePart::Delta {
             folder: None,
             token: delta_segment(d).ok_or(l.len() - 1)?,
@@ -522,6 +554,8 @@ pub(crate) fn dispatch(ctx: &Ctx<'_>, method: &Method, route: &Route, query: &st
         Route::SiteDrives(site) => drives::site_drives(ctx, site),
         Route::Drive(sel, DrivePart::Drive) => drives::drive(ctx, sel),
         Route::Drive(sel, DrivePart::Item(item)) => drives::item(ctx, sel, item),
+        Route::Drive(sel, DrivePart::Content(item)) => crate::content::redirect(ctx, sel, item),
+        Route::Drive(sel, DrivePart::ItemByPath(path)) => drives::item_by_path(ctx, sel, path),
         Route::Drive(sel, DrivePart::Delta { folder, token }) => {
             delta::delta(ctx, sel, folder.as_deref(), token.as_deref(), &q)
         }

@@ -191,7 +191,7 @@ pub struct SimItem {
     pub mime_type: Option<String>,
     /// Direct children, for folders.
     pub child_count: u32,
-    /// Base64 `quickXorHash` for files. Derived, not computed from content (none is served yet).
+    /// Base64 `quickXorHash` for files. Derived, not computed from the served content.
     pub quick_xor_hash: Option<String>,
     /// Browser URL of the item.
     pub web_url: String,

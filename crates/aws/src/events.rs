@@ -1,0 +1,482 @@
+//! [`EventStore`] over the DynamoDB events table: one item per file event, keyed by
+//! [`EventRecord::key`], with the key attributes of six GSIs that serve every search and export
+//! access pattern without a scan.
+//!
+//! Layout (template.yaml provisions exactly this):
+//!
+//! | attribute | value | present |
+//! |---|---|---|
+//! | `event_key` (table key) | `{connection}#{record id}` | always |
+//! | `doc` | the [`EventRecord`] as JSON, without its `hash` | always |
+//! | `hash` | the [`HashOutcome`] as JSON | once hashed, or known to have no digest |
+//! | `event_type`, `low_signal` | the event's type (snake_case) and noise flag, for index filters | always |
+//! | `actor_pk` | `{connection}#{actor UPN, lowercase}` | the actor has a UPN |
+//! | `owner_pk` | `{connection}#{owner UPN, lowercase}` | the owner is known |
+//! | `file_pk` | `{drive_id}#{item_id}` | the item is resolved |
+//! | `sha256`, `md5` | lowercase hex | hashed (sparse) |
+//! | `observed_sk` | `{observed_at, RFC 3339 UTC millis}#{record id}` | always |
+//! | `inserted_pk` | `{connection}#{inserted_at day, yyyy-mm-dd}#{shard 0..15}` | always |
+//! | `inserted_sk` | `{inserted_at, RFC 3339 UTC millis}#{record id}` | always |
+//!
+//! | index | partition | sort | projection | serves |
+//! |---|---|---|---|---|
+//! | `by_actor` | `actor_pk` | `observed_sk` | keys, `event_type`, `low_signal` | a user's activity in a time range, newest first |
+//! | `by_owner` | `owner_pk` | `observed_sk` | keys, `event_type`, `low_signal` | activity on a user's files in a time range |
+//! | `by_file` | `file_pk` | `observed_sk` | keys, `event_type`, `low_signal` | a file's history ([`EventStore::file_events`]) |
+//! | `by_sha256` | `sha256` | `observed_sk` | keys, `event_type`, `low_signal` | events of a content by SHA-256 |
+//! | `by_md5` | `md5` | `observed_sk` | keys, `event_type`, `low_signal` | events of a content by MD5 |
+//! | `by_inserted` | `inserted_pk` | `inserted_sk` | keys, `doc`, `hash` | a tenant's new events by day (exports) |
+//!
+//! Projections: the search indexes carry only what search filters on (type, noise), and search
+//! reads the records of a page by key (BatchGetItem, 100 per call). Projecting the record there
+//! would store it five more times and make every [`EventStore::set_event_hash`] rewrite it in
+//! each of them (a GSI write costs 1 WCU per KB of projected item); a search page costs one
+//! BatchGetItem instead. `by_inserted` projects the record because an export reads every event
+//! of a day once, where a BatchGetItem per 100 events would double the reads.
+//!
+//! Timestamps in sort keys have a fixed width (milliseconds, `Z`), so they sort as text in time
+//! order; the record id after them keeps keys of one millisecond apart. The hash outcome lives in
+//! its own attribute, merged into the record when it is read: recording it is one UpdateItem
+//! that never rewrites `doc`, so it cannot race an insert into an inconsistent record.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, SecondsFormat, Utc};
+use filetrail_core::events::{EventRecord, HashOutcome};
+use filetrail_core::ports::{EventStore, PortResult};
+use futures_util::{StreamExt, stream};
+
+use crate::config::EVENTS_TABLE_VAR;
+use crate::dynamo::{Item, RequestCounts, Table, Update, json, put_opt, s};
+use crate::error::AwsError;
+
+/// Partition key attribute of the events table.
+pub const EVENT_KEY: &str = "event_key";
+/// The record as JSON, without its hash outcome.
+pub const DOC: &str = "doc";
+/// The hash outcome as JSON.
+pub const HASH: &str = "hash";
+pub const EVENT_TYPE: &str = "event_type";
+pub const LOW_SIGNAL: &str = "low_signal";
+pub const ACTOR_PK: &str = "actor_pk";
+pub const OWNER_PK: &str = "owner_pk";
+pub const FILE_PK: &str = "file_pk";
+pub const SHA256: &str = "sha256";
+pub const MD5: &str = "md5";
+pub const OBSERVED_SK: &str = "observed_sk";
+pub const INSERTED_PK: &str = "inserted_pk";
+pub const INSERTED_SK: &str = "inserted_sk";
+
+pub const BY_ACTOR: &str = "by_actor";
+pub const BY_OWNER: &str = "by_owner";
+pub const BY_FILE: &str = "by_file";
+pub const BY_SHA256: &str = "by_sha256";
+pub const BY_MD5: &str = "by_md5";
+pub const BY_INSERTED: &str = "by_inserted";
+
+/// Non-key attributes the search indexes project (INCLUDE).
+pub const SEARCH_INCLUDED: [&str; 2] = [EVENT_TYPE, LOW_SIGNAL];
+/// Non-key attributes `by_inserted` projects (INCLUDE).
+pub const EXPORT_INCLUDED: [&str; 2] = [DOC, HASH];
+
+/// Shards of a connection's day in `by_inserted`. A partition takes at most 1,000 WCU/s
+/// (DynamoDB Developer Guide, "Partition key design"); an event's index entry is ~2 KB, so 2 WCU:
+/// 16 shards absorb 16 × 1,000 / 2 = 8,000 events/s of one tenant, far above the audit feed's
+/// rate, and an export reads 16 partitions per day.
+pub const INSERTED_SHARDS: u64 = 16;
+/// Conditional writes in flight per call: enough to hide round trips; events of one call have
+/// distinct keys, so they spread over partitions.
+pub const WRITE_CONCURRENCY: usize = 16;
+/// Keys per Query page of `by_file` (a Query page also stops at 1 MB; key-only entries of
+/// ~200 bytes stay below).
+const FILE_QUERY_PAGE: usize = 1000;
+
+/// A time as RFC 3339 UTC with exactly three fractional digits: fixed width, so it sorts as text.
+pub fn sort_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `by_actor`'s partition of a connection's actor.
+pub fn actor_pk(connection: &str, upn: &str) -> String {
+    format!("{connection}#{}", upn.to_lowercase())
+}
+
+/// `by_owner`'s partition of a connection's file owner.
+pub fn owner_pk(connection: &str, upn: &str) -> String {
+    format!("{connection}#{}", upn.to_lowercase())
+}
+
+/// `by_file`'s partition of a drive item.
+pub fn file_pk(drive_id: &str, item_id: &str) -> String {
+    format!("{drive_id}#{item_id}")
+}
+
+/// The sort key of the search indexes: when it happened, then the record id.
+pub fn observed_sk(observed_at: &DateTime<Utc>, record_id: &str) -> String {
+    format!("{}#{record_id}", sort_time(observed_at))
+}
+
+/// The shard of an event key in `by_inserted`: FNV-1a (64 bit) of the key, modulo
+/// [`INSERTED_SHARDS`]. A fixed function, so every writer and reader agrees across releases.
+pub fn shard_of(event_key: &str) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = event_key
+        .bytes()
+        .fold(FNV_OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME));
+    hash % INSERTED_SHARDS
+}
+
+/// `by_inserted`'s partition: a connection's day (of `inserted_at`, UTC) and a shard. An
+/// export of a day queries the [`INSERTED_SHARDS`] partitions `0..16`.
+pub fn inserted_pk(connection: &str, inserted_at: &DateTime<Utc>, shard: u64) -> String {
+    format!("{connection}#{}#{shard}", inserted_at.format("%Y-%m-%d"))
+}
+
+/// The DynamoDB events table behind [`EventStore`].
+#[derive(Debug)]
+pub struct DynamoEventStore {
+    table: Table,
+}
+
+impl DynamoEventStore {
+    /// A store over `table` (named by `FILETRAIL_EVENTS_TABLE`). Makes no request.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            table: Table::new(client, table, EVENTS_TABLE_VAR),
+        }
+    }
+
+    pub fn table_name(&self) -> &str {
+        &self.table.name
+    }
+
+    /// DynamoDB write calls issued so far.
+    pub fn write_requests(&self) -> u64 {
+        self.table.counts.writes()
+    }
+
+    /// DynamoDB read calls issued so far.
+    pub fn read_requests(&self) -> u64 {
+        self.table.counts.reads()
+    }
+
+    /// Both counters.
+    pub fn request_counts(&self) -> &RequestCounts {
+        &self.table.counts
+    }
+
+    /// The stored events with these keys (strongly consistent), in the order of `keys`; missing
+    /// ones are left out.
+    pub async fn events_by_key(&self, keys: &[String]) -> PortResult<Vec<EventRecord>> {
+        let mut seen = HashSet::new();
+        let request = keys
+            .iter()
+            .filter(|k| seen.insert(k.as_str()))
+            .map(|k| HashMap::from([(EVENT_KEY.to_owned(), s(k))]))
+            .collect();
+        let items = self.table.batch_get(request, None).await?;
+        let mut by_key = HashMap::with_capacity(items.len());
+        for item in &items {
+            let record = self.decode(item)?;
+            by_key.insert(record.key(), record);
+        }
+        Ok(keys.iter().filter_map(|k| by_key.remove(k)).collect())
+    }
+
+    /// The `limit` events of `connection` recorded last, newest first: the day partitions of
+    /// `by_inserted` for `days` (newest day first), every shard, merged. Eventually consistent.
+    pub async fn recently_inserted(
+        &self,
+        connection: &str,
+        days: &[DateTime<Utc>],
+        limit: usize,
+    ) -> PortResult<Vec<EventRecord>> {
+        let mut keys = Vec::new();
+        for day in days {
+            for shard in 0..INSERTED_SHARDS {
+                let partition = inserted_pk(connection, day, shard);
+                keys.extend(self.newest_keys(BY_INSERTED, INSERTED_PK, &partition, limit).await?);
+            }
+        }
+        let mut events = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            events.extend(self.events_by_key(chunk).await?);
+        }
+        events.sort_by(|a, b| {
+            (b.event.inserted_at, b.event.observed_at, &b.event.id).cmp(&(
+                a.event.inserted_at,
+                a.event.observed_at,
+                &a.event.id,
+            ))
+        });
+        events.truncate(limit);
+        Ok(events)
+    }
+
+    fn decode(&self, item: &Item) -> Result<EventRecord, AwsError> {
+        let f = self.table.fields(item, item_label(item));
+        let mut record: EventRecord = f.json(DOC)?;
+        record.hash = f.opt_json(HASH)?;
+        Ok(record)
+    }
+
+    /// Puts one event unless its key is stored; `Some(key)` when inserted.
+    async fn insert_one(&self, key: String, item: Item) -> Result<Option<String>, AwsError> {
+        self.table.counts.wrote();
+        let result = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", EVENT_KEY)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(key)),
+            Err(e) => self
+                .table
+                .condition_failed("PutItem", e, |se| se.is_conditional_check_failed_exception())
+                .map(|_| None),
+        }
+    }
+
+    /// Sets the outcome on one stored event; `false` when there is no event with that key.
+    async fn set_hash_one(&self, key: &str, outcome: &HashOutcome) -> Result<bool, AwsError> {
+        let mut update = hash_update(outcome)?;
+        let condition = format!("attribute_exists({})", update.name(EVENT_KEY));
+        let (expression, names, values) = update.into_parts();
+        self.table.counts.wrote();
+        let result = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key(EVENT_KEY, s(key))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => self
+                .table
+                .condition_failed("UpdateItem", e, |se| se.is_conditional_check_failed_exception()),
+        }
+    }
+
+    /// Up to `limit` keys of `partition` of `index`, newest first (eventually consistent: an event
+    /// stored a moment ago may be missing).
+    async fn newest_keys(&self, index: &str, key_attr: &str, partition: &str, limit: usize) -> PortResult<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        while keys.len() < limit {
+            let page = (limit - keys.len()).min(FILE_QUERY_PAGE);
+            self.table.counts.read();
+            let out = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .index_name(index)
+                .key_condition_expression("#p = :p")
+                .projection_expression("#k")
+                .expression_attribute_names("#p", key_attr)
+                .expression_attribute_names("#k", EVENT_KEY)
+                .expression_attribute_values(":p", s(partition))
+                .scan_index_forward(false)
+                .limit(i32::try_from(page).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.table.err("Query", e))?;
+            for item in out.items() {
+                keys.push(self.table.fields(item, item_label(item)).s(EVENT_KEY)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        keys.truncate(limit);
+        Ok(keys)
+    }
+}
+
+/// The item of an event: its record without the hash as `doc`, the hash apart, and every index
+/// key the event has.
+fn event_item(record: &EventRecord) -> Result<Item, AwsError> {
+    let event = &record.event;
+    let key = record.key();
+    let doc = EventRecord {
+        hash: None,
+        ..record.clone()
+    };
+    let mut item = Item::new();
+    item.insert(DOC.into(), json("event", &doc)?);
+    item.insert(EVENT_TYPE.into(), s(event.event_type.as_str()));
+    item.insert(LOW_SIGNAL.into(), AttributeValue::Bool(event.low_signal));
+    let upn = event.actor.upn.as_deref().filter(|u| !u.is_empty());
+    put_opt(&mut item, ACTOR_PK, upn.map(|u| s(actor_pk(&record.connection, u))));
+    let owner = event.owner_upn.as_deref().filter(|u| !u.is_empty());
+    put_opt(&mut item, OWNER_PK, owner.map(|u| s(owner_pk(&record.connection, u))));
+    if let (Some(drive), Some(file)) = (&event.drive_id, &event.item_id)
+        && !drive.is_empty()
+        && !file.is_empty()
+    {
+        item.insert(FILE_PK.into(), s(file_pk(drive, file)));
+    }
+    item.insert(OBSERVED_SK.into(), s(observed_sk(&event.observed_at, &event.id)));
+    item.insert(
+        INSERTED_PK.into(),
+        s(inserted_pk(&record.connection, &event.inserted_at, shard_of(&key))),
+    );
+    item.insert(
+        INSERTED_SK.into(),
+        s(format!("{}#{}", sort_time(&event.inserted_at), event.id)),
+    );
+    if let Some(outcome) = &record.hash {
+        item.insert(HASH.into(), json("hash outcome", outcome)?);
+        let (md5, sha256) = digest_keys(outcome);
+        put_opt(&mut item, MD5, md5);
+        put_opt(&mut item, SHA256, sha256);
+    }
+    item.insert(EVENT_KEY.into(), s(key));
+    Ok(item)
+}
+
+/// `SET hash` and the digest index keys of a hashed outcome, or `SET hash REMOVE md5, sha256`
+/// for an outcome without digests: the item never keeps digests its `hash` does not name.
+fn hash_update(outcome: &HashOutcome) -> Result<Update, AwsError> {
+    let mut update = Update::default();
+    update.set(HASH, json("hash outcome", outcome)?);
+    let (md5, sha256) = digest_keys(outcome);
+    update.set_or_remove(MD5, md5);
+    update.set_or_remove(SHA256, sha256);
+    Ok(update)
+}
+
+/// The `md5` and `sha256` index keys of an outcome: lowercase hex, absent without digests (an
+/// empty string is not a valid index key either).
+fn digest_keys(outcome: &HashOutcome) -> (Option<AttributeValue>, Option<AttributeValue>) {
+    match outcome {
+        HashOutcome::Hashed(h) => {
+            let key = |hex: &str| (!hex.is_empty()).then(|| s(hex.to_lowercase()));
+            (key(&h.md5), key(&h.sha256))
+        }
+        HashOutcome::Unavailable { .. } => (None, None),
+    }
+}
+
+fn item_label(item: &Item) -> String {
+    match item.get(EVENT_KEY) {
+        Some(AttributeValue::S(k)) => k.clone(),
+        _ => "?".to_owned(),
+    }
+}
+
+#[async_trait]
+impl EventStore for DynamoEventStore {
+    /// One conditional PutItem (`attribute_not_exists(event_key)`) per event,
+    /// [`WRITE_CONCURRENCY`] at a time; an event already stored is left exactly as it is and
+    /// is not reported (not an error). A key listed twice is inserted once. Returns the inserted
+    /// keys in input order. On error some events may be inserted; a retry reports only the rest.
+    async fn insert_events(&self, events: &[EventRecord]) -> PortResult<Vec<String>> {
+        let mut seen = HashSet::new();
+        let mut items = Vec::with_capacity(events.len());
+        for record in events {
+            let key = record.key();
+            if seen.insert(key.clone()) {
+                items.push((key, event_item(record)?));
+            }
+        }
+        let results: Vec<Result<Option<String>, AwsError>> = stream::iter(items)
+            .map(|(key, item)| self.insert_one(key, item))
+            .buffered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut inserted = Vec::new();
+        for result in results {
+            inserted.extend(result?);
+        }
+        Ok(inserted)
+    }
+
+    /// A Query of `by_file` newest first (keys only), then BatchGetItem of the records. The
+    /// index is eventually consistent: an event inserted a moment ago may be missing.
+    async fn file_events(&self, drive_id: &str, item_id: &str, limit: usize) -> PortResult<Vec<EventRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = self
+            .newest_keys(BY_FILE, FILE_PK, &file_pk(drive_id, item_id), limit)
+            .await?;
+        self.events_by_key(&keys).await
+    }
+
+    /// One conditional UpdateItem per event ([`WRITE_CONCURRENCY`] at a time) that sets `hash`
+    /// and the `md5`/`sha256` index keys (or removes them for an outcome without digests).
+    /// Keys without a stored event are skipped: nothing is created. Idempotent.
+    async fn set_event_hash(&self, keys: &[String], outcome: &HashOutcome) -> PortResult<()> {
+        let unique: Vec<&String> = {
+            let mut seen = HashSet::new();
+            keys.iter().filter(|k| seen.insert(k.as_str())).collect()
+        };
+        let updates: Vec<_> = unique.into_iter().map(|key| self.set_hash_one(key, outcome)).collect();
+        let results: Vec<Result<bool, AwsError>> = stream::iter(updates).buffered(WRITE_CONCURRENCY).collect().await;
+        for result in results {
+            result?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_times_have_a_fixed_width_so_text_order_is_time_order() {
+        let a = DateTime::parse_from_rfc3339("2026-11-22T10:11:12Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let b = DateTime::parse_from_rfc3339("2026-11-22T10:11:12.5Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(sort_time(&a), "2026-11-22T10:11:12.000Z");
+        assert_eq!(sort_time(&b), "2026-11-22T10:11:12.500Z");
+        assert!(observed_sk(&a, "zzz") < observed_sk(&b, "aaa"));
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread_over_all_sixteen() {
+        assert_eq!(shard_of("contoso#1"), shard_of("contoso#1"));
+        let used: HashSet<u64> = (0..1000).map(|i| shard_of(&format!("contoso#{i}"))).collect();
+        assert_eq!(used.len() as u64, INSERTED_SHARDS);
+        assert!(used.iter().all(|s| *s < INSERTED_SHARDS));
+    }
+
+    #[test]
+    fn inserted_partition_names_the_connection_day_and_shard() {
+        let t = DateTime::parse_from_rfc3339("2026-11-22T23:59:59.999Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(inserted_pk("contoso", &t, 7), "contoso#2026-11-22#7");
+    }
+
+    #[test]
+    fn an_outcome_without_digests_removes_the_digest_keys() {
+        let update = hash_update(&HashOutcome::Unavailable { reason: "gone".into() }).unwrap();
+        let expression = update.expression();
+        assert!(expression.starts_with("SET #hash = :hash"), "{expression}");
+        assert!(expression.contains("REMOVE #md5, #sha256"), "{expression}");
+    }
+}

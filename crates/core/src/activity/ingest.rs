@@ -1,0 +1,318 @@
+//! Ingesting one content blob: audit records in, file events of monitored drives out.
+//!
+//! Contract:
+//! - every record is accounted for: an event (inserted, or already stored), an event of a drive
+//!   that is not monitored, a skip by rule, or a quarantined record kept with its reason; one
+//!   bad record never fails the blob;
+//! - events are written once, keyed by connection and record `Id`, with conditional writes, so
+//!   duplicate records and SQS redelivery never duplicate an event;
+//! - hash jobs are asked for every content-changing event and for every event of a file with no
+//!   hash yet, whether or not this delivery inserted the event (a redelivery after a crash
+//!   between the writes and the enqueue must still ask); hash-file skips versions it has done;
+//! - drives with events that change their tree or content get an incremental index round, so
+//!   their inventory rows follow;
+//! - a blob that expired before it could be fetched is recorded as such, not retried forever.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use crate::activity::BlobCounts;
+use crate::audit::{self, FileEvent, ItemKind, NormaliseContext, TrustedDomains, UnresolvedReason};
+use crate::error::PortError;
+use crate::events::{EventRecord, HashOutcome, unavailable};
+use crate::jobs::{BlobJob, HashJob, IndexJob};
+use crate::model::{ConnectionKind, DriveRecord};
+use crate::ports::{
+    ActivityFeed, ActivityState, EventStore, HashQueue, IndexQueue, InventoryHashes, ItemResolver, QuarantineStore,
+    StateStore,
+};
+
+/// The feed's error code for content past its expiration (FACTS §12).
+pub const CONTENT_EXPIRED: &str = "AF20051";
+
+/// The ports ingestion needs; `feed` and `resolver` belong to the blob's connection.
+pub struct IngestPorts<'a> {
+    pub state: &'a dyn StateStore,
+    pub activity: &'a dyn ActivityState,
+    pub feed: &'a dyn ActivityFeed,
+    pub resolver: &'a dyn ItemResolver,
+    pub events: &'a dyn EventStore,
+    pub inventory: &'a dyn InventoryHashes,
+    pub quarantine: &'a dyn QuarantineStore,
+    pub hash_queue: &'a dyn HashQueue,
+    pub index_queue: &'a dyn IndexQueue,
+}
+
+/// How ingesting a blob ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Ingested(BlobCounts),
+    /// The blob expired before it could be fetched (recorded).
+    Expired,
+    /// The connection is gone, not active or not a cloud connection.
+    Skipped {
+        reason: String,
+    },
+}
+
+/// Ingests the blob of `job`.
+///
+/// # Errors
+/// A failure to fetch the blob (other than its expiry) or of a store or queue: the message is
+/// retried, and everything done so far is idempotent.
+pub async fn ingest_blob(
+    ports: &IngestPorts<'_>,
+    job: &BlobJob,
+    now: DateTime<Utc>,
+) -> Result<IngestOutcome, PortError> {
+    let Some(connection) = ports.state.connection(&job.connection).await? else {
+        return Ok(IngestOutcome::Skipped {
+            reason: format!("connection {} is not registered", job.connection),
+        });
+    };
+    if connection.kind != ConnectionKind::Cloud || connection.state != crate::model::ConnectionState::Active {
+        return Ok(IngestOutcome::Skipped {
+            reason: format!("connection {} is not an active cloud connection", connection.id),
+        });
+    }
+    let content_id = &job.blob.content_id;
+    let bytes = match ports.feed.fetch_blob(&job.blob.content_uri).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.code == CONTENT_EXPIRED => {
+            warn!(
+                connection = connection.id,
+                content_id, "content expired before it was fetched"
+            );
+            let counts = BlobCounts {
+                expired: true,
+                ingested_at: Some(now),
+                ..BlobCounts::default()
+            };
+            ports
+                .activity
+                .record_blob_ingested(&connection.id, content_id, &counts)
+                .await?;
+            return Ok(IngestOutcome::Expired);
+        }
+        Err(e) => return Err(e),
+    };
+
+    let trusted = TrustedDomains::new(&connection.trusted_domains);
+    let mut counts = BlobCounts {
+        ingested_at: Some(now),
+        ..BlobCounts::default()
+    };
+    // First pass without drives names the personal sites; the second knows their drives.
+    let bare = NormaliseContext::new(trusted.clone(), now);
+    let outcome = match audit::normalise_blob(&bytes, &bare) {
+        Ok(outcome) => outcome,
+        Err(q) => {
+            counts.quarantined = 1;
+            ports
+                .quarantine
+                .put_quarantined(&connection.id, content_id, &[q])
+                .await?;
+            ports
+                .activity
+                .record_blob_ingested(&connection.id, content_id, &counts)
+                .await?;
+            warn!(
+                connection = connection.id,
+                content_id, "blob is not a JSON array of records: quarantined"
+            );
+            return Ok(IngestOutcome::Ingested(counts));
+        }
+    };
+    let site_keys: BTreeSet<String> = outcome.events.iter().filter_map(|e| e.site_key.clone()).collect();
+    let drives = if site_keys.is_empty() {
+        Vec::new()
+    } else {
+        let keys: Vec<String> = site_keys.into_iter().collect();
+        ports.activity.drives_by_site_key(&connection.id, &keys).await?
+    };
+    let monitored: Vec<&DriveRecord> = drives.iter().filter(|d| d.state.is_monitored()).collect();
+    let outcome = if monitored.is_empty() {
+        outcome
+    } else {
+        let ctx = NormaliseContext::new(trusted, now).with_drives(monitored.iter().copied());
+        // The same bytes parsed before: this cannot fail now.
+        audit::normalise_blob(&bytes, &ctx).unwrap_or(outcome)
+    };
+
+    counts.records = outcome.records();
+    counts.skipped = outcome.skipped.values().sum();
+    counts.quarantined = outcome.quarantined.len() as u64;
+    let (kept, unmonitored): (Vec<FileEvent>, Vec<FileEvent>) =
+        outcome.events.into_iter().partition(|e| e.drive_id.is_some());
+    counts.events_unmonitored = unmonitored.len() as u64;
+
+    let events = resolve_items(ports.resolver, kept).await?;
+    let stored = records(&connection.id, events.clone());
+    let inserted: HashSet<String> = ports.events.insert_events(&stored).await?.into_iter().collect();
+    counts.events_inserted = inserted.len() as u64;
+    counts.events_duplicate = stored.len() as u64 - counts.events_inserted;
+
+    counts.hash_jobs = request_hashes(ports, &connection.id, &events).await?;
+    // The inventory follows the drive's delta: an incremental round picks up what changed.
+    let changed: BTreeSet<String> = events
+        .iter()
+        .filter(|e| e.event_type.changes_inventory())
+        .filter_map(|e| e.drive_id.clone())
+        .collect();
+    counts.index_jobs = changed.len() as u64;
+    if !changed.is_empty() {
+        ports
+            .index_queue
+            .enqueue_index(&IndexJob::for_drives(&connection.id, &changed))
+            .await?;
+    }
+    if !outcome.quarantined.is_empty() {
+        ports
+            .quarantine
+            .put_quarantined(&connection.id, content_id, &outcome.quarantined)
+            .await?;
+    }
+    ports
+        .activity
+        .record_blob_ingested(&connection.id, content_id, &counts)
+        .await?;
+    info!(
+        connection = connection.id,
+        content_id,
+        records = counts.records,
+        inserted = counts.events_inserted,
+        duplicate = counts.events_duplicate,
+        unmonitored = counts.events_unmonitored,
+        skipped = counts.skipped,
+        quarantined = counts.quarantined,
+        hash_jobs = counts.hash_jobs,
+        "blob ingested"
+    );
+    Ok(IngestOutcome::Ingested(counts))
+}
+
+/// Gives each event of a monitored drive its item id, looked up by path per drive.
+async fn resolve_items(resolver: &dyn ItemResolver, events: Vec<FileEvent>) -> Result<Vec<FileEvent>, PortError> {
+    let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for e in &events {
+        if let (Some(drive), Some(path), None) = (&e.drive_id, e.lookup_path(), &e.item_id) {
+            if e.unresolved == Some(UnresolvedReason::ItemNotLookedUp) || e.unresolved.is_none() {
+                wanted.entry(drive.clone()).or_default().insert(path.to_owned());
+            }
+        }
+    }
+    let mut found: HashMap<(String, String), String> = HashMap::new();
+    for (drive, paths) in wanted {
+        let paths: Vec<String> = paths.into_iter().collect();
+        for (path, item) in resolver.resolve_paths(&drive, &paths).await? {
+            found.insert((drive.clone(), path), item);
+        }
+    }
+    Ok(events
+        .into_iter()
+        .map(|mut e| {
+            if e.item_id.is_none()
+                && matches!(e.unresolved, None | Some(UnresolvedReason::ItemNotLookedUp))
+                && let (Some(drive), Some(path)) = (e.drive_id.clone(), e.lookup_path().map(str::to_owned))
+            {
+                match found.get(&(drive, path)) {
+                    Some(item) => {
+                        e.item_id = Some(item.clone());
+                        e.unresolved = None;
+                    }
+                    None => e.unresolved = Some(UnresolvedReason::ItemNotFound),
+                }
+            }
+            e
+        })
+        .collect())
+}
+
+/// Asks hash-file for the files of these events that need it, and gives the others the hash
+/// already stored for their version. Returns how many hash jobs were enqueued.
+async fn request_hashes(ports: &IngestPorts<'_>, connection: &str, events: &[FileEvent]) -> Result<u64, PortError> {
+    // Files by drive, with whether any event may have changed their content.
+    let mut files: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for e in events {
+        if e.item_kind != ItemKind::File {
+            continue;
+        }
+        if let (Some(drive), Some(item)) = (&e.drive_id, &e.item_id) {
+            *files.entry((drive.clone(), item.clone())).or_default() |= e.needs_hash();
+        }
+    }
+    let mut by_drive: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (drive, item) in files.keys() {
+        by_drive.entry(drive.clone()).or_default().push(item.clone());
+    }
+    let mut stored = HashMap::new();
+    for (drive, items) in &by_drive {
+        for (item, hashes) in ports.inventory.file_hashes(drive, items).await? {
+            stored.insert((drive.clone(), item), hashes);
+        }
+    }
+
+    let mut jobs = Vec::new();
+    let mut reuse: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for ((drive, item), changed) in &files {
+        let key = (drive.clone(), item.clone());
+        match stored.get(&key) {
+            Some(hashes) if !changed => {
+                // Reads and shares of a hashed version take its digests, when the event is
+                // not older than that version.
+                let since = hashes.modified_at;
+                let keys = events
+                    .iter()
+                    .filter(|e| e.drive_id.as_ref() == Some(drive) && e.item_id.as_ref() == Some(item))
+                    .filter(|e| since.is_none_or(|s| e.observed_at >= s))
+                    .map(|e| crate::events::event_key(connection, &e.id))
+                    .collect::<Vec<_>>();
+                reuse.entry(key).or_default().extend(keys);
+            }
+            _ => jobs.push(HashJob {
+                connection: connection.to_owned(),
+                drive_id: drive.clone(),
+                item_id: item.clone(),
+                continuation: None,
+            }),
+        }
+    }
+    for ((drive, item), keys) in reuse {
+        if let Some(hashes) = stored.get(&(drive, item))
+            && !keys.is_empty()
+        {
+            ports
+                .events
+                .set_event_hash(&keys, &HashOutcome::Hashed(hashes.clone()))
+                .await?;
+        }
+    }
+    if !jobs.is_empty() {
+        ports.hash_queue.enqueue_hashes(&jobs).await?;
+    }
+    Ok(jobs.len() as u64)
+}
+
+/// The stored form of the kept events, with the reason those without content have no digest.
+fn records(connection: &str, events: Vec<FileEvent>) -> Vec<EventRecord> {
+    events
+        .into_iter()
+        .map(|e| {
+            let no_content = e.item_kind != ItemKind::File;
+            let unresolved = e.item_id.is_none();
+            let mut record = EventRecord::onedrive(connection, e);
+            if no_content {
+                record.hash = Some(HashOutcome::Unavailable {
+                    reason: unavailable::NO_CONTENT.to_owned(),
+                });
+            } else if unresolved {
+                record.hash = Some(HashOutcome::Unavailable {
+                    reason: unavailable::ITEM_NOT_RESOLVED.to_owned(),
+                });
+            }
+            record
+        })
+        .collect()
+}

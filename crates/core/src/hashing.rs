@@ -1,0 +1,345 @@
+//! Hashing one file: stream its current version through [`DualHasher`] and record the MD5 and
+//! SHA-256 on its inventory row and on the events of that version.
+//!
+//! Contract:
+//! - a version already hashed (same cTag on the inventory row) is not downloaded again; its
+//!   digests are given to the events that lack them;
+//! - nothing is written to disk: the content goes from the socket to the two digests;
+//! - a file larger than one invocation can hash stops at the budget with the hasher's state
+//!   ([`HashCheckpoint`]) and the offset in a continuation job; the next invocation resumes the
+//!   download with `Range` from there, unless the file changed meanwhile (then it starts over);
+//! - a file deleted before hashing, or changed while it was downloaded, is recorded as such on
+//!   its events rather than given digests of other bytes;
+//! - the digests go to the events of the version hashed, told apart by the file's own events:
+//!   the version began with the newest content change (upload, modification, copy, restore)
+//!   at or before Graph's `lastModifiedDateTime` of the version (which renames and moves also
+//!   advance, so it bounds the version's start but does not date it). Events before it concern
+//!   a version that is gone and are marked so; events after a later content change belong to a
+//!   newer version, whose own hash job gives them its digests. Recording is self-correcting: a
+//!   content change that arrives late (audit blobs come out of order) moves events that took
+//!   these digests too early to the version they concern.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::budget::Budget;
+use crate::error::PortError;
+use crate::events::{FileHashes, HashOutcome, unavailable};
+use crate::hash::{DualHasher, HashCheckpoint, HasherTuning};
+use crate::jobs::HashJob;
+use crate::model::{ConnectionKind, ConnectionState};
+use crate::ports::{EventStore, HashQueue, InventoryHashes, PortResult, StateStore};
+
+/// Events of one file looked at per hashing: far more than any file collects between two
+/// versions; older events keep what they had.
+pub const MAX_EVENTS_PER_FILE: usize = 1_000;
+
+/// A file's current version as Graph reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemVersion {
+    /// `None` for folders and other items without content.
+    pub ctag: Option<String>,
+    pub size: u64,
+    pub modified_at: Option<DateTime<Utc>>,
+    pub is_file: bool,
+}
+
+/// Where a download stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Every byte of the expected version was delivered.
+    Complete,
+    /// The budget ran out; the bytes delivered so far are in the sink.
+    OutOfTime,
+    /// The item no longer exists.
+    Gone,
+    /// The item is no longer the expected version (modified during the download).
+    Changed,
+}
+
+/// Receives content chunks as they arrive.
+pub trait ChunkSink: Send {
+    /// Takes one chunk.
+    ///
+    /// # Errors
+    /// When the consumer failed (a digest thread died).
+    fn accept(&mut self, chunk: Bytes) -> PortResult<()>;
+    /// Bytes accepted so far, including those before a resume.
+    fn offset(&self) -> u64;
+}
+
+/// The content of a connection's drive items.
+#[async_trait::async_trait]
+pub trait FileContent: Send + Sync {
+    /// The item's current version; `None` when it does not exist (deleted).
+    async fn item_version(&self, drive_id: &str, item_id: &str) -> PortResult<Option<ItemVersion>>;
+    /// Streams the content of version `expected` from `sink.offset()` into `sink` until the
+    /// end or until `budget` runs out, resuming dropped connections itself; reports
+    /// [`StreamEnd::Changed`] rather than mixing bytes of another version.
+    async fn stream_content(
+        &self,
+        drive_id: &str,
+        item_id: &str,
+        expected: &ItemVersion,
+        sink: &mut dyn ChunkSink,
+        budget: &dyn Budget,
+    ) -> PortResult<StreamEnd>;
+}
+
+/// A hash interrupted by the time budget: the version, how far, and the digests' state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashContinuation {
+    pub ctag: String,
+    pub offset: u64,
+    pub state: HashCheckpoint,
+}
+
+/// The ports hashing needs; `content` belongs to the job's connection.
+pub struct HashPorts<'a> {
+    pub state: &'a dyn StateStore,
+    pub content: &'a dyn FileContent,
+    pub inventory: &'a dyn InventoryHashes,
+    pub events: &'a dyn EventStore,
+    pub queue: &'a dyn HashQueue,
+}
+
+/// How hashing one file ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashFileOutcome {
+    Hashed(FileHashes),
+    /// This version was hashed before; `events` were given its digests.
+    AlreadyHashed {
+        events: usize,
+    },
+    /// The budget ran out; a continuation job carries the state.
+    Continued {
+        offset: u64,
+    },
+    /// The item is gone; its events say so.
+    Deleted,
+    /// The item changed while it was downloaded; a fresh job was enqueued.
+    Changed,
+    /// Not a file (folder), or the connection is not active.
+    Skipped {
+        reason: String,
+    },
+}
+
+/// Hashes the file of `job`.
+///
+/// # Errors
+/// A failure of Graph, a store or the queue; the job is retried and everything done so far is
+/// idempotent.
+pub async fn hash_file(
+    ports: &HashPorts<'_>,
+    job: &HashJob,
+    tuning: HasherTuning,
+    budget: &dyn Budget,
+    now: DateTime<Utc>,
+) -> Result<HashFileOutcome, PortError> {
+    let (drive, item) = (job.drive_id.as_str(), job.item_id.as_str());
+    match ports.state.connection(&job.connection).await? {
+        Some(c) if c.kind == ConnectionKind::Cloud && c.state == ConnectionState::Active => {}
+        _ => {
+            return Ok(HashFileOutcome::Skipped {
+                reason: format!("connection {} is not an active cloud connection", job.connection),
+            });
+        }
+    }
+    let Some(version) = ports.content.item_version(drive, item).await? else {
+        record_gone(ports, &job.connection, drive, item).await?;
+        return Ok(HashFileOutcome::Deleted);
+    };
+    let Some(ctag) = version.ctag.clone().filter(|_| version.is_file) else {
+        return Ok(HashFileOutcome::Skipped {
+            reason: "not a file".to_owned(),
+        });
+    };
+    let stored = ports.inventory.file_hashes(drive, &[item.to_owned()]).await?;
+    if let Some((_, hashes)) = stored.into_iter().find(|(_, h)| h.ctag == ctag) {
+        let (updated, events) = give_to_events(ports, drive, item, hashes.clone(), version.modified_at).await?;
+        if updated != hashes {
+            // A content change of this version arrived since: the version starts later.
+            ports
+                .inventory
+                .set_file_hash(&job.connection, drive, item, &HashOutcome::Hashed(updated))
+                .await?;
+        }
+        return Ok(HashFileOutcome::AlreadyHashed { events });
+    }
+
+    let mut sink = match &job.continuation {
+        Some(c) if c.ctag == ctag => HasherSink {
+            hasher: DualHasher::resume(&c.state, tuning).map_err(hash_failed)?,
+        },
+        _ => HasherSink {
+            hasher: DualHasher::with_tuning(tuning).map_err(hash_failed)?,
+        },
+    };
+    let end = ports
+        .content
+        .stream_content(drive, item, &version, &mut sink, budget)
+        .await?;
+    let changed = || async {
+        warn!(drive, item, "file changed while hashed; hashing again");
+        ports
+            .queue
+            .enqueue_hashes(&[HashJob {
+                continuation: None,
+                ..job.clone()
+            }])
+            .await
+            .map(|()| HashFileOutcome::Changed)
+    };
+    match end {
+        StreamEnd::Changed => changed().await,
+        StreamEnd::Gone => {
+            record_gone(ports, &job.connection, drive, item).await?;
+            Ok(HashFileOutcome::Deleted)
+        }
+        StreamEnd::OutOfTime => {
+            let offset = sink.offset();
+            let state = sink.hasher.checkpoint().map_err(hash_failed)?;
+            info!(
+                drive,
+                item,
+                offset,
+                size = version.size,
+                "hash continues in a new invocation"
+            );
+            ports
+                .queue
+                .enqueue_hashes(&[HashJob {
+                    continuation: Some(HashContinuation { ctag, offset, state }),
+                    ..job.clone()
+                }])
+                .await?;
+            Ok(HashFileOutcome::Continued { offset })
+        }
+        StreamEnd::Complete => {
+            let size = sink.offset();
+            if size != version.size {
+                return changed().await;
+            }
+            let digests = sink.hasher.finish().map_err(hash_failed)?;
+            let hashes = FileHashes {
+                md5: digests.md5_hex(),
+                sha256: digests.sha256_hex(),
+                ctag,
+                size,
+                modified_at: None,
+                hashed_at: now,
+            };
+            let hashes = give_to_events(ports, drive, item, hashes, version.modified_at).await?.0;
+            ports
+                .inventory
+                .set_file_hash(&job.connection, drive, item, &HashOutcome::Hashed(hashes.clone()))
+                .await?;
+            info!(
+                drive,
+                item,
+                size,
+                md5 = hashes.md5,
+                sha256 = hashes.sha256,
+                "file hashed"
+            );
+            Ok(HashFileOutcome::Hashed(hashes))
+        }
+    }
+}
+
+/// How much later than Graph's `lastModifiedDateTime` the audit record of the same change may
+/// be dated (the two clocks differ by seconds).
+pub fn clock_slack() -> chrono::Duration {
+    chrono::Duration::minutes(2)
+}
+
+/// Gives `hashes` to the events of the version hashed and marks the events of older versions
+/// (see the module doc). Returns the hashes with `modified_at` set to when the version began,
+/// when the events tell, and how many events carry the digests now.
+async fn give_to_events(
+    ports: &HashPorts<'_>,
+    drive: &str,
+    item: &str,
+    mut hashes: FileHashes,
+    graph_modified: Option<DateTime<Utc>>,
+) -> Result<(FileHashes, usize), PortError> {
+    let events = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
+    let bound = graph_modified.map(|m| m + clock_slack());
+    let content_changes = events
+        .iter()
+        .filter(|e| e.event.event_type.may_change_content())
+        .map(|e| e.event.observed_at);
+    let (mut start, mut next): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
+    for at in content_changes {
+        if bound.is_none_or(|b| at <= b) {
+            start = start.max(Some(at));
+        } else {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
+    hashes.modified_at = start;
+    let current = HashOutcome::Hashed(hashes.clone());
+    let (mut give, mut older, mut carrying) = (Vec::new(), Vec::new(), 0);
+    for e in &events {
+        let at = e.event.observed_at;
+        if next.is_some_and(|n| at >= n) {
+            continue;
+        }
+        let same_version = matches!(&e.hash, Some(HashOutcome::Hashed(h)) if h.ctag == hashes.ctag);
+        if start.is_none_or(|s| at >= s) {
+            carrying += 1;
+            if e.hash.as_ref() != Some(&current) {
+                give.push(e.key());
+            }
+        } else if e.hash.is_none() || same_version {
+            older.push(e.key());
+        }
+    }
+    if !give.is_empty() {
+        ports.events.set_event_hash(&give, &current).await?;
+    }
+    if !older.is_empty() {
+        let outcome = HashOutcome::Unavailable {
+            reason: unavailable::CHANGED_BEFORE_HASHING.to_owned(),
+        };
+        ports.events.set_event_hash(&older, &outcome).await?;
+    }
+    Ok((hashes, carrying))
+}
+
+/// Records that the file is gone on its inventory row and its events without a digest.
+async fn record_gone(ports: &HashPorts<'_>, connection: &str, drive: &str, item: &str) -> Result<(), PortError> {
+    let outcome = HashOutcome::Unavailable {
+        reason: unavailable::DELETED_BEFORE_HASHING.to_owned(),
+    };
+    let events = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
+    let keys: Vec<String> = events.iter().filter(|e| e.hash.is_none()).map(|e| e.key()).collect();
+    if !keys.is_empty() {
+        ports.events.set_event_hash(&keys, &outcome).await?;
+    }
+    ports.inventory.set_file_hash(connection, drive, item, &outcome).await?;
+    info!(drive, item, events = keys.len(), "file deleted before hashing");
+    Ok(())
+}
+
+fn hash_failed(e: crate::hash::HashError) -> PortError {
+    PortError::transient("hash_failed", format!("hashing failed: {e}"))
+}
+
+/// Feeds [`DualHasher`].
+struct HasherSink {
+    hasher: DualHasher,
+}
+
+impl ChunkSink for HasherSink {
+    fn accept(&mut self, chunk: Bytes) -> PortResult<()> {
+        self.hasher.update(chunk).map_err(hash_failed)
+    }
+
+    fn offset(&self) -> u64 {
+        self.hasher.bytes()
+    }
+}

@@ -1,0 +1,1194 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+//! The audit-feed use cases (poll, ingest) and hash-file over in-memory stores and scripted
+//! Microsoft fakes.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use filetrail_core::PortError;
+use filetrail_core::activity::ingest::{IngestOutcome, IngestPorts, ingest_blob};
+use filetrail_core::activity::poll::{PollOutcome, PollPorts, PollSettings, poll_connection};
+use filetrail_core::activity::{ACTIVITY_ERROR_PREFIX, ContentBlob, ContentPage, SHAREPOINT_CONTENT_TYPE};
+use filetrail_core::audit::{FileEventType, Quarantine, UnresolvedReason};
+use filetrail_core::budget::{Budget, Deadline};
+use filetrail_core::events::{EventRecord, FileHashes, HashOutcome, unavailable};
+use filetrail_core::hash::HasherTuning;
+use filetrail_core::hashing::{ChunkSink, FileContent, HashFileOutcome, HashPorts, ItemVersion, StreamEnd, hash_file};
+use filetrail_core::jobs::{BlobJob, HashJob, IndexJob};
+use filetrail_core::memory::{MemoryEvents, MemoryInventory, MemoryState};
+use filetrail_core::model::*;
+use filetrail_core::ports::*;
+use md5::Digest as _;
+use serde_json::{Value, json};
+
+const CONN: &str = "contoso";
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 10, 12, 0, 0).single().unwrap()
+}
+
+fn connection() -> Connection {
+    Connection {
+        id: CONN.into(),
+        kind: ConnectionKind::Cloud,
+        tenant_id: "7a3c9d2e-41f5-4b6a-9c8d-2e1f0a9b8c7d".into(),
+        client_id: "c".into(),
+        secret_id: "filetrail/contoso/app".into(),
+        cloud: "worldwide".into(),
+        endpoints: None,
+        trusted_domains: vec!["contoso.com".into()],
+        drive_cap: 1_000_000,
+        state: ConnectionState::Active,
+        last_error: None,
+        last_discovery: None,
+        created_at: now() - Duration::days(30),
+    }
+}
+
+async fn state_with_connection() -> MemoryState {
+    let state = MemoryState::default();
+    state.put_connection(&connection()).await.unwrap();
+    state
+}
+
+// ---------------------------------------------------------------- queues
+
+#[derive(Default)]
+struct Queues {
+    blobs: Mutex<Vec<BlobJob>>,
+    hashes: Mutex<Vec<HashJob>>,
+    index: Mutex<Vec<IndexJob>>,
+    fail_blobs: Mutex<u32>,
+}
+
+#[async_trait]
+impl BlobQueue for Queues {
+    async fn enqueue_blobs(&self, jobs: &[BlobJob]) -> PortResult<()> {
+        let mut fail = self.fail_blobs.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(PortError::transient("queue_down", "SQS unavailable"));
+        }
+        self.blobs.lock().unwrap().extend_from_slice(jobs);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl HashQueue for Queues {
+    async fn enqueue_hashes(&self, jobs: &[HashJob]) -> PortResult<()> {
+        self.hashes.lock().unwrap().extend_from_slice(jobs);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IndexQueue for Queues {
+    async fn enqueue_index(&self, jobs: &[IndexJob]) -> PortResult<()> {
+        self.index.lock().unwrap().extend_from_slice(jobs);
+        Ok(())
+    }
+}
+
+impl Queues {
+    fn blob_ids(&self) -> Vec<String> {
+        self.blobs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|j| j.blob.content_id.clone())
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------- the feed
+
+/// A Management Activity API with scripted content: blobs are listed by `content_created` in
+/// `[start, end)`, two per page.
+#[derive(Default)]
+struct FakeFeed {
+    blobs: Mutex<Vec<ContentBlob>>,
+    bodies: Mutex<HashMap<String, Vec<u8>>>,
+    /// Errors the next `content_page` calls return, in order.
+    page_errors: Mutex<VecDeque<PortError>>,
+    subscription_error: Mutex<Option<PortError>>,
+    blob_error: Mutex<Option<PortError>>,
+    windows: Mutex<Vec<(DateTime<Utc>, DateTime<Utc>)>>,
+}
+
+impl FakeFeed {
+    fn publish(&self, id: &str, created: DateTime<Utc>, records: &[Value]) {
+        let uri = format!("https://manage.office.com/api/v1.0/t/activity/feed/audit/{id}$blob");
+        self.blobs.lock().unwrap().push(ContentBlob {
+            content_type: SHAREPOINT_CONTENT_TYPE.into(),
+            content_id: id.into(),
+            content_uri: uri.clone(),
+            content_created: created,
+            content_expiration: Some(created + Duration::days(7)),
+        });
+        self.bodies
+            .lock()
+            .unwrap()
+            .insert(uri, serde_json::to_vec(&Value::Array(records.to_vec())).unwrap());
+    }
+}
+
+#[async_trait]
+impl ActivityFeed for FakeFeed {
+    async fn ensure_subscription(&self, _content_type: &str) -> PortResult<()> {
+        match self.subscription_error.lock().unwrap().clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn content_page(
+        &self,
+        _content_type: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        next_page: Option<&str>,
+    ) -> PortResult<ContentPage> {
+        if let Some(e) = self.page_errors.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        assert!(end - start <= Duration::hours(24), "a window of more than 24 hours");
+        assert!(
+            start >= now() - Duration::days(7),
+            "a window starting outside the retention"
+        );
+        assert!(end <= now(), "a window ending in the future");
+        self.windows.lock().unwrap().push((start, end));
+        let mut inside: Vec<ContentBlob> = self
+            .blobs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b.content_created >= start && b.content_created < end)
+            .cloned()
+            .collect();
+        inside.sort_by(|a, b| (a.content_created, &a.content_id).cmp(&(b.content_created, &b.content_id)));
+        let from: usize = next_page.map_or(0, |p| p.trim_start_matches("page=").parse().unwrap());
+        let blobs: Vec<ContentBlob> = inside.iter().skip(from).take(2).cloned().collect();
+        let next_page = (from + 2 < inside.len()).then(|| format!("page={}", from + 2));
+        Ok(ContentPage { blobs, next_page })
+    }
+
+    async fn fetch_blob(&self, content_uri: &str) -> PortResult<Vec<u8>> {
+        if let Some(e) = self.blob_error.lock().unwrap().clone() {
+            return Err(e);
+        }
+        Ok(self.bodies.lock().unwrap().get(content_uri).cloned().unwrap())
+    }
+}
+
+fn poll_ports<'a>(state: &'a MemoryState, feed: &'a FakeFeed, queues: &'a Queues) -> PollPorts<'a> {
+    PollPorts {
+        state,
+        activity: state,
+        feed,
+        queue: queues,
+    }
+}
+
+async fn poll(state: &MemoryState, feed: &FakeFeed, queues: &Queues, budget: &dyn Budget) -> PollOutcome {
+    let connection = state.connection(CONN).await.unwrap().unwrap();
+    poll_connection(
+        &poll_ports(state, feed, queues),
+        &connection,
+        &PollSettings::default(),
+        budget,
+        now(),
+    )
+    .await
+    .unwrap()
+}
+
+fn no_records() -> Vec<Value> {
+    Vec::new()
+}
+
+#[tokio::test]
+async fn a_first_poll_lists_the_whole_retention_in_windows_of_a_day_and_enqueues_each_blob_once() {
+    let state = state_with_connection().await;
+    let feed = FakeFeed::default();
+    let queues = Queues::default();
+    for (i, hours_ago) in [160, 100, 99, 50, 49, 48, 3, 1].into_iter().enumerate() {
+        feed.publish(&format!("blob-{i}"), now() - Duration::hours(hours_ago), &no_records());
+    }
+
+    let outcome = poll(&state, &feed, &queues, &Deadline::unlimited()).await;
+
+    assert!(
+        matches!(outcome, PollOutcome::Caught { enqueued: 8, .. }),
+        "{outcome:?}"
+    );
+    let mut ids = queues.blob_ids();
+    ids.sort();
+    assert_eq!(ids, (0..8).map(|i| format!("blob-{i}")).collect::<Vec<_>>());
+    let windows = feed.windows.lock().unwrap().clone();
+    assert!(windows.len() >= 7, "7 days in windows of at most 24 h: {windows:?}");
+    assert_eq!(windows.last().unwrap().1, now(), "the last window ends now");
+    let cp = state
+        .activity_checkpoint(CONN, SHAREPOINT_CONTENT_TYPE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cp.listed_until, now());
+    assert_eq!(cp.blobs_enqueued, 8);
+
+    // Listed again (the overlap), nothing is enqueued twice.
+    let again = poll(&state, &feed, &queues, &Deadline::unlimited()).await;
+    assert!(matches!(again, PollOutcome::Caught { enqueued: 0, .. }), "{again:?}");
+    assert_eq!(queues.blob_ids().len(), 8);
+}
+
+#[tokio::test]
+async fn a_blob_that_appears_late_in_a_window_already_listed_is_enqueued_by_the_next_poll() {
+    let state = state_with_connection().await;
+    let feed = FakeFeed::default();
+    let queues = Queues::default();
+    feed.publish("early", now() - Duration::hours(2), &no_records());
+    poll(&state, &feed, &queues, &Deadline::unlimited()).await;
+
+    // Available since 20 minutes ago, but not listed by the first poll.
+    feed.publish("late", now() - Duration::minutes(20), &no_records());
+    poll(&state, &feed, &queues, &Deadline::unlimited()).await;
+
+    assert_eq!(queues.blob_ids(), ["early", "late"]);
+}
+
+#[tokio::test]
+async fn a_failed_enqueue_keeps_the_checkpoint_on_that_page_and_the_retry_enqueues_nothing_twice() {
+    let state = state_with_connection().await;
+    let feed = FakeFeed::default();
+    let queues = Queues::default();
+    for i in 0..5 {
+        feed.publish(
+            &format!("b{i}"),
+            now() - Duration::hours(2) + Duration::minutes(i),
+            &no_records(),
+        );
+    }
+    // The first page goes through, the second page's enqueue fails.
+    let budget = Deadline::unlimited();
+    let connection = state.connection(CONN).await.unwrap().unwrap();
+    let ports = poll_ports(&state, &feed, &queues);
+    // First poll: one page under budget (max 1 unit), then out of time.
+    let one_page = Deadline::unlimited().with_max_units(Some(1));
+    let recent = PollSettings {
+        initial_lookback: Duration::hours(3),
+        ..PollSettings::default()
+    };
+    let first = poll_connection(&ports, &connection, &recent, &one_page, now())
+        .await
+        .unwrap();
+    assert!(matches!(first, PollOutcome::OutOfTime { .. }), "{first:?}");
+    let cp = state
+        .activity_checkpoint(CONN, SHAREPOINT_CONTENT_TYPE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(cp.window.is_some(), "the open window is kept");
+
+    *queues.fail_blobs.lock().unwrap() = 1;
+    let failed = poll_connection(&ports, &connection, &PollSettings::default(), &budget, now()).await;
+    assert!(failed.is_err(), "a queue failure fails the poll");
+
+    poll(&state, &feed, &queues, &budget).await;
+    let ids = queues.blob_ids();
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), 5, "each blob once: {ids:?}");
+    assert_eq!(distinct.len(), 5);
+}
+
+#[tokio::test]
+async fn audit_log_off_is_shown_on_the_connection_with_its_fix_and_clears_once_polling_works() {
+    let state = state_with_connection().await;
+    let feed = FakeFeed::default();
+    let queues = Queues::default();
+    feed.publish("b0", now() - Duration::hours(1), &no_records());
+    *feed.subscription_error.lock().unwrap() = Some(PortError::terminal(
+        "audit_log_disabled",
+        "the tenant's unified audit log is off",
+        "turn on auditing in Microsoft Purview (Audit > Start recording user and admin activity)",
+    ));
+
+    let blocked = poll(&state, &feed, &queues, &Deadline::unlimited()).await;
+
+    let PollOutcome::Blocked(problem) = blocked else {
+        panic!("{blocked:?}")
+    };
+    assert_eq!(problem.code, format!("{ACTIVITY_ERROR_PREFIX}audit_log_disabled"));
+    let shown = state.connection(CONN).await.unwrap().unwrap().last_error.unwrap();
+    assert!(shown.message.contains("audit log is off"), "{shown:?}");
+    assert!(shown.fix.contains("Purview"), "{shown:?}");
+    assert!(queues.blob_ids().is_empty());
+
+    *feed.subscription_error.lock().unwrap() = None;
+    let caught = poll(&state, &feed, &queues, &Deadline::unlimited()).await;
+    assert!(matches!(caught, PollOutcome::Caught { enqueued: 1, .. }), "{caught:?}");
+    assert_eq!(state.connection(CONN).await.unwrap().unwrap().last_error, None);
+}
+
+#[tokio::test]
+async fn a_poll_leaves_errors_of_other_components_alone() {
+    let state = state_with_connection().await;
+    let cap = ConnectionError {
+        code: "drive_cap_exceeded".into(),
+        message: "over the cap".into(),
+        fix: "narrow the scope".into(),
+        at: now(),
+    };
+    state.set_connection_error(CONN, Some(&cap)).await.unwrap();
+
+    poll(&state, &FakeFeed::default(), &Queues::default(), &Deadline::unlimited()).await;
+
+    assert_eq!(state.connection(CONN).await.unwrap().unwrap().last_error, Some(cap));
+}
+
+#[tokio::test]
+async fn throttling_defers_the_poll_and_the_next_one_continues_the_open_window() {
+    let state = state_with_connection().await;
+    let feed = FakeFeed::default();
+    let queues = Queues::default();
+    for i in 0..4 {
+        feed.publish(
+            &format!("b{i}"),
+            now() - Duration::hours(3) + Duration::minutes(i),
+            &no_records(),
+        );
+    }
+    let connection = state.connection(CONN).await.unwrap().unwrap();
+    let ports = poll_ports(&state, &feed, &queues);
+    let one_page = Deadline::unlimited().with_max_units(Some(1));
+    poll_connection(&ports, &connection, &PollSettings::default(), &one_page, now())
+        .await
+        .unwrap();
+    feed.page_errors.lock().unwrap().push_back(PortError::retry_after(
+        "AF429",
+        "Too many requests. Method=ListContent",
+        std::time::Duration::from_secs(2),
+    ));
+
+    let deferred = poll(&state, &feed, &queues, &Deadline::unlimited()).await;
+    assert!(matches!(deferred, PollOutcome::Deferred { .. }), "{deferred:?}");
+    assert_eq!(
+        state.connection(CONN).await.unwrap().unwrap().last_error,
+        None,
+        "throttling is no error"
+    );
+
+    let caught = poll(&state, &feed, &queues, &Deadline::unlimited()).await;
+    assert!(matches!(caught, PollOutcome::Caught { .. }), "{caught:?}");
+    assert_eq!(queues.blob_ids(), ["b0", "b1", "b2", "b3"]);
+}
+
+// ---------------------------------------------------------------- ingest
+
+const ALICE_SITE: &str = "https://contoso-my.sharepoint.com/personal/alice_contoso_com";
+const BOB_SITE: &str = "https://contoso-my.sharepoint.com/personal/bob_contoso_com";
+
+fn drive(id: &str, upn: &str, site: &str, state: DriveState) -> DriveRecord {
+    DriveRecord {
+        connection: CONN.into(),
+        drive_id: id.into(),
+        owner_id: format!("id-{upn}"),
+        owner_upn: upn.into(),
+        web_url: Some(format!("{site}/Documents")),
+        state,
+        discovered_at: now() - Duration::days(3),
+        index: IndexProgress::default(),
+        parked: None,
+    }
+}
+
+/// A OneDrive file record as the feed delivers it (FACTS §13: RecordType 6, Workload
+/// OneDrive, CreationTime without a zone, ItemType a string).
+fn record(id: &str, operation: &str, actor: &str, site: &str, folder: &str, file: &str, at: DateTime<Utc>) -> Value {
+    let ext = file.rsplit_once('.').map(|(_, e)| e).unwrap_or_default();
+    json!({
+        "Id": id,
+        "RecordType": 6,
+        "CreationTime": at.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        "Operation": operation,
+        "OrganizationId": "7a3c9d2e-41f5-4b6a-9c8d-2e1f0a9b8c7d",
+        "UserType": 0,
+        "UserKey": "i:0h.f|membership|10032001a2b3c4d5@live.com",
+        "Workload": "OneDrive",
+        "ClientIP": "203.0.113.24",
+        "UserId": actor,
+        "Version": 1,
+        "EventSource": "SharePoint",
+        "UserAgent": "Microsoft SkyDriveSync 24.201.1006.0005 ship; Windows NT 10.0 (19045)",
+        "ObjectId": format!("{site}/Documents/{folder}/{file}"),
+        "SiteUrl": format!("{site}/"),
+        "SourceRelativeUrl": format!("Documents/{folder}"),
+        "SourceFileName": file,
+        "SourceFileExtension": ext,
+        "ItemType": "File",
+        "ListItemUniqueId": "6e5d4c3b-2a19-4f08-9e7d-6c5b4a392817"
+    })
+}
+
+/// Drive paths → item ids, per drive.
+#[derive(Default)]
+struct FakeResolver {
+    items: Mutex<HashMap<(String, String), String>>,
+}
+
+impl FakeResolver {
+    fn add(&self, drive: &str, path: &str, item: &str) {
+        self.items
+            .lock()
+            .unwrap()
+            .insert((drive.into(), path.into()), item.into());
+    }
+}
+
+#[async_trait]
+impl ItemResolver for FakeResolver {
+    async fn resolve_paths(&self, drive_id: &str, paths: &[String]) -> PortResult<Vec<(String, String)>> {
+        let items = self.items.lock().unwrap();
+        Ok(paths
+            .iter()
+            .filter_map(|p| {
+                items
+                    .get(&(drive_id.to_owned(), p.clone()))
+                    .map(|i| (p.clone(), i.clone()))
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+struct Quarantined {
+    by_blob: Mutex<BTreeMap<String, Vec<Quarantine>>>,
+}
+
+#[async_trait]
+impl QuarantineStore for Quarantined {
+    async fn put_quarantined(&self, _connection: &str, content_id: &str, records: &[Quarantine]) -> PortResult<()> {
+        self.by_blob.lock().unwrap().insert(content_id.into(), records.to_vec());
+        Ok(())
+    }
+}
+
+struct IngestWorld {
+    state: MemoryState,
+    feed: FakeFeed,
+    resolver: FakeResolver,
+    events: MemoryEvents,
+    inventory: MemoryInventory,
+    quarantine: Quarantined,
+    queues: Queues,
+}
+
+impl IngestWorld {
+    async fn new() -> Self {
+        let state = state_with_connection().await;
+        state
+            .insert_new_drives(&[
+                drive("d-alice", "alice@contoso.com", ALICE_SITE, DriveState::Indexed),
+                drive("d-bob", "bob@contoso.com", BOB_SITE, DriveState::Unmonitored),
+            ])
+            .await
+            .unwrap();
+        let resolver = FakeResolver::default();
+        resolver.add("d-alice", "/Reports/q3.xlsx", "i-q3");
+        resolver.add("d-alice", "/Reports/plan.docx", "i-plan");
+        resolver.add("d-bob", "/Notes/todo.txt", "i-todo");
+        Self {
+            state,
+            feed: FakeFeed::default(),
+            resolver,
+            events: MemoryEvents::default(),
+            inventory: MemoryInventory::default(),
+            quarantine: Quarantined::default(),
+            queues: Queues::default(),
+        }
+    }
+
+    fn ports(&self) -> IngestPorts<'_> {
+        IngestPorts {
+            state: &self.state,
+            activity: &self.state,
+            feed: &self.feed,
+            resolver: &self.resolver,
+            events: &self.events,
+            inventory: &self.inventory,
+            quarantine: &self.quarantine,
+            hash_queue: &self.queues,
+            index_queue: &self.queues,
+        }
+    }
+
+    fn job(&self, id: &str) -> BlobJob {
+        let blob = self
+            .feed
+            .blobs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|b| b.content_id == id)
+            .cloned()
+            .unwrap();
+        BlobJob {
+            connection: CONN.into(),
+            blob,
+        }
+    }
+
+    async fn ingest(&self, id: &str) -> IngestOutcome {
+        ingest_blob(&self.ports(), &self.job(id), now()).await.unwrap()
+    }
+
+    async fn events_of(&self, drive: &str, item: &str) -> Vec<EventRecord> {
+        self.events.file_events(drive, item, 100).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_blob_becomes_events_of_monitored_drives_once_and_every_other_record_is_accounted_for() {
+    let w = IngestWorld::new().await;
+    let t = now() - Duration::hours(2);
+    let modified = record(
+        "r-1",
+        "FileModified",
+        "alice@contoso.com",
+        ALICE_SITE,
+        "Reports",
+        "q3.xlsx",
+        t,
+    );
+    w.feed.publish(
+        "blob-1",
+        now() - Duration::hours(1),
+        &[
+            modified.clone(),
+            // Microsoft repeats records by design: same Id, other key order.
+            serde_json::from_str::<Value>(&modified.to_string()).unwrap(),
+            record(
+                "r-2",
+                "FileDownloaded",
+                "eve@fabrikam.com",
+                ALICE_SITE,
+                "Reports",
+                "plan.docx",
+                t,
+            ),
+            // Bob's drive is not monitored: his file's activity is not captured.
+            record(
+                "r-3",
+                "FileModified",
+                "alice@contoso.com",
+                BOB_SITE,
+                "Notes",
+                "todo.txt",
+                t,
+            ),
+            // An operation no table knows is quarantined, not dropped.
+            record(
+                "r-4",
+                "FileTeleported",
+                "alice@contoso.com",
+                ALICE_SITE,
+                "Reports",
+                "q3.xlsx",
+                t,
+            ),
+            // Not a record at all.
+            json!(["not", "a", "record"]),
+            // An operation filetrail does not record (skipped by rule, counted).
+            record(
+                "r-5",
+                "PageViewed",
+                "alice@contoso.com",
+                ALICE_SITE,
+                "Reports",
+                "q3.xlsx",
+                t,
+            ),
+        ],
+    );
+
+    let IngestOutcome::Ingested(counts) = w.ingest("blob-1").await else {
+        panic!("not ingested")
+    };
+
+    assert_eq!(counts.records, 7);
+    assert_eq!(counts.events_inserted, 2, "{counts:?}");
+    assert_eq!(
+        counts.events_duplicate, 1,
+        "the repeated record is one event: {counts:?}"
+    );
+    assert_eq!(counts.events_unmonitored, 1, "{counts:?}");
+    assert_eq!(counts.quarantined, 2, "{counts:?}");
+    assert_eq!(counts.skipped, 1, "{counts:?}");
+    assert_eq!(
+        counts.records,
+        counts.events_inserted
+            + counts.events_duplicate
+            + counts.events_unmonitored
+            + counts.quarantined
+            + counts.skipped
+    );
+
+    let q3 = w.events_of("d-alice", "i-q3").await;
+    assert_eq!(q3.len(), 1);
+    let e = &q3[0];
+    assert_eq!(e.event.event_type, FileEventType::Modified);
+    assert_eq!(e.event.actor.upn.as_deref(), Some("alice@contoso.com"));
+    assert_eq!(e.event.owner_upn.as_deref(), Some("alice@contoso.com"));
+    assert_eq!(e.event.path.as_deref(), Some("/Reports/q3.xlsx"));
+    assert_eq!(e.event.observed_at, t);
+    assert_eq!(e.key(), format!("{CONN}#r-1"));
+    let plan = w.events_of("d-alice", "i-plan").await;
+    assert_eq!(plan[0].event.event_type, FileEventType::Downloaded);
+    assert!(
+        w.events_of("d-bob", "i-todo").await.is_empty(),
+        "nothing from an unmonitored drive"
+    );
+
+    let quarantined = w.quarantine.by_blob.lock().unwrap().get("blob-1").cloned().unwrap();
+    assert_eq!(quarantined.len(), 2);
+    assert!(quarantined.iter().all(|q| q.raw.is_some()), "the raw record is kept");
+
+    // Both files need hashes (the modified one changed; the other was never hashed); Alice's
+    // drive gets an incremental index round for the modification.
+    let mut hashed: Vec<String> = w
+        .queues
+        .hashes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|j| j.item_id.clone())
+        .collect();
+    hashed.sort();
+    assert_eq!(hashed, ["i-plan", "i-q3"]);
+    assert_eq!(
+        *w.queues.index.lock().unwrap(),
+        [IndexJob::IndexDrive {
+            connection: CONN.into(),
+            drive_id: "d-alice".into()
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_blob_writes_no_event_twice_but_still_asks_for_the_hashes() {
+    let w = IngestWorld::new().await;
+    let t = now() - Duration::hours(2);
+    w.feed.publish(
+        "blob-1",
+        now() - Duration::hours(1),
+        &[record(
+            "r-1",
+            "FileUploaded",
+            "alice@contoso.com",
+            ALICE_SITE,
+            "Reports",
+            "q3.xlsx",
+            t,
+        )],
+    );
+
+    w.ingest("blob-1").await;
+    let IngestOutcome::Ingested(second) = w.ingest("blob-1").await else {
+        panic!()
+    };
+
+    assert_eq!(second.events_inserted, 0);
+    assert_eq!(second.events_duplicate, 1);
+    assert_eq!(w.events_of("d-alice", "i-q3").await.len(), 1);
+    assert_eq!(
+        w.queues.hashes.lock().unwrap().len(),
+        2,
+        "hash-file dedupes by cTag, not ingest"
+    );
+}
+
+#[tokio::test]
+async fn a_read_of_a_hashed_version_takes_its_digests_without_a_download() {
+    let w = IngestWorld::new().await;
+    let hashes = FileHashes {
+        md5: "0".repeat(32),
+        sha256: "1".repeat(64),
+        ctag: "\"c:{A},2\"".into(),
+        size: 10,
+        modified_at: Some(now() - Duration::days(1)),
+        hashed_at: now() - Duration::days(1),
+    };
+    w.inventory
+        .put_rows(&[inventory_row("d-alice", "i-plan", "/Reports/plan.docx")])
+        .await
+        .unwrap();
+    w.inventory
+        .set_file_hash(CONN, "d-alice", "i-plan", &HashOutcome::Hashed(hashes.clone()))
+        .await
+        .unwrap();
+    w.feed.publish(
+        "blob-1",
+        now() - Duration::hours(1),
+        &[record(
+            "r-1",
+            "FileDownloaded",
+            "alice@contoso.com",
+            ALICE_SITE,
+            "Reports",
+            "plan.docx",
+            now() - Duration::hours(2),
+        )],
+    );
+
+    w.ingest("blob-1").await;
+
+    assert!(w.queues.hashes.lock().unwrap().is_empty());
+    assert!(w.queues.index.lock().unwrap().is_empty(), "a read changes no inventory");
+    let events = w.events_of("d-alice", "i-plan").await;
+    assert_eq!(events[0].hashes(), Some(&hashes));
+}
+
+#[tokio::test]
+async fn a_file_that_cannot_be_located_keeps_its_event_with_the_reason() {
+    let w = IngestWorld::new().await;
+    w.feed.publish(
+        "blob-1",
+        now() - Duration::hours(1),
+        &[record(
+            "r-1",
+            "FileDeleted",
+            "alice@contoso.com",
+            ALICE_SITE,
+            "Old",
+            "gone.txt",
+            now() - Duration::hours(2),
+        )],
+    );
+
+    let IngestOutcome::Ingested(counts) = w.ingest("blob-1").await else {
+        panic!()
+    };
+
+    assert_eq!(counts.events_inserted, 1);
+    let stored = w.events.all();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].event.unresolved, Some(UnresolvedReason::ItemNotFound));
+    assert_eq!(stored[0].event.path.as_deref(), Some("/Old/gone.txt"));
+    assert_eq!(
+        stored[0].hash,
+        Some(HashOutcome::Unavailable {
+            reason: unavailable::ITEM_NOT_RESOLVED.into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn an_expired_blob_is_recorded_and_not_retried() {
+    let w = IngestWorld::new().await;
+    w.feed.publish("blob-1", now() - Duration::days(8), &no_records());
+    *w.feed.blob_error.lock().unwrap() = Some(PortError::terminal(
+        "AF20051",
+        "Content has already expired",
+        "nothing to do",
+    ));
+
+    assert_eq!(w.ingest("blob-1").await, IngestOutcome::Expired);
+}
+
+#[tokio::test]
+async fn a_blob_that_is_not_a_json_array_is_quarantined_whole() {
+    let w = IngestWorld::new().await;
+    w.feed.publish("blob-1", now() - Duration::hours(1), &no_records());
+    let uri = w.job("blob-1").blob.content_uri;
+    w.feed
+        .bodies
+        .lock()
+        .unwrap()
+        .insert(uri, b"<html>gateway</html>".to_vec());
+
+    let IngestOutcome::Ingested(counts) = w.ingest("blob-1").await else {
+        panic!()
+    };
+
+    assert_eq!(counts.quarantined, 1);
+    assert!(w.quarantine.by_blob.lock().unwrap().contains_key("blob-1"));
+}
+
+// ---------------------------------------------------------------- hash-file
+
+/// One file's bytes and version, served in chunks of 1,000 bytes.
+struct FakeContent {
+    version: Mutex<Option<(ItemVersion, Vec<u8>)>>,
+    /// Replaces the version after the first download completes (a change during hashing).
+    change_after_download: Mutex<Option<(ItemVersion, Vec<u8>)>>,
+    downloads: Mutex<u32>,
+}
+
+impl FakeContent {
+    fn new(ctag: &str, bytes: Vec<u8>, modified_at: DateTime<Utc>) -> Self {
+        Self {
+            version: Mutex::new(Some((version(ctag, bytes.len(), modified_at), bytes))),
+            change_after_download: Mutex::new(None),
+            downloads: Mutex::new(0),
+        }
+    }
+}
+
+fn version(ctag: &str, size: usize, modified_at: DateTime<Utc>) -> ItemVersion {
+    ItemVersion {
+        ctag: Some(ctag.into()),
+        size: size as u64,
+        modified_at: Some(modified_at),
+        is_file: true,
+    }
+}
+
+#[async_trait]
+impl FileContent for FakeContent {
+    async fn item_version(&self, _drive_id: &str, _item_id: &str) -> PortResult<Option<ItemVersion>> {
+        Ok(self.version.lock().unwrap().as_ref().map(|(v, _)| v.clone()))
+    }
+
+    async fn stream_content(
+        &self,
+        _drive_id: &str,
+        _item_id: &str,
+        expected: &ItemVersion,
+        sink: &mut dyn ChunkSink,
+        budget: &dyn Budget,
+    ) -> PortResult<StreamEnd> {
+        *self.downloads.lock().unwrap() += 1;
+        let Some(bytes) = self.version.lock().unwrap().as_ref().map(|(_, b)| b.clone()) else {
+            return Ok(StreamEnd::Gone);
+        };
+        let mut at = usize::try_from(sink.offset()).unwrap();
+        while at < bytes.len() {
+            if !budget.has_time_for_more() {
+                return Ok(StreamEnd::OutOfTime);
+            }
+            let end = (at + 1000).min(bytes.len());
+            sink.accept(Bytes::copy_from_slice(&bytes[at..end]))?;
+            at = end;
+        }
+        // The file changed under the download: the last response's ETag tells.
+        if let Some(next) = self.change_after_download.lock().unwrap().take() {
+            *self.version.lock().unwrap() = Some(next);
+        }
+        let current = self.version.lock().unwrap().as_ref().map(|(v, _)| v.ctag.clone());
+        if current != Some(expected.ctag.clone()) {
+            return Ok(StreamEnd::Changed);
+        }
+        Ok(StreamEnd::Complete)
+    }
+}
+
+struct HashWorld {
+    state: MemoryState,
+    content: FakeContent,
+    inventory: MemoryInventory,
+    events: MemoryEvents,
+    queues: Queues,
+}
+
+fn content_bytes(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    hex(&md5::Md5::digest(b))
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex(&sha2::Sha256::digest(b))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn event(id: &str, event_type: FileEventType, at: DateTime<Utc>) -> EventRecord {
+    let mut e: filetrail_core::audit::FileEvent = serde_json::from_value(json!({
+        "id": id,
+        "event_type": event_type,
+        "low_signal": false,
+        "operation": "FileModified",
+        "record_type": 6,
+        "item_kind": "file",
+        "actor": {"id": "alice@contoso.com", "kind": "user", "upn": "alice@contoso.com"},
+        "observed_at": at,
+        "inserted_at": at,
+    }))
+    .unwrap();
+    e.drive_id = Some("d-alice".into());
+    e.item_id = Some("i-q3".into());
+    EventRecord::onedrive(CONN, e)
+}
+
+impl HashWorld {
+    async fn new(content: FakeContent) -> Self {
+        let inventory = MemoryInventory::default();
+        inventory
+            .put_rows(&[inventory_row("d-alice", "i-q3", "/Reports/q3.xlsx")])
+            .await
+            .unwrap();
+        Self {
+            state: state_with_connection().await,
+            content,
+            inventory,
+            events: MemoryEvents::default(),
+            queues: Queues::default(),
+        }
+    }
+
+    fn ports(&self) -> HashPorts<'_> {
+        HashPorts {
+            state: &self.state,
+            content: &self.content,
+            inventory: &self.inventory,
+            events: &self.events,
+            queue: &self.queues,
+        }
+    }
+
+    async fn hash(&self, job: &HashJob, budget: &dyn Budget) -> HashFileOutcome {
+        hash_file(&self.ports(), job, HasherTuning::default(), budget, now())
+            .await
+            .unwrap()
+    }
+
+    async fn stored(&self) -> Vec<EventRecord> {
+        self.events.file_events("d-alice", "i-q3", 100).await.unwrap()
+    }
+}
+
+fn inventory_row(drive: &str, item: &str, path: &str) -> InventoryRow {
+    InventoryRow {
+        drive_id: drive.into(),
+        item_id: item.into(),
+        connection: CONN.into(),
+        name: path.rsplit('/').next().unwrap().into(),
+        path: path.into(),
+        parent_id: None,
+        is_folder: false,
+        size: 10,
+        created_at: None,
+        modified_at: None,
+        etag: None,
+        ctag: None,
+        created_by: None,
+        modified_by: None,
+        mime_type: None,
+        md5: None,
+        sha256: None,
+        hash_unavailable: None,
+        generation: 1,
+        indexed_at: now(),
+    }
+}
+
+fn job() -> HashJob {
+    HashJob {
+        connection: CONN.into(),
+        drive_id: "d-alice".into(),
+        item_id: "i-q3".into(),
+        continuation: None,
+    }
+}
+
+#[tokio::test]
+async fn a_file_is_hashed_once_and_its_digests_go_to_the_events_of_that_version() {
+    let bytes = content_bytes(10_500, 1);
+    let modified = now() - Duration::hours(3);
+    let w = HashWorld::new(FakeContent::new("\"c:{Q3},4\"", bytes.clone(), modified)).await;
+    w.events
+        .insert_events(&[
+            event("old-download", FileEventType::Downloaded, modified - Duration::days(2)),
+            event("modify", FileEventType::Modified, modified),
+            event("share", FileEventType::SharingSet, modified + Duration::minutes(5)),
+        ])
+        .await
+        .unwrap();
+
+    let HashFileOutcome::Hashed(h) = w.hash(&job(), &Deadline::unlimited()).await else {
+        panic!()
+    };
+
+    assert_eq!(h.md5, md5_hex(&bytes));
+    assert_eq!(h.sha256, sha256_hex(&bytes));
+    assert_eq!(h.size, 10_500);
+    assert_eq!(h.ctag, "\"c:{Q3},4\"");
+    let on_row = w.inventory.file_hashes("d-alice", &["i-q3".into()]).await.unwrap();
+    assert_eq!(on_row, [("i-q3".to_owned(), h.clone())]);
+    let by_id: HashMap<String, Option<HashOutcome>> = w
+        .stored()
+        .await
+        .into_iter()
+        .map(|e| (e.event.id.clone(), e.hash))
+        .collect();
+    assert_eq!(by_id["modify"], Some(HashOutcome::Hashed(h.clone())));
+    assert_eq!(by_id["share"], Some(HashOutcome::Hashed(h.clone())));
+    assert_eq!(
+        by_id["old-download"],
+        Some(HashOutcome::Unavailable {
+            reason: unavailable::CHANGED_BEFORE_HASHING.into()
+        }),
+        "an event of an older version does not get the newer bytes' digests"
+    );
+
+    // The same version again: no download.
+    let again = w.hash(&job(), &Deadline::unlimited()).await;
+    assert!(matches!(again, HashFileOutcome::AlreadyHashed { .. }), "{again:?}");
+    assert_eq!(*w.content.downloads.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_file_too_large_for_one_invocation_continues_from_its_checkpoint_to_the_same_digests() {
+    let bytes = content_bytes(25_123, 7);
+    let w = HashWorld::new(FakeContent::new(
+        "\"c:{BIG},1\"",
+        bytes.clone(),
+        now() - Duration::hours(1),
+    ))
+    .await;
+
+    let mut job = job();
+    let mut invocations = 0;
+    let hashes = loop {
+        invocations += 1;
+        // Each invocation may take 6 chunks of 1,000 bytes.
+        let budget = Deadline::unlimited().with_max_units(Some(6));
+        match w.hash(&job, &budget).await {
+            HashFileOutcome::Continued { offset } => {
+                let next = w.queues.hashes.lock().unwrap().pop().unwrap();
+                assert_eq!(next.continuation.as_ref().unwrap().offset, offset);
+                // The continuation travels as JSON on the queue.
+                job = serde_json::from_str(&serde_json::to_string(&next).unwrap()).unwrap();
+            }
+            HashFileOutcome::Hashed(h) => break h,
+            other => panic!("{other:?}"),
+        }
+        assert!(invocations < 20, "no progress");
+    };
+
+    assert!(invocations >= 4, "{invocations}");
+    assert_eq!(hashes.md5, md5_hex(&bytes));
+    assert_eq!(hashes.sha256, sha256_hex(&bytes));
+    assert_eq!(hashes.size, 25_123);
+}
+
+#[tokio::test]
+async fn a_file_deleted_before_hashing_is_recorded_as_such() {
+    let w = HashWorld::new(FakeContent::new("\"c:{X},1\"", vec![1, 2, 3], now())).await;
+    *w.content.version.lock().unwrap() = None;
+    w.events
+        .insert_events(&[event("modify", FileEventType::Modified, now())])
+        .await
+        .unwrap();
+
+    assert_eq!(w.hash(&job(), &Deadline::unlimited()).await, HashFileOutcome::Deleted);
+
+    assert_eq!(
+        w.stored().await[0].hash,
+        Some(HashOutcome::Unavailable {
+            reason: unavailable::DELETED_BEFORE_HASHING.into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_file_changed_while_downloaded_is_hashed_again_rather_than_given_mixed_digests() {
+    let w = HashWorld::new(FakeContent::new("\"c:{X},1\"", content_bytes(3_000, 1), now())).await;
+    *w.content.change_after_download.lock().unwrap() =
+        Some((version("\"c:{X},2\"", 4_000, now()), content_bytes(4_000, 2)));
+
+    assert_eq!(w.hash(&job(), &Deadline::unlimited()).await, HashFileOutcome::Changed);
+    assert!(
+        w.inventory
+            .file_hashes("d-alice", &["i-q3".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retry = w.queues.hashes.lock().unwrap().pop().unwrap();
+    assert_eq!(retry.continuation, None);
+
+    let HashFileOutcome::Hashed(h) = w.hash(&retry, &Deadline::unlimited()).await else {
+        panic!()
+    };
+    assert_eq!(h.md5, md5_hex(&content_bytes(4_000, 2)));
+}
+
+#[tokio::test]
+async fn a_rename_after_the_last_change_does_not_split_the_version_and_a_late_change_moves_events_on() {
+    let bytes = content_bytes(2_000, 3);
+    let modified = now() - Duration::hours(5);
+    // Graph's lastModifiedDateTime is the rename's, an hour after the content change.
+    let renamed = modified + Duration::hours(1);
+    let w = HashWorld::new(FakeContent::new("\"c:{R},2\"", bytes.clone(), renamed)).await;
+    w.events
+        .insert_events(&[
+            event("modify", FileEventType::Modified, modified),
+            event(
+                "read-between",
+                FileEventType::Downloaded,
+                modified + Duration::minutes(20),
+            ),
+            event("rename", FileEventType::Renamed, renamed),
+        ])
+        .await
+        .unwrap();
+
+    let HashFileOutcome::Hashed(h) = w.hash(&job(), &Deadline::unlimited()).await else {
+        panic!()
+    };
+    assert_eq!(
+        h.modified_at,
+        Some(modified),
+        "the version began with the content change"
+    );
+    let hashed = |events: &[EventRecord], id: &str| {
+        events
+            .iter()
+            .find(|e| e.event.id == id)
+            .map(|e| e.hash.clone())
+            .unwrap()
+    };
+    let events = w.stored().await;
+    for id in ["modify", "read-between", "rename"] {
+        assert_eq!(hashed(&events, id), Some(HashOutcome::Hashed(h.clone())), "{id}");
+    }
+
+    // A modification made between the read and the rename shows up late (audit blobs come out
+    // of order): the read concerns the version before it.
+    w.events
+        .insert_events(&[event(
+            "late-modify",
+            FileEventType::Modified,
+            modified + Duration::minutes(40),
+        )])
+        .await
+        .unwrap();
+    let again = w.hash(&job(), &Deadline::unlimited()).await;
+    assert!(matches!(again, HashFileOutcome::AlreadyHashed { .. }), "{again:?}");
+    let events = w.stored().await;
+    let changed = Some(HashOutcome::Unavailable {
+        reason: unavailable::CHANGED_BEFORE_HASHING.into(),
+    });
+    assert_eq!(hashed(&events, "read-between"), changed);
+    assert_eq!(hashed(&events, "modify"), changed);
+    let moved_on = w.inventory.file_hashes("d-alice", &["i-q3".into()]).await.unwrap();
+    assert_eq!(moved_on[0].1.modified_at, Some(modified + Duration::minutes(40)));
+    assert_eq!(
+        hashed(&events, "late-modify"),
+        Some(HashOutcome::Hashed(moved_on[0].1.clone()))
+    );
+    assert_eq!(
+        hashed(&events, "rename"),
+        Some(HashOutcome::Hashed(moved_on[0].1.clone()))
+    );
+}

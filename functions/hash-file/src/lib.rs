@@ -1,0 +1,110 @@
+//! The `hash-file` function: one file version's MD5 and SHA-256.
+//!
+//! Trigger (template.yaml): the hash queue, which ingest-activity fills for content events and
+//! for events on files never hashed. [`hash_file`] streams the file (Graph `/content`, its 302
+//! followed without our token, dropped connections resumed with `Range`, expired URLs
+//! refreshed) through both digests in one pass, with bounded memory and nothing on disk, and
+//! records them on the inventory and on the events of that version. A version already hashed is
+//! not downloaded again; a file too large for one invocation continues in the next from the
+//! hasher's checkpoint; a file deleted first is recorded as such.
+//!
+//! Hashing at MD5's full speed needs two vCPUs (MD5 and SHA-256 each on a thread of their own;
+//! BENCHMARKS.md): the template gives the function the memory that buys them.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use filetrail_aws::config::AwsResources;
+use filetrail_aws::events::DynamoEventStore;
+use filetrail_aws::inventory::DynamoInventoryStore;
+use filetrail_aws::queue::SqsQueue;
+use filetrail_aws::secrets::SecretsStore;
+use filetrail_aws::state::DynamoStateStore;
+use filetrail_core::PortError;
+use filetrail_core::hash::HasherTuning;
+use filetrail_core::hashing::{HashFileOutcome, HashPorts, hash_file};
+use filetrail_core::jobs::HashJob;
+use filetrail_core::ports::StateStore;
+use filetrail_m365::{HttpTimeouts, RetryPolicy, http_client};
+use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
+use filetrail_runtime::{ConnectionClients, FunctionSettings};
+use tracing::{info, warn};
+
+/// Everything an invocation borrows, built once per container.
+pub struct Context {
+    pub settings: FunctionSettings,
+    pub state: DynamoStateStore,
+    pub events: DynamoEventStore,
+    pub inventory: DynamoInventoryStore,
+    pub hash_queue: SqsQueue,
+    pub clients: ConnectionClients,
+}
+
+impl Context {
+    /// Builds the context from the function's environment (`env`) and a shared AWS config.
+    /// Fails naming the missing or invalid variable.
+    pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+        let settings = FunctionSettings::from_env_map(env)?;
+        let resources = AwsResources::from_env_map(env)?;
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        let http = http_client(HttpTimeouts::default()).context("building the HTTP client")?;
+        let secrets = SecretsStore::new(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            resources.secret_prefix.clone(),
+        );
+        Ok(Self {
+            state: DynamoStateStore::new(dynamo.clone(), resources.require_state_table()?),
+            events: DynamoEventStore::new(dynamo.clone(), resources.require_events_table()?),
+            inventory: DynamoInventoryStore::new(dynamo, resources.require_inventory_table()?),
+            hash_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_hash_queue_url()?),
+            clients: ConnectionClients::new(http, secrets, RetryPolicy::default(), settings.credentials_ttl),
+            settings,
+        })
+    }
+}
+
+/// Handles one SQS batch (`{"Records": …}`) and returns the partial batch response.
+///
+/// # Errors
+/// When the payload is not an SQS event.
+pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant) -> anyhow::Result<serde_json::Value> {
+    let event: SqsEvent = serde_json::from_value(payload).context("reading the SQS event")?;
+    let response: SqsBatchResponse = handle_batch(event, |message| async move {
+        let job: HashJob = parse_body(&message)?;
+        run_job(ctx, &job, deadline).await
+    })
+    .await;
+    Ok(serde_json::to_value(response)?)
+}
+
+async fn run_job(ctx: &Context, job: &HashJob, deadline: Instant) -> Result<(), RecordError> {
+    let retry = |e: PortError| RecordError::Retry(e.to_string());
+    let Some(connection) = ctx.state.connection(&job.connection).await.map_err(retry)? else {
+        warn!(connection = job.connection, "hash job of an unknown connection ignored");
+        return Ok(());
+    };
+    let graph = ctx.clients.graph(&connection).await.map_err(retry)?;
+    let ports = HashPorts {
+        state: &ctx.state,
+        content: &*graph,
+        inventory: &ctx.inventory,
+        events: &ctx.events,
+        queue: &ctx.hash_queue,
+    };
+    let budget = ctx.settings.budget(deadline);
+    match hash_file(&ports, job, HasherTuning::default(), &budget, chrono::Utc::now()).await {
+        Ok(HashFileOutcome::Skipped { reason }) => {
+            info!(drive = job.drive_id, item = job.item_id, reason, "hash job skipped");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            if e.is_terminal() {
+                ctx.clients.forget(&job.connection).await;
+            }
+            Err(retry(e))
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The `ingest-activity` function: one audit content blob becomes file events.
+//!
+//! Trigger (template.yaml): the activity queue, which poll-activity fills with one message per
+//! content blob. [`ingest_blob`] fetches the blob, keeps the OneDrive records of monitored drives,
+//! resolves each file's item, writes each event once (keyed by the record `Id`), keeps records it
+//! cannot read in the quarantine with their reason, and asks hash-file and index-drive for what
+//! the events changed. A redelivered message writes nothing twice.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use filetrail_aws::config::AwsResources;
+use filetrail_aws::events::DynamoEventStore;
+use filetrail_aws::inventory::DynamoInventoryStore;
+use filetrail_aws::objects::{BucketObjects, s3_client};
+use filetrail_aws::queue::SqsQueue;
+use filetrail_aws::secrets::SecretsStore;
+use filetrail_aws::state::DynamoStateStore;
+use filetrail_core::PortError;
+use filetrail_core::activity::ingest::{IngestOutcome, IngestPorts, ingest_blob};
+use filetrail_core::jobs::BlobJob;
+use filetrail_core::ports::StateStore;
+use filetrail_m365::{HttpTimeouts, RetryPolicy, http_client};
+use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
+use filetrail_runtime::{ConnectionClients, FunctionSettings};
+use tracing::{info, warn};
+
+/// Everything an invocation borrows, built once per container.
+pub struct Context {
+    pub settings: FunctionSettings,
+    pub state: DynamoStateStore,
+    pub events: DynamoEventStore,
+    pub inventory: DynamoInventoryStore,
+    pub quarantine: BucketObjects,
+    pub hash_queue: SqsQueue,
+    pub index_queue: SqsQueue,
+    pub clients: ConnectionClients,
+}
+
+impl Context {
+    /// Builds the context from the function's environment (`env`) and a shared AWS config.
+    /// Fails naming the missing or invalid variable.
+    pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+        let settings = FunctionSettings::from_env_map(env)?;
+        let resources = AwsResources::from_env_map(env)?;
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let http = http_client(HttpTimeouts::default()).context("building the HTTP client")?;
+        let secrets = SecretsStore::new(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            resources.secret_prefix.clone(),
+        );
+        Ok(Self {
+            state: DynamoStateStore::new(dynamo.clone(), resources.require_state_table()?),
+            events: DynamoEventStore::new(dynamo.clone(), resources.require_events_table()?),
+            inventory: DynamoInventoryStore::new(dynamo, resources.require_inventory_table()?),
+            quarantine: BucketObjects::new(s3_client(sdk), resources.require_bucket()?),
+            hash_queue: SqsQueue::new(sqs.clone(), resources.require_hash_queue_url()?),
+            index_queue: SqsQueue::new(sqs, resources.require_index_queue_url()?),
+            clients: ConnectionClients::new(http, secrets, RetryPolicy::default(), settings.credentials_ttl),
+            settings,
+        })
+    }
+}
+
+/// Handles one SQS batch (`{"Records": …}`) and returns the partial batch response.
+///
+/// # Errors
+/// When the payload is not an SQS event.
+pub async fn handle(ctx: &Context, payload: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let event: SqsEvent = serde_json::from_value(payload).context("reading the SQS event")?;
+    let response: SqsBatchResponse = handle_batch(event, |message| async move {
+        let job: BlobJob = parse_body(&message)?;
+        run_job(ctx, &job).await
+    })
+    .await;
+    Ok(serde_json::to_value(response)?)
+}
+
+async fn run_job(ctx: &Context, job: &BlobJob) -> Result<(), RecordError> {
+    let retry = |e: PortError| RecordError::Retry(e.to_string());
+    let Some(connection) = ctx.state.connection(&job.connection).await.map_err(retry)? else {
+        warn!(connection = job.connection, "blob of an unknown connection ignored");
+        return Ok(());
+    };
+    let feed = ctx.clients.activity(&connection).await.map_err(retry)?;
+    let graph = ctx.clients.graph(&connection).await.map_err(retry)?;
+    let ports = IngestPorts {
+        state: &ctx.state,
+        activity: &ctx.state,
+        feed: &*feed,
+        resolver: &*graph,
+        events: &ctx.events,
+        inventory: &ctx.inventory,
+        quarantine: &ctx.quarantine,
+        hash_queue: &ctx.hash_queue,
+        index_queue: &ctx.index_queue,
+    };
+    match ingest_blob(&ports, job, chrono::Utc::now()).await {
+        Ok(IngestOutcome::Ingested(_) | IngestOutcome::Expired) => Ok(()),
+        Ok(IngestOutcome::Skipped { reason }) => {
+            info!(
+                connection = job.connection,
+                content_id = job.blob.content_id,
+                reason,
+                "blob skipped"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            if e.is_terminal() {
+                // Credentials or permissions: poll-activity shows the problem on the connection;
+                // the message waits in the queue, then the dead-letter queue, to be redriven.
+                ctx.clients.forget(&job.connection).await;
+            }
+            Err(retry(e))
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The `poll-activity` function: the audit feed's poller.
+//!
+//! Trigger (template.yaml): an EventBridge schedule every 5 minutes with the input
+//! `{"type":"poll_all"}` (or `{"type":"poll","connection":…}` on demand). For each active cloud
+//! connection it makes sure the `Audit.SharePoint` subscription is started and enqueues every
+//! content blob that became available since its checkpoint, once ([`poll_connection`]). A
+//! connection whose audit log is off or whose app lacks `ActivityFeed.Read` shows that on its
+//! status with the fix; the next poll that works clears it. One connection's failure never stops
+//! the others.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use filetrail_aws::config::AwsResources;
+use filetrail_aws::queue::SqsQueue;
+use filetrail_aws::secrets::SecretsStore;
+use filetrail_aws::state::DynamoStateStore;
+use filetrail_core::activity::poll::{PollOutcome, PollPorts, PollSettings, poll_connection};
+use filetrail_core::jobs::PollJob;
+use filetrail_core::model::{Connection, ConnectionKind, ConnectionState};
+use filetrail_core::ports::StateStore;
+use filetrail_m365::{HttpTimeouts, RetryPolicy, http_client};
+use filetrail_runtime::{ConnectionClients, FunctionSettings};
+use serde_json::json;
+use tracing::{info, warn};
+
+/// Everything an invocation borrows, built once per container.
+pub struct Context {
+    pub settings: FunctionSettings,
+    pub poll: PollSettings,
+    pub state: DynamoStateStore,
+    pub blob_queue: SqsQueue,
+    pub clients: ConnectionClients,
+}
+
+impl Context {
+    /// Builds the context from the function's environment (`env`) and a shared AWS config.
+    /// Fails naming the missing or invalid variable.
+    pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+        let settings = FunctionSettings::from_env_map(env)?;
+        let resources = AwsResources::from_env_map(env)?;
+        let http = http_client(HttpTimeouts::default()).context("building the HTTP client")?;
+        let secrets = SecretsStore::new(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            resources.secret_prefix.clone(),
+        );
+        Ok(Self {
+            poll: PollSettings::default(),
+            state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(sdk), resources.require_state_table()?),
+            blob_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_activity_queue_url()?),
+            clients: ConnectionClients::new(http, secrets, RetryPolicy::default(), settings.credentials_ttl),
+            settings,
+        })
+    }
+}
+
+/// Handles one schedule (or on-demand) invocation; returns what each connection's poll did.
+///
+/// # Errors
+/// When the input is not a poll job or the connections cannot be read; one connection's failure
+/// is logged and reported in the result, not returned.
+pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant) -> anyhow::Result<serde_json::Value> {
+    let job: PollJob = serde_json::from_value(payload).context("reading the poll job")?;
+    let connections: Vec<Connection> = match &job {
+        PollJob::PollAll => ctx.state.connections().await?,
+        PollJob::Poll { connection } => ctx.state.connection(connection).await?.into_iter().collect(),
+    };
+    let budget = ctx.settings.budget(deadline);
+    let mut results = serde_json::Map::new();
+    for connection in connections
+        .iter()
+        .filter(|c| c.kind == ConnectionKind::Cloud && c.state == ConnectionState::Active)
+    {
+        let outcome = poll_one(ctx, connection, &budget).await;
+        let summary = match &outcome {
+            Ok(o) => describe(o),
+            Err(e) => {
+                warn!(connection = connection.id, error = %e, "poll failed; the next schedule retries");
+                json!({"error": e.to_string()})
+            }
+        };
+        results.insert(connection.id.clone(), summary);
+    }
+    info!(connections = results.len(), "activity poll done");
+    Ok(serde_json::Value::Object(results))
+}
+
+async fn poll_one(
+    ctx: &Context,
+    connection: &Connection,
+    budget: &filetrail_core::budget::Deadline,
+) -> Result<PollOutcome, filetrail_core::PortError> {
+    let feed = ctx.clients.activity(connection).await?;
+    let ports = PollPorts {
+        state: &ctx.state,
+        activity: &ctx.state,
+        feed: &*feed,
+        queue: &ctx.blob_queue,
+    };
+    poll_connection(&ports, connection, &ctx.poll, budget, chrono::Utc::now()).await
+}
+
+fn describe(outcome: &PollOutcome) -> serde_json::Value {
+    match outcome {
+        PollOutcome::Caught { until, pages, enqueued } => {
+            json!({"outcome": "caught_up", "until": until, "pages": pages, "enqueued": enqueued})
+        }
+        PollOutcome::OutOfTime { pages, enqueued } => {
+            json!({"outcome": "out_of_time", "pages": pages, "enqueued": enqueued})
+        }
+        PollOutcome::Blocked(problem) => {
+            json!({"outcome": "blocked", "code": problem.code, "message": problem.message, "fix": problem.fix})
+        }
+        PollOutcome::Deferred { pages, enqueued, error } => {
+            json!({"outcome": "deferred", "pages": pages, "enqueued": enqueued, "error": error})
+        }
+        PollOutcome::Skipped => json!({"outcome": "skipped"}),
+    }
+}
