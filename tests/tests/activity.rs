@@ -14,6 +14,7 @@ use chrono::{DurationRound as _, Utc};
 use filetrail_cli::local::runner::{Runner, StopReason};
 use filetrail_cli::pipeline::POLL_ACTIVITY_FUNCTION;
 use filetrail_cli::scope;
+use filetrail_cli::status;
 use filetrail_core::audit::FileEventType as T;
 use filetrail_core::audit::operations::NOT_RECORDED;
 use filetrail_core::events::{EventRecord, HashOutcome, unavailable};
@@ -98,21 +99,23 @@ fn digests_of(drive: &str, item: &str, ctag: &str, size: u64) -> (String, String
     (hex(&md5.finalize()), hex(&sha.finalize()))
 }
 
-/// Polls the feed and runs the pipeline until idle, until every blob the simulator published
-/// has become available and been listed.
+/// Polls the feed and runs the pipeline until idle, until a poll has run after every blob the
+/// simulator published became available (windows end on a whole second, so a blob is listed by
+/// the first poll at least a second after it became available).
 async fn poll_until_caught_up(stack: &Stack, runner: &Runner) {
-    for round in 0..6 {
+    for _ in 0..10 {
         let last_available = stack.sim.audit().blobs().iter().map(|b| b.content_created).max();
-        let now = Utc::now();
+        let started = Utc::now();
         runner.fire_schedule(POLL_ACTIVITY_FUNCTION).await.unwrap();
         assert_eq!(runner.run().await.reason, StopReason::Idle);
         match last_available {
-            Some(t) if t > now => {
-                let wait = (t - now).to_std().unwrap_or_default() + Duration::from_millis(300);
+            Some(t) if started < t + chrono::Duration::milliseconds(1_500) => {
+                let wait = (t + chrono::Duration::milliseconds(1_500) - Utc::now())
+                    .to_std()
+                    .unwrap_or_default();
                 tokio::time::sleep(wait).await;
             }
-            _ if round > 0 => return,
-            _ => {}
+            _ => return,
         }
     }
     panic!("the feed never caught up");
@@ -377,4 +380,90 @@ fn check_primary(op: &ActivityOutcome, expected: T, event: &EventRecord) {
     if matches!(op.op, ActivityKind::Rename | ActivityKind::Move) {
         assert_eq!(e.path, op.previous_path, "{:?} keeps where the file was", op.op);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_off_then_permission_missing_show_on_the_status_with_their_fix_and_polling_resumes() {
+    let stack = Stack::start(SimConfig {
+        users: 3,
+        no_drive_ratio: 0.0,
+        team_sites: 0,
+        groups: 0,
+        files_per_drive: FilesPerDrive::Range { min: 2, max: 4 },
+        activity: ActivityConfig {
+            audit_log_enabled: false,
+            publication_delay: Duration::from_millis(200),
+            late_rate: 0.0,
+            duplicate_rate: 0.0,
+            ..ActivityConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    stack.register(stack.sim.client_secret()).await.unwrap();
+    let runner = stack.runner(&[], |_| {}).unwrap();
+    stack.discover_and_index(&runner).await.unwrap();
+    let status = || async {
+        let mut all = status::collect(&stack.state(), Some(CONNECTION)).await.unwrap();
+        all.remove(0)
+    };
+    let poll = || async {
+        runner.fire_schedule(POLL_ACTIVITY_FUNCTION).await.unwrap();
+        assert_eq!(runner.run().await.reason, StopReason::Idle);
+    };
+
+    poll().await;
+    let off = status().await.error.expect("the status names the problem");
+    assert!(off.code.starts_with("activity:"), "{off:?}");
+    assert!(off.message.to_lowercase().contains("audit"), "{off:?}");
+    assert!(off.fix.contains("Purview"), "{off:?}");
+    let text = status::render(&[status().await], Utc::now());
+    assert!(text.contains(&off.fix), "{text}");
+
+    // Auditing on, but the app's consent lacks ActivityFeed.Read.
+    stack.sim.audit().set_audit_log_enabled(true);
+    stack.sim.audit().set_activity_feed_read_granted(false);
+    poll().await;
+    let denied = status().await.error.expect("the status names the missing permission");
+    assert!(denied.fix.contains("ActivityFeed.Read"), "{denied:?}");
+
+    // Granted: the next poll works (and starts the subscription) and clears the error.
+    stack.sim.audit().set_activity_feed_read_granted(true);
+    poll().await;
+    let after = status().await;
+    assert_eq!(after.error, None, "{after:#?}");
+    assert!(
+        after.activity.as_ref().is_some_and(|a| a.last_error.is_none()),
+        "{after:#?}"
+    );
+
+    // Activity from then on flows into events. (Content from before a subscription started is
+    // never listed, as Microsoft documents.)
+    let owner = stack.sim.tenant().user(0).user_principal_name;
+    let drive_id = stack.sim.tenant().drive_of_user(0).unwrap().id;
+    let upload = m365_sim::Activity::new(ActivityKind::Upload, drive_id.clone())
+        .actor(owner)
+        .name("Board minutes.docx");
+    let injected = stack
+        .sim
+        .inject_activity(&ActivityRequest {
+            operations: vec![upload],
+            random: None,
+            return_records: false,
+        })
+        .unwrap();
+    poll_until_caught_up(&stack, &runner).await;
+    let after = status().await;
+    assert!(
+        after.activity.as_ref().is_some_and(|a| a.blobs_enqueued > 0),
+        "{after:#?}"
+    );
+    let key = format!("{CONNECTION}#{}", injected.operations[0].records[0].id);
+    let events = stack.events().await.unwrap();
+    let HashOutcome::Hashed(h) = events[&key].hash.clone().expect("the upload was hashed") else {
+        panic!("{:?}", events[&key]);
+    };
+    let item = injected.operations[0].item_id.clone().unwrap();
+    assert_eq!((h.md5, h.sha256), digests_of(&drive_id, &item, &h.ctag, h.size));
 }

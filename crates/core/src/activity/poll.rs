@@ -12,7 +12,7 @@
 //! - a terminal problem (audit log off, permission missing) is recorded on the connection with
 //!   its fix and clears itself on the next poll that works.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound as _, Utc};
 use tracing::{info, warn};
 
 use crate::activity::{
@@ -91,6 +91,9 @@ pub async fn poll_connection(
         return Ok(PollOutcome::Skipped);
     }
     let content_type = SHAREPOINT_CONTENT_TYPE;
+    // The API takes times to the second (FACTS §12): windows end on a whole second, so the
+    // checkpoint says exactly what was asked.
+    let now = now.duration_trunc(Duration::seconds(1)).unwrap_or(now);
     let floor = now - retention() + settings.retention_margin;
     let mut cp = match ports.activity.activity_checkpoint(&connection.id, content_type).await? {
         Some(cp) => cp,
