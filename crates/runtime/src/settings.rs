@@ -49,8 +49,15 @@ impl FunctionSettings {
     /// most a quarter of the time left, so a short timeout (the local runner's) still leaves room
     /// for work.
     pub fn budget(&self, deadline: Instant) -> Deadline {
+        self.time_budget(deadline).with_max_units(self.max_pages_per_invocation)
+    }
+
+    /// [`Self::budget`] without the page cap: for a scheduled function whose unfinished work
+    /// waits for the next schedule rather than a continuation (the audit feed's poll), which a
+    /// page cap meant to exercise continuations would only slow down.
+    pub fn time_budget(&self, deadline: Instant) -> Deadline {
         let left = deadline.saturating_duration_since(Instant::now());
-        Deadline::new(deadline, self.time_margin.min(left / 4)).with_max_units(self.max_pages_per_invocation)
+        Deadline::new(deadline, self.time_margin.min(left / 4))
     }
 }
 

@@ -66,7 +66,7 @@ pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant
         PollJob::PollAll => ctx.state.connections().await?,
         PollJob::Poll { connection } => ctx.state.connection(connection).await?.into_iter().collect(),
     };
-    let budget = ctx.settings.budget(deadline);
+    let budget = ctx.settings.time_budget(deadline);
     let mut results = serde_json::Map::new();
     for connection in connections
         .iter()
