@@ -4,13 +4,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+use filetrail_aws::config::AwsResources;
 use filetrail_aws::secrets::SecretsStore;
 use filetrail_core::PortError;
 use filetrail_core::model::Connection;
 use filetrail_m365::activity::ActivityClient;
-use filetrail_m365::{ClientSecret, Cloud, Credentials, GraphClient, RetryPolicy};
+use filetrail_m365::{ClientSecret, Cloud, Credentials, GraphClient, HttpTimeouts, RetryPolicy, http_client};
 use tokio::sync::RwLock;
 use tracing::info;
+
+use crate::FunctionSettings;
 
 struct Cached<C> {
     client: Arc<C>,
@@ -43,6 +47,25 @@ impl ConnectionClients {
             graph: RwLock::new(HashMap::new()),
             activity: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The clients of a deployed function: one HTTP connection pool, the app secrets under the
+    /// deployment's prefix, the default retry policy, credentials reused for
+    /// `settings.credentials_ttl`.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built (no TLS roots).
+    pub fn for_function(
+        sdk: &aws_config::SdkConfig,
+        resources: &AwsResources,
+        settings: &FunctionSettings,
+    ) -> anyhow::Result<Self> {
+        let http = http_client(HttpTimeouts::default()).context("building the HTTP client")?;
+        let secrets = SecretsStore::new(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            resources.secret_prefix.clone(),
+        );
+        Ok(Self::new(http, secrets, RetryPolicy::default(), settings.credentials_ttl))
     }
 
     /// The Graph client of `connection`. Fails with a terminal error when the connection's cloud

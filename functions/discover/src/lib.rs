@@ -13,13 +13,11 @@ use anyhow::Context as _;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::queue::SqsQueue;
-use filetrail_aws::secrets::SecretsStore;
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::discover::{DiscoverOutcome, DiscoverPorts, discover};
 use filetrail_core::jobs::DiscoverJob;
 use filetrail_core::model::{ConnectionKind, ConnectionState};
 use filetrail_core::ports::{DiscoverQueue, StateStore};
-use filetrail_m365::{HttpTimeouts, RetryPolicy, http_client};
 use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
 use filetrail_runtime::{ConnectionClients, FunctionSettings};
 use tracing::{info, warn};
@@ -41,16 +39,11 @@ impl Context {
         let resources = AwsResources::from_env_map(env)?;
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let sqs = aws_sdk_sqs::Client::new(sdk);
-        let http = http_client(HttpTimeouts::default()).context("building the HTTP client")?;
-        let secrets = SecretsStore::new(
-            aws_sdk_secretsmanager::Client::new(sdk),
-            resources.secret_prefix.clone(),
-        );
         Ok(Self {
             state: DynamoStateStore::new(dynamo, resources.require_state_table()?),
             discover_queue: SqsQueue::new(sqs.clone(), resources.require_discover_queue_url()?),
             index_queue: SqsQueue::new(sqs, resources.require_index_queue_url()?),
-            clients: ConnectionClients::new(http, secrets, RetryPolicy::default(), settings.credentials_ttl),
+            clients: ConnectionClients::for_function(sdk, &resources, &settings)?,
             settings,
         })
     }

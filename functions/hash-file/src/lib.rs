@@ -20,14 +20,12 @@ use filetrail_aws::config::AwsResources;
 use filetrail_aws::events::DynamoEventStore;
 use filetrail_aws::inventory::DynamoInventoryStore;
 use filetrail_aws::queue::SqsQueue;
-use filetrail_aws::secrets::SecretsStore;
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::PortError;
 use filetrail_core::hash::HasherTuning;
 use filetrail_core::hashing::{HashFileOutcome, HashPorts, hash_file};
 use filetrail_core::jobs::HashJob;
 use filetrail_core::ports::StateStore;
-use filetrail_m365::{HttpTimeouts, RetryPolicy, http_client};
 use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
 use filetrail_runtime::{ConnectionClients, FunctionSettings};
 use tracing::{info, warn};
@@ -49,17 +47,12 @@ impl Context {
         let settings = FunctionSettings::from_env_map(env)?;
         let resources = AwsResources::from_env_map(env)?;
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-        let http = http_client(HttpTimeouts::default()).context("building the HTTP client")?;
-        let secrets = SecretsStore::new(
-            aws_sdk_secretsmanager::Client::new(sdk),
-            resources.secret_prefix.clone(),
-        );
         Ok(Self {
             state: DynamoStateStore::new(dynamo.clone(), resources.require_state_table()?),
             events: DynamoEventStore::new(dynamo.clone(), resources.require_events_table()?),
             inventory: DynamoInventoryStore::new(dynamo, resources.require_inventory_table()?),
             hash_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_hash_queue_url()?),
-            clients: ConnectionClients::new(http, secrets, RetryPolicy::default(), settings.credentials_ttl),
+            clients: ConnectionClients::for_function(sdk, &resources, &settings)?,
             settings,
         })
     }

@@ -14,14 +14,13 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::inventory::DynamoInventoryStore;
 use filetrail_aws::queue::SqsQueue;
-use filetrail_aws::secrets::SecretsStore;
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::discover::connection_error_from;
 use filetrail_core::index::{IndexOutcome, IndexPorts, index_drive};
 use filetrail_core::jobs::IndexJob;
 use filetrail_core::model::ConnectionState;
 use filetrail_core::ports::{IndexQueue, StateStore};
-use filetrail_m365::{HttpTimeouts, RetryPolicy, http_client, is_connection_problem};
+use filetrail_m365::is_connection_problem;
 use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
 use filetrail_runtime::{ConnectionClients, FunctionSettings};
 use tracing::{info, warn};
@@ -42,16 +41,11 @@ impl Context {
         let settings = FunctionSettings::from_env_map(env)?;
         let resources = AwsResources::from_env_map(env)?;
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-        let http = http_client(HttpTimeouts::default()).context("building the HTTP client")?;
-        let secrets = SecretsStore::new(
-            aws_sdk_secretsmanager::Client::new(sdk),
-            resources.secret_prefix.clone(),
-        );
         Ok(Self {
             state: DynamoStateStore::new(dynamo.clone(), resources.require_state_table()?),
             inventory: DynamoInventoryStore::new(dynamo, resources.require_inventory_table()?),
             index_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_index_queue_url()?),
-            clients: ConnectionClients::new(http, secrets, RetryPolicy::default(), settings.credentials_ttl),
+            clients: ConnectionClients::for_function(sdk, &resources, &settings)?,
             settings,
         })
     }

@@ -15,13 +15,11 @@ use filetrail_aws::events::DynamoEventStore;
 use filetrail_aws::inventory::DynamoInventoryStore;
 use filetrail_aws::objects::{BucketObjects, s3_client};
 use filetrail_aws::queue::SqsQueue;
-use filetrail_aws::secrets::SecretsStore;
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::PortError;
 use filetrail_core::activity::ingest::{IngestOutcome, IngestPorts, ingest_blob};
 use filetrail_core::jobs::BlobJob;
 use filetrail_core::ports::StateStore;
-use filetrail_m365::{HttpTimeouts, RetryPolicy, http_client};
 use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
 use filetrail_runtime::{ConnectionClients, FunctionSettings};
 use tracing::{info, warn};
@@ -46,11 +44,6 @@ impl Context {
         let resources = AwsResources::from_env_map(env)?;
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let sqs = aws_sdk_sqs::Client::new(sdk);
-        let http = http_client(HttpTimeouts::default()).context("building the HTTP client")?;
-        let secrets = SecretsStore::new(
-            aws_sdk_secretsmanager::Client::new(sdk),
-            resources.secret_prefix.clone(),
-        );
         Ok(Self {
             state: DynamoStateStore::new(dynamo.clone(), resources.require_state_table()?),
             events: DynamoEventStore::new(dynamo.clone(), resources.require_events_table()?),
@@ -58,7 +51,7 @@ impl Context {
             quarantine: BucketObjects::new(s3_client(sdk), resources.require_bucket()?),
             hash_queue: SqsQueue::new(sqs.clone(), resources.require_hash_queue_url()?),
             index_queue: SqsQueue::new(sqs, resources.require_index_queue_url()?),
-            clients: ConnectionClients::new(http, secrets, RetryPolicy::default(), settings.credentials_ttl),
+            clients: ConnectionClients::for_function(sdk, &resources, &settings)?,
             settings,
         })
     }

@@ -14,13 +14,11 @@ use std::time::Instant;
 use anyhow::Context as _;
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::queue::SqsQueue;
-use filetrail_aws::secrets::SecretsStore;
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::activity::poll::{PollOutcome, PollPorts, PollSettings, poll_connection};
 use filetrail_core::jobs::PollJob;
 use filetrail_core::model::{Connection, ConnectionKind, ConnectionState};
 use filetrail_core::ports::StateStore;
-use filetrail_m365::{HttpTimeouts, RetryPolicy, http_client};
 use filetrail_runtime::{ConnectionClients, FunctionSettings};
 use serde_json::json;
 use tracing::{info, warn};
@@ -40,16 +38,11 @@ impl Context {
     pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
         let settings = FunctionSettings::from_env_map(env)?;
         let resources = AwsResources::from_env_map(env)?;
-        let http = http_client(HttpTimeouts::default()).context("building the HTTP client")?;
-        let secrets = SecretsStore::new(
-            aws_sdk_secretsmanager::Client::new(sdk),
-            resources.secret_prefix.clone(),
-        );
         Ok(Self {
             poll: PollSettings::default(),
             state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(sdk), resources.require_state_table()?),
             blob_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_activity_queue_url()?),
-            clients: ConnectionClients::new(http, secrets, RetryPolicy::default(), settings.credentials_ttl),
+            clients: ConnectionClients::for_function(sdk, &resources, &settings)?,
             settings,
         })
     }
