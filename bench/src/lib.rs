@@ -15,12 +15,19 @@
 //! groups, ~200,000 users): Graph requests (vs. a naive resolution without `$batch`), wall time
 //! and the peak RSS of the process running discovery (vs. its RSS before).
 //!
+//! The `audit-bench` binary (`bench/run audit`) measures the CPU cost of normalising audit
+//! blobs (vs. parsing them as JSON); `activity-bench` (`bench/run activity`) the time from a
+//! blob becoming available to its events being queryable, on the local stack (vs. the poll
+//! period). Their pieces are in [`audit_feed`].
+//!
 //! This library holds the measuring pieces so they are tested on their own: reading `/proc`
 //! ([`procfs`]), running the simulator binary ([`sim_process`]), the baselines ([`baseline`]),
 //! the scope's ground truth and request models ([`scope`]), the local stack ([`stack`]), port
 //! wrappers that time each call ([`timed`]) and the report ([`report`]).
 
+pub mod audit_feed;
 pub mod baseline;
+pub mod cli;
 pub mod error;
 pub mod procfs;
 pub mod report;
