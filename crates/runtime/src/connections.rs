@@ -65,7 +65,12 @@ impl ConnectionClients {
             aws_sdk_secretsmanager::Client::new(sdk),
             resources.secret_prefix.clone(),
         );
-        Ok(Self::new(http, secrets, RetryPolicy::default(), settings.credentials_ttl))
+        Ok(Self::new(
+            http,
+            secrets,
+            RetryPolicy::default(),
+            settings.credentials_ttl,
+        ))
     }
 
     /// The Graph client of `connection`. Fails with a terminal error when the connection's cloud
