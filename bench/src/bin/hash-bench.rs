@@ -17,7 +17,8 @@
 //! generated on the fly by the server (never stored anywhere) and hashes it; the child reports
 //! its peak RSS (`VmHWM`) and its RSS once set up and idle, just before the download.
 
-use filetrail_bench::{repo_root, step};
+use filetrail_bench::cli::ResultsArgs;
+use filetrail_bench::step;
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,15 +89,8 @@ struct Args {
     /// The openssl binary.
     #[arg(long, default_value = "openssl")]
     openssl: PathBuf,
-    /// The results file to update (a JSON object, metric name -> number).
-    #[arg(long)]
-    results: Option<PathBuf>,
-    /// Print the figures without updating the results file.
-    #[arg(long)]
-    no_write: bool,
-    /// Run a debug build anyway (its figures are not written).
-    #[arg(long)]
-    allow_debug: bool,
+    #[command(flatten)]
+    out: ResultsArgs,
     #[command(subcommand)]
     child: Option<Child>,
 }
@@ -576,7 +570,7 @@ struct Pass {
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
     let release = !cfg!(debug_assertions);
-    if !release && !args.allow_debug {
+    if !release && !args.out.allow_debug {
         bail!(
             "this is a debug build, whose throughput means nothing; run `cargo run --release -p filetrail-bench --bin hash-bench`, or pass --allow-debug"
         );
@@ -585,7 +579,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     ensure!(args.size_mib >= 1, "--size-mib must be at least 1");
     ensure!(args.memory_slice_kib >= 1, "--memory-slice-kib must be at least 1");
     let tuning = tuning(args.batch_kib, args.queue_depth, args.copy_below, args.md5_on_caller);
-    let results_path = args.results.clone().unwrap_or_else(root_results);
+    let results_path = args.out.path();
     let openssl_version = Command::new(&args.openssl).arg("version").output().with_context(|| {
         format!(
             "running {} (fix: install openssl or pass --openssl)",
@@ -783,7 +777,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         println!("\nresults not written: hash_peak_rss_mb_4gib needs --rss-size-mib 4096");
         return Ok(());
     }
-    if args.no_write || !release {
+    if args.out.no_write || !release {
         println!("\nresults not written (--no-write or a debug build)");
         return Ok(());
     }
@@ -794,10 +788,6 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     merge_into_results(&results_path, &written)?;
     println!("\nupdated {}", results_path.display());
     Ok(())
-}
-
-fn root_results() -> PathBuf {
-    repo_root().join("bench/results.json")
 }
 
 #[cfg(test)]

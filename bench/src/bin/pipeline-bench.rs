@@ -6,6 +6,7 @@
 //! the CPU time read from `/proc/self/stat` is the pipeline's alone: the handlers, the AWS SDK
 //! and Graph clients, JSON, and the local runner that feeds them.
 
+use filetrail_bench::cli::ResultsArgs;
 use filetrail_bench::{repo_root, step};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -89,18 +90,11 @@ struct Args {
     /// The SAM template to provision from.
     #[arg(long)]
     template: Option<PathBuf>,
-    /// The results file to update (a JSON object, metric name -> number).
-    #[arg(long)]
-    results: Option<PathBuf>,
+    #[command(flatten)]
+    out: ResultsArgs,
     /// Where to write every raw counter of this run (JSON).
     #[arg(long)]
     details: Option<PathBuf>,
-    /// Print the figures without updating the results file.
-    #[arg(long)]
-    no_write: bool,
-    /// Run a debug build anyway (its figures are not written).
-    #[arg(long)]
-    allow_debug: bool,
 }
 
 /// What the tenant holds, from its model, without HTTP.
@@ -170,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let release = !cfg!(debug_assertions);
-    if !release && !args.allow_debug {
+    if !release && !args.out.allow_debug {
         bail!(
             "this is a debug build, whose CPU figures mean nothing; run `cargo run --release -p filetrail-bench --bin pipeline-bench` (bench/run does), or pass --allow-debug"
         );
@@ -181,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| root.join("target/release/m365-sim"));
     let template_path = args.template.clone().unwrap_or_else(|| root.join("template.yaml"));
-    let results_path = args.results.clone().unwrap_or_else(|| root.join("bench/results.json"));
+    let results_path = args.out.path();
     let details_path = args.details.clone().unwrap_or_else(|| root.join("bench/last-run.json"));
     let concurrency = args.concurrency.max(1);
     let started = chrono::Utc::now();
@@ -587,7 +581,7 @@ async fn main() -> anyhow::Result<()> {
         })).collect::<Vec<_>>(),
     });
 
-    if args.no_write || !release {
+    if args.out.no_write || !release {
         println!("\nresults not written (--no-write or a debug build)");
         return Ok(());
     }

@@ -20,6 +20,7 @@
 //! In both, the index queue is a counter (see [`CountingIndexQueue`]): only discovery is
 //! measured, nothing is indexed.
 
+use filetrail_bench::cli::ResultsArgs;
 use filetrail_bench::{repo_root, step};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash as _, Hasher as _};
@@ -125,18 +126,11 @@ struct Args {
     /// The SAM template to provision from.
     #[arg(long)]
     template: Option<PathBuf>,
-    /// The results file to update (a JSON object, metric name -> number).
-    #[arg(long)]
-    results: Option<PathBuf>,
+    #[command(flatten)]
+    out: ResultsArgs,
     /// Where to write every raw counter of this run (JSON).
     #[arg(long)]
     details: Option<PathBuf>,
-    /// Print the figures without updating the results file.
-    #[arg(long)]
-    no_write: bool,
-    /// Run a debug build anyway (its figures are not written).
-    #[arg(long)]
-    allow_debug: bool,
 }
 
 #[tokio::main]
@@ -150,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let release = !cfg!(debug_assertions);
-    if !release && !args.allow_debug {
+    if !release && !args.out.allow_debug {
         bail!(
             "this is a debug build, whose figures mean nothing; run `cargo run --release -p filetrail-bench --bin scope-bench` (bench/run scope does), or pass --allow-debug"
         );
@@ -166,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| root.join("target/release/m365-sim"));
     let template_path = args.template.clone().unwrap_or_else(|| root.join("template.yaml"));
-    let results_path = args.results.clone().unwrap_or_else(|| root.join("bench/results.json"));
+    let results_path = args.out.path();
     let details_path = args
         .details
         .clone()
@@ -460,7 +454,7 @@ async fn main() -> anyhow::Result<()> {
         })).collect::<Vec<_>>(),
     });
 
-    if args.no_write || !release {
+    if args.out.no_write || !release {
         println!("\nresults not written (--no-write or a debug build)");
         return Ok(());
     }
