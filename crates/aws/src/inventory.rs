@@ -37,7 +37,7 @@ pub const SIBLING_BOUND: &str = "~";
 
 /// An inventory row with the hash outcome recorded for its item merged in: `md5`/`sha256` set
 /// and `hash_unavailable` cleared when hashed, `hash_unavailable` set to the reason otherwise.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RowWithHash {
     pub row: InventoryRow,
     /// The outcome as recorded (with the cTag and size hashed), `None` when never recorded.

@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod events;
+pub mod file;
 pub mod inventory;
 pub mod local;
 pub mod pipeline;

@@ -11,7 +11,7 @@ use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::secrets::{AppSecret, Secret, SecretsStore};
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_cli::connection::{self, DEFAULT_DRIVE_CAP, NewConnection};
-use filetrail_cli::{events, inventory, status};
+use filetrail_cli::{events, file, inventory, status};
 use filetrail_core::jobs::DiscoverJob;
 use filetrail_core::model::{ConnectionKind, Endpoints};
 use filetrail_core::ports::{DiscoverQueue, StateStore};
@@ -61,6 +61,16 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
         /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One file: its inventory row, its MD5 and SHA-256, and every event of it, newest first.
+    File {
+        /// The file's drive id (as `filetrail inventory --json` or `filetrail events --json` show).
+        drive: String,
+        /// The file's item id.
+        item: String,
+        /// One JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -263,6 +273,15 @@ async fn main() -> anyhow::Result<()> {
                 );
             } else {
                 print!("{}", events::render(&found));
+            }
+        }
+        Command::File { drive, item, json } => {
+            let aws = Aws::from_env().await?;
+            let trail = file::trail(&aws.state()?, &aws.inventory()?, &aws.events()?, &drive, &item).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&trail)?);
+            } else {
+                print!("{}", file::render(&trail));
             }
         }
         Command::Scope(command) => scope_command(command).await?,

@@ -341,3 +341,125 @@ async fn scope_upload_waits_for_apply_scope_and_a_rejected_file_keeps_the_scope(
     assert!(!ok && err.contains("--kind users or --kind groups"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A file event as ingest-activity stores it.
+fn file_event(id: &str, event_type: &str, operation: &str, minutes_ago: i64) -> filetrail_core::events::EventRecord {
+    let at = chrono::Utc::now() - chrono::Duration::minutes(minutes_ago);
+    let event: filetrail_core::audit::FileEvent = serde_json::from_value(serde_json::json!({
+        "id": id,
+        "event_type": event_type,
+        "low_signal": false,
+        "operation": operation,
+        "record_type": 6,
+        "item_kind": "file",
+        "actor": {"id": "megan@contoso.com", "kind": "user", "upn": "megan@contoso.com"},
+        "owner_upn": "megan@contoso.com",
+        "file_name": "Q3 forecast.xlsx",
+        "path": "/Reports/Q3 forecast.xlsx",
+        "extension": "xlsx",
+        "drive_id": "b!drive-1",
+        "item_id": "01ITEM",
+        "observed_at": at,
+        "inserted_at": at,
+    }))
+    .unwrap();
+    filetrail_core::events::EventRecord::onedrive("contoso", event)
+}
+
+#[tokio::test]
+async fn file_shows_the_row_its_digests_and_its_events_newest_first_and_events_lists_the_newest() {
+    use filetrail_core::events::{FileHashes, HashOutcome};
+    use filetrail_core::ports::{EventStore as _, InventoryHashes as _, InventoryStore as _};
+
+    let d = Deployment::start("cmd-file").await;
+    assert!(
+        d.run(
+            &[
+                "connection",
+                "add",
+                "contoso",
+                "--tenant-id",
+                TENANT,
+                "--client-id",
+                "app-1"
+            ],
+            "s"
+        )
+        .0
+    );
+    let sdk = d.moto.sdk_config().await;
+    let setting = |name: &str| d.env.iter().find(|(k, _)| k == name).unwrap().1.clone();
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let inventory =
+        filetrail_aws::inventory::DynamoInventoryStore::new(dynamo.clone(), setting("FILETRAIL_INVENTORY_TABLE"));
+    let events = filetrail_aws::events::DynamoEventStore::new(dynamo, setting("FILETRAIL_EVENTS_TABLE"));
+    let row: filetrail_core::model::InventoryRow = serde_json::from_value(serde_json::json!({
+        "drive_id": "b!drive-1",
+        "item_id": "01ITEM",
+        "connection": "contoso",
+        "name": "Q3 forecast.xlsx",
+        "path": "/Reports/Q3 forecast.xlsx",
+        "is_folder": false,
+        "size": 2048,
+        "ctag": "\"c:{Q3},4\"",
+        "hash_unavailable": "not modified since initial indexing",
+        "generation": 1,
+        "indexed_at": chrono::Utc::now(),
+    }))
+    .unwrap();
+    inventory.put_rows(&[row]).await.unwrap();
+    let hashes = FileHashes {
+        md5: "9e107d9d372bb6826bd81d3542a419d6".into(),
+        sha256: "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592".into(),
+        ctag: "\"c:{Q3},4\"".into(),
+        size: 2048,
+        modified_at: None,
+        hashed_at: chrono::Utc::now(),
+    };
+    inventory
+        .set_file_hash("contoso", "b!drive-1", "01ITEM", &HashOutcome::Hashed(hashes.clone()))
+        .await
+        .unwrap();
+    let modified = file_event("rec-modified", "modified", "FileModified", 30);
+    let downloaded = file_event("rec-downloaded", "downloaded", "FileDownloaded", 5);
+    events
+        .insert_events(&[modified.clone(), downloaded.clone()])
+        .await
+        .unwrap();
+    events
+        .set_event_hash(
+            &[modified.key(), downloaded.key()],
+            &HashOutcome::Hashed(hashes.clone()),
+        )
+        .await
+        .unwrap();
+
+    let (ok, out, err) = d.run(&["file", "b!drive-1", "01ITEM"], "");
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("/Reports/Q3 forecast.xlsx  (drive b!drive-1, item 01ITEM)"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("MD5       {}", hashes.md5)), "{out}");
+    assert!(out.contains(&format!("SHA-256   {}", hashes.sha256)), "{out}");
+    assert!(out.contains("events    2 (newest first)"), "{out}");
+    let (newest, older) = (out.find("downloaded").unwrap(), out.find("modified  ").unwrap());
+    assert!(newest < older, "newest first: {out}");
+
+    let (ok, out, _) = d.run(&["file", "b!drive-1", "01ITEM", "--json"], "");
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["inventory"]["hash"]["md5"], hashes.md5.as_str());
+    assert_eq!(json["events"][0]["id"], "rec-downloaded");
+
+    let (ok, _, err) = d.run(&["file", "b!drive-1", "01NOPE"], "");
+    assert!(
+        !ok && err.contains("no file with drive id \"b!drive-1\" and item id \"01NOPE\""),
+        "{err}"
+    );
+
+    let (ok, out, err) = d.run(&["events", "contoso", "--limit", "1"], "");
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2, "a header and one event: {out}");
+    assert!(out.contains("megan@contoso.com") && out.contains(&hashes.md5), "{out}");
+}
