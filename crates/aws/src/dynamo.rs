@@ -70,6 +70,32 @@ pub(crate) struct Table {
     pub counts: RequestCounts,
 }
 
+/// The accessors every store over one [`Table`] (in its `table` field) offers: the table's name
+/// and the DynamoDB calls issued so far (a batch call counts once), for benchmarks and summaries.
+macro_rules! table_accessors {
+    () => {
+        pub fn table_name(&self) -> &str {
+            &self.table.name
+        }
+
+        /// DynamoDB write calls issued so far (a BatchWriteItem counts once).
+        pub fn write_requests(&self) -> u64 {
+            self.table.counts.writes()
+        }
+
+        /// DynamoDB read calls issued so far (a BatchGetItem or a Query page counts once).
+        pub fn read_requests(&self) -> u64 {
+            self.table.counts.reads()
+        }
+
+        /// Both counters.
+        pub fn request_counts(&self) -> &$crate::dynamo::RequestCounts {
+            &self.table.counts
+        }
+    };
+}
+pub(crate) use table_accessors;
+
 impl Table {
     pub fn new(client: Client, name: impl Into<String>, setting: &'static str) -> Self {
         Self {
@@ -233,6 +259,43 @@ impl Table {
             attempts: UNPROCESSED_MAX_ATTEMPTS,
             detail: "UnprocessedKeys".into(),
         })
+    }
+
+    /// The partition key attribute `pk_attr` of every item whose `key_attr` equals `key` on
+    /// `index`, following every page (eventually consistent, as index reads are).
+    pub async fn index_partition_keys(
+        &self,
+        index: &str,
+        key_attr: &str,
+        key: &str,
+        pk_attr: &str,
+    ) -> Result<Vec<String>, AwsError> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            self.counts.read();
+            let out = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .index_name(index)
+                .key_condition_expression("#k = :k")
+                .projection_expression("#pk")
+                .expression_attribute_names("#k", key_attr)
+                .expression_attribute_names("#pk", pk_attr)
+                .expression_attribute_values(":k", s(key))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.err("Query", e))?;
+            for item in out.items() {
+                keys.push(self.fields(item, format!("{index} {key_attr}={key}")).s(pk_attr)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(keys);
+            }
+        }
     }
 
     /// Counts the items whose `key_attr` equals `key` on `index`, following every page.

@@ -50,7 +50,7 @@ use filetrail_core::ports::{EventStore, PortResult};
 use futures_util::{StreamExt, stream};
 
 use crate::config::EVENTS_TABLE_VAR;
-use crate::dynamo::{Item, RequestCounts, Table, Update, json, put_opt, s};
+use crate::dynamo::{Item, Table, Update, json, put_opt, s};
 use crate::error::AwsError;
 
 /// Partition key attribute of the events table.
@@ -150,24 +150,7 @@ impl DynamoEventStore {
         }
     }
 
-    pub fn table_name(&self) -> &str {
-        &self.table.name
-    }
-
-    /// DynamoDB write calls issued so far.
-    pub fn write_requests(&self) -> u64 {
-        self.table.counts.writes()
-    }
-
-    /// DynamoDB read calls issued so far.
-    pub fn read_requests(&self) -> u64 {
-        self.table.counts.reads()
-    }
-
-    /// Both counters.
-    pub fn request_counts(&self) -> &RequestCounts {
-        &self.table.counts
-    }
+    crate::dynamo::table_accessors!();
 
     /// The stored events with these keys (strongly consistent), in the order of `keys`; missing
     /// ones are left out.

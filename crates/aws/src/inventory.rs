@@ -23,7 +23,7 @@ use filetrail_core::model::{InventoryRow, UserRef};
 use filetrail_core::ports::{InventoryHashes, InventoryStore, PortResult};
 
 use crate::config::INVENTORY_TABLE_VAR;
-use crate::dynamo::{Fields, Item, RequestCounts, Table, n, projection_of, put_opt, s, ts};
+use crate::dynamo::{Fields, Item, Table, n, projection_of, put_opt, s, ts};
 use crate::error::AwsError;
 
 /// Partition key attribute of the inventory table.
@@ -58,24 +58,7 @@ impl DynamoInventoryStore {
         }
     }
 
-    pub fn table_name(&self) -> &str {
-        &self.table.name
-    }
-
-    /// DynamoDB write calls issued so far (each BatchWriteItem of up to 25 rows counts once).
-    pub fn write_requests(&self) -> u64 {
-        self.table.counts.writes()
-    }
-
-    /// DynamoDB read calls issued so far.
-    pub fn read_requests(&self) -> u64 {
-        self.table.counts.reads()
-    }
-
-    /// Both counters.
-    pub fn request_counts(&self) -> &RequestCounts {
-        &self.table.counts
-    }
+    crate::dynamo::table_accessors!();
 
     /// One row by drive and item (strongly consistent), `None` when absent.
     pub async fn row(&self, drive_id: &str, item_id: &str) -> PortResult<Option<InventoryRow>> {

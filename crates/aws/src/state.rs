@@ -51,7 +51,7 @@ use filetrail_core::scope::{Scope, ScopeUploadResult};
 use futures_util::{StreamExt, stream};
 
 use crate::config::STATE_TABLE_VAR;
-use crate::dynamo::{Item, RequestCounts, Table, Update, decode_cursor, encode_cursor, json, key, n, put_opt, s, ts};
+use crate::dynamo::{Item, Table, Update, decode_cursor, encode_cursor, json, key, n, put_opt, s, ts};
 use crate::error::AwsError;
 
 pub mod activity;
@@ -162,24 +162,7 @@ impl DynamoStateStore {
         self
     }
 
-    pub fn table_name(&self) -> &str {
-        &self.table.name
-    }
-
-    /// DynamoDB write calls issued so far.
-    pub fn write_requests(&self) -> u64 {
-        self.table.counts.writes()
-    }
-
-    /// DynamoDB read calls issued so far.
-    pub fn read_requests(&self) -> u64 {
-        self.table.counts.reads()
-    }
-
-    /// Both counters.
-    pub fn request_counts(&self) -> &RequestCounts {
-        &self.table.counts
-    }
+    crate::dynamo::table_accessors!();
 
     async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, AwsError> {
         self.table.counts.read();
@@ -589,33 +572,13 @@ impl StateStore for DynamoStateStore {
     /// All registered connections, sorted by id: a Query on `gsi1` for their keys, then
     /// BatchGetItem for the records (the index does not project the document).
     async fn connections(&self) -> PortResult<Vec<Connection>> {
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            self.table.counts.read();
-            let out = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .index_name(GSI1)
-                .key_condition_expression("#k = :k")
-                .expression_attribute_names("#k", GSI1_PK)
-                .expression_attribute_values(":k", s(CONNECTIONS))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| self.table.err("Query", e))?;
-            for item in out.items() {
-                if let Some(AttributeValue::S(pk)) = item.get(PK) {
-                    keys.push(key(pk.clone(), META));
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let keys = self
+            .table
+            .index_partition_keys(GSI1, GSI1_PK, CONNECTIONS, PK)
+            .await?
+            .into_iter()
+            .map(|pk| key(pk, META))
+            .collect();
         let items = self.table.batch_get(keys, None).await?;
         let mut connections = items
             .iter()

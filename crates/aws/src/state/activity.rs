@@ -116,36 +116,12 @@ impl DynamoStateStore {
 
     /// Ids of the drives under one `gsi2` partition, all pages (eventually consistent).
     async fn drive_ids_of_site(&self, partition: String) -> Result<Vec<String>, AwsError> {
-        let mut ids = Vec::new();
-        let mut start = None;
-        loop {
-            self.table.counts.read();
-            let out = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .index_name(GSI2)
-                .key_condition_expression("#k = :k")
-                .projection_expression("#pk")
-                .expression_attribute_names("#k", GSI2_PK)
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(":k", s(&partition))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| self.table.err("Query", e))?;
-            for item in out.items() {
-                let pk = self.table.fields(item, item_key(item)).s(PK)?;
-                if let Some(id) = pk.strip_prefix(DRIVE_PREFIX) {
-                    ids.push(id.to_owned());
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(ids);
-            }
-        }
+        let pks = self.table.index_partition_keys(GSI2, GSI2_PK, &partition, PK).await?;
+        Ok(pks
+            .iter()
+            .filter_map(|pk| pk.strip_prefix(DRIVE_PREFIX))
+            .map(str::to_owned)
+            .collect())
     }
 }
 
