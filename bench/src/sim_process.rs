@@ -122,6 +122,11 @@ pub fn stats_delta(after: &Stats, before: &Stats) -> Stats {
         content_expired: d(after.content_expired, before.content_expired),
         content_with_authorization: d(after.content_with_authorization, before.content_with_authorization),
         content_bytes: d(after.content_bytes, before.content_bytes),
+        permissions: d(after.permissions, before.permissions),
+        permissions_deleted: d(after.permissions_deleted, before.permissions_deleted),
+        forbidden: d(after.forbidden, before.forbidden),
+        // Per-kind request counts are not subtracted: benchmarks read the totals above.
+        graph_requests: Vec::new(),
         activity: after.activity.since(&before.activity),
         faults: m365_sim::FaultStats {
             throttled_429: d(fa.throttled_429, fb.throttled_429),

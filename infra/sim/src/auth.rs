@@ -6,18 +6,19 @@
 //! is in the future and its *generation* equals the server's: [`TokenAuthority::expire_all`] bumps
 //! the generation, invalidating every token issued so far.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
+use crate::graph::{Ctx, GraphResponse, Route};
 use crate::prng::{guid, hash3, siphash24, tag};
 use crate::server::SimState;
 use crate::stats::Kind;
@@ -30,6 +31,50 @@ const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
 pub(crate) const MANAGE_RESOURCE: &str = "https://manage.office.com";
 /// The Management API's application id, also accepted as a scope prefix.
 const MANAGE_APP_ID: &str = "c5393580-f805-4401-95e8-94b7a6ef2fc2";
+
+/// Graph application roles granted by default: what the README asks an admin to consent to
+/// (`Directory.Read.All`, `Files.Read.All`, `Mail.Read` for email connections) plus the narrower
+/// read roles FACTS.md §1 lists (`User.Read.All`, `GroupMember.Read.All`, `Sites.Read.All`).
+pub const DEFAULT_GRAPH_ROLES: &[&str] = &[
+    "User.Read.All",
+    "GroupMember.Read.All",
+    "Directory.Read.All",
+    "Files.Read.All",
+    "Sites.Read.All",
+    "Mail.Read",
+];
+/// Management Activity API application roles granted by default (FACTS.md §1).
+pub const DEFAULT_MANAGE_ROLES: &[&str] = &[ACTIVITY_FEED_READ];
+const ACTIVITY_FEED_READ: &str = "ActivityFeed.Read";
+
+/// Any one of these lets an app read users (Graph permissions reference, user-list.md).
+const USER_READ_ROLES: &[&str] = &[
+    "User.Read.All",
+    "User.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+];
+/// Any one of these lets an app read groups and their (transitive) members (group-list.md,
+/// group-list-transitivemembers.md).
+const GROUP_READ_ROLES: &[&str] = &[
+    "GroupMember.Read.All",
+    "Group.Read.All",
+    "Group.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+];
+/// Any one of these lets an app read drives and driveItems (drive-get.md, driveitem-delta.md).
+const FILES_READ_ROLES: &[&str] = &[
+    "Files.Read.All",
+    "Files.ReadWrite.All",
+    "Sites.Read.All",
+    "Sites.ReadWrite.All",
+    "Sites.FullControl.All",
+];
+/// Any one of these lets an app change driveItems or their permissions (permission-delete.md).
+const FILES_WRITE_ROLES: &[&str] = &["Files.ReadWrite.All", "Sites.ReadWrite.All", "Sites.FullControl.All"];
+/// Any one of these lets an app read a site resource (site-get.md).
+const SITES_READ_ROLES: &[&str] = &["Sites.Read.All", "Sites.ReadWrite.All", "Sites.FullControl.All"];
 
 const K_TOKEN_KEY: u64 = tag(b"token-key");
 const K_TRACE: u64 = tag(b"trace");
@@ -49,17 +94,12 @@ impl Resource {
         }
     }
 
-    /// Application roles an admin-consented filetrail app holds (FACTS.md §1 "Permissions").
-    fn roles(self) -> &'static [&'static str] {
+    /// Application roles an admin-consented, read-only filetrail app holds by default (README
+    /// "Registering the app in Entra ID"; FACTS.md §1 "Permissions"). All are read permissions.
+    fn default_roles(self) -> &'static [&'static str] {
         match self {
-            Self::Graph => &[
-                "User.Read.All",
-                "GroupMember.Read.All",
-                "Files.Read.All",
-                "Sites.Read.All",
-                "Mail.Read",
-            ],
-            Self::Manage => &["ActivityFeed.Read"],
+            Self::Graph => DEFAULT_GRAPH_ROLES,
+            Self::Manage => DEFAULT_MANAGE_ROLES,
         }
     }
 
@@ -126,9 +166,11 @@ pub(crate) struct TokenAuthority {
     pub(crate) tenant_id: String,
     domain: String,
     service_principal_id: String,
-    /// Whether Management API tokens carry `ActivityFeed.Read` (admin consent granted); when not,
-    /// they carry no `roles` claim (FACTS.md §1). Set by `crate::activity`.
-    activity_feed_read: AtomicBool,
+    /// Application roles Graph tokens issued from now on carry; none means no `roles` claim.
+    graph_roles: RwLock<Vec<String>>,
+    /// Application roles Management API tokens issued from now on carry (`ActivityFeed.Read` is
+    /// toggled by `crate::activity` too); none means no `roles` claim (FACTS.md §1).
+    manage_roles: RwLock<Vec<String>>,
 }
 
 fn now_ms() -> u64 {
@@ -158,13 +200,53 @@ impl TokenAuthority {
             client_secret,
             tenant_id,
             domain,
-            activity_feed_read: AtomicBool::new(true),
+            graph_roles: RwLock::new(owned(Resource::Graph.default_roles())),
+            manage_roles: RwLock::new(owned(Resource::Manage.default_roles())),
         }
     }
 
-    /// Grants or revokes `ActivityFeed.Read` for Management API tokens issued from now on.
+    fn roles_lock(&self, resource: Resource) -> &RwLock<Vec<String>> {
+        match resource {
+            Resource::Graph => &self.graph_roles,
+            Resource::Manage => &self.manage_roles,
+        }
+    }
+
+    /// The application roles tokens for `resource` issued from now on carry.
+    pub(crate) fn roles(&self, resource: Resource) -> Vec<String> {
+        self.roles_lock(resource)
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the application roles granted for `resource` (admin consent given or withdrawn);
+    /// tokens issued earlier keep theirs, as Entra's do until they expire.
+    pub(crate) fn set_roles(&self, resource: Resource, roles: &[String]) {
+        let mut deduped: Vec<String> = Vec::with_capacity(roles.len());
+        for r in roles {
+            let r = r.trim();
+            if !r.is_empty() && !deduped.iter().any(|d| d.eq_ignore_ascii_case(r)) {
+                deduped.push(r.to_owned());
+            }
+        }
+        *self
+            .roles_lock(resource)
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = deduped;
+    }
+
+    /// Grants or revokes `ActivityFeed.Read` for Management API tokens issued from now on, keeping
+    /// any other Management API role.
     pub(crate) fn set_activity_feed_read(&self, granted: bool) {
-        self.activity_feed_read.store(granted, Ordering::SeqCst);
+        let mut roles = self
+            .manage_roles
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        roles.retain(|r| !r.eq_ignore_ascii_case(ACTIVITY_FEED_READ));
+        if granted {
+            roles.push(ACTIVITY_FEED_READ.to_owned());
+        }
     }
 
     /// Access-token lifetime in whole seconds (at least 1), as sent in `expires_in`.
@@ -202,7 +284,7 @@ impl TokenAuthority {
             "idp": format!("https://sts.windows.net/{}/", self.tenant_id),
             "idtyp": "app",
             "oid": self.service_principal_id,
-            "roles": resource.roles(),
+            "roles": self.roles(resource),
             "sub": self.service_principal_id,
             "tid": self.tenant_id,
             "uti": URL_SAFE_NO_PAD.encode(self.nonce.fetch_add(1, Ordering::Relaxed).to_le_bytes()),
@@ -210,10 +292,11 @@ impl TokenAuthority {
             "sim_gen": self.generation.load(Ordering::SeqCst),
             "sim_exp_ms": exp_ms,
         });
-        if resource == Resource::Manage && !self.activity_feed_read.load(Ordering::SeqCst) {
-            if let Some(map) = claims.as_object_mut() {
-                map.remove("roles");
-            }
+        // FACTS.md §1: with no role granted Entra issues the token without a `roles` claim.
+        if claims["roles"].as_array().is_some_and(Vec::is_empty)
+            && let Some(map) = claims.as_object_mut()
+        {
+            map.remove("roles");
         }
         let input = format!(
             "{}.{}",
@@ -225,6 +308,7 @@ impl TokenAuthority {
     }
 
     /// Validates the `Authorization` header of a request for `resource`.
+    #[cfg(test)]
     pub(crate) fn check(&self, headers: &HeaderMap, resource: Resource) -> Result<(), AuthFailure> {
         self.claims(headers, resource).map(|_| ())
     }
@@ -269,6 +353,101 @@ impl TokenAuthority {
     fn tenant_matches(&self, tenant: &str) -> bool {
         tenant.eq_ignore_ascii_case(&self.tenant_id) || tenant.eq_ignore_ascii_case(&self.domain)
     }
+}
+
+fn owned(roles: &[&str]) -> Vec<String> {
+    roles.iter().map(|r| (*r).to_owned()).collect()
+}
+
+/// The `roles` claim of validated token claims; `None` when the token carries none.
+pub(crate) fn token_roles(claims: &Value) -> Option<Vec<String>> {
+    claims["roles"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+}
+
+/// What a Graph route asks of the caller's application roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Requirement {
+    /// Directory reads of users: [`USER_READ_ROLES`].
+    ReadUsers,
+    /// Directory reads of groups and members: [`GROUP_READ_ROLES`].
+    ReadGroups,
+    /// Site reads: [`SITES_READ_ROLES`].
+    ReadSites,
+    /// Drive and driveItem reads: [`FILES_READ_ROLES`].
+    ReadFiles,
+    /// Drive and driveItem changes (any method but GET/HEAD): [`FILES_WRITE_ROLES`].
+    WriteFiles,
+}
+
+impl Requirement {
+    /// What `method` on `route` needs; `None` for routes that need no role (`$batch`, which
+    /// checks its inner requests one by one, and routes answered with 400 anyway).
+    pub(crate) fn of(method: &Method, route: &Route) -> Option<Self> {
+        let read = *method == Method::GET || *method == Method::HEAD;
+        match route {
+            Route::Users | Route::User(_) => Some(Self::ReadUsers),
+            Route::Groups | Route::Group(_) | Route::GroupMembers { .. } => Some(Self::ReadGroups),
+            Route::Site(_) => Some(Self::ReadSites),
+            Route::SiteDrives(_) | Route::Drive(..) if read => Some(Self::ReadFiles),
+            Route::SiteDrives(_) | Route::Drive(..) => Some(Self::WriteFiles),
+            _ => None,
+        }
+    }
+
+    /// The roles any one of which satisfies this requirement.
+    pub(crate) fn any_of(self) -> &'static [&'static str] {
+        match self {
+            Self::ReadUsers => USER_READ_ROLES,
+            Self::ReadGroups => GROUP_READ_ROLES,
+            Self::ReadSites => SITES_READ_ROLES,
+            Self::ReadFiles => FILES_READ_ROLES,
+            Self::WriteFiles => FILES_WRITE_ROLES,
+        }
+    }
+
+    fn is_directory(self) -> bool {
+        matches!(self, Self::ReadUsers | Self::ReadGroups)
+    }
+}
+
+/// Graph's 403 when the token's application roles do not cover `method` on `route`, or `None`
+/// when they do. Directory routes answer like Entra's directory service
+/// (`Authorization_RequestDenied`, "Insufficient privileges to complete the operation."); drive
+/// routes like SharePoint (`accessDenied`; "Either scp or roles claim need to be present in the
+/// token." when the token carries no role at all). Counted in `Stats::forbidden`.
+pub(crate) fn authorize(ctx: &Ctx<'_>, method: &Method, route: &Route) -> Option<GraphResponse> {
+    let need = Requirement::of(method, route)?;
+    let held = ctx.roles.as_deref().unwrap_or_default();
+    if need
+        .any_of()
+        .iter()
+        .any(|r| held.iter().any(|h| h.eq_ignore_ascii_case(r)))
+    {
+        return None;
+    }
+    ctx.state.counters.count_forbidden(method, route.kind(), ctx.in_batch);
+    let resp = if need.is_directory() {
+        ctx.error(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        )
+    } else if ctx.roles.is_none() {
+        ctx.error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Either scp or roles claim need to be present in the token.",
+        )
+    } else {
+        ctx.error(
+            StatusCode::FORBIDDEN,
+            "accessDenied",
+            "Access denied. You do not have permission to perform this action or access this resource.",
+        )
+    };
+    Some(resp)
 }
 
 /// An Entra error (`AADSTS…`), rendered in the documented shape (FACTS.md §1,
@@ -584,6 +763,149 @@ pub(crate) async fn token_v1(
         "access_token": token,
     });
     token_response(StatusCode::OK, &body, None)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Controls: which application roles the app holds (admin consent given or withdrawn).
+
+/// Sets the granted roles of `resource` and keeps the audit log's `activity_feed_read_granted`
+/// setting in step with the Management API roles.
+fn grant(state: &SimState, resource: Resource, roles: &[String]) {
+    state.auth.set_roles(resource, roles);
+    if resource == Resource::Manage {
+        let granted = roles.iter().any(|r| r.eq_ignore_ascii_case(ACTIVITY_FEED_READ));
+        let mut cfg = state.activity.config();
+        if cfg.activity_feed_read_granted != granted {
+            cfg.activity_feed_read_granted = granted;
+            let _ = state.activity.set_config(cfg);
+        }
+    }
+}
+
+fn to_owned_roles(roles: &[&str]) -> Vec<String> {
+    roles.iter().map(|r| (*r).to_owned()).collect()
+}
+
+/// The roles control shared by [`crate::SimControl`] and [`crate::SimHandle`].
+macro_rules! roles_control {
+    ($t:ty) => {
+        impl $t {
+            /// Sets the Microsoft Graph application roles the app holds, as an admin granting or
+            /// withdrawing consent would (default: [`DEFAULT_GRAPH_ROLES`]). Tokens issued from now
+            /// on carry them in their `roles` claim (none: no claim at all); tokens issued earlier
+            /// keep theirs until they expire (see `expire_tokens`). Graph refuses with 403 what
+            /// the token's roles do not cover: users without `User.Read.All` or
+            /// `Directory.Read.All` (or their write forms), groups and members without
+            /// `GroupMember.Read.All`, `Group.Read.All` or `Directory.Read.All`
+            /// (`Authorization_RequestDenied`); drives and items without `Files.Read.All`,
+            /// `Files.ReadWrite.All` or a `Sites.*.All` role, and any non-GET drive request
+            /// without `Files.ReadWrite.All`, `Sites.ReadWrite.All` or `Sites.FullControl.All`
+            /// (`accessDenied`). Inside `$batch` the inner responses carry the 403.
+            pub fn set_graph_roles(&self, roles: &[&str]) {
+                grant(&self.state, Resource::Graph, &to_owned_roles(roles));
+            }
+
+            /// Sets the Office 365 Management APIs application roles the app holds (default:
+            /// [`DEFAULT_MANAGE_ROLES`], `ActivityFeed.Read`). Without `ActivityFeed.Read` every
+            /// Management Activity API call is refused with `AF10001`. Same token rules as
+            /// [`Self::set_graph_roles`]; `AuditControl::set_activity_feed_read_granted` toggles the
+            /// one role and keeps the others.
+            pub fn set_manage_roles(&self, roles: &[&str]) {
+                grant(&self.state, Resource::Manage, &to_owned_roles(roles));
+            }
+
+            /// The Microsoft Graph application roles granted now (carried by new tokens).
+            #[must_use]
+            pub fn graph_roles(&self) -> Vec<String> {
+                self.state.auth.roles(Resource::Graph)
+            }
+
+            /// The Office 365 Management APIs application roles granted now.
+            #[must_use]
+            pub fn manage_roles(&self) -> Vec<String> {
+                self.state.auth.roles(Resource::Manage)
+            }
+
+            /// Grants the defaults again: [`DEFAULT_GRAPH_ROLES`] and [`DEFAULT_MANAGE_ROLES`].
+            pub fn reset_roles(&self) {
+                self.set_graph_roles(DEFAULT_GRAPH_ROLES);
+                self.set_manage_roles(DEFAULT_MANAGE_ROLES);
+            }
+        }
+    };
+}
+
+roles_control!(crate::SimControl);
+roles_control!(crate::SimHandle);
+
+fn roles_body(state: &SimState) -> Response {
+    axum::Json(json!({
+        "graph": state.auth.roles(Resource::Graph),
+        "manage": state.auth.roles(Resource::Manage),
+    }))
+    .into_response()
+}
+
+/// `GET /_sim/auth/roles`: `{"graph": [...], "manage": [...]}`, the application roles granted now.
+pub(crate) async fn sim_roles_get(State(state): State<Arc<SimState>>) -> Response {
+    roles_body(&state)
+}
+
+/// `POST /_sim/auth/roles` with `{"graph": [...], "manage": [...]}` (either key may be left out to
+/// keep that resource's roles; `"default"` instead of a list restores the default): sets the
+/// application roles tokens issued from now on carry, and answers like `GET`. 400 with the reason
+/// for any other body.
+pub(crate) async fn sim_roles_set(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+    fn parse(v: &Value, defaults: &[&str]) -> Result<Option<Vec<String>>, String> {
+        match v {
+            Value::Null => Ok(None),
+            Value::String(s) if s == "default" => Ok(Some(to_owned_roles(defaults))),
+            Value::Array(a) => a
+                .iter()
+                .map(|r| {
+                    r.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("not a role name: {r}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            other => Err(format!("expected a list of role names or \"default\", got {other}")),
+        }
+    }
+    let parsed = serde_json::from_slice::<Value>(&body)
+        .map_err(|e| format!("the body is not JSON: {e}"))
+        .and_then(|doc| {
+            if !doc.is_object() {
+                return Err("expected {\"graph\": [...], \"manage\": [...]}".to_owned());
+            }
+            if let Some(k) = doc
+                .as_object()
+                .and_then(|o| o.keys().find(|k| *k != "graph" && *k != "manage"))
+            {
+                return Err(format!("unknown key '{k}': expected \"graph\" and/or \"manage\""));
+            }
+            Ok((
+                parse(&doc["graph"], DEFAULT_GRAPH_ROLES)?,
+                parse(&doc["manage"], DEFAULT_MANAGE_ROLES)?,
+            ))
+        });
+    match parsed {
+        Ok((graph, manage)) => {
+            if let Some(g) = graph {
+                grant(&state, Resource::Graph, &g);
+            }
+            if let Some(m) = manage {
+                grant(&state, Resource::Manage, &m);
+            }
+            roles_body(&state)
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"error": {"code": "BadRequest", "message": e}}).to_string(),
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -38,13 +38,18 @@ pub(crate) enum Entry {
         is_folder: bool,
         at: DateTime<Utc>,
     },
+    /// The item's sharing changed (`crate::sharing`): its state, eTag and cTag are untouched, so
+    /// this marker only makes delta rounds that ask for sharing changes report the item. It is
+    /// skipped wherever the item's state is looked up ([`DriveStates::latest`],
+    /// [`latest_per_item`]).
+    Shared { id: String, at: DateTime<Utc> },
 }
 
 impl Entry {
     pub(crate) fn id(&self) -> &str {
         match self {
             Self::Present(item) => &item.id,
-            Self::Deleted { id, .. } => id,
+            Self::Deleted { id, .. } | Self::Shared { id, .. } => id,
         }
     }
 
@@ -52,7 +57,7 @@ impl Entry {
     pub(crate) fn at(&self) -> DateTime<Utc> {
         match self {
             Self::Present(item) => item.modified,
-            Self::Deleted { at, .. } => *at,
+            Self::Deleted { at, .. } | Self::Shared { at, .. } => *at,
         }
     }
 }
@@ -111,9 +116,15 @@ impl DriveStates {
         })
     }
 
-    /// The latest logged state of an item, if the log mentions it.
+    /// The latest logged state of an item, if the log mentions it (sharing markers skipped).
     pub(crate) fn latest(&self, key: u64, item_id: &str) -> Option<Entry> {
-        self.read(key, |l| l?.entries.iter().rev().find(|e| e.id() == item_id).cloned())
+        self.read(key, |l| {
+            l?.entries
+                .iter()
+                .rev()
+                .find(|e| e.id() == item_id && !matches!(e, Entry::Shared { .. }))
+                .cloned()
+        })
     }
 
     /// Appends a change; returns the new version.
@@ -135,10 +146,11 @@ impl DriveStates {
 
 /// Latest state per item, in order of first appearance in `entries` — what a delta round over
 /// these entries reports ("the latest state for each item, not each change", FACTS.md §5).
+/// Sharing markers are skipped ([`shared_ids`] lists them).
 pub(crate) fn latest_per_item(entries: &[Entry]) -> Vec<Entry> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<Entry> = Vec::new();
-    for e in entries {
+    for e in entries.iter().filter(|e| !matches!(e, Entry::Shared { .. })) {
         match index.get(e.id()) {
             Some(&i) => out[i] = e.clone(),
             None => {
@@ -148,4 +160,16 @@ pub(crate) fn latest_per_item(entries: &[Entry]) -> Vec<Entry> {
         }
     }
     out
+}
+
+/// Ids of the items with a sharing marker in `entries`, in order of first appearance.
+pub(crate) fn shared_ids(entries: &[Entry]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Shared { id, .. } if seen.insert(id.as_str()) => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
 }

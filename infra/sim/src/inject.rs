@@ -4,7 +4,9 @@
 //! One [`Activity`] (an upload, a rename, a download, an anonymous link…) by an actor at a time
 //! (a) appends its drive change to the drive's change log (`changes.rs`), so item reads and Graph
 //! delta show it — uploads and copies create items with fresh ids, renames and moves change name,
-//! path and parent, deletes delete, reads and shares change nothing — and (b) builds the audit
+//! path and parent, deletes delete, reads change nothing, links, shares and revocations change
+//! the item's permissions (`crate::sharing`: permission list, `shared` facet, a sharing marker
+//! for delta; never eTag or cTag) — and (b) builds the audit
 //! record(s) Microsoft emits for it and publishes them to the simulator's audit log (content type
 //! `Audit.SharePoint`), from which the Management Activity API serves them after its publication
 //! delay.
@@ -48,7 +50,6 @@ const K_RECORD_ID: u64 = tag(b"inject-record-id");
 const K_CORRELATION: u64 = tag(b"inject-correlation");
 const K_LIST: u64 = tag(b"inject-list");
 const K_LIST_ITEM: u64 = tag(b"inject-list-item");
-const K_SHARING_ID: u64 = tag(b"inject-sharing-id");
 const K_PUID: u64 = tag(b"inject-puid");
 const K_ANON: u64 = tag(b"inject-anon");
 const K_NEW_ETAG: u64 = tag(b"inject-etag");
@@ -82,13 +83,7 @@ pub const RANDOM_MAX_COUNT: usize = 100_000;
 const URL_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// External domains random guests come from (reserved or fictitious names).
-const GUEST_DOMAINS: &[&str] = &[
-    "fabrikam.com",
-    "northwind.example",
-    "adatum.example",
-    "tailspin.example",
-];
-const GUEST_NAMES: &[&str] = &["dana", "lee", "sam", "robin", "alex", "kim", "noor", "jules"];
+use crate::sharing::{GUEST_DOMAINS, GUEST_NAMES, SimGrantee};
 const UPLOAD_STEMS: &[&str] = &[
     "Invoice",
     "Budget",
@@ -312,11 +307,12 @@ impl LinkScope {
         }
     }
 
-    fn key(self) -> u64 {
+    /// The permission model's scope.
+    fn wire(self) -> crate::sharing::LinkScope {
         match self {
-            Self::Anonymous => 1,
-            Self::Organization => 2,
-            Self::SpecificPeople => 3,
+            Self::Anonymous => crate::sharing::LinkScope::Anonymous,
+            Self::Organization => crate::sharing::LinkScope::Organization,
+            Self::SpecificPeople => crate::sharing::LinkScope::Users,
         }
     }
 }
@@ -782,7 +778,7 @@ fn current(state: &SimState, t: &Target, item_id: &str) -> Option<SimItem> {
     match state.drives.latest(t.d.key(), item_id) {
         Some(Entry::Present(item)) => Some(*item),
         Some(Entry::Deleted { .. }) => None,
-        None => {
+        Some(Entry::Shared { .. }) | None => {
             let tree = state.trees.get(tenant, t.d);
             (ordinal < tree.len()).then(|| tree.item(tenant, &t.drive, ordinal))
         }
@@ -1117,10 +1113,9 @@ impl RecordCtx<'_> {
         guid(h, hash4(seed, K_LIST_ITEM, self.t.d.key(), h))
     }
 
+    /// The link's `UniqueSharingId`, also the id of its permission (`crate::sharing`).
     fn sharing_id(&self, item_id: &str, scope: LinkScope) -> String {
-        let seed = self.state.tenant.seed();
-        let h = siphash24(seed, K_SHARING_ID ^ scope.key(), item_id.as_bytes());
-        guid(h, hash4(seed, K_SHARING_ID, self.t.d.key(), h))
+        crate::sharing::sharing_id(self.state.tenant.seed(), self.t.d.key(), item_id, scope.wire())
     }
 
     /// The common schema and the SharePoint base schema.
@@ -1656,9 +1651,53 @@ fn link_created(
             a.access.permission_word()
         ),
     );
-    set(&mut granted, "UniqueSharingId", sharing_id);
+    set(&mut granted, "UniqueSharingId", sharing_id.clone());
     fx.records.push(granted);
+    let people: Vec<SimGrantee> = targets
+        .iter()
+        .filter_map(|w| grantee_of(state, w, &a.targets))
+        .collect();
+    let link = crate::sharing::link_permission(
+        &state.tenant,
+        t.d,
+        &t.drive,
+        &item,
+        (scope.wire(), a.access),
+        people,
+        ctx.at,
+    );
+    crate::sharing::update(state, t.d, &t.drive, &item, ctx.at, |perms| {
+        match perms.iter_mut().find(|p| p.id == sharing_id) {
+            // SharePoint hands back the item's existing link of a scope: it now grants this
+            // access, and a specific-people link also the new people.
+            Some(existing) => {
+                existing.roles.clone_from(&link.roles);
+                if let Some(l) = existing.link.as_mut() {
+                    l.access = a.access;
+                }
+                for g in link.grantees {
+                    if !existing.grantees.iter().any(|e| e.login_name == g.login_name) {
+                        existing.grantees.push(g);
+                    }
+                }
+            }
+            None => perms.push(link),
+        }
+    });
     Ok(Some(item))
+}
+
+/// The grantee a sharing target becomes: a member, an existing guest (given as its `#EXT#`
+/// UPN), or an outside address invited (no directory account).
+fn grantee_of(state: &SimState, who: &Who, specs: &[String]) -> Option<SimGrantee> {
+    match who {
+        Who::User(u) => Some(crate::sharing::member_grantee(&state.tenant, u.index)),
+        Who::Guest { email, .. } if is_existing_guest_spec(specs, who) => {
+            Some(crate::sharing::guest_grantee(&state.tenant, email))
+        }
+        Who::Guest { email, .. } => Some(crate::sharing::invitee_grantee(email)),
+        Who::Anonymous => None,
+    }
 }
 
 /// A link used or removed.
@@ -1672,9 +1711,18 @@ fn link_event(
     let (state, t) = (ctx.state, ctx.t);
     let item = find_file(state, t, a)?;
     let scope = a.op.link().unwrap_or(LinkScope::Anonymous);
+    let sharing_id = ctx.sharing_id(&item.id, scope);
     let mut r = ctx.sharing_record(inner, a.op.operation(), &item);
-    set(&mut r, "UniqueSharingId", ctx.sharing_id(&item.id, scope));
+    set(&mut r, "UniqueSharingId", sharing_id.clone());
     fx.records.push(r);
+    if matches!(
+        a.op,
+        ActivityKind::AnonymousLinkRemoved | ActivityKind::CompanyLinkRemoved | ActivityKind::SecureLinkDeleted
+    ) {
+        crate::sharing::update(state, t.d, &t.drive, &item, ctx.at, |perms| {
+            perms.retain(|p| p.id != sharing_id);
+        });
+    }
     Ok(Some(item))
 }
 
@@ -1735,7 +1783,29 @@ fn share(
             }
         }
     }
+    let grants: Vec<_> = targets
+        .iter()
+        .filter_map(|w| grantee_of(state, w, &a.targets))
+        .map(|g| crate::sharing::grant_permission(state.tenant.seed(), g, a.access, ctx.at))
+        .collect();
+    crate::sharing::update(state, t.d, &t.drive, &item, ctx.at, |perms| {
+        for grant in grants {
+            match perms.iter_mut().find(|p| p.id == grant.id) {
+                Some(existing) => existing.roles = grant.roles,
+                None => perms.push(grant),
+            }
+        }
+    });
     Ok(Some(item))
+}
+
+/// The address a sharing target is known by in grants (a member's UPN, a guest's address).
+fn target_email(who: &Who) -> Option<String> {
+    match who {
+        Who::User(u) => Some(u.user_principal_name.to_ascii_lowercase()),
+        Who::Guest { email, .. } => Some(email.to_ascii_lowercase()),
+        Who::Anonymous => None,
+    }
 }
 
 /// Sharing revoked, per target.
@@ -1758,6 +1828,25 @@ fn revoke(
         set(&mut r, "TargetUserOrGroupType", kind);
         fx.records.push(r);
     }
+    // The people lose their direct grants and their place on a specific-people link (a link
+    // left with nobody goes too).
+    let emails: Vec<String> = targets.iter().filter_map(target_email).collect();
+    let named = |g: &SimGrantee| {
+        g.email
+            .as_deref()
+            .is_some_and(|e| emails.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    };
+    crate::sharing::update(state, t.d, &t.drive, &item, ctx.at, |perms| {
+        perms.retain(|p| p.link.is_some() || !p.grantees.iter().any(named));
+        for p in perms.iter_mut().filter(|p| p.link.is_some()) {
+            p.grantees.retain(|g| !named(g));
+        }
+        perms.retain(|p| {
+            p.link
+                .as_ref()
+                .is_none_or(|l| l.scope != crate::sharing::LinkScope::Users || !p.grantees.is_empty())
+        });
+    });
     Ok(Some(item))
 }
 

@@ -26,7 +26,7 @@
 //! overlay, drives), `auth` (token endpoint), `graph` (routes, `$filter`, groups, delta, batch),
 //! [`content`] (item bytes, `/content` redirects, download URLs with `Range`), `faults`,
 //! [`stats`], `changes` (drive change log), `inject` (activity injector: drive changes
-//! plus their audit records).
+//! plus their audit records), `sharing` (item permissions, the `shared` facet, seeded sharing).
 
 pub mod activity;
 mod auth;
@@ -38,6 +38,7 @@ mod graph;
 mod inject;
 mod prng;
 mod server;
+mod sharing;
 pub mod stats;
 mod tenant;
 mod tree_cache;
@@ -52,13 +53,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use activity::{ActivityConfig, AuditControl, ContentType};
+pub use auth::{DEFAULT_GRAPH_ROLES, DEFAULT_MANAGE_ROLES};
 pub use changes::DriveChange;
 pub use config::{FaultConfig, FilesPerDrive, SimConfig};
 pub use inject::{
     AccessLevel, Activity, ActivityKind, ActivityOutcome, ActivityRequest, ActivityResponse, InjectError,
     InjectFailure, RANDOM_MAX_COUNT, RandomActivity, RecordRef, default_mix,
 };
-pub use stats::{FaultStats, Stats};
+pub use sharing::{LinkScope, SEEDED_SHARE_RATE, SimGrantee, SimLink, SimPermission};
+pub use stats::{FaultStats, RequestCount, Stats};
 pub use tenant::{DriveItems, GroupKind, NoDriveReason, SimDrive, SimGroup, SimIdentity, SimItem, SimUser, Tenant};
 
 use changes::Entry;
@@ -197,6 +200,12 @@ impl SimControl {
     #[must_use]
     pub fn stats(&self) -> Stats {
         self.state.counters.snapshot()
+    }
+
+    /// See [`SimHandle::item_permissions`].
+    #[must_use]
+    pub fn item_permissions(&self, drive_id: &str, item_id: &str) -> Vec<SimPermission> {
+        item_permissions(&self.state, drive_id, item_id)
     }
 
     /// See [`SimHandle::expire_download_urls`].
@@ -375,6 +384,36 @@ impl SimHandle {
         self.control().remove_group_member(group_id, user)
     }
 
+    /// Every permission an item has now, the owner's first, as `GET …/items/{id}/permissions`
+    /// lists them (ground truth, no HTTP): seeded sharing of generated files included, run-time
+    /// changes (injected links, shares, revocations, deletions over Graph) applied. Empty for an
+    /// unknown drive or an item that does not exist (or was deleted).
+    #[must_use]
+    pub fn item_permissions(&self, drive_id: &str, item_id: &str) -> Vec<SimPermission> {
+        item_permissions(&self.state, drive_id, item_id)
+    }
+
+    /// The drive's items that are shared now (any permission besides the owner's), each with
+    /// those permissions: the ground truth of an exposure report. Empty for an unknown drive.
+    #[must_use]
+    pub fn shared_items(&self, drive_id: &str) -> Vec<(SimItem, Vec<SimPermission>)> {
+        let tenant = &self.state.tenant;
+        let Some(d) = tenant.decode_drive_id(drive_id) else {
+            return Vec::new();
+        };
+        let Some(drive) = tenant.drive(d) else {
+            return Vec::new();
+        };
+        let tree = self.state.trees.get(tenant, d);
+        self.current_items(drive_id)
+            .into_iter()
+            .filter_map(|item| {
+                let shared = sharing::shared_with(&self.state, d, &drive, &item, Some(&tree));
+                (!shared.is_empty()).then_some((item, shared))
+            })
+            .collect()
+    }
+
     /// Makes every delta token (nextLink or deltaLink) issued so far for this drive answer
     /// 410 Gone. Returns `false` for an unknown drive id.
     pub fn invalidate_delta_tokens(&self, drive_id: &str) -> bool {
@@ -417,7 +456,7 @@ impl SimHandle {
         match self.state.drives.latest(d.key(), item_id) {
             Some(Entry::Present(item)) => Some(*item),
             Some(Entry::Deleted { .. }) => None,
-            None => (ordinal < tenant.drive_item_count(drive_id))
+            Some(Entry::Shared { .. }) | None => (ordinal < tenant.drive_item_count(drive_id))
                 .then(|| tenant.drive_item(drive_id, item_id))
                 .flatten(),
         }
@@ -440,7 +479,7 @@ impl SimHandle {
             .collect();
         items.extend(latest.iter().filter_map(|e| match e {
             Entry::Present(item) => Some((**item).clone()),
-            Entry::Deleted { .. } => None,
+            Entry::Deleted { .. } | Entry::Shared { .. } => None,
         }));
         items
     }
@@ -505,5 +544,19 @@ impl Drop for SimHandle {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+fn item_permissions(state: &SimState, drive_id: &str, item_id: &str) -> Vec<SimPermission> {
+    let tenant = &state.tenant;
+    let Some(d) = tenant.decode_drive_id(drive_id) else {
+        return Vec::new();
+    };
+    let Some(drive) = tenant.drive(d) else {
+        return Vec::new();
+    };
+    match graph::drives::current_item_in(state, d, &drive, item_id) {
+        Some(item) => sharing::permissions(state, d, &drive, &item),
+        None => Vec::new(),
     }
 }

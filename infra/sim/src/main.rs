@@ -1,7 +1,7 @@
 //! `m365-sim`: serve a simulated Microsoft 365 tenant on 127.0.0.1.
 //!
 //! Prints one JSON line on stdout once listening —
-//! `{"base_url":…,"tenant_id":…,"client_id":…,"client_secret":…,"users":N,"groups":G}` — logs to stderr
+//! `{"base_url":…,"tenant_id":…,"client_id":…,"client_secret":…,"domain":…,"users":N,"groups":G}` — logs to stderr
 //! (`RUST_LOG` filters, default `info`), and exits cleanly on SIGTERM or Ctrl-C.
 
 use std::io::{IsTerminal as _, Write as _};
@@ -215,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
         "tenant_id": sim.tenant_id(),
         "client_id": sim.client_id(),
         "client_secret": sim.client_secret(),
+        "domain": sim.tenant().domain(),
         "users": users,
         "groups": groups,
     });

@@ -56,6 +56,8 @@ pub(crate) struct SimState {
     pub(crate) content: ContentState,
     /// The activity injector's state (`crate::inject`).
     pub(crate) injector: crate::inject::Injector,
+    /// Permissions of items whose sharing changed at run time (`crate::sharing`).
+    pub(crate) sharing: crate::sharing::SharingStore,
     faults: RwLock<FaultConfig>,
     request_seq: AtomicU64,
     fault_seq: AtomicU64,
@@ -88,6 +90,7 @@ impl SimState {
             link_key: (hash3(config.seed, K_LINK_KEY, 0), hash3(config.seed, K_LINK_KEY, 1)),
             content: ContentState::new(config.download_url_lifetime),
             injector: crate::inject::Injector::default(),
+            sharing: crate::sharing::SharingStore::default(),
             faults: RwLock::new(config.faults.clone()),
             request_seq: AtomicU64::new(0),
             fault_seq: AtomicU64::new(0),
@@ -269,6 +272,7 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route("/_sim/tenant", get(sim_tenant))
         .route("/_sim/faults", get(sim_faults_get).post(sim_faults_set))
         .route("/_sim/tokens/expire", post(sim_expire_tokens))
+        .route("/_sim/auth/roles", get(auth::sim_roles_get).post(auth::sim_roles_set))
         .route(
             "/_sim/drives/{drive_id}/invalidate-delta-tokens",
             post(sim_invalidate_delta),
@@ -310,12 +314,17 @@ async fn graph_entry(
     let path = uri.path().strip_prefix("/v1.0").unwrap_or_default();
     let query = uri.query().unwrap_or_default();
     let route = Route::parse(path);
-    state.count_http(request_kind(&route, query));
-    let ctx = Ctx::new(&state, &headers);
+    let kind = request_kind(&route, query);
+    state.count_http(kind);
+    state.counters.record_request(&method, kind, false);
+    let mut ctx = Ctx::new(&state, &headers);
 
-    if let Err(failure) = state.auth.check(&headers, Resource::Graph) {
-        bump(&state.counters.unauthorized);
-        return ctx.unauthorized(failure).into_http(&ctx);
+    match state.auth.claims(&headers, Resource::Graph) {
+        Ok(claims) => ctx.roles = auth::token_roles(&claims),
+        Err(failure) => {
+            bump(&state.counters.unauthorized);
+            return ctx.unauthorized(failure).into_http(&ctx);
+        }
     }
 
     let cfg = state.fault_config();

@@ -1,6 +1,10 @@
 //! Request and fault counters, so tests and benchmarks can report Graph calls per drive or file.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::http::Method;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,8 +23,48 @@ pub(crate) enum Kind {
     Item,
     /// `…/items/{id}/content` (the 302 to the download URL).
     Content,
+    /// `…/items/{id}/permissions[/{perm-id}]`: listing, reading or deleting permissions (5 RU
+    /// each, FACTS §9).
+    Permissions,
     Batch,
     Other,
+}
+
+impl Kind {
+    /// The kind's name in [`RequestCount::kind`] (the [`Stats`] field it is counted in).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Users => "users",
+            Self::UserFilter => "user_filter",
+            Self::Groups => "groups",
+            Self::GroupMembers => "group_members",
+            Self::Drive => "drive",
+            Self::Delta => "delta",
+            Self::Item => "item",
+            Self::Content => "content",
+            Self::Permissions => "permissions",
+            Self::Batch => "batch",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// How many Graph requests of one method and path kind the simulator served, at top level or
+/// inside `$batch` envelopes, and how many of them it refused for missing application roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCount {
+    /// The HTTP method, upper case (`GET`, `POST`, `DELETE`, …).
+    pub method: String,
+    /// The path kind: `users`, `user_filter`, `groups`, `group_members`, `drive`, `delta`,
+    /// `item`, `content`, `batch` or `other` (unknown routes and permission routes included).
+    pub kind: String,
+    /// Whether these requests were carried inside `$batch` envelopes.
+    pub in_batch: bool,
+    /// Requests served (any outcome).
+    pub count: u64,
+    /// Of those, requests refused 403 because the token lacked the application roles.
+    pub forbidden: u64,
 }
 
 /// A snapshot of the counters (`GET /_sim/stats`).
@@ -85,12 +129,39 @@ pub struct Stats {
     /// Content bytes sent in download bodies (cut bodies count what was generated).
     #[serde(default)]
     pub content_bytes: u64,
+    /// Permission requests (`…/items/{id}/permissions`, `…/permissions/{perm-id}`: list, get,
+    /// delete), any outcome, top level and inside `$batch`. Each costs 5 resource units
+    /// upstream (FACTS §9).
+    #[serde(default)]
+    pub permissions: u64,
+    /// Permissions actually removed by `DELETE …/permissions/{perm-id}` (204 on the owner's
+    /// permission removes nothing and is not counted).
+    #[serde(default)]
+    pub permissions_deleted: u64,
+    /// Graph requests refused 403 for want of an application role (top level and inside
+    /// `$batch`; `Authorization_RequestDenied` or `accessDenied`).
+    #[serde(default)]
+    pub forbidden: u64,
+    /// Graph requests by method and path kind, top level and inside `$batch`, ordered by
+    /// method, kind, then top level first.
+    #[serde(default)]
+    pub graph_requests: Vec<RequestCount>,
     /// Injected faults.
     pub faults: FaultStats,
     /// Management Activity API requests by kind, `AF429`/`AF50000` faults and
     /// `PublisherIdentifier` presence (`crate::activity`).
     #[serde(default)]
     pub activity: crate::activity::ActivityStats,
+}
+
+impl Stats {
+    /// Every Graph request that was not a `GET` (method and kind), e.g. the `$batch` envelopes
+    /// (`POST batch`) and any write. A read-only client's list holds only top-level
+    /// `POST batch` entries.
+    #[must_use]
+    pub fn non_get_graph_requests(&self) -> Vec<&RequestCount> {
+        self.graph_requests.iter().filter(|r| r.method != "GET").collect()
+    }
 }
 
 /// Counts of injected faults by kind.
@@ -118,6 +189,9 @@ pub struct FaultStats {
     #[serde(default)]
     pub content_dropped: u64,
 }
+
+/// Graph requests served: `(method, kind name, in_batch) -> (count, forbidden)`.
+type RequestLog = BTreeMap<(String, &'static str, bool), (u64, u64)>;
 
 /// The live counters.
 #[derive(Debug, Default)]
@@ -156,6 +230,11 @@ pub(crate) struct Counters {
     pub(crate) content_bytes: AtomicU64,
     pub(crate) content_throttled: AtomicU64,
     pub(crate) content_dropped: AtomicU64,
+    permissions: AtomicU64,
+    pub(crate) permissions_deleted: AtomicU64,
+    forbidden: AtomicU64,
+    /// `(method, kind, in_batch) -> (count, forbidden)`.
+    requests: Mutex<RequestLog>,
 }
 
 /// Adds one to a counter.
@@ -175,9 +254,32 @@ impl Counters {
             Kind::Delta => &self.delta,
             Kind::Item => &self.item,
             Kind::Content => &self.content,
+            Kind::Permissions => &self.permissions,
             Kind::Batch => &self.batch,
             Kind::Other => &self.other,
         });
+    }
+
+    fn requests(&self) -> std::sync::MutexGuard<'_, RequestLog> {
+        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records one Graph request served: its method and path kind, at top level or in `$batch`.
+    pub(crate) fn record_request(&self, method: &Method, kind: Kind, in_batch: bool) {
+        let mut map = self.requests();
+        map.entry((method.as_str().to_ascii_uppercase(), kind.name(), in_batch))
+            .or_default()
+            .0 += 1;
+    }
+
+    /// Records a Graph request refused 403 for want of an application role (already recorded by
+    /// [`Self::record_request`]).
+    pub(crate) fn count_forbidden(&self, method: &Method, kind: Kind, in_batch: bool) {
+        bump(&self.forbidden);
+        self.requests()
+            .entry((method.as_str().to_ascii_uppercase(), kind.name(), in_batch))
+            .or_default()
+            .1 += 1;
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -207,6 +309,20 @@ impl Counters {
             content_expired: g(&self.content_expired),
             content_with_authorization: g(&self.content_with_authorization),
             content_bytes: g(&self.content_bytes),
+            permissions: g(&self.permissions),
+            permissions_deleted: g(&self.permissions_deleted),
+            forbidden: g(&self.forbidden),
+            graph_requests: self
+                .requests()
+                .iter()
+                .map(|((method, kind, in_batch), (count, forbidden))| RequestCount {
+                    method: method.clone(),
+                    kind: (*kind).to_owned(),
+                    in_batch: *in_batch,
+                    count: *count,
+                    forbidden: *forbidden,
+                })
+                .collect(),
             faults: FaultStats {
                 throttled_429: g(&self.throttled_429),
                 unavailable_503: g(&self.unavailable_503),
@@ -223,6 +339,8 @@ impl Counters {
 
     pub(crate) fn reset(&self) {
         self.activity.reset();
+        self.requests().clear();
+        self.forbidden.store(0, Ordering::Relaxed);
         for c in [
             &self.http_requests,
             &self.token,
@@ -256,6 +374,8 @@ impl Counters {
             &self.content_bytes,
             &self.content_throttled,
             &self.content_dropped,
+            &self.permissions,
+            &self.permissions_deleted,
         ] {
             c.store(0, Ordering::Relaxed);
         }

@@ -93,11 +93,15 @@ fn header_map(headers: &Map<String, Value>) -> HeaderMap {
 /// Runs one inner request: inner faults first, then the normal routing.
 fn run_inner(outer: &Ctx<'_>, r: &Inner, failed: &[(String, u16)]) -> GraphResponse {
     let state = outer.state;
-    let ctx = Ctx::new(state, &header_map(&r.headers));
+    let ctx = outer.inner(&header_map(&r.headers));
     let (path, query) = r.url.split_once('?').unwrap_or((r.url.as_str(), ""));
     let route = Route::parse(path);
     bump(&state.counters.batch_inner);
-    state.counters.count_kind(request_kind(&route, query));
+    let kind = request_kind(&route, query);
+    state.counters.count_kind(kind);
+    if let Ok(m) = Method::from_bytes(r.method.to_ascii_uppercase().as_bytes()) {
+        state.counters.record_request(&m, kind, true);
+    }
 
     if r.depends_on
         .iter()

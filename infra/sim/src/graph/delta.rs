@@ -11,18 +11,33 @@
 //!
 //! A token whose epoch differs from the drive's current epoch answers **410 Gone** with a
 //! `Location` header holding a fresh full-enumeration nextLink.
+//!
+//! **Sharing.** Every item carries its `shared` facet when it is shared. A sharing change leaves
+//! eTag and cTag alone and is logged as a marker (`Entry::Shared`) that ordinary rounds skip:
+//! the docs only promise items "with direct changes to their content or metadata and the parent
+//! hierarchy of the changed items" (scan-guidance), so a client cannot rely on plain delta to
+//! learn of sharing changes. With `Prefer: deltashowremovedasdeleted, deltatraversepermissiongaps,
+//! deltashowsharingchanges` (all three: the docs say the first requires the other two) **and** a
+//! token holding `Sites.FullControl.All` ("in order to process permissions correctly your
+//! application will need to request Sites.FullControl.All"), an incremental or timestamp round
+//! re-emits the items whose sharing changed in its range, annotated
+//! `"@microsoft.graph.sharedChanged":"True"`, after their unannotated ancestors (as observed in
+//! msgraph-sdk-java#2548: only the item carries the annotation). Without either, the preference
+//! is ignored, silently, as an unhonoured `Prefer` is.
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
+use std::collections::HashSet;
+
 use super::drives::{Style, item_json, resolve};
 use super::{Ctx, DriveSel, GraphResponse, Query, encode_query_value};
-use crate::changes::{Entry, latest_per_item};
+use crate::changes::{Entry, latest_per_item, shared_ids};
 use crate::config::DELTA_PAGE_MAX;
 use crate::prng::{hash4, tag, unit};
 use crate::stats::bump;
-use crate::tenant::{DriveTree, SimDrive};
+use crate::tenant::{DriveRef, DriveTree, SimDrive, SimItem};
 
 const K_REPEAT: u64 = tag(b"delta-repeat");
 const TOKEN_VERSION: u8 = 1;
@@ -47,7 +62,21 @@ const SELECTABLE: &[&str] = &[
     "root",
     "deleted",
     "fileSystemInfo",
+    "shared",
 ];
+
+/// The `Prefer` values that together ask delta for sharing changes (driveitem-delta.md: "The use
+/// of `Prefer: deltashowsharingchanges` header requires you to use `Prefer:
+/// deltashowremovedasdeleted` and `Prefer: deltatraversepermissiongaps`").
+const SHARING_PREFER: [&str; 3] = [
+    "deltashowremovedasdeleted",
+    "deltatraversepermissiongaps",
+    "deltashowsharingchanges",
+];
+/// The application role delta's sharing changes need (driveitem-delta.md, scan-guidance).
+const SHARING_ROLE: &str = "Sites.FullControl.All";
+/// The annotation on items re-emitted because their sharing changed.
+const SHARED_CHANGED: &str = "@microsoft.graph.sharedChanged";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -119,6 +148,8 @@ enum Slot<'a> {
 struct Feed {
     base: Vec<u32>,
     log: Vec<Entry>,
+    /// Items re-emitted because their sharing changed (annotated `sharedChanged`).
+    shared_changed: HashSet<String>,
 }
 
 impl Feed {
@@ -195,6 +226,79 @@ fn since_base(tree: &DriveTree, since: i64) -> Vec<u32> {
         }
     }
     tree.order().iter().copied().filter(|o| include[*o as usize]).collect()
+}
+
+/// Whether the request asks for sharing changes and its token may see them.
+fn wants_sharing_changes(ctx: &Ctx<'_>) -> bool {
+    let asked = SHARING_PREFER.iter().all(|p| ctx.prefer.iter().any(|v| v == p));
+    let role = ctx
+        .roles
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(SHARING_ROLE));
+    asked && role
+}
+
+/// An item's state at log version `to`: its latest entry before `to`, else its generated base.
+/// `None` when deleted then, or unknown.
+fn state_at(
+    ctx: &Ctx<'_>,
+    d: DriveRef,
+    drive: &SimDrive,
+    tree: &DriveTree,
+    log: &[Entry],
+    id: &str,
+) -> Option<SimItem> {
+    let logged = log
+        .iter()
+        .rev()
+        .find(|e| e.id() == id && !matches!(e, Entry::Shared { .. }));
+    match logged {
+        Some(Entry::Present(item)) => Some((**item).clone()),
+        Some(_) => None,
+        None => {
+            let ordinal = ctx.state.tenant.decode_item_id(d, id)?;
+            (ordinal < tree.len()).then(|| tree.item(&ctx.state.tenant, drive, ordinal))
+        }
+    }
+}
+
+/// Appends to the feed the items whose sharing changed in the round and that it does not
+/// already report, each after its ancestors (root first), in their state at version `to` (so
+/// every page of the round sees the same feed). Items deleted by then are left out.
+fn add_sharing_changes(ctx: &Ctx<'_>, d: DriveRef, drive: &SimDrive, tree: &DriveTree, feed: &mut Feed, to: u64) {
+    let log = ctx.state.drives.entries(d.key(), 0, to);
+    let mut present: HashSet<String> = feed.log.iter().map(|e| e.id().to_owned()).collect();
+    let mut ids: Vec<String> = shared_ids(&log)
+        .into_iter()
+        .filter(|id| feed.shared_changed.contains(id))
+        .collect();
+    ids.retain(|id| !present.contains(id));
+    for id in ids {
+        let Some(item) = state_at(ctx, d, drive, tree, &log, &id) else {
+            feed.shared_changed.remove(&id);
+            continue;
+        };
+        let mut chain = Vec::new();
+        let mut parent = item.parent_id.clone();
+        while let Some(pid) = parent {
+            if present.contains(&pid) || chain.len() > 64 {
+                break;
+            }
+            let Some(folder) = state_at(ctx, d, drive, tree, &log, &pid) else {
+                break;
+            };
+            parent = folder.parent_id.clone();
+            chain.push(folder);
+        }
+        for folder in chain.into_iter().rev() {
+            present.insert(folder.id.clone());
+            feed.log.push(Entry::Present(Box::new(folder)));
+        }
+        present.insert(item.id.clone());
+        feed.log.push(Entry::Present(Box::new(item)));
+    }
 }
 
 fn resync(ctx: &Ctx<'_>, drive: &SimDrive, fresh: &Cursor, select: Option<&str>) -> GraphResponse {
@@ -324,10 +428,11 @@ pub(crate) fn delta(
     }
 
     let tree = (cursor.mode != Mode::Changes).then(|| ctx.state.trees.get(tenant, d));
-    let feed = match (tree.as_deref(), cursor.mode) {
+    let mut feed = match (tree.as_deref(), cursor.mode) {
         (Some(tree), Mode::Full) => Feed {
             base: tree.order().to_vec(),
             log: latest_per_item(&states.entries(key, 0, cursor.to)),
+            shared_changed: HashSet::new(),
         },
         (Some(tree), Mode::Since) => {
             let since = cursor.from as i64;
@@ -336,32 +441,59 @@ pub(crate) fn delta(
                 .into_iter()
                 .filter(|e| e.at().timestamp() >= since)
                 .collect();
+            let log = latest_per_item(&entries);
             Feed {
                 base: since_base(tree, since),
-                log: latest_per_item(&entries),
+                log,
+                shared_changed: shared_ids(&entries).into_iter().collect(),
             }
         }
-        _ => Feed {
-            base: Vec::new(),
-            log: latest_per_item(&states.entries(key, cursor.from, cursor.to)),
-        },
+        _ => {
+            let entries = states.entries(key, cursor.from, cursor.to);
+            Feed {
+                base: Vec::new(),
+                log: latest_per_item(&entries),
+                shared_changed: shared_ids(&entries).into_iter().collect(),
+            }
+        }
     };
+    // Sharing changes are reported only to clients that asked for them and may see them.
+    let sharing_tree = tree.clone().unwrap_or_else(|| ctx.state.trees.get(tenant, d));
+    if wants_sharing_changes(ctx) && !feed.shared_changed.is_empty() {
+        add_sharing_changes(ctx, d, &drive, &sharing_tree, &mut feed, cursor.to);
+    } else {
+        feed.shared_changed.clear();
+    }
 
+    let with_sharing = |item: &SimItem, ordinal: Option<usize>| -> Value {
+        let mut v = item_json(&drive, item, Style::Delta);
+        let shared = crate::sharing::shared_with_ordinal(ctx.state, d, &drive, item, Some(&sharing_tree), ordinal);
+        if let (Some(facet), Some(obj)) = (crate::sharing::shared_facet(&drive, &shared), v.as_object_mut()) {
+            obj.insert("shared".into(), facet);
+        }
+        v
+    };
     let render = |slot: Slot<'_>| -> Value {
-        let v = match slot {
+        let (v, changed) = match slot {
             Slot::Base(o) => match &tree {
-                Some(tree) => item_json(&drive, &tree.item(tenant, &drive, o), Style::Delta),
-                None => Value::Null,
+                Some(tree) => (with_sharing(&tree.item(tenant, &drive, o), Some(o)), false),
+                None => (Value::Null, false),
             },
-            Slot::Log(Entry::Present(item)) => item_json(&drive, item, Style::Delta),
+            Slot::Log(Entry::Present(item)) => (with_sharing(item, None), feed.shared_changed.contains(&item.id)),
             Slot::Log(Entry::Deleted {
                 id,
                 parent_id,
                 is_folder,
                 at,
-            }) => deleted_json(&drive, id, parent_id.as_deref(), *is_folder, *at),
+            }) => (deleted_json(&drive, id, parent_id.as_deref(), *is_folder, *at), false),
+            // Markers never reach the feed (`latest_per_item` skips them).
+            Slot::Log(Entry::Shared { .. }) => (Value::Null, false),
         };
-        apply_select(v, select.as_deref())
+        let mut v = apply_select(v, select.as_deref());
+        if changed && let Some(obj) = v.as_object_mut() {
+            obj.insert(SHARED_CHANGED.into(), json!("True"));
+        }
+        v
     };
 
     let top = cursor.top.max(1) as usize;

@@ -255,7 +255,7 @@ pub(crate) fn current_item_in(state: &SimState, d: DriveRef, drive: &SimDrive, i
     match state.drives.latest(d.key(), &id) {
         Some(Entry::Present(item)) => Some(*item),
         Some(Entry::Deleted { .. }) => None,
-        None => {
+        Some(Entry::Shared { .. }) | None => {
             let tree = state.trees.get(tenant, d);
             (ordinal < tree.len()).then(|| tree.item(tenant, drive, ordinal))
         }
@@ -298,7 +298,7 @@ pub(crate) fn item_by_path(ctx: &Ctx<'_>, sel: &DriveSel, path: &str) -> GraphRe
     };
     match item_at_path(ctx.state, d, &drive, path) {
         None => item_not_found(ctx),
-        Some(item) => item_response(ctx, &drive, &item),
+        Some(item) => item_response(ctx, d, &drive, &item),
     }
 }
 
@@ -310,14 +310,18 @@ pub(crate) fn item(ctx: &Ctx<'_>, sel: &DriveSel, item_id: &str) -> GraphRespons
     };
     match current_item(ctx, d, &drive, item_id) {
         None => item_not_found(ctx),
-        Some(item) => item_response(ctx, &drive, &item),
+        Some(item) => item_response(ctx, d, &drive, &item),
     }
 }
 
 /// A driveItem as `GET` answers it, with its download URL when it is a file.
-fn item_response(ctx: &Ctx<'_>, drive: &SimDrive, item: &SimItem) -> GraphResponse {
+fn item_response(ctx: &Ctx<'_>, d: DriveRef, drive: &SimDrive, item: &SimItem) -> GraphResponse {
     let mut body = item_json(drive, item, Style::Get);
+    let shared = crate::sharing::shared_with(ctx.state, d, drive, item, None);
     if let Some(obj) = body.as_object_mut() {
+        if let Some(facet) = crate::sharing::shared_facet(drive, &shared) {
+            obj.insert("shared".into(), facet);
+        }
         obj.insert(
             "@odata.context".into(),
             json!(format!(

@@ -6,6 +6,7 @@ pub(crate) mod delta;
 pub(crate) mod drives;
 pub(crate) mod filter;
 pub(crate) mod groups;
+pub(crate) mod permissions;
 pub(crate) mod users;
 
 use axum::body::Body;
@@ -55,6 +56,15 @@ pub(crate) struct Ctx<'a> {
     /// The request's `if-none-match` header (`…/content` answers 304 when it names the current
     /// eTag or cTag, FACTS.md §6).
     pub(crate) if_none_match: Option<String>,
+    /// The request's `Prefer` values, lower-cased, every `Prefer` header and comma-separated
+    /// value counted (`deltashowsharingchanges` and friends on delta, FACTS.md §5).
+    pub(crate) prefer: Vec<String>,
+    /// The application roles of the request's bearer token (`None`: no `roles` claim), checked by
+    /// [`crate::auth::authorize`]. Set after authentication; inner `$batch` requests inherit the
+    /// envelope's.
+    pub(crate) roles: Option<Vec<String>>,
+    /// Whether this request is carried inside a `$batch` envelope.
+    pub(crate) in_batch: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -75,13 +85,33 @@ impl<'a> Ctx<'a> {
             .get("if-none-match")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let prefer = headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect();
         Self {
             state,
             request_id,
             client_request_id,
             eventual,
             if_none_match,
+            prefer,
+            roles: None,
+            in_batch: false,
         }
+    }
+
+    /// The context of a request inside this `$batch` envelope: its own headers, the envelope's
+    /// token roles.
+    pub(crate) fn inner(&self, headers: &HeaderMap) -> Ctx<'a> {
+        let mut ctx = Ctx::new(self.state, headers);
+        ctx.roles.clone_from(&self.roles);
+        ctx.in_batch = true;
+        ctx
     }
 
     /// `{base}/v1.0`, the prefix of every link we emit.
@@ -283,6 +313,15 @@ pub(crate) enum DrivePart {
     Content(String),
     /// `root:/{path}` or `root:/{path}:`: an item addressed by its path from the drive root.
     ItemByPath(String),
+    /// `items/{id}/permissions` (or `root/permissions`): the item's permissions.
+    Permissions(String),
+    /// `items/{id}/permissions/{perm-id}`: one permission (GET, DELETE).
+    Permission {
+        /// The item.
+        item: String,
+        /// The permission id.
+        id: String,
+    },
 }
 
 /// The OData cast after a member listing (`…/transitiveMembers/microsoft.graph.user`).
@@ -383,6 +422,7 @@ impl Route {
             Self::Drive(_, DrivePart::Item(_) | DrivePart::ItemByPath(_)) => Kind::Item,
             Self::Drive(_, DrivePart::Delta { .. }) => Kind::Delta,
             Self::Drive(_, DrivePart::Content(_)) => Kind::Content,
+            Self::Drive(_, DrivePart::Permissions(_) | DrivePart::Permission { .. }) => Kind::Permissions,
             Self::Batch => Kind::Batch,
             Self::Me | Self::Unknown(_) => Kind::Other,
         }
@@ -447,6 +487,16 @@ fn drive_route(sel: DriveSel, s: &[&str], l: &[&str]) -> Result<Route, usize> {
         ["root"] => DrivePart::Item("root".into()),
         ["items", _] => DrivePart::Item(s[1].to_owned()),
         ["items", _, "content"] => DrivePart::Content(s[1].to_owned()),
+        ["root", "permissions"] => DrivePart::Permissions("root".into()),
+        ["items", _, "permissions"] => DrivePart::Permissions(s[1].to_owned()),
+        ["root", "permissions", _] => DrivePart::Permission {
+            item: "root".into(),
+            id: s[2].to_owned(),
+        },
+        ["items", _, "permissions", _] => DrivePart::Permission {
+            item: s[1].to_owned(),
+            id: s[3].to_owned(),
+        },
         ["root", d] | ["items", "root", d] => DrivePart::Delta {
             folder: None,
             token: delta_segment(d).ok_or(l.len() - 1)?,
@@ -531,7 +581,12 @@ pub(crate) fn dispatch(ctx: &Ctx<'_>, method: &Method, route: &Route, query: &st
             "/me request is only valid with delegated authentication flow.",
         );
     }
-    if method != Method::GET {
+    if let Some(denied) = crate::auth::authorize(ctx, method, route) {
+        return denied;
+    }
+    let deletes_permission =
+        *method == Method::DELETE && matches!(route, Route::Drive(_, DrivePart::Permission { .. }));
+    if method != Method::GET && !deletes_permission {
         // samples/graph-batch-response.json, response "4".
         return ctx.error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -556,6 +611,11 @@ pub(crate) fn dispatch(ctx: &Ctx<'_>, method: &Method, route: &Route, query: &st
         Route::Drive(sel, DrivePart::Item(item)) => drives::item(ctx, sel, item),
         Route::Drive(sel, DrivePart::Content(item)) => crate::content::redirect(ctx, sel, item),
         Route::Drive(sel, DrivePart::ItemByPath(path)) => drives::item_by_path(ctx, sel, path),
+        Route::Drive(sel, DrivePart::Permissions(item)) => permissions::list(ctx, sel, item),
+        Route::Drive(sel, DrivePart::Permission { item, id }) if deletes_permission => {
+            permissions::delete(ctx, sel, item, id)
+        }
+        Route::Drive(sel, DrivePart::Permission { item, id }) => permissions::get(ctx, sel, item, id),
         Route::Drive(sel, DrivePart::Delta { folder, token }) => {
             delta::delta(ctx, sel, folder.as_deref(), token.as_deref(), &q)
         }
@@ -641,5 +701,32 @@ mod tests {
         );
         assert_eq!(Route::parse("/groups/g1/owners"), Route::Unknown("owners".into()));
         assert_eq!(Route::parse("/me/drive"), Route::Me);
+    }
+
+    #[test]
+    fn permission_routes_parse_below_items_and_root() {
+        let d = || DriveSel::Drive("b!x".into());
+        assert_eq!(
+            Route::parse("/drives/b!x/items/01A/permissions"),
+            Route::Drive(d(), DrivePart::Permissions("01A".into()))
+        );
+        assert_eq!(
+            Route::parse("/drives/b!x/root/permissions"),
+            Route::Drive(d(), DrivePart::Permissions("root".into()))
+        );
+        assert_eq!(
+            Route::parse("/users/u/drive/items/01A/permissions/aTowIy5m"),
+            Route::Drive(
+                DriveSel::User("u".into()),
+                DrivePart::Permission {
+                    item: "01A".into(),
+                    id: "aTowIy5m".into()
+                }
+            )
+        );
+        assert_eq!(
+            Route::parse("/drives/b!x/items/01A/permissions").kind(),
+            Kind::Permissions
+        );
     }
 }
