@@ -197,8 +197,9 @@ impl Stack {
                 .await?;
             for row in page.items() {
                 let s = |k: &str| row.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-                // Hash outcomes are sibling items (`~hash#{item_id}`), not inventory rows.
-                if s("item_id").starts_with(filetrail_aws::inventory::HASH_PREFIX) {
+                // Hash outcomes and sharing states are sibling items (`~hash#…`, `~share#…`),
+                // not inventory rows.
+                if s("item_id").starts_with(filetrail_aws::inventory::SIBLING_BOUND) {
                     continue;
                 }
                 let n = |k: &str| {

@@ -91,9 +91,20 @@ async fn a_300_user_tenant_is_discovered_and_fully_indexed() {
     let report = stack.discover_and_index(&runner).await.unwrap();
     assert_eq!(report.reason, StopReason::Idle);
     assert_fully_indexed(&stack).await;
-    // Users are looked up 20 per $batch (plus one users page per 999 users).
+    // Users' drives are looked up 20 per $batch; the only items whose permissions are listed
+    // (5 resource units each) are the shared ones, once each, batched too.
     let stats = stack.sim.stats();
-    assert_eq!(stats.batch, 300u64.div_ceil(20), "{stats:?}");
+    let shared: u64 = stack
+        .monitored_drives()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| stack.sim.shared_items(d).len() as u64)
+        .sum();
+    assert!(shared > 0, "the seeded tenant shares some files");
+    assert_eq!(stats.permissions, shared, "{stats:?}");
+    assert_eq!(stats.batch_inner, 300 + shared, "{stats:?}");
+    assert!(stats.batch >= 300u64.div_ceil(20), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

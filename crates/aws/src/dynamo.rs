@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Select, WriteRequest};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -261,6 +262,31 @@ impl Table {
         })
     }
 
+    /// A Query of this table, to be completed with its key condition.
+    pub fn query(&self) -> QueryFluentBuilder {
+        self.client.query().table_name(&self.name)
+    }
+
+    /// Sends `request` (a Query of this table) and every page after the first; all the items.
+    pub async fn query_all(&self, request: QueryFluentBuilder) -> Result<Vec<Item>, AwsError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            self.counts.read();
+            let out = request
+                .clone()
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.err("Query", e))?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     /// The partition key attribute `pk_attr` of every item whose `key_attr` equals `key` on
     /// `index`, following every page (eventually consistent, as index reads are).
     pub async fn index_partition_keys(
@@ -270,32 +296,19 @@ impl Table {
         key: &str,
         pk_attr: &str,
     ) -> Result<Vec<String>, AwsError> {
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            self.counts.read();
-            let out = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .index_name(index)
-                .key_condition_expression("#k = :k")
-                .projection_expression("#pk")
-                .expression_attribute_names("#k", key_attr)
-                .expression_attribute_names("#pk", pk_attr)
-                .expression_attribute_values(":k", s(key))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| self.err("Query", e))?;
-            for item in out.items() {
-                keys.push(self.fields(item, format!("{index} {key_attr}={key}")).s(pk_attr)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(keys);
-            }
-        }
+        let request = self
+            .query()
+            .index_name(index)
+            .key_condition_expression("#k = :k")
+            .projection_expression("#pk")
+            .expression_attribute_names("#k", key_attr)
+            .expression_attribute_names("#pk", pk_attr)
+            .expression_attribute_values(":k", s(key));
+        let items = self.query_all(request).await?;
+        items
+            .iter()
+            .map(|item| self.fields(item, format!("{index} {key_attr}={key}")).s(pk_attr))
+            .collect()
     }
 
     /// Counts the items whose `key_attr` equals `key` on `index`, following every page.

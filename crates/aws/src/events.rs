@@ -17,6 +17,10 @@
 //! | `observed_sk` | `{observed_at, RFC 3339 UTC millis}#{record id}` | always |
 //! | `inserted_pk` | `{connection}#{inserted_at day, yyyy-mm-dd}#{shard 0..15}` | always |
 //! | `inserted_sk` | `{inserted_at, RFC 3339 UTC millis}#{record id}` | always |
+//! | `day_pk` | `{connection}#{observed_at day, yyyy-mm-dd}#{shard 0..8}` | always |
+//! | `name_pk`, `name_sk` | `{connection}#{first 3 characters of the lowercase name}`, `{lowercase name}#{observed_sk}` | the event names a file or folder |
+//! | `path_pk`, `path_sk` | `{connection}#{first segment of the lowercase path}`, `{lowercase path}#{observed_sk}` | the event has a path below the root |
+//! | `external_pk` | `{connection}` | the event shares outside the organisation (sparse) |
 //!
 //! | index | partition | sort | projection | serves |
 //! |---|---|---|---|---|
@@ -26,6 +30,13 @@
 //! | `by_sha256` | `sha256` | `observed_sk` | keys, `event_type`, `low_signal` | events of a content by SHA-256 |
 //! | `by_md5` | `md5` | `observed_sk` | keys, `event_type`, `low_signal` | events of a content by MD5 |
 //! | `by_inserted` | `inserted_pk` | `inserted_sk` | keys, `doc`, `hash` | a tenant's new events by day (exports) |
+//! | `by_day` | `day_pk` | `observed_sk` | keys, `event_type`, `low_signal` | a tenant's events in a time range, newest first |
+//! | `by_name` | `name_pk` | `name_sk` | keys, `event_type`, `low_signal`, `observed_sk` | file names by prefix |
+//! | `by_path` | `path_pk` | `path_sk` | keys, `event_type`, `low_signal`, `observed_sk` | a folder's (or file's) events by path prefix |
+//! | `by_external` | `external_pk` | `observed_sk` | keys, `event_type`, `low_signal` | shares outside the organisation, newest first |
+//!
+//! Search (`crate::search`) reads exactly one of these per query; which one is decided by
+//! [`filetrail_core::search::SearchQuery::access`].
 //!
 //! Projections: the search indexes carry only what search filters on (type, noise), and search
 //! reads the records of a page by key (BatchGetItem, 100 per call). Projecting the record there
@@ -69,6 +80,12 @@ pub const MD5: &str = "md5";
 pub const OBSERVED_SK: &str = "observed_sk";
 pub const INSERTED_PK: &str = "inserted_pk";
 pub const INSERTED_SK: &str = "inserted_sk";
+pub const DAY_PK: &str = "day_pk";
+pub const NAME_PK: &str = "name_pk";
+pub const NAME_SK: &str = "name_sk";
+pub const PATH_PK: &str = "path_pk";
+pub const PATH_SK: &str = "path_sk";
+pub const EXTERNAL_PK: &str = "external_pk";
 
 pub const BY_ACTOR: &str = "by_actor";
 pub const BY_OWNER: &str = "by_owner";
@@ -76,6 +93,10 @@ pub const BY_FILE: &str = "by_file";
 pub const BY_SHA256: &str = "by_sha256";
 pub const BY_MD5: &str = "by_md5";
 pub const BY_INSERTED: &str = "by_inserted";
+pub const BY_DAY: &str = "by_day";
+pub const BY_NAME: &str = "by_name";
+pub const BY_PATH: &str = "by_path";
+pub const BY_EXTERNAL: &str = "by_external";
 
 /// Non-key attributes the search indexes project (INCLUDE).
 pub const SEARCH_INCLUDED: [&str; 2] = [EVENT_TYPE, LOW_SIGNAL];
@@ -87,6 +108,10 @@ pub const EXPORT_INCLUDED: [&str; 2] = [DOC, HASH];
 /// 16 shards absorb 16 × 1,000 / 2 = 8,000 events/s of one tenant, far above the audit feed's
 /// rate, and an export reads 16 partitions per day.
 pub const INSERTED_SHARDS: u64 = 16;
+/// Shards of a connection's day in `by_day`. Its entries are keys only (~250 bytes, 1 WCU), so
+/// 8 shards take 8 × 1,000 = 8,000 events/s of one tenant; a search of a day reads 8 partitions
+/// in parallel and merges them newest first.
+pub const DAY_SHARDS: u64 = 8;
 /// Conditional writes in flight per call: enough to hide round trips; events of one call have
 /// distinct keys, so they spread over partitions.
 pub const WRITE_CONCURRENCY: usize = 16;
@@ -130,6 +155,30 @@ pub fn shard_of(event_key: &str) -> u64 {
     hash % INSERTED_SHARDS
 }
 
+/// `by_day`'s partition: a connection's day (of `observed_at`, UTC) and a shard (`shard_of`
+/// the event key modulo [`DAY_SHARDS`]).
+pub fn day_pk(connection: &str, observed_at: &DateTime<Utc>, shard: u64) -> String {
+    format!("{connection}#{}#{shard}", observed_at.format("%Y-%m-%d"))
+}
+
+/// The shard of an event key in `by_day`.
+pub fn day_shard_of(event_key: &str) -> u64 {
+    shard_of(event_key) % DAY_SHARDS
+}
+
+/// `by_name`'s partition of a lowercase file name.
+pub fn name_pk(connection: &str, lowercase_name: &str) -> String {
+    format!(
+        "{connection}#{}",
+        filetrail_core::search::name_partition(lowercase_name)
+    )
+}
+
+/// `by_path`'s partition: the first segment of a lowercase path from the drive root.
+pub fn path_pk(connection: &str, lowercase_path: &str) -> String {
+    format!("{connection}#{}", filetrail_core::search::first_segment(lowercase_path))
+}
+
 /// `by_inserted`'s partition: a connection's day (of `inserted_at`, UTC) and a shard. An
 /// export of a day queries the [`INSERTED_SHARDS`] partitions `0..16`.
 pub fn inserted_pk(connection: &str, inserted_at: &DateTime<Utc>, shard: u64) -> String {
@@ -139,7 +188,7 @@ pub fn inserted_pk(connection: &str, inserted_at: &DateTime<Utc>, shard: u64) ->
 /// The DynamoDB events table behind [`EventStore`].
 #[derive(Debug)]
 pub struct DynamoEventStore {
-    table: Table,
+    pub(crate) table: Table,
 }
 
 impl DynamoEventStore {
@@ -200,7 +249,7 @@ impl DynamoEventStore {
         Ok(events)
     }
 
-    fn decode(&self, item: &Item) -> Result<EventRecord, AwsError> {
+    pub(crate) fn decode(&self, item: &Item) -> Result<EventRecord, AwsError> {
         let f = self.table.fields(item, item_label(item));
         let mut record: EventRecord = f.json(DOC)?;
         record.hash = f.opt_json(HASH)?;
@@ -316,7 +365,26 @@ fn event_item(record: &EventRecord) -> Result<Item, AwsError> {
     {
         item.insert(FILE_PK.into(), s(file_pk(drive, file)));
     }
-    item.insert(OBSERVED_SK.into(), s(observed_sk(&event.observed_at, &event.id)));
+    let sort = observed_sk(&event.observed_at, &event.id);
+    item.insert(
+        DAY_PK.into(),
+        s(day_pk(&record.connection, &event.observed_at, day_shard_of(&key))),
+    );
+    if let Some(name) = event.file_name.as_deref().filter(|n| !n.is_empty()) {
+        let name = name.to_lowercase();
+        item.insert(NAME_PK.into(), s(name_pk(&record.connection, &name)));
+        item.insert(NAME_SK.into(), s(format!("{name}#{sort}")));
+    }
+    if let Some(path) = event.path.as_deref().map(str::to_lowercase)
+        && !filetrail_core::search::first_segment(&path).is_empty()
+    {
+        item.insert(PATH_PK.into(), s(path_pk(&record.connection, &path)));
+        item.insert(PATH_SK.into(), s(format!("{path}#{sort}")));
+    }
+    if filetrail_core::search::is_external(record) {
+        item.insert(EXTERNAL_PK.into(), s(record.connection.clone()));
+    }
+    item.insert(OBSERVED_SK.into(), s(sort));
     item.insert(
         INSERTED_PK.into(),
         s(inserted_pk(&record.connection, &event.inserted_at, shard_of(&key))),

@@ -10,7 +10,8 @@
 //! whatever their order. `~` sorts after every character of a Graph item id, so the rows of a
 //! drive are exactly its sort keys below [`SIBLING_BOUND`]: every query of a drive's rows here
 //! has the key condition `item_id < "~"` and never reads a sibling. Deleting rows deletes their
-//! siblings too.
+//! siblings too. An item's sharing state is another sibling, `~share#{item_id}`
+//! (`crate::sharing`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -47,7 +48,7 @@ pub struct RowWithHash {
 /// The DynamoDB inventory table behind [`InventoryStore`].
 #[derive(Debug)]
 pub struct DynamoInventoryStore {
-    table: Table,
+    pub(crate) table: Table,
 }
 
 impl DynamoInventoryStore {
@@ -235,6 +236,10 @@ fn row_key(drive_id: &str, item_id: &str) -> Item {
 }
 
 /// The key of an item's hash sibling.
+pub(crate) fn row_key_of(drive_id: &str, item_id: &str) -> Item {
+    row_key(drive_id, item_id)
+}
+
 fn hash_key(drive_id: &str, item_id: &str) -> Item {
     row_key(drive_id, &format!("{HASH_PREFIX}{item_id}"))
 }
@@ -359,7 +364,13 @@ impl InventoryStore for DynamoInventoryStore {
             .delete_keys(
                 unique
                     .into_iter()
-                    .flat_map(|id| [row_key(drive_id, id), hash_key(drive_id, id)])
+                    .flat_map(|id| {
+                        [
+                            row_key(drive_id, id),
+                            hash_key(drive_id, id),
+                            crate::sharing::share_key(drive_id, id),
+                        ]
+                    })
                     .collect(),
             )
             .await?)
@@ -423,7 +434,13 @@ impl InventoryStore for DynamoInventoryStore {
             deleted += ids.len() as u64;
             let keys = ids
                 .iter()
-                .flat_map(|id| [row_key(drive_id, id), hash_key(drive_id, id)])
+                .flat_map(|id| {
+                    [
+                        row_key(drive_id, id),
+                        hash_key(drive_id, id),
+                        crate::sharing::share_key(drive_id, id),
+                    ]
+                })
                 .collect();
             self.delete_keys(keys).await?;
             start = out.last_evaluated_key;
@@ -443,7 +460,13 @@ impl InventoryHashes for DynamoInventoryStore {
         let keys: Vec<Item> = item_ids
             .iter()
             .filter(|id| seen.insert(id.as_str()))
-            .flat_map(|id| [row_key(drive_id, id), hash_key(drive_id, id)])
+            .flat_map(|id| {
+                [
+                    row_key(drive_id, id),
+                    hash_key(drive_id, id),
+                    crate::sharing::share_key(drive_id, id),
+                ]
+            })
             .collect();
         let items = self
             .table

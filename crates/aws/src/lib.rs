@@ -16,12 +16,15 @@ pub mod config;
 mod dynamo;
 pub mod error;
 pub mod events;
+pub mod exports;
 pub mod inventory;
 pub mod moto;
 pub mod objects;
 pub mod provision;
 pub mod queue;
+pub mod search;
 pub mod secrets;
+pub mod sharing;
 pub mod state;
 pub mod template;
 

@@ -19,6 +19,7 @@
 //! | audit feed checkpoint of a content type | `CONN#{id}` | `ACTIVITY#{content_type}` | – | – | – |
 //! | content blob enqueued | `CONN#{id}` | `BLOB#{content_id}` | – | – | – |
 //! | what ingesting a content blob produced | `CONN#{id}` | `INGESTED#{content_id}` | – | – | – |
+//! | export checkpoint ([`crate::exports`]) | `CONN#{id}` | `EXPORT` | – | – | – |
 //!
 //! Run pages carry `expires_at` (the table's TTL attribute): a run is deleted when it finishes,
 //! and an abandoned one expires after [`RUN_PAGE_TTL_DAYS`] days. Blob markers expire at the
@@ -257,31 +258,16 @@ impl DynamoStateStore {
 
     /// The items of partition `pk` whose sort key starts with `prefix`, all pages.
     async fn query_prefix(&self, pk: String, prefix: &str) -> Result<Vec<Item>, AwsError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            self.table.counts.read();
-            let out = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(&pk))
-                .expression_attribute_values(":prefix", s(prefix))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| self.table.err("Query", e))?;
-            items.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
+        let request = self
+            .table
+            .query()
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":prefix", s(prefix))
+            .consistent_read(true);
+        self.table.query_all(request).await
     }
 
     /// Applies `update` to `pk`/`sk` if `condition` holds. `Ok(false)` when it did not.

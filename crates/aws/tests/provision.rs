@@ -196,6 +196,20 @@ fn adapter_layouts_match_the_templates_tables() -> anyhow::Result<()> {
 
     let inv = table(&template, "InventoryTable")?;
     assert_eq!(inv.key_schema, keys(inventory::DRIVE_ID, Some(inventory::ITEM_ID)));
+    let exposure = index(inv, filetrail_aws::sharing::BY_EXPOSURE)?;
+    assert_eq!(
+        exposure.key_schema,
+        keys(
+            filetrail_aws::sharing::EXPOSED_PK,
+            Some(filetrail_aws::sharing::EXPOSED_SK)
+        )
+    );
+    assert_eq!(included(exposure), include(&[filetrail_aws::sharing::SHARING]));
+    assert_eq!(
+        inv.global_secondary_indexes.len(),
+        1,
+        "an index the adapter does not know"
+    );
 
     let events = table(&template, "EventsTable")?;
     assert_eq!(events.key_schema, keys(ev::EVENT_KEY, None));
@@ -205,17 +219,29 @@ fn adapter_layouts_match_the_templates_tables() -> anyhow::Result<()> {
         (ev::BY_FILE, ev::FILE_PK),
         (ev::BY_SHA256, ev::SHA256),
         (ev::BY_MD5, ev::MD5),
+        (ev::BY_DAY, ev::DAY_PK),
+        (ev::BY_EXTERNAL, ev::EXTERNAL_PK),
     ] {
         let gsi = index(events, name)?;
         assert_eq!(gsi.key_schema, keys(pk, Some(ev::OBSERVED_SK)), "{name}");
         assert_eq!(included(gsi), include(&ev::SEARCH_INCLUDED), "{name}");
+    }
+    for (name, pk, sk) in [
+        (ev::BY_NAME, ev::NAME_PK, ev::NAME_SK),
+        (ev::BY_PATH, ev::PATH_PK, ev::PATH_SK),
+    ] {
+        let gsi = index(events, name)?;
+        assert_eq!(gsi.key_schema, keys(pk, Some(sk)), "{name}");
+        let mut with_time = ev::SEARCH_INCLUDED.to_vec();
+        with_time.push(ev::OBSERVED_SK);
+        assert_eq!(included(gsi), include(&with_time), "{name}");
     }
     let by_inserted = index(events, ev::BY_INSERTED)?;
     assert_eq!(by_inserted.key_schema, keys(ev::INSERTED_PK, Some(ev::INSERTED_SK)));
     assert_eq!(included(by_inserted), include(&ev::EXPORT_INCLUDED));
     assert_eq!(
         events.global_secondary_indexes.len(),
-        6,
+        10,
         "an index the adapter does not know"
     );
     for t in [st, inv, events] {
@@ -482,6 +508,7 @@ fn required_by(function: &str) -> anyhow::Result<(&'static [Resource], bool)> {
             ],
             true,
         ),
+        "ExportFunction" => (&[Resource::StateTable, Resource::EventsTable, Resource::Bucket], false),
         other => bail!("template function {other} has no entry in required_by: add what its code reads"),
     })
 }

@@ -1,8 +1,18 @@
-//! `filetrail connection add`: registers a Microsoft 365 tenant.
+//! `filetrail connection …`: register a Microsoft 365 tenant (checking its credentials and
+//! permissions first), list, show, deauthorize, resume and remove connections.
 
-use chrono::Utc;
-use filetrail_core::model::{Connection, ConnectionKind, ConnectionState, Endpoints};
-use filetrail_core::ports::StateStore;
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use chrono::{DateTime, Utc};
+use filetrail_core::jobs::DiscoverJob;
+use filetrail_core::model::{Connection, ConnectionKind, ConnectionState, DriveState, Endpoints};
+use filetrail_core::ports::{DiscoverQueue, StateStore};
+use filetrail_m365::probe::{self, ProbeKind, ProbeReport};
+use filetrail_m365::{
+    ActivityClient, ClientSecret, Cloud, Credentials, GraphClient, HttpTimeouts, M365Error, RetryPolicy, http_client,
+};
+use serde::Serialize;
 
 /// Default drive cap: generous, so the cap protects against a mis-scoped tenant rather than
 /// limiting a real one (issue: scope).
@@ -89,12 +99,610 @@ pub fn record(new: &NewConnection, secret_id: String) -> Connection {
         last_error: None,
         last_discovery: None,
         created_at: Utc::now(),
+        write_mode: false,
     }
+}
+
+/// Why a registration's credential check refused the connection (nothing was stored).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// Entra ID refused a token: wrong tenant, client id or secret.
+    #[error("Entra ID refused the app's credentials: {summary}\nfix: {fix}\nNothing was stored.")]
+    Credentials { summary: String, fix: String },
+    /// The app lacks permissions, or a check failed.
+    #[error("{problems}Nothing was stored.")]
+    Permissions { problems: String },
+    /// The connection's cloud settings are invalid.
+    #[error("{0}")]
+    Config(M365Error),
+}
+
+/// Checks a new connection's credentials at once, as the README's registration steps promise: a
+/// Graph token, then one call per permission (see [`filetrail_m365::probe`]). `Ok` carries the
+/// report (its notes say what could not be checked); `Err` says what to fix.
+pub async fn check_credentials(new: &NewConnection, secret: &str, write_mode: bool) -> Result<ProbeReport, CheckError> {
+    let cloud = Cloud::for_connection(&new.cloud, new.endpoints.as_ref()).map_err(CheckError::Config)?;
+    let http = http_client(HttpTimeouts::default()).map_err(CheckError::Config)?;
+    let credentials = Credentials {
+        tenant_id: new.tenant_id.clone(),
+        client_id: new.client_id.clone(),
+        secret: ClientSecret::new(secret),
+    };
+    let policy = RetryPolicy::default();
+    let graph = GraphClient::connect(http.clone(), &cloud, credentials.clone(), &new.id, policy.clone())
+        .map_err(CheckError::Config)?;
+    let activity = ActivityClient::connect(http, &cloud, credentials, &new.id, policy).ok();
+    let kind = match new.kind {
+        ConnectionKind::Cloud => ProbeKind::Cloud,
+        ConnectionKind::Email => ProbeKind::Email,
+    };
+    let report = match probe::probe(&graph, activity.as_ref(), kind, write_mode).await {
+        Ok(r) => r,
+        Err(e) => {
+            let fix = probe::registration_fix(&e, &new.tenant_id, &new.client_id)
+                .unwrap_or_else(|| "try again in a few minutes".to_owned());
+            return Err(CheckError::Credentials {
+                summary: e.summary(),
+                fix,
+            });
+        }
+    };
+    if report.passed() {
+        Ok(report)
+    } else {
+        Err(CheckError::Permissions {
+            problems: report.problems(&new.client_id),
+        })
+    }
+}
+
+/// Errors of the commands on an existing connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error("no connection named {0:?}; `filetrail connection list` lists them")]
+    Unknown(String),
+    #[error("connection {0:?} is already deauthorized; `filetrail connection resume {0}` restarts its work")]
+    AlreadyDeauthorized(String),
+    #[error("connection {0:?} is active; only a deauthorized connection can be resumed")]
+    AlreadyActive(String),
+    #[error(transparent)]
+    Store(#[from] filetrail_core::PortError),
+}
+
+async fn existing(state: &dyn StateStore, id: &str) -> Result<Connection, ManageError> {
+    state
+        .connection(id)
+        .await?
+        .ok_or_else(|| ManageError::Unknown(id.to_owned()))
+}
+
+/// Loads a connection or says it does not exist (naming `filetrail connection list`).
+pub async fn find(state: &dyn StateStore, id: &str) -> Result<Connection, ManageError> {
+    existing(state, id).await
+}
+
+/// Stops all work of a connection: every function drops its jobs
+/// ([`Connection::accepts_work`]); its history stays searchable. Fails if it is unknown or
+/// already deauthorized.
+pub async fn deauthorize(state: &dyn StateStore, id: &str) -> Result<Connection, ManageError> {
+    let mut c = existing(state, id).await?;
+    if c.state == ConnectionState::Deauthorized {
+        return Err(ManageError::AlreadyDeauthorized(id.to_owned()));
+    }
+    c.state = ConnectionState::Deauthorized;
+    state.put_connection(&c).await?;
+    Ok(c)
+}
+
+/// Makes a deauthorized connection active again and enqueues a discovery run; indexing and the
+/// activity poller continue from their stored checkpoints. Fails if it is unknown or active.
+pub async fn resume(state: &dyn StateStore, queue: &dyn DiscoverQueue, id: &str) -> Result<Connection, ManageError> {
+    let mut c = existing(state, id).await?;
+    if c.state == ConnectionState::Active {
+        return Err(ManageError::AlreadyActive(id.to_owned()));
+    }
+    c.state = ConnectionState::Active;
+    state.put_connection(&c).await?;
+    queue
+        .enqueue_discover(&[DiscoverJob::Discover {
+            connection: id.to_owned(),
+            reason: "resume".to_owned(),
+        }])
+        .await?;
+    Ok(c)
+}
+
+/// One row of `filetrail connection list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionRow {
+    pub id: String,
+    pub kind: String,
+    pub tenant_id: String,
+    pub state: String,
+    /// Drives monitored (pending, indexing or indexed).
+    pub drives: u64,
+    pub created_at: DateTime<Utc>,
+    pub write_mode: bool,
+}
+
+fn kind_name(kind: ConnectionKind) -> String {
+    match kind {
+        ConnectionKind::Cloud => "cloud",
+        ConnectionKind::Email => "email",
+    }
+    .to_owned()
+}
+
+fn state_name(state: ConnectionState) -> String {
+    match state {
+        ConnectionState::Active => "active",
+        ConnectionState::Deauthorized => "deauthorized",
+    }
+    .to_owned()
+}
+
+async fn monitored_drives(state: &dyn StateStore, id: &str) -> Result<u64, ManageError> {
+    let mut n = 0;
+    for s in [DriveState::Pending, DriveState::Indexing, DriveState::Indexed] {
+        n += state.count_drives(id, s).await?;
+    }
+    Ok(n)
+}
+
+/// The rows of `filetrail connection list`, sorted by id.
+pub async fn list(state: &dyn StateStore) -> Result<Vec<ConnectionRow>, ManageError> {
+    let mut rows = Vec::new();
+    for c in state.connections().await? {
+        rows.push(ConnectionRow {
+            drives: monitored_drives(state, &c.id).await?,
+            id: c.id,
+            kind: kind_name(c.kind),
+            tenant_id: c.tenant_id,
+            state: state_name(c.state),
+            created_at: c.created_at,
+            write_mode: c.write_mode,
+        });
+    }
+    Ok(rows)
+}
+
+/// The table of `filetrail connection list`.
+pub fn render_list(rows: &[ConnectionRow]) -> String {
+    if rows.is_empty() {
+        return "No connections yet. Register one with `filetrail connection add`.\n".to_owned();
+    }
+    let header = ["ID", "KIND", "TENANT", "STATE", "DRIVES", "CREATED", "WRITE MODE"];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.id.clone(),
+                r.kind.clone(),
+                r.tenant_id.clone(),
+                r.state.clone(),
+                r.drives.to_string(),
+                r.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                if r.write_mode { "on" } else { "off" }.to_owned(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cols: &[String]| {
+        let mut l = cols
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        l.truncate(l.trim_end().len());
+        l.push('\n');
+        l
+    };
+    let mut out = line(&header.map(str::to_owned));
+    for row in &cells {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+/// What `filetrail connection show` prints: the whole record (it holds only the secret's name,
+/// never the secret) and the monitored drive count.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionDetail {
+    #[serde(flatten)]
+    pub connection: Connection,
+    pub drives_monitored: u64,
+    pub scope: String,
+}
+
+/// Reads one connection for `show`.
+pub async fn show(state: &dyn StateStore, id: &str) -> Result<ConnectionDetail, ManageError> {
+    let c = existing(state, id).await?;
+    let scope = match state.scope(id).await? {
+        Some(sc) => format!("{:?} ({} entries)", sc.kind, sc.entries.len()).to_lowercase(),
+        None => "all users".to_owned(),
+    };
+    Ok(ConnectionDetail {
+        drives_monitored: monitored_drives(state, id).await?,
+        scope,
+        connection: c,
+    })
+}
+
+/// The text of `filetrail connection show`.
+pub fn render_show(d: &ConnectionDetail) -> String {
+    let c = &d.connection;
+    let mut out = String::new();
+    let mut field = |k: &str, v: String| out.push_str(&format!("{k:<17}{v}\n"));
+    field("id", c.id.clone());
+    field("kind", kind_name(c.kind));
+    field("state", state_name(c.state));
+    field("tenant", c.tenant_id.clone());
+    field("client id", c.client_id.clone());
+    field("secret", format!("{} (Secrets Manager)", c.secret_id));
+    field("cloud", c.cloud.clone());
+    if let Some(e) = &c.endpoints {
+        field("endpoints", format!("login {} · graph {}", e.login, e.graph));
+    }
+    field(
+        "trusted domains",
+        if c.trusted_domains.is_empty() {
+            "none (only the tenant's own users count as inside)".to_owned()
+        } else {
+            c.trusted_domains.join(", ")
+        },
+    );
+    field("drive cap", c.drive_cap.to_string());
+    field("drives", format!("{} monitored", d.drives_monitored));
+    field("scope", d.scope.clone());
+    field(
+        "write mode",
+        if c.write_mode {
+            "on (`filetrail sharing revoke` may remove sharing)"
+        } else {
+            "off (read only)"
+        }
+        .to_owned(),
+    );
+    field("created", c.created_at.to_rfc3339());
+    field(
+        "last discovery",
+        match &c.last_discovery {
+            Some(s) => format!(
+                "{} ({} users, {} drives found, {} new)",
+                s.finished_at.to_rfc3339(),
+                s.users_seen,
+                s.drives_found,
+                s.drives_new
+            ),
+            None => "never".to_owned(),
+        },
+    );
+    field(
+        "last error",
+        match &c.last_error {
+            Some(e) => format!("{}: {} (fix: {})", e.code, e.message, e.fix),
+            None => "none".to_owned(),
+        },
+    );
+    out
+}
+
+/// Counts of what `remove --purge` deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    pub state_items: u64,
+    pub inventory_rows: u64,
+    pub events: u64,
+    /// Scope uploads and results, quarantine documents and event exports of the connection.
+    pub objects: u64,
+}
+
+/// The DynamoDB tables `remove --purge` clears.
+pub struct PurgeTables<'a> {
+    pub client: &'a aws_sdk_dynamodb::Client,
+    pub state: &'a str,
+    pub inventory: &'a str,
+    pub events: &'a str,
+    /// The deployment's bucket and an S3 client, to delete the connection's objects too.
+    pub bucket: Option<(&'a aws_sdk_s3::Client, &'a str)>,
+}
+
+/// S3 DeleteObjects takes at most 1,000 keys (Amazon S3 API reference, DeleteObjects).
+const DELETE_OBJECTS_MAX: usize = 1000;
+
+/// Keys under `prefix` whose last segment passes `keep`.
+async fn list_keys(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    keep: impl Fn(&str) -> bool,
+) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await?;
+        keys.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .filter(|k| keep(k.rsplit('/').next().unwrap_or_default()))
+                .map(str::to_owned),
+        );
+        match out.next_continuation_token() {
+            Some(t) => token = Some(t.to_owned()),
+            None => return Ok(keys),
+        }
+    }
+}
+
+async fn delete_objects(s3: &aws_sdk_s3::Client, bucket: &str, keys: &[String]) -> anyhow::Result<u64> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    for chunk in keys.chunks(DELETE_OBJECTS_MAX) {
+        let objects = chunk
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<Vec<_>, _>>()?;
+        s3.delete_objects()
+            .bucket(bucket)
+            .delete(Delete::builder().set_objects(Some(objects)).quiet(true).build()?)
+            .send()
+            .await?;
+    }
+    Ok(keys.len() as u64)
+}
+
+type Key = HashMap<String, AttributeValue>;
+
+/// DynamoDB BatchWriteItem takes at most 25 requests (DynamoDB API reference, BatchWriteItem).
+const BATCH_WRITE_MAX: usize = 25;
+
+/// Keys (`key_attrs`) of every item of `table` (or of `index`) whose `pk_attr` is `value`.
+async fn query_keys(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    index: Option<&str>,
+    pk_attr: &str,
+    value: &str,
+    key_attrs: &[&str],
+) -> anyhow::Result<Vec<Key>> {
+    let mut keys = Vec::new();
+    let mut start: Option<Key> = None;
+    loop {
+        let out = client
+            .query()
+            .table_name(table)
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression("#p = :v")
+            .expression_attribute_names("#p", pk_attr)
+            .expression_attribute_values(":v", AttributeValue::S(value.to_owned()))
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await?;
+        for item in out.items.unwrap_or_default() {
+            keys.push(
+                key_attrs
+                    .iter()
+                    .filter_map(|k| item.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+                    .collect(),
+            );
+        }
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(keys),
+        }
+    }
+}
+
+/// Deletes items by key, 25 per BatchWriteItem, resending unprocessed ones.
+async fn delete_keys(client: &aws_sdk_dynamodb::Client, table: &str, keys: Vec<Key>) -> anyhow::Result<u64> {
+    let n = keys.len() as u64;
+    for chunk in keys.chunks(BATCH_WRITE_MAX) {
+        let mut requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|k| {
+                DeleteRequest::builder()
+                    .set_key(Some(k.clone()))
+                    .build()
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+            })
+            .collect::<Result<_, _>>()?;
+        for _ in 0..10 {
+            let out = client
+                .batch_write_item()
+                .request_items(table, requests.clone())
+                .send()
+                .await?;
+            requests = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(table))
+                .unwrap_or_default();
+            if requests.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        if !requests.is_empty() {
+            anyhow::bail!(
+                "DynamoDB kept {} deletes of {table} unprocessed; run the purge again",
+                requests.len()
+            );
+        }
+    }
+    Ok(n)
+}
+
+/// Deletes everything stored for a connection: its state items (record, scope, checkpoints,
+/// drives, users without a OneDrive), its drives' inventory rows and its events. `progress` is
+/// told each step's name and how many items it deleted. Idempotent: a purge cut short can run
+/// again.
+pub async fn purge(
+    tables: &PurgeTables<'_>,
+    connection: &Connection,
+    now: DateTime<Utc>,
+    mut progress: impl FnMut(&str, u64),
+) -> anyhow::Result<Purged> {
+    let client = tables.client;
+    let id = &connection.id;
+    let mut purged = Purged::default();
+    let state_key = ["pk", "sk"];
+
+    // Drives first (their ids lead to the inventory), then the rest of the state.
+    for s in DriveState::ALL {
+        let drives = query_keys(
+            client,
+            tables.state,
+            Some(filetrail_aws::state::GSI1),
+            filetrail_aws::state::GSI1_PK,
+            &format!("CONN#{id}#DRIVE#{}", s.as_str()),
+            &state_key,
+        )
+        .await?;
+        for drive in &drives {
+            let Some(AttributeValue::S(pk)) = drive.get("pk") else {
+                continue;
+            };
+            let drive_id = pk.trim_start_matches("DRIVE#");
+            let rows = query_keys(
+                client,
+                tables.inventory,
+                None,
+                "drive_id",
+                drive_id,
+                &["drive_id", "item_id"],
+            )
+            .await?;
+            let n = delete_keys(client, tables.inventory, rows).await?;
+            purged.inventory_rows += n;
+            progress("inventory rows", n);
+        }
+        let n = delete_keys(client, tables.state, drives).await?;
+        purged.state_items += n;
+        progress("drives", n);
+    }
+    let nodrive = query_keys(
+        client,
+        tables.state,
+        Some(filetrail_aws::state::GSI1),
+        filetrail_aws::state::GSI1_PK,
+        &format!("CONN#{id}#NODRIVE"),
+        &state_key,
+    )
+    .await?;
+    let n = delete_keys(client, tables.state, nodrive).await?;
+    purged.state_items += n;
+    progress("users without a OneDrive", n);
+
+    // Events: by insertion day (never before the connection was created) and shard.
+    let mut day = connection.created_at.date_naive();
+    while day <= now.date_naive() {
+        for shard in 0..filetrail_aws::events::INSERTED_SHARDS {
+            let keys = query_keys(
+                client,
+                tables.events,
+                Some(filetrail_aws::events::BY_INSERTED),
+                filetrail_aws::events::INSERTED_PK,
+                &format!("{id}#{}#{shard}", day.format("%Y-%m-%d")),
+                &["event_key"],
+            )
+            .await?;
+            let n = delete_keys(client, tables.events, keys).await?;
+            purged.events += n;
+            progress("events", n);
+        }
+        let Some(next) = day.succ_opt() else { break };
+        day = next;
+    }
+
+    // Objects: scope uploads and results, quarantine documents, event exports (`{id}-…` files
+    // in the day/hour partitions shared by every connection).
+    if let Some((s3, bucket)) = tables.bucket {
+        let exports_of = format!("{id}-");
+        for (prefix, only_own_files) in [
+            (format!("{}{id}/", filetrail_core::scope::apply::SCOPING_PREFIX), false),
+            (format!("{}{id}/", filetrail_aws::objects::QUARANTINE_PREFIX), false),
+            (filetrail_core::export::EXPORT_PREFIX.to_owned(), true),
+        ] {
+            let keys = list_keys(s3, bucket, &prefix, |name| {
+                !only_own_files || name.starts_with(&exports_of)
+            })
+            .await?;
+            let n = delete_objects(s3, bucket, &keys).await?;
+            purged.objects += n;
+            progress("objects", n);
+        }
+    }
+
+    // The connection's own partition last (record, scope, checkpoints), so a cut-short purge is
+    // found again by id.
+    let own = query_keys(client, tables.state, None, "pk", &format!("CONN#{id}"), &state_key).await?;
+    let n = delete_keys(client, tables.state, own).await?;
+    purged.state_items += n;
+    progress("connection state", n);
+    Ok(purged)
+}
+
+/// Deletes only the connection record (`CONN#{id}` / `META`): `remove` without `--purge`, which
+/// keeps the history (drives, inventory, events) searchable.
+pub async fn delete_record(client: &aws_sdk_dynamodb::Client, state_table: &str, id: &str) -> anyhow::Result<()> {
+    client
+        .delete_item()
+        .table_name(state_table)
+        .key("pk", AttributeValue::S(format!("CONN#{id}")))
+        .key("sk", AttributeValue::S("META".to_owned()))
+        .send()
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_list_is_an_aligned_table_with_write_mode() {
+        let at = DateTime::parse_from_rfc3339("2026-11-30T09:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        let rows = vec![
+            ConnectionRow {
+                id: "contoso-cloud".into(),
+                kind: "cloud".into(),
+                tenant_id: "t-1".into(),
+                state: "active".into(),
+                drives: 12,
+                created_at: at,
+                write_mode: false,
+            },
+            ConnectionRow {
+                id: "fabrikam".into(),
+                kind: "cloud".into(),
+                tenant_id: "t-2".into(),
+                state: "deauthorized".into(),
+                drives: 0,
+                created_at: at,
+                write_mode: true,
+            },
+        ];
+        let text = render_list(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ID             KIND   TENANT  STATE"), "{text}");
+        assert!(lines[1].contains("active") && lines[1].ends_with("off"), "{text}");
+        assert!(lines[2].contains("deauthorized") && lines[2].ends_with("on"), "{text}");
+        assert!(lines[1].contains("2026-11-30 09:00 UTC"));
+    }
 
     #[test]
     fn ids_are_short_lowercase_slugs() {

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use filetrail_aws::events::DynamoEventStore;
-use filetrail_core::events::{EventRecord, HashOutcome};
+use filetrail_core::events::EventRecord;
 
 /// The `limit` events of `connection` recorded last (today and yesterday, UTC).
 pub async fn recent(
@@ -49,12 +49,7 @@ pub fn render(events: &[EventRecord]) -> String {
                 actor,
                 e.owner_upn.clone().unwrap_or_default(),
                 path,
-                match &r.hash {
-                    Some(HashOutcome::Hashed(h)) => format!("{} / {}", h.md5, h.sha256),
-                    Some(HashOutcome::Unavailable { reason }) => format!("hash unavailable: {reason}"),
-                    None if e.needs_hash() => "hashing pending".to_owned(),
-                    None => String::new(),
-                },
+                crate::search::hash_text(r),
             ]
         })
         .collect();

@@ -4,10 +4,13 @@
 
 pub mod connection;
 pub mod events;
+pub mod export;
+pub mod exposure;
 pub mod file;
 pub mod inventory;
 pub mod local;
 pub mod pipeline;
 pub mod scope;
+pub mod search;
 pub mod status;
 pub mod table;

@@ -64,6 +64,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find file events: by user, file name, path, hash, type and time; newest first.
+    ///
+    /// Every filter narrows the result; the most selective one chooses the index read (never
+    /// the whole table). Event types are the snake_case names `--json` shows (downloaded,
+    /// modified, anonymous_link_created, sharing_set, …).
+    Search(SearchArgs),
+    /// Files shared by anonymous link or with people outside the trusted domains, now.
+    Exposure {
+        /// Only this connection (default: every cloud connection).
+        connection: Option<String>,
+        /// CSV with a header row, one line per exposing permission.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sharing a file (write mode only).
+    #[command(subcommand)]
+    Sharing(SharingCommand),
     /// One file: its inventory row, its MD5 and SHA-256, and every event of it, newest first.
     File {
         /// The file's drive id (as `filetrail inventory --json` or `filetrail events --json` show).
@@ -77,9 +97,104 @@ enum Command {
     /// What a connection monitors: every user, a users list or a groups list (CSV).
     #[command(subcommand)]
     Scope(ScopeCommand),
+    /// Write a connection's file events recorded in a time range to S3 for Athena, as the
+    /// hourly export does (same objects: never a duplicate). Whole recorded hours, settled ones
+    /// only (an hour is settled 20 minutes after it ends).
+    Export {
+        connection: String,
+        /// From when the events were recorded: RFC 3339, a date (midnight UTC) or a time ago
+        /// (90m, 36h, 7d, 2w).
+        #[arg(long)]
+        since: String,
+        /// Until when (exclusive), in the same forms; default now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Also the hours still being recorded (the last 20 minutes and the hour under way):
+        /// the hourly export writes their objects again, complete, under the same names.
+        #[arg(long)]
+        include_open_hours: bool,
+    },
     /// The local stack: provision template.yaml on moto and run the pipeline on one machine.
     #[command(subcommand)]
     Local(LocalCommand),
+}
+
+#[derive(Subcommand)]
+enum SharingCommand {
+    /// Remove sharing from a file through Microsoft Graph, and record it as an event.
+    ///
+    /// Refused unless the file's connection was added with --write-mode (the app then needs
+    /// Files.ReadWrite.All). Asks for confirmation unless --yes.
+    Revoke {
+        /// The file's drive id (as `filetrail exposure --csv` shows it).
+        drive: String,
+        /// The file's item id.
+        item: String,
+        /// Remove this permission (its id from `filetrail exposure --csv`).
+        #[arg(long)]
+        permission: Option<String>,
+        /// Remove every anonymous link and every grant to people outside the trusted domains.
+        #[arg(long)]
+        all_external: bool,
+        /// Remove every anonymous ("anyone") link.
+        #[arg(long)]
+        all_anonymous: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// Only this connection (default: every connection).
+    #[arg(long)]
+    connection: Option<String>,
+    /// Events where this user acted or whose file they own (UPN).
+    #[arg(long)]
+    user: Option<String>,
+    /// File name: a prefix (`budget`) or a glob (`*.xlsx`, `q3*report*`), any case.
+    #[arg(long)]
+    file_name: Option<String>,
+    /// A file or folder from the drive root (`/Reports/2026`): it and everything under it.
+    #[arg(long)]
+    path: Option<String>,
+    /// Events of the file versions with this MD5.
+    #[arg(long)]
+    md5: Option<String>,
+    /// Events of the file versions with this SHA-256.
+    #[arg(long)]
+    sha256: Option<String>,
+    /// Only these event types (repeatable, or comma-separated).
+    #[arg(long = "type")]
+    types: Vec<String>,
+    /// From this time: RFC 3339, a date, or a time ago (90m, 36h, 7d, 2w).
+    #[arg(long)]
+    since: Option<String>,
+    /// Up to this time, same forms as --since.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only events from OneDrive or from email.
+    #[arg(long, value_parser = ["onedrive", "email"])]
+    source: Option<String>,
+    /// Only shares outside the organisation: anonymous links and people outside the trusted domains.
+    #[arg(long)]
+    external_only: bool,
+    /// Most events to print.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Continue after the last event of a previous page (the token it printed).
+    #[arg(long)]
+    page_token: Option<String>,
+    /// One JSON object per line.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// CSV with a header row.
+    #[arg(long)]
+    csv: bool,
+    /// Print the index reads on standard error.
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Subcommand)]
@@ -143,6 +258,34 @@ enum ConnectionCommand {
         #[arg(long)]
         secret_file: Option<PathBuf>,
     },
+    /// Every connection: id, kind, tenant, state, monitored drives, created, write mode.
+    List {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One connection's settings and status (never the secret, only its name).
+    Show {
+        connection: String,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop all work for a connection (discovery, indexing, activity, hashing); its history stays
+    /// searchable.
+    Deauthorize { connection: String },
+    /// Restart a deauthorized connection's work from its stored checkpoints.
+    Resume { connection: String },
+    /// Delete a connection's secret and record; its history stays unless `--purge`.
+    Remove {
+        connection: String,
+        /// Also delete its drives, checkpoints, inventory rows and events.
+        #[arg(long)]
+        purge: bool,
+        /// Do not ask for confirmation (needed for `--purge` when standard input is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Args)]
@@ -176,6 +319,15 @@ struct AddArgs {
     /// Most drives this connection may monitor.
     #[arg(long, default_value_t = DEFAULT_DRIVE_CAP)]
     drive_cap: u64,
+    /// Opt in to write mode: lets `filetrail sharing revoke` remove sharing. Needs the
+    /// application permission Files.ReadWrite.All; without it filetrail only reads.
+    #[arg(long)]
+    write_mode: bool,
+    /// Register without checking the credentials and permissions against Microsoft: for an admin
+    /// preparing a deployment before admin consent is granted, or on a host that cannot reach
+    /// Microsoft. The first discovery run then reports any problem in `filetrail status`.
+    #[arg(long)]
+    skip_checks: bool,
 }
 
 #[tokio::main]
@@ -185,11 +337,36 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Status { connection, json } => {
             let aws = Aws::from_env().await?;
-            let statuses = status::collect(&aws.state()?, connection.as_deref()).await?;
+            let mut statuses = status::collect(&aws.state()?, connection.as_deref()).await?;
             if let Some(id) = &connection
                 && statuses.is_empty()
             {
-                bail!("no connection named {id:?}; `filetrail status` lists them all");
+                bail!("no connection named {id:?}; `filetrail connection list` lists them all");
+            }
+            let (sqs, ddb, s3) = (
+                aws_sdk_sqs::Client::new(&aws.sdk),
+                aws_sdk_dynamodb::Client::new(&aws.sdk),
+                aws_sdk_s3::Client::new(&aws.sdk),
+            );
+            let r = &aws.resources;
+            let deployment = status::Deployment {
+                sqs: &sqs,
+                ddb: &ddb,
+                s3: &s3,
+                queue_urls: [
+                    r.require_discover_queue_url(),
+                    r.require_index_queue_url(),
+                    r.require_activity_queue_url(),
+                    r.require_hash_queue_url(),
+                ]
+                .into_iter()
+                .filter_map(|u| u.ok().map(str::to_owned))
+                .collect(),
+                events_table: r.require_events_table().ok(),
+                bucket: r.require_bucket().ok(),
+            };
+            for warning in status::add_deployment(&mut statuses, &deployment, chrono::Utc::now()).await {
+                eprintln!("warning: {warning}");
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&statuses)?);
@@ -198,6 +375,48 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Connection(ConnectionCommand::Add(args)) => connection_add(args).await?,
+        Command::Connection(ConnectionCommand::List { json }) => {
+            let rows = connection::list(&Aws::from_env().await?.state()?).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", connection::render_list(&rows));
+            }
+        }
+        Command::Connection(ConnectionCommand::Show { connection: id, json }) => {
+            let detail = connection::show(&Aws::from_env().await?.state()?, &id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&detail)?);
+            } else {
+                print!("{}", connection::render_show(&detail));
+            }
+        }
+        Command::Connection(ConnectionCommand::Deauthorize { connection: id }) => {
+            connection::deauthorize(&Aws::from_env().await?.state()?, &id).await?;
+            println!(
+                "Deauthorized {id:?}: discovery, indexing, activity and hashing stop; its history stays searchable."
+            );
+            println!("`filetrail connection resume {id}` restarts the work from where it stopped.");
+        }
+        Command::Connection(ConnectionCommand::Resume { connection: id }) => {
+            let aws = Aws::from_env().await?;
+            let queue = SqsQueue::new(
+                aws_sdk_sqs::Client::new(&aws.sdk),
+                aws.resources.require_discover_queue_url()?,
+            );
+            connection::resume(&aws.state()?, &queue, &id).await?;
+            println!(
+                "Resumed {id:?} and started a discovery run; indexing and activity continue from their checkpoints."
+            );
+            println!("`filetrail status {id}` shows progress.");
+        }
+        Command::Connection(ConnectionCommand::Remove {
+            connection: id,
+            purge,
+            yes,
+        }) => {
+            connection_remove(&id, purge, yes).await?;
+        }
         Command::Connection(ConnectionCommand::SetSecret {
             connection,
             secret_file,
@@ -275,6 +494,46 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", events::render(&found));
             }
         }
+        Command::Search(args) => search_command(args).await?,
+        Command::Exposure { connection, csv, json } => {
+            let aws = Aws::from_env().await?;
+            let state = aws.state()?;
+            let all = state.connections().await?;
+            let chosen: Vec<_> = match &connection {
+                Some(id) => {
+                    let c = all.iter().find(|c| c.id == *id).cloned();
+                    vec![c.with_context(|| {
+                        format!("no connection named {id:?}; `filetrail connection list` lists them")
+                    })?]
+                }
+                None => all.into_iter().filter(|c| c.kind == ConnectionKind::Cloud).collect(),
+            };
+            let files = filetrail_cli::exposure::report(&state, &aws.inventory()?, &chosen).await?;
+            if csv {
+                filetrail_cli::exposure::write_csv(std::io::stdout().lock(), &files)?;
+            } else if json {
+                for f in &files {
+                    println!("{}", serde_json::to_string(f)?);
+                }
+            } else if files.is_empty() {
+                println!("No file is shared by anonymous link or with people outside the trusted domains.");
+            } else {
+                print!("{}", filetrail_cli::exposure::render(&files));
+                let count: std::collections::HashSet<_> = files.iter().map(|f| (&f.drive_id, &f.item_id)).collect();
+                println!("{} files exposed by {} permissions.", count.len(), files.len());
+            }
+        }
+        Command::Sharing(SharingCommand::Revoke {
+            drive,
+            item,
+            permission,
+            all_external,
+            all_anonymous,
+            yes,
+        }) => {
+            let selection = filetrail_cli::exposure::selection(permission, all_external, all_anonymous)?;
+            revoke_command(&drive, &item, &selection, yes).await?;
+        }
         Command::File { drive, item, json } => {
             let aws = Aws::from_env().await?;
             let trail = file::trail(&aws.state()?, &aws.inventory()?, &aws.events()?, &drive, &item).await?;
@@ -285,6 +544,22 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Scope(command) => scope_command(command).await?,
+        Command::Export {
+            connection,
+            since,
+            until,
+            include_open_hours,
+        } => {
+            let aws = Aws::from_env().await?;
+            let args = filetrail_cli::export::ExportArgs {
+                connection,
+                since,
+                until,
+                include_open_hours,
+            };
+            let summary = filetrail_cli::export::run(&aws.sdk, &aws.resources, &args, chrono::Utc::now(), true).await?;
+            println!("{}", summary.line());
+        }
         Command::Local(LocalCommand::Provision(args)) => filetrail_cli::local::provision_command(&args).await?,
         Command::Local(LocalCommand::Run(args)) => {
             let report = filetrail_cli::local::run::run_command(&args).await?;
@@ -293,6 +568,98 @@ async fn main() -> anyhow::Result<()> {
                 report.reason, report.stats.invocations, report.stats.messages_deleted, report.stats.messages_failed
             );
         }
+    }
+    Ok(())
+}
+
+async fn revoke_command(
+    drive: &str,
+    item: &str,
+    selection: &filetrail_core::exposure::RevokeSelection,
+    yes: bool,
+) -> anyhow::Result<()> {
+    use filetrail_cli::exposure::{RevokeRefused, RevokeStores};
+    let aws = Aws::from_env().await?;
+    let clients = filetrail_runtime::ConnectionClients::new(
+        filetrail_m365::http_client(filetrail_m365::HttpTimeouts::default())?,
+        aws.secrets(),
+        filetrail_m365::RetryPolicy::default(),
+        std::time::Duration::from_secs(300),
+    );
+    let stores = RevokeStores {
+        state: &aws.state()?,
+        inventory: &aws.inventory()?,
+        events: &aws.events()?,
+        clients: &clients,
+    };
+    let mut confirm = |plan: &str, count: usize| -> anyhow::Result<bool> {
+        print!("{plan}");
+        if yes {
+            return Ok(true);
+        }
+        use std::io::IsTerminal as _;
+        if !std::io::stdin().is_terminal() {
+            return Err(RevokeRefused::NotConfirmed.into());
+        }
+        eprint!("Remove {count} permission(s)? Type yes: ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        Ok(answer.trim() == "yes")
+    };
+    let report = filetrail_cli::exposure::revoke(&stores, drive, item, selection, &mut confirm).await?;
+    println!(
+        "Removed {} permission(s) and recorded {} event(s); the file is {}.",
+        report.removed,
+        report.events,
+        if report.still_exposed {
+            "still shared outside the organisation"
+        } else {
+            "no longer exposed"
+        }
+    );
+    Ok(())
+}
+
+async fn search_command(args: SearchArgs) -> anyhow::Result<()> {
+    use filetrail_cli::search::{self, Filters};
+    let aws = Aws::from_env().await?;
+    let connections = aws.state()?.connections().await?;
+    let filters = Filters {
+        connection: args.connection,
+        user: args.user,
+        file_name: args.file_name,
+        path: args.path,
+        md5: args.md5,
+        sha256: args.sha256,
+        types: args.types,
+        since: args.since,
+        until: args.until,
+        source: args.source,
+        external_only: args.external_only,
+        limit: args.limit,
+        page_token: args.page_token,
+    };
+    let (query, earliest) = search::build(&filters, &connections, chrono::Utc::now())?;
+    let page = search::run(&aws.events()?, &query, earliest).await?;
+    if args.explain {
+        eprintln!("served by the {} index:", query.access().label());
+        for read in &page.plan {
+            eprintln!("  {read}");
+        }
+    }
+    if args.json {
+        for event in &page.events {
+            println!("{}", serde_json::to_string(event)?);
+        }
+    } else if args.csv {
+        search::write_csv(std::io::stdout().lock(), &page.events)?;
+    } else if page.events.is_empty() {
+        println!("No events match.");
+    } else {
+        print!("{}", events::render(&page.events));
+    }
+    if let Some(next) = &page.next {
+        eprintln!("more events: add --page-token {}", next.token());
     }
     Ok(())
 }
@@ -447,6 +814,20 @@ async fn connection_add(args: AddArgs) -> anyhow::Result<()> {
     };
     connection::check_unique(&state, &new).await?;
     let secret = read_secret(args.secret_file.as_deref())?;
+    if args.skip_checks {
+        eprintln!(
+            "Not checking the credentials (--skip-checks); `filetrail status` reports problems after the first discovery run."
+        );
+    } else {
+        eprintln!(
+            "Checking the app's credentials and permissions in tenant {}…",
+            new.tenant_id
+        );
+        let report = connection::check_credentials(&new, &secret, args.write_mode).await?;
+        for (permission, note) in report.notes() {
+            eprintln!("note: {}: {note}", permission.name());
+        }
+    }
     let secret_id = aws
         .secrets()
         .put_app_secret(
@@ -456,16 +837,87 @@ async fn connection_add(args: AddArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-    let record = connection::record(&new, secret_id);
+    let mut record = connection::record(&new, secret_id);
+    record.write_mode = args.write_mode;
     state.put_connection(&record).await?;
     println!(
-        "Registered {} connection {:?} for tenant {}.",
-        args.kind, record.id, record.tenant_id
+        "Registered {} connection {:?} for tenant {}{}.",
+        args.kind,
+        record.id,
+        record.tenant_id,
+        if record.write_mode { " in write mode" } else { "" }
     );
     println!(
         "Discovery starts with the next scheduled run; `filetrail status {}` shows progress.",
         record.id
     );
+    Ok(())
+}
+
+async fn connection_remove(id: &str, purge: bool, yes: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let aws = Aws::from_env().await?;
+    let state = aws.state()?;
+    let c = connection::find(&state, id).await?;
+    if purge && !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "`--purge` deletes every event, inventory row and checkpoint of {id:?} and cannot be undone; \
+                 standard input is not a terminal, so confirm with --yes"
+            );
+        }
+        eprint!(
+            "This deletes the secret, drives, checkpoints, inventory rows and events of {id:?}; it cannot be undone.\n\
+             Type the connection id to confirm: "
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != id {
+            bail!("not confirmed; nothing was deleted");
+        }
+    }
+    let sm = aws_sdk_secretsmanager::Client::new(&aws.sdk);
+    match sm
+        .delete_secret()
+        .secret_id(&c.secret_id)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("deleting the secret {}", c.secret_id))),
+    }
+    let ddb = aws_sdk_dynamodb::Client::new(&aws.sdk);
+    if purge {
+        let s3 = aws_sdk_s3::Client::new(&aws.sdk);
+        let tables = connection::PurgeTables {
+            client: &ddb,
+            state: aws.resources.require_state_table()?,
+            inventory: aws.resources.require_inventory_table()?,
+            events: aws.resources.require_events_table()?,
+            bucket: aws.resources.require_bucket().ok().map(|b| (&s3, b)),
+        };
+        let bar = indicatif::ProgressBar::new_spinner();
+        let mut total = 0u64;
+        let purged = connection::purge(&tables, &c, chrono::Utc::now(), |step, n| {
+            total += n;
+            bar.set_message(format!("{total} items deleted ({step})"));
+            bar.tick();
+        })
+        .await?;
+        bar.finish_and_clear();
+        println!(
+            "Removed {id:?}: its secret, {} state items, {} inventory rows, {} events and {} objects.",
+            purged.state_items, purged.inventory_rows, purged.events, purged.objects
+        );
+    } else {
+        connection::delete_record(&ddb, aws.resources.require_state_table()?, id).await?;
+        println!("Removed {id:?}: its secret and registration. Its events and inventory stay searchable;");
+        println!("`filetrail connection remove {id} --purge` would delete them too.");
+    }
     Ok(())
 }
 

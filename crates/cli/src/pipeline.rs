@@ -25,6 +25,8 @@ pub const POLL_ACTIVITY_FUNCTION: &str = "PollActivityFunction";
 pub const INGEST_ACTIVITY_FUNCTION: &str = "IngestActivityFunction";
 /// Logical id of the hash-file function in template.yaml.
 pub const HASH_FILE_FUNCTION: &str = "HashFileFunction";
+/// Logical id of the export function in template.yaml.
+pub const EXPORT_FUNCTION: &str = "ExportFunction";
 
 struct Discover(Arc<filetrail_discover::Context>);
 
@@ -71,6 +73,15 @@ impl LocalFunction for IngestActivity {
     }
 }
 
+struct Export(Arc<filetrail_export::Context>);
+
+#[async_trait::async_trait]
+impl LocalFunction for Export {
+    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
+        filetrail_export::handle(&self.0, payload, deadline).await
+    }
+}
+
 struct HashFile(Arc<filetrail_hash_file::Context>);
 
 #[async_trait::async_trait]
@@ -88,6 +99,7 @@ pub struct LocalPipeline {
     pub poll_activity: Arc<filetrail_poll_activity::Context>,
     pub ingest_activity: Arc<filetrail_ingest_activity::Context>,
     pub hash_file: Arc<filetrail_hash_file::Context>,
+    pub export: Arc<filetrail_export::Context>,
 }
 
 impl LocalPipeline {
@@ -129,6 +141,7 @@ impl LocalPipeline {
                 &env_of(INGEST_ACTIVITY_FUNCTION)?,
             )?),
             hash_file: Arc::new(filetrail_hash_file::Context::new(sdk, &env_of(HASH_FILE_FUNCTION)?)?),
+            export: Arc::new(filetrail_export::Context::new(sdk, &env_of(EXPORT_FUNCTION)?)?),
         })
     }
 
@@ -156,6 +169,7 @@ impl LocalPipeline {
             HASH_FILE_FUNCTION.to_owned(),
             Arc::new(HashFile(self.hash_file.clone())),
         );
+        functions.insert(EXPORT_FUNCTION.to_owned(), Arc::new(Export(self.export.clone())));
         functions
     }
 
@@ -170,6 +184,7 @@ impl LocalPipeline {
             + self.ingest_activity.events.write_requests()
             + self.hash_file.events.write_requests()
             + self.hash_file.inventory.write_requests()
+            + self.export.checkpoints.write_requests()
     }
 }
 

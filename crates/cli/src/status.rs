@@ -25,6 +25,53 @@ pub struct ConnectionStatus {
     pub last_scope_upload: Option<ScopeUploadResult>,
     /// Where polling the audit feed (`Audit.SharePoint`) stands; `None` before the first poll.
     pub activity: Option<ActivityCheckpoint>,
+    /// Opt-in write mode (`connection add --write-mode`).
+    pub write_mode: bool,
+    /// How far the initial indexing of the monitored drives got.
+    pub indexing: IndexingProgress,
+    /// When the newest recorded event happened (today's or yesterday's), filled by
+    /// [`add_deployment`]; `None` when none or not read.
+    pub newest_event_at: Option<DateTime<Utc>>,
+    /// Content blobs with records set aside (quarantine documents in S3), filled by
+    /// [`add_deployment`].
+    pub quarantined_blobs: Option<u64>,
+    /// Audit records set aside (unreadable or of an unknown operation) across those documents.
+    pub quarantined_records: Option<u64>,
+    /// The deployment's queues (shared by every connection), filled by [`add_deployment`].
+    pub queues: Vec<QueueStatus>,
+}
+
+/// Initial indexing of a connection's monitored drives.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IndexingProgress {
+    /// Drives whose first walk finished (indexed).
+    pub drives_done: u64,
+    /// Drives monitored (pending, indexing or indexed).
+    pub drives_total: u64,
+    /// Items (files and folders) written so far across those drives.
+    pub items_indexed: u64,
+}
+
+/// One work queue: messages waiting and in flight, and its dead-letter queue's depth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStatus {
+    /// The queue's name (`…-HashQueue`).
+    pub queue: String,
+    /// `ApproximateNumberOfMessages`: waiting to be worked on.
+    pub waiting: u64,
+    /// `ApproximateNumberOfMessagesNotVisible`: being worked on.
+    pub in_flight: u64,
+    /// The dead-letter queue named by the queue's redrive policy, if any.
+    pub dead_letter_queue: Option<String>,
+    /// Messages on that dead-letter queue: work that failed repeatedly.
+    pub dead_letters: u64,
+}
+
+impl QueueStatus {
+    /// Whether this is the queue of files waiting to be hashed.
+    pub fn is_hash_queue(&self) -> bool {
+        self.queue.ends_with("HashQueue")
+    }
 }
 
 /// The scope in force, in brief (`filetrail scope show` lists the entries).
@@ -73,6 +120,25 @@ async fn connection_status<S: StateStore + ActivityState>(state: &S, c: Connecti
         }
     }
     drives.monitored = drives.pending + drives.indexing + drives.indexed;
+    let mut items_indexed = 0;
+    for s in [DriveState::Indexing, DriveState::Indexed] {
+        let mut cursor = None;
+        loop {
+            let (ids, next) = state.drive_ids_in_state(&c.id, s, cursor).await?;
+            for d in state.drives(&ids).await? {
+                items_indexed += d.index.items;
+            }
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+    }
+    let indexing = IndexingProgress {
+        drives_done: drives.indexed,
+        drives_total: drives.monitored,
+        items_indexed,
+    };
     let scope = match state.scope(&c.id).await? {
         Some(sc) => ScopeStatus {
             kind: sc.kind,
@@ -101,6 +167,12 @@ async fn connection_status<S: StateStore + ActivityState>(state: &S, c: Connecti
         tenant_id: c.tenant_id,
         cloud: c.cloud,
         state: format!("{:?}", c.state).to_lowercase(),
+        write_mode: c.write_mode,
+        indexing,
+        newest_event_at: None,
+        quarantined_blobs: None,
+        quarantined_records: None,
+        queues: Vec::new(),
         drives,
         last_discovery: c.last_discovery,
         error: c.last_error,
@@ -135,7 +207,22 @@ pub fn render(statuses: &[ConnectionStatus], now: DateTime<Utc>) -> String {
             },
             d.unmonitored
         );
+        let ix = &st.indexing;
+        let _ = writeln!(
+            s,
+            "  indexing          {}/{} drives done, {} items indexed",
+            ix.drives_done, ix.drives_total, ix.items_indexed
+        );
         let _ = writeln!(s, "  without OneDrive  {} users", st.users_without_onedrive);
+        let _ = writeln!(
+            s,
+            "  write mode        {}",
+            if st.write_mode {
+                "on (`filetrail sharing revoke` may remove sharing)"
+            } else {
+                "off (read only)"
+            }
+        );
         let sc = &st.scope;
         let what = match sc.kind {
             ScopeKind::All => "every user".to_owned(),
@@ -235,21 +322,262 @@ pub fn render(statuses: &[ConnectionStatus], now: DateTime<Utc>) -> String {
                 cp.drives_found
             );
         }
-        match &st.error {
-            Some(e) => {
-                let _ = writeln!(
-                    s,
-                    "  error             {} since {}: {}",
-                    e.code,
-                    e.at.format("%Y-%m-%d %H:%M:%SZ"),
-                    first_line(&e.message)
-                );
-                let _ = writeln!(s, "  fix               {}", e.fix);
-            }
-            None => s.push_str("  error             none\n"),
+        if st.state == "deauthorized" {
+            let _ = writeln!(
+                s,
+                "  paused            deauthorized: no work runs; `filetrail connection resume {}` restarts it",
+                st.connection
+            );
+        }
+        if let Some(t) = st.newest_event_at {
+            let _ = writeln!(
+                s,
+                "  newest event      {} ({} behind)",
+                t.format("%Y-%m-%d %H:%M:%SZ"),
+                ago(now, t)
+            );
+        } else if st.kind == "cloud" && !st.queues.is_empty() {
+            s.push_str("  newest event      none today or yesterday\n");
+        }
+        if let (Some(records), Some(blobs)) = (st.quarantined_records, st.quarantined_blobs) {
+            let _ = writeln!(
+                s,
+                "  quarantined       {records} records in {blobs} blob{} (s3 quarantine/{}/)",
+                if blobs == 1 { "" } else { "s" },
+                st.connection
+            );
+        }
+        let errors = current_errors(st);
+        if errors.is_empty() {
+            s.push_str("  error             none\n");
+        }
+        for e in errors {
+            let _ = writeln!(
+                s,
+                "  error             {} since {}: {}",
+                e.code,
+                e.at.format("%Y-%m-%d %H:%M:%SZ"),
+                first_line(&e.message)
+            );
+            let _ = writeln!(s, "  fix               {}", e.fix);
         }
     }
+    if let Some(first) = statuses.first()
+        && !first.queues.is_empty()
+    {
+        s.push_str(&render_queues(&first.queues));
+    }
     s
+}
+
+/// Every problem of a connection a person must fix: the connection's own and the audit feed's.
+pub fn current_errors(st: &ConnectionStatus) -> Vec<&ConnectionError> {
+    let mut out: Vec<&ConnectionError> = st.error.iter().collect();
+    if let Some(e) = st.activity.as_ref().and_then(|a| a.last_error.as_ref())
+        && !out.iter().any(|o| o.code == e.code)
+    {
+        out.push(e);
+    }
+    out
+}
+
+/// The deployment's queues: backlog, in flight, dead letters, with the fix for dead letters.
+pub fn render_queues(queues: &[QueueStatus]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from("queues (all connections)\n");
+    let width = queues.iter().map(|q| q.queue.len()).max().unwrap_or(0);
+    for q in queues {
+        let _ = writeln!(
+            s,
+            "  {:<width$}  {} waiting, {} in flight, {} dead letters",
+            q.queue, q.waiting, q.in_flight, q.dead_letters
+        );
+    }
+    if let Some(h) = queues.iter().find(|q| q.is_hash_queue()) {
+        let _ = writeln!(
+            s,
+            "  hashing backlog   {} files waiting to be hashed",
+            h.waiting + h.in_flight
+        );
+    }
+    for q in queues.iter().filter(|q| q.dead_letters > 0) {
+        let _ = writeln!(
+            s,
+            "  error             {} messages of {} failed repeatedly and wait on {}",
+            q.dead_letters,
+            q.queue,
+            q.dead_letter_queue.as_deref().unwrap_or("its dead-letter queue")
+        );
+        let _ = writeln!(
+            s,
+            "  fix               read them (`aws sqs receive-message --queue-url <dead-letter queue url>`), fix the cause \
+             the function logs name, then move them back with `aws sqs start-message-move-task`"
+        );
+    }
+    s
+}
+
+/// Reads a queue's depths and, through its redrive policy, its dead-letter queue's.
+pub async fn queue_status(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<QueueStatus> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::RedrivePolicy)
+        .send()
+        .await?;
+    let get = |a: &A| attrs.attributes().and_then(|m| m.get(a)).cloned();
+    let num = |a: &A| get(a).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let dlq_name = get(&A::RedrivePolicy)
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+        .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned))
+        .and_then(|arn| arn.rsplit(':').next().map(str::to_owned));
+    let mut dead_letters = 0;
+    if let Some(name) = &dlq_name {
+        let dlq_url = sqs.get_queue_url().queue_name(name).send().await?;
+        if let Some(dlq_url) = dlq_url.queue_url() {
+            let d = sqs
+                .get_queue_attributes()
+                .queue_url(dlq_url)
+                .attribute_names(A::ApproximateNumberOfMessages)
+                .send()
+                .await?;
+            dead_letters = d
+                .attributes()
+                .and_then(|m| m.get(&A::ApproximateNumberOfMessages))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(QueueStatus {
+        queue: url.rsplit('/').next().unwrap_or(url).to_owned(),
+        waiting: num(&A::ApproximateNumberOfMessages),
+        in_flight: num(&A::ApproximateNumberOfMessagesNotVisible),
+        dead_letter_queue: dlq_name,
+        dead_letters,
+    })
+}
+
+/// The newest event of a connection observed today or yesterday (UTC): one newest-first query per
+/// `by_day` shard.
+pub async fn newest_event(
+    ddb: &aws_sdk_dynamodb::Client,
+    events_table: &str,
+    connection: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use filetrail_aws::events::{BY_DAY, DAY_PK, DAY_SHARDS, OBSERVED_SK, day_pk};
+    for day in [now, now - chrono::Duration::days(1)] {
+        let mut newest: Option<DateTime<Utc>> = None;
+        for shard in 0..DAY_SHARDS {
+            let out = ddb
+                .query()
+                .table_name(events_table)
+                .index_name(BY_DAY)
+                .key_condition_expression("#p = :p")
+                .expression_attribute_names("#p", DAY_PK)
+                .expression_attribute_values(":p", AttributeValue::S(day_pk(connection, &day, shard)))
+                .scan_index_forward(false)
+                .limit(1)
+                .send()
+                .await?;
+            let at = out
+                .items()
+                .first()
+                .and_then(|i| i.get(OBSERVED_SK))
+                .and_then(|v| v.as_s().ok())
+                .and_then(|sk| sk.split('#').next())
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            newest = newest.max(at);
+        }
+        if newest.is_some() {
+            return Ok(newest);
+        }
+    }
+    Ok(None)
+}
+
+/// Quarantine documents (one per content blob with records set aside) of a connection in S3,
+/// and the records they hold: `(blobs, records)`.
+pub async fn quarantined(s3: &aws_sdk_s3::Client, bucket: &str, connection: &str) -> anyhow::Result<(u64, u64)> {
+    let prefix = format!("{}{connection}/", filetrail_aws::objects::QUARANTINE_PREFIX);
+    let (mut blobs, mut records) = (0, 0);
+    let mut token = None;
+    loop {
+        let out = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(&prefix)
+            .set_continuation_token(token)
+            .send()
+            .await?;
+        for key in out.contents().iter().filter_map(|o| o.key()) {
+            let body = s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await?
+                .body
+                .collect()
+                .await?;
+            let doc: filetrail_aws::objects::QuarantineDocument = serde_json::from_slice(&body.into_bytes())?;
+            blobs += 1;
+            records += doc.records.len() as u64;
+        }
+        match out.next_continuation_token() {
+            Some(t) => token = Some(t.to_owned()),
+            None => return Ok((blobs, records)),
+        }
+    }
+}
+
+/// Where the deployment-wide figures come from.
+pub struct Deployment<'a> {
+    pub sqs: &'a aws_sdk_sqs::Client,
+    pub ddb: &'a aws_sdk_dynamodb::Client,
+    pub s3: &'a aws_sdk_s3::Client,
+    /// The work queues' URLs (discover, index, activity, hash).
+    pub queue_urls: Vec<String>,
+    pub events_table: Option<&'a str>,
+    pub bucket: Option<&'a str>,
+}
+
+/// Adds what lives outside the state table: queue depths and dead letters (the same for every
+/// connection), the newest event and the quarantine count. A figure that cannot be read stays
+/// empty and the failure is returned as a warning line, so status still prints.
+pub async fn add_deployment(statuses: &mut [ConnectionStatus], d: &Deployment<'_>, now: DateTime<Utc>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut queues = Vec::new();
+    for url in &d.queue_urls {
+        match queue_status(d.sqs, url).await {
+            Ok(q) => queues.push(q),
+            Err(e) => warnings.push(format!("could not read queue {url}: {e}")),
+        }
+    }
+    for st in statuses.iter_mut() {
+        st.queues.clone_from(&queues);
+        if let Some(table) = d.events_table {
+            match newest_event(d.ddb, table, &st.connection, now).await {
+                Ok(t) => st.newest_event_at = t,
+                Err(e) => warnings.push(format!("could not read the newest event of {}: {e}", st.connection)),
+            }
+        }
+        if let Some(bucket) = d.bucket {
+            match quarantined(d.s3, bucket, &st.connection).await {
+                Ok((blobs, records)) => {
+                    st.quarantined_blobs = Some(blobs);
+                    st.quarantined_records = Some(records);
+                }
+                Err(e) => warnings.push(format!("could not count quarantined blobs of {}: {e}", st.connection)),
+            }
+        }
+    }
+    warnings
 }
 
 fn first_line(s: &str) -> &str {
@@ -263,5 +591,115 @@ fn ago(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
         60..=3599 => format!("{}m", secs / 60),
         3600..=86_399 => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
         _ => format!("{}d", secs / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    fn status() -> ConnectionStatus {
+        ConnectionStatus {
+            connection: "contoso".into(),
+            kind: "cloud".into(),
+            tenant_id: "t-1".into(),
+            cloud: "worldwide".into(),
+            state: "active".into(),
+            drives: DriveCounts {
+                monitored: 4,
+                pending: 0,
+                indexing: 1,
+                indexed: 3,
+                unmonitored: 0,
+            },
+            users_without_onedrive: 1,
+            last_discovery: None,
+            discovery_in_progress: None,
+            error: None,
+            scope: ScopeStatus {
+                kind: ScopeKind::All,
+                entries: 0,
+                source: None,
+                applied_at: None,
+            },
+            last_scope_upload: None,
+            activity: Some(ActivityCheckpoint {
+                listed_until: at("2026-11-30T09:55:00Z"),
+                window: None,
+                last_poll_at: Some(at("2026-11-30T09:55:00Z")),
+                last_success_at: Some(at("2026-11-30T09:55:00Z")),
+                blobs_enqueued: 7,
+                last_error: Some(ConnectionError {
+                    code: "AF10001".into(),
+                    message: "The permission set () did not include ActivityFeed.Read".into(),
+                    fix: "grant ActivityFeed.Read".into(),
+                    at: at("2026-11-30T09:50:00Z"),
+                }),
+            }),
+            write_mode: false,
+            indexing: IndexingProgress {
+                drives_done: 3,
+                drives_total: 4,
+                items_indexed: 1234,
+            },
+            newest_event_at: Some(at("2026-11-30T09:30:00Z")),
+            quarantined_blobs: Some(2),
+            quarantined_records: Some(5),
+            queues: vec![
+                QueueStatus {
+                    queue: "ft-HashQueue".into(),
+                    waiting: 40,
+                    in_flight: 2,
+                    dead_letter_queue: Some("ft-HashDeadLetterQueue".into()),
+                    dead_letters: 0,
+                },
+                QueueStatus {
+                    queue: "ft-IndexQueue".into(),
+                    waiting: 0,
+                    in_flight: 1,
+                    dead_letter_queue: Some("ft-IndexDeadLetterQueue".into()),
+                    dead_letters: 3,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_dashboard_shows_progress_lag_backlog_quarantine_and_every_error_with_its_fix() {
+        let text = render(&[status()], at("2026-11-30T10:00:00Z"));
+        for expected in [
+            "indexing          3/4 drives done, 1234 items indexed",
+            "write mode        off (read only)",
+            "newest event      2026-11-30 09:30:00Z (30m behind)",
+            "quarantined       5 records in 2 blobs",
+            "error             AF10001 since 2026-11-30 09:50:00Z",
+            "fix               grant ActivityFeed.Read",
+            "hashing backlog   42 files waiting to be hashed",
+            "3 messages of ft-IndexQueue failed repeatedly and wait on ft-IndexDeadLetterQueue",
+            "aws sqs start-message-move-task",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_deauthorized_connection_says_it_is_paused_and_how_to_resume() {
+        let mut st = status();
+        st.state = "deauthorized".into();
+        st.activity = None;
+        st.queues.clear();
+        let text = render(&[st], at("2026-11-30T10:00:00Z"));
+        assert!(
+            text.contains("paused            deauthorized: no work runs; `filetrail connection resume contoso`"),
+            "{text}"
+        );
+        assert!(text.contains("error             none"), "{text}");
+        assert!(!text.contains("queues"), "{text}");
     }
 }

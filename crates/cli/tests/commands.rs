@@ -133,6 +133,7 @@ async fn a_tenant_registers_once_per_kind_with_its_secret_from_stdin() {
         TENANT,
         "--client-id",
         "app-1",
+        "--skip-checks",
     ];
     let (ok, out, err) = d.run(&add, "s3cr3t-value\n");
     assert!(ok, "{err}");
@@ -150,6 +151,7 @@ async fn a_tenant_registers_once_per_kind_with_its_secret_from_stdin() {
         TENANT,
         "--client-id",
         "app-1",
+        "--skip-checks",
     ];
     let (ok, _, err) = d.run(&again, "other");
     assert!(!ok);
@@ -169,6 +171,7 @@ async fn a_tenant_registers_once_per_kind_with_its_secret_from_stdin() {
         TENANT,
         "--client-id",
         "app-1",
+        "--skip-checks",
     ];
     assert!(d.run(&email, "s").0);
 
@@ -196,7 +199,8 @@ async fn status_shows_drive_counts_and_the_current_error_with_its_fix() {
                 "--tenant-id",
                 TENANT,
                 "--client-id",
-                "app-1"
+                "app-1",
+                "--skip-checks",
             ],
             "s"
         )
@@ -267,6 +271,7 @@ async fn scope_upload_waits_for_apply_scope_and_a_rejected_file_keeps_the_scope(
         TENANT,
         "--client-id",
         "app-1",
+        "--skip-checks",
     ];
     assert!(d.run(&add, "s").0);
     let dir = std::env::temp_dir().join(format!("filetrail-scope-cmd-{}", std::process::id()));
@@ -381,7 +386,8 @@ async fn file_shows_the_row_its_digests_and_its_events_newest_first_and_events_l
                 "--tenant-id",
                 TENANT,
                 "--client-id",
-                "app-1"
+                "app-1",
+                "--skip-checks",
             ],
             "s"
         )
@@ -462,4 +468,145 @@ async fn file_shows_the_row_its_digests_and_its_events_newest_first_and_events_l
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 2, "a header and one event: {out}");
     assert!(out.contains("megan@contoso.com") && out.contains(&hashes.md5), "{out}");
+}
+
+#[tokio::test]
+async fn search_prints_matching_events_as_a_table_json_or_csv_with_pages_and_names_bad_values() {
+    use filetrail_core::events::{FileHashes, HashOutcome};
+    use filetrail_core::ports::EventStore as _;
+
+    let d = Deployment::start("cmd-search").await;
+    let sdk = d.moto.sdk_config().await;
+    let setting = |name: &str| d.env.iter().find(|(k, _)| k == name).unwrap().1.clone();
+    let state = d.state().await;
+    let connection: filetrail_core::model::Connection = serde_json::from_value(serde_json::json!({
+        "id": "contoso", "kind": "cloud", "tenant_id": TENANT, "client_id": "app-1",
+        "secret_id": "filetrail/contoso", "cloud": "worldwide", "drive_cap": 10,
+        "created_at": chrono::Utc::now() - chrono::Duration::days(1),
+    }))
+    .unwrap();
+    state.put_connection(&connection).await.unwrap();
+    let events = filetrail_aws::events::DynamoEventStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        setting("FILETRAIL_EVENTS_TABLE"),
+    );
+    let mut modified = file_event("rec-modified", "modified", "FileModified", 30);
+    modified.hash = Some(HashOutcome::Hashed(FileHashes {
+        md5: "9e107d9d372bb6826bd81d3542a419d6".into(),
+        sha256: "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592".into(),
+        ctag: "\"c:{Q3},4\"".into(),
+        size: 2048,
+        modified_at: None,
+        hashed_at: chrono::Utc::now(),
+    }));
+    let downloaded = file_event("rec-downloaded", "downloaded", "FileDownloaded", 5);
+    let older = file_event("rec-older", "downloaded", "FileDownloaded", 60 * 24 * 3);
+    events.insert_events(&[modified, downloaded, older]).await.unwrap();
+
+    let (ok, out, err) = d.run(&["search", "--user", "Megan@Contoso.com", "--since", "2d"], "");
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().count(),
+        3,
+        "a header and two events, the 3-day-old one excluded: {out}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[1].contains("downloaded") && lines[2].contains("modified"),
+        "newest first: {out}"
+    );
+    assert!(
+        lines[1].contains("hash unavailable: not modified since initial indexing"),
+        "a read of a file never modified since indexing: {out}"
+    );
+    assert!(lines[2].contains("9e107d9d372bb6826bd81d3542a419d6"), "{out}");
+
+    let (ok, out, _) = d.run(
+        &[
+            "search",
+            "--sha256",
+            "D7A8FBB307D7809469CA9ABCB0082E4F8D5651E46D3CDB762D02D0BF37C9E592",
+            "--json",
+        ],
+        "",
+    );
+    assert!(ok);
+    let found: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], "rec-modified");
+
+    let (ok, out, _) = d.run(
+        &["search", "--file-name", "q3*.xlsx", "--type", "downloaded", "--csv"],
+        "",
+    );
+    assert!(ok);
+    let mut csv = csv_reader(&out);
+    let header = csv.headers().unwrap().clone();
+    let rows: Vec<_> = csv.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(&rows[0][col("record_id")], "rec-downloaded");
+    assert_eq!(&rows[1][col("record_id")], "rec-older");
+    assert_eq!(&rows[0][col("path")], "/Reports/Q3 forecast.xlsx");
+
+    let (ok, first, err) = d.run(&["search", "--path", "/Reports", "--limit", "2", "--explain"], "");
+    assert!(ok, "{err}");
+    assert!(err.contains("Query by_path path_pk = contoso#reports"), "{err}");
+    let token = err.split("--page-token ").nth(1).unwrap().trim().to_owned();
+    let (ok, rest, err) = d.run(
+        &["search", "--path", "/Reports", "--limit", "2", "--page-token", &token],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(first.lines().count() + rest.lines().count(), 2 + 3, "{first}{rest}");
+    assert!(rest.contains("3") && !err.contains("--page-token"), "{rest} / {err}");
+
+    for (args, needle) in [
+        (&["search", "--md5", "abc"][..], "--md5 \"abc\""),
+        (&["search", "--since", "last tuesday"][..], "--since \"last tuesday\""),
+        (&["search", "--type", "teleported"][..], "\"teleported\""),
+        (&["search", "--connection", "nope"][..], "no connection named \"nope\""),
+        (&["search", "--page-token", "garbage"][..], "page token \"garbage\""),
+    ] {
+        let (ok, _, err) = d.run(args, "");
+        assert!(!ok && err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+fn csv_reader(text: &str) -> csv::Reader<&[u8]> {
+    csv::Reader::from_reader(text.as_bytes())
+}
+
+#[tokio::test]
+async fn exposure_and_revoke_name_what_is_wrong_before_touching_anything() {
+    let d = Deployment::start("cmd-exposure").await;
+    let (ok, out, err) = d.run(&["exposure"], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("No file is shared"), "{out}");
+    let (ok, _, err) = d.run(&["exposure", "nope"], "");
+    assert!(!ok && err.contains("no connection named \"nope\""), "{err}");
+
+    let (ok, _, err) = d.run(&["sharing", "revoke", "b!drive-1", "01ITEM"], "");
+    assert!(
+        !ok && err.contains("--permission ID, --all-external or --all-anonymous"),
+        "{err}"
+    );
+    let (ok, _, err) = d.run(
+        &[
+            "sharing",
+            "revoke",
+            "b!drive-1",
+            "01ITEM",
+            "--all-external",
+            "--permission",
+            "p1",
+        ],
+        "",
+    );
+    assert!(!ok && err.contains("--all-external or --all-anonymous"), "{err}");
+    let (ok, _, err) = d.run(
+        &["sharing", "revoke", "b!nowhere", "01ITEM", "--all-anonymous", "--yes"],
+        "",
+    );
+    assert!(!ok && err.contains("no monitored drive \"b!nowhere\""), "{err}");
 }

@@ -20,8 +20,7 @@ use crate::budget::Budget;
 use crate::error::PortError;
 use crate::jobs::IndexJob;
 use crate::model::{
-    Connection, ConnectionError, ConnectionState, DirectoryUser, DiscoverySummary, DriveLookup, DriveRecord,
-    DriveState, IndexProgress,
+    Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveLookup, DriveRecord, DriveState, IndexProgress,
 };
 use crate::ports::{Directory, DiscoveryCheckpoint, DriveFinder, IndexQueue, RunPage, StateStore};
 use crate::scope::{GroupSelector, Scope, ScopeEntry, ScopeKind, UnresolvedEntry, UserSelector};
@@ -97,10 +96,8 @@ pub async fn discover(
     let Some(connection) = ports.state.connection(connection_id).await.map_err(err)? else {
         return Err(DiscoverError::UnknownConnection(connection_id.to_owned()));
     };
-    if connection.state != ConnectionState::Active {
-        return Ok(DiscoverOutcome::Skipped {
-            reason: format!("connection {connection_id} is deauthorized"),
-        });
+    if let Some(reason) = connection.why_no_work() {
+        return Ok(DiscoverOutcome::Skipped { reason });
     }
     let scope = ports
         .state

@@ -29,7 +29,7 @@ use crate::error::PortError;
 use crate::events::{FileHashes, HashOutcome, unavailable};
 use crate::hash::{DualHasher, HashCheckpoint, HasherTuning};
 use crate::jobs::HashJob;
-use crate::model::{ConnectionKind, ConnectionState};
+use crate::model::ConnectionKind;
 use crate::ports::{EventStore, HashQueue, InventoryHashes, PortResult, StateStore};
 
 /// Events of one file looked at per hashing: far more than any file collects between two
@@ -141,7 +141,7 @@ pub async fn hash_file(
 ) -> Result<HashFileOutcome, PortError> {
     let (drive, item) = (job.drive_id.as_str(), job.item_id.as_str());
     match ports.state.connection(&job.connection).await? {
-        Some(c) if c.kind == ConnectionKind::Cloud && c.state == ConnectionState::Active => {}
+        Some(c) if c.kind == ConnectionKind::Cloud && c.accepts_work() => {}
         _ => {
             return Ok(HashFileOutcome::Skipped {
                 reason: format!("connection {} is not an active cloud connection", job.connection),

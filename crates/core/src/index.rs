@@ -30,6 +30,10 @@ pub struct IndexPorts<'a> {
     pub state: &'a dyn StateStore,
     pub inventory: &'a dyn InventoryStore,
     pub delta: &'a dyn DriveDelta,
+    /// When set, items delta reports as shared (the `shared` facet) or as changed by sharing
+    /// (`@microsoft.graph.sharedChanged`) get their sharing state refreshed after their page
+    /// is committed: the only items whose permissions are listed.
+    pub sharing: Option<crate::exposure::SharingPorts<'a>>,
 }
 
 /// How an indexing invocation ended.
@@ -359,6 +363,26 @@ async fn apply_page(
     }
     if !deleted.is_empty() {
         ports.inventory.delete_rows(&drive.drive_id, &deleted).await?;
+    }
+    if let Some(sharing) = &ports.sharing {
+        let mut seen = HashSet::new();
+        let shared: Vec<(String, String)> = items
+            .iter()
+            .filter(|i| !i.deleted && !i.is_root && (i.sharing_changed || i.shared_scope.is_some()))
+            .filter(|i| seen.insert(i.id.as_str()))
+            .map(|i| (drive.drive_id.clone(), i.id.clone()))
+            .collect();
+        if !shared.is_empty() {
+            crate::exposure::refresh_sharing(
+                sharing.reader,
+                sharing.store,
+                &drive.connection,
+                &sharing.trusted,
+                &shared,
+                now,
+            )
+            .await?;
+        }
     }
     Ok(applied)
 }

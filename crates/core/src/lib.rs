@@ -10,6 +10,8 @@ pub mod budget;
 pub mod discover;
 pub mod error;
 pub mod events;
+pub mod export;
+pub mod exposure;
 pub mod hash;
 pub mod hashing;
 pub mod index;
@@ -19,5 +21,6 @@ pub mod model;
 pub mod paths;
 pub mod ports;
 pub mod scope;
+pub mod search;
 
 pub use error::{PortError, RetryClass};

@@ -62,6 +62,35 @@ pub struct Connection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_discovery: Option<DiscoverySummary>,
     pub created_at: DateTime<Utc>,
+    /// Opt-in write mode (`connection add --write-mode`): lets `filetrail sharing revoke` remove
+    /// sharing, which needs `Files.ReadWrite.All`. Off, filetrail only reads.
+    #[serde(default)]
+    pub write_mode: bool,
+}
+
+impl Connection {
+    /// Whether filetrail does any work for this connection (discover, index, poll, ingest, hash).
+    /// A deauthorized connection gets none: its jobs are acknowledged and dropped, never failed
+    /// or dead-lettered, and its history stays searchable. `resume` makes it active again and
+    /// work restarts from the stored checkpoints.
+    #[must_use]
+    pub fn accepts_work(&self) -> bool {
+        match self.state {
+            ConnectionState::Active => true,
+            ConnectionState::Deauthorized => false,
+        }
+    }
+
+    /// Why a job of this connection is dropped, or `None` when it [`Self::accepts_work`].
+    #[must_use]
+    pub fn why_no_work(&self) -> Option<String> {
+        (!self.accepts_work()).then(|| {
+            format!(
+                "connection {} is deauthorized; `filetrail connection resume {}` restarts its work",
+                self.id, self.id
+            )
+        })
+    }
 }
 
 /// Microsoft base URLs for one connection.
@@ -303,6 +332,13 @@ pub struct DeltaItem {
     pub created_by: Option<UserRef>,
     pub modified_by: Option<UserRef>,
     pub mime_type: Option<String>,
+    /// The scope of the item's `shared` facet (`anonymous`, `organization`, `users`, or what
+    /// else Graph sends) when it is shared; `None` when the facet is absent or has no scope.
+    pub shared_scope: Option<String>,
+    /// Delta annotated the item `"@microsoft.graph.sharedChanged": "True"`: it is reported
+    /// because its sharing changed (Graph does so only for requests with the sharing `Prefer`
+    /// values and a token holding `Sites.FullControl.All`, FACTS §5).
+    pub sharing_changed: bool,
 }
 
 /// One page of a delta walk.

@@ -139,6 +139,8 @@ mod tests {
             created_by: None,
             modified_by: None,
             mime_type: None,
+            shared_scope: None,
+            sharing_changed: false,
         }
     }
 

@@ -411,3 +411,24 @@ pub trait BlobQueue: Send + Sync {
 pub trait HashQueue: Send + Sync {
     async fn enqueue_hashes(&self, jobs: &[HashJob]) -> PortResult<()>;
 }
+
+/// Reads items' permissions (Graph `GET /drives/{d}/items/{i}/permissions`, batched).
+#[async_trait]
+pub trait PermissionReader: Send + Sync {
+    /// One answer per item in the given order: its permissions, or `None` when it is gone.
+    async fn permissions(
+        &self,
+        items: &[(String, String)],
+    ) -> PortResult<Vec<((String, String), Option<Vec<crate::exposure::ListedPermission>>)>>;
+}
+
+/// Where items' sharing states are kept (beside the inventory).
+#[async_trait]
+pub trait SharingStore: Send + Sync {
+    /// The stored states of these items (drive, item); items without one are left out.
+    async fn sharing(&self, items: &[(String, String)]) -> PortResult<Vec<crate::exposure::SharingState>>;
+    /// Stores an item's state, replacing the previous one; a state without grants removes it.
+    async fn put_sharing(&self, state: &crate::exposure::SharingState) -> PortResult<()>;
+    /// Every exposed item of a connection, without reading the rest of the inventory.
+    async fn exposed(&self, connection: &str) -> PortResult<Vec<crate::exposure::SharingState>>;
+}

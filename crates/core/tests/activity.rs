@@ -46,6 +46,7 @@ fn connection() -> Connection {
         last_error: None,
         last_discovery: None,
         created_at: now() - Duration::days(30),
+        write_mode: false,
     }
 }
 
@@ -524,6 +525,7 @@ impl IngestWorld {
             quarantine: &self.quarantine,
             hash_queue: &self.queues,
             index_queue: &self.queues,
+            sharing: None,
         }
     }
 

@@ -36,6 +36,7 @@ fn connection() -> Connection {
         last_error: None,
         last_discovery: None,
         created_at: now(),
+        write_mode: false,
     }
 }
 
@@ -386,6 +387,8 @@ fn folder(id: &str, parent: Option<&str>, name: &str) -> DeltaItem {
         created_by: None,
         modified_by: None,
         mime_type: None,
+        shared_scope: None,
+        sharing_changed: false,
     }
 }
 
@@ -500,6 +503,7 @@ async fn a_full_walk_writes_one_row_per_item_with_paths_and_no_hashes() {
         state: &state,
         inventory: &inv,
         delta: &delta,
+        sharing: None,
     };
     let out = index_drive(&p, "d1", &Deadline::unlimited(), now).await.unwrap();
     assert_eq!(out, IndexOutcome::Completed { pages: 3, items: 5 });
@@ -533,6 +537,7 @@ async fn resumes_from_next_link_after_the_budget_runs_out() {
         state: &state,
         inventory: &inv,
         delta: &delta,
+        sharing: None,
     };
     let out = index_drive(&p, "d1", &Deadline::unlimited().with_max_units(Some(1)), now)
         .await
@@ -558,6 +563,7 @@ async fn a_stale_worker_stops_when_the_checkpoint_moved() {
         state: &state,
         inventory: &inv,
         delta: &delta,
+        sharing: None,
     };
     let before = state.drive("d1").await.unwrap().unwrap().index;
     index_drive(&p, "d1", &Deadline::unlimited().with_max_units(Some(1)), now)
@@ -584,6 +590,7 @@ async fn a_410_restarts_the_walk_and_reconciles_items_no_longer_present() {
             state: &state,
             inventory: &inv,
             delta: &first,
+            sharing: None,
         },
         "d1",
         &Deadline::unlimited(),
@@ -613,6 +620,7 @@ async fn a_410_restarts_the_walk_and_reconciles_items_no_longer_present() {
         state: &state,
         inventory: &inv,
         delta: &second,
+        sharing: None,
     };
     let out = index_drive(&p, "d1", &Deadline::unlimited(), now).await.unwrap();
     assert!(matches!(out, IndexOutcome::Completed { .. }), "{out:?}");
@@ -633,6 +641,7 @@ async fn unmonitored_drives_get_no_work() {
             state: &state,
             inventory: &inv,
             delta: &delta,
+            sharing: None,
         },
         "d1",
         &Deadline::unlimited(),
@@ -664,6 +673,7 @@ async fn children_of_the_root_resolve_after_a_hand_over_although_the_root_has_no
         state: &state,
         inventory: &inv,
         delta: &delta,
+        sharing: None,
     };
     index_drive(&p, "d1", &Deadline::unlimited().with_max_units(Some(1)), now)
         .await

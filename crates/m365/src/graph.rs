@@ -37,7 +37,12 @@ pub const USER_SELECT: &str = "id,userPrincipalName,displayName,mail";
 pub const DRIVE_SELECT: &str = "id,driveType,webUrl";
 /// Properties the inventory needs from delta (FACTS §4, §5).
 pub const DELTA_SELECT: &str = "id,name,size,createdDateTime,lastModifiedDateTime,eTag,cTag,createdBy,lastModifiedBy,\
-                                parentReference,file,folder,root,deleted";
+                                parentReference,file,folder,root,deleted,shared";
+/// Sent on every delta request: sharing changes annotated `@microsoft.graph.sharedChanged`
+/// (FACTS §5; the service needs all three values together, and honours them only for an app
+/// holding `Sites.FullControl.All` — otherwise the preference is ignored and delta answers as
+/// without it).
+pub const DELTA_PREFER: &str = "deltashowremovedasdeleted, deltatraversepermissiongaps, deltashowsharingchanges";
 
 /// Properties read from `/groups` (FACTS §2: use `$select`).
 pub const GROUP_SELECT: &str = "id,displayName,mail";
@@ -381,7 +386,8 @@ impl GraphClient {
                 utf8_percent_encode(drive_id, PATH_SEGMENT)
             ),
         };
-        let page: WireDeltaPage = self.get_json(&url).await?;
+        let reply = self.get_with(&url, &[("Prefer", DELTA_PREFER)]).await?;
+        let page: WireDeltaPage = self.decode(&reply, &operation("GET", &url))?;
         let next = match (page.next_link, page.delta_link) {
             (Some(next), _) => DeltaNext::NextLink(next),
             (None, Some(delta)) => DeltaNext::DeltaLink(delta),
@@ -406,7 +412,7 @@ impl GraphClient {
     /// missing entries are sent again — only those, after the longest inner `Retry-After` —
     /// within the retry budget; a rejected token is replaced once; any other error fails the
     /// whole call. `permission` names what a 403 lacks.
-    async fn batch_gets<T, S, E>(
+    pub(crate) async fn batch_gets<T, S, E>(
         &self,
         gets: &[BatchGet],
         permission: &str,
@@ -602,7 +608,7 @@ impl GraphClient {
     }
 
     /// GETs `url` with extra request headers, through the retry policy.
-    async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Result<Reply, M365Error> {
+    pub(crate) async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Result<Reply, M365Error> {
         let op = operation("GET", url);
         let permission = permission_for(url);
         self.pipeline
@@ -620,7 +626,7 @@ impl GraphClient {
             .await
     }
 
-    fn verdict(&self, reply: &Reply, op: &str, permission: &str) -> Verdict {
+    pub(crate) fn verdict(&self, reply: &Reply, op: &str, permission: &str) -> Verdict {
         if reply.is_success() {
             return Verdict::Done;
         }
@@ -645,7 +651,7 @@ impl GraphClient {
         }
     }
 
-    fn decode<T: DeserializeOwned>(&self, reply: &Reply, op: &str) -> Result<T, M365Error> {
+    pub(crate) fn decode<T: DeserializeOwned>(&self, reply: &Reply, op: &str) -> Result<T, M365Error> {
         serde_json::from_slice(&reply.body).map_err(|e| self.decode_error(op, &e))
     }
 
@@ -654,7 +660,7 @@ impl GraphClient {
         serde_json::from_value(body).map_err(|e| self.decode_error(op, &e))
     }
 
-    fn decode_error(&self, op: &str, e: &serde_json::Error) -> M365Error {
+    pub(crate) fn decode_error(&self, op: &str, e: &serde_json::Error) -> M365Error {
         M365Error::Decode {
             connection: self.connection().to_owned(),
             operation: op.to_owned(),
@@ -663,7 +669,7 @@ impl GraphClient {
     }
 
     /// A path below the base, or an absolute link that must point at the Graph origin.
-    fn resolve(&self, url_or_path: &str) -> Result<String, M365Error> {
+    pub(crate) fn resolve(&self, url_or_path: &str) -> Result<String, M365Error> {
         let s = url_or_path.trim();
         if s.starts_with("http://") || s.starts_with("https://") {
             if origin_of(s).as_deref() == Some(&*self.origin) {
@@ -686,9 +692,9 @@ impl GraphClient {
 }
 
 /// One GET sent inside `$batch`: its URL relative to the version root, and how messages name it.
-struct BatchGet {
-    url: String,
-    label: String,
+pub(crate) struct BatchGet {
+    pub(crate) url: String,
+    pub(crate) label: String,
 }
 
 /// Any Graph object, by id only.
@@ -708,7 +714,10 @@ enum EntryOutcome<T> {
     },
 }
 
-fn authorized(request: reqwest::RequestBuilder, token: Option<&crate::token::AccessToken>) -> reqwest::RequestBuilder {
+pub(crate) fn authorized(
+    request: reqwest::RequestBuilder,
+    token: Option<&crate::token::AccessToken>,
+) -> reqwest::RequestBuilder {
     match token {
         Some(t) => request.bearer_auth(t.secret()),
         None => request,
@@ -716,7 +725,7 @@ fn authorized(request: reqwest::RequestBuilder, token: Option<&crate::token::Acc
 }
 
 /// `GET /v1.0/users`: method and path without the query, for messages.
-fn operation(method: &str, url: &str) -> String {
+pub(crate) fn operation(method: &str, url: &str) -> String {
     match url::Url::parse(url) {
         Ok(u) => format!("{method} {}", u.path()),
         Err(_) => format!("{method} {}", url.split('?').next().unwrap_or(url)),
@@ -963,6 +972,10 @@ struct WireItem {
     deleted: Option<Value>,
     #[serde(rename = "@removed", default)]
     removed: Option<Value>,
+    #[serde(default)]
+    shared: Option<Value>,
+    #[serde(rename = "@microsoft.graph.sharedChanged", default)]
+    shared_changed: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -1023,6 +1036,19 @@ impl WireItem {
             etag: self.e_tag,
             ctag: self.c_tag,
             name: self.name,
+            shared_scope: self
+                .shared
+                .as_ref()
+                .and_then(|s| s.get("scope"))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            // "True" as Graph sends it; a JSON boolean would mean the same.
+            sharing_changed: match &self.shared_changed {
+                Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+                Some(Value::Bool(b)) => *b,
+                _ => false,
+            },
             id: self.id,
         }
     }

@@ -1,7 +1,7 @@
 //! Microsoft 365 clients for filetrail: Entra ID app-only tokens, Microsoft Graph (users, users'
 //! OneDrives through `$batch`, user and group lookups for scoping, groups' transitive members,
-//! driveItem delta, streaming downloads of item content in [`content`]), all behind one
-//! throttling and retry policy.
+//! driveItem delta, streaming downloads of item content in [`content`], item permissions and
+//! their removal in [`permissions`]), all behind one throttling and retry policy.
 //!
 //! Wiring: build one [`reqwest::Client`] per process with [`http_client`], then per connection a
 //! [`GraphClient`] (with [`GraphClient::connect`], or [`GraphClient::new`] around a shared
@@ -20,7 +20,9 @@ pub mod content;
 pub mod error;
 pub mod graph;
 pub mod http;
+pub mod permissions;
 mod ports;
+pub mod probe;
 pub mod retry;
 pub mod token;
 
@@ -31,5 +33,7 @@ pub use error::{
 };
 pub use graph::{BATCH_MAX_REQUESTS, GraphClient};
 pub use http::{HttpTimeouts, USER_AGENT, http_client};
+pub use permissions::{Grantee, GranteeKind, ItemPermission, LinkKind, LinkScope, SharingLink};
+pub use ports::listed_permission;
 pub use retry::{RequestStats, RetryPolicy, parse_retry_after};
 pub use token::{AccessToken, ClientSecret, Credentials, TokenProvider};

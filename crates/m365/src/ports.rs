@@ -114,3 +114,47 @@ impl FileContent for GraphClient {
         }
     }
 }
+
+#[async_trait]
+impl filetrail_core::ports::PermissionReader for GraphClient {
+    /// [`GraphClient::items_permissions`]: `$batch` envelopes of 20, throttled entries retried.
+    async fn permissions(
+        &self,
+        items: &[(String, String)],
+    ) -> PortResult<
+        Vec<(
+            (String, String),
+            Option<Vec<filetrail_core::exposure::ListedPermission>>,
+        )>,
+    > {
+        let listed = self.items_permissions(items).await?;
+        Ok(listed
+            .into_iter()
+            .map(|(key, perms)| (key, perms.map(|p| p.iter().map(listed_permission).collect())))
+            .collect())
+    }
+}
+
+/// A Graph permission as the domain judges it: the link's scope and URL, and every identity it
+/// names (granted, on the link, or invited).
+pub fn listed_permission(p: &crate::permissions::ItemPermission) -> filetrail_core::exposure::ListedPermission {
+    let mut grantees: Vec<(Option<String>, Option<String>)> = (p.grantees.iter())
+        .map(|g| (g.display_name.clone(), g.email.clone()))
+        .collect();
+    if let Some(email) = &p.invitation_email
+        && !grantees
+            .iter()
+            .any(|(_, e)| e.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
+    {
+        grantees.push((None, Some(email.clone())));
+    }
+    filetrail_core::exposure::ListedPermission {
+        id: p.id.clone(),
+        roles: p.roles.clone(),
+        link_scope: p.link.as_ref().map(|l| l.scope.as_str().to_owned()),
+        link_url: p.link.as_ref().and_then(|l| l.web_url.clone()),
+        grantees,
+        expires_at: p.expires_at,
+        inherited: p.inherited,
+    }
+}

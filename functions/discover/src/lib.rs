@@ -16,7 +16,7 @@ use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::discover::{DiscoverOutcome, DiscoverPorts, discover};
 use filetrail_core::jobs::DiscoverJob;
-use filetrail_core::model::{ConnectionKind, ConnectionState};
+use filetrail_core::model::ConnectionKind;
 use filetrail_core::ports::{DiscoverQueue, StateStore};
 use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
 use filetrail_runtime::{ConnectionClients, FunctionSettings};
@@ -82,7 +82,7 @@ async fn fan_out(ctx: &Context) -> Result<(), RecordError> {
         .map_err(|e| RecordError::Retry(e.to_string()))?;
     let jobs: Vec<DiscoverJob> = connections
         .into_iter()
-        .filter(|c| c.kind == ConnectionKind::Cloud && c.state == ConnectionState::Active)
+        .filter(|c| c.kind == ConnectionKind::Cloud && c.accepts_work())
         .map(|c| DiscoverJob::Discover {
             connection: c.id,
             reason: "schedule".to_owned(),
@@ -108,6 +108,10 @@ async fn discover_one(ctx: &Context, connection_id: &str, reason: &str, deadline
         );
         return Ok(());
     };
+    if let Some(why) = connection.why_no_work() {
+        info!(connection = connection_id, reason, "discovery dropped: {why}");
+        return Ok(());
+    }
     let graph = match ctx.clients.graph(&connection).await {
         Ok(g) => g,
         Err(e) if e.is_terminal() => {

@@ -78,6 +78,10 @@ async fn run_job(ctx: &Context, job: &HashJob, deadline: Instant) -> Result<(), 
         warn!(connection = job.connection, "hash job of an unknown connection ignored");
         return Ok(());
     };
+    if let Some(why) = connection.why_no_work() {
+        info!(drive = job.drive_id, item = job.item_id, "hash job dropped: {why}");
+        return Ok(());
+    }
     let graph = ctx.clients.graph(&connection).await.map_err(retry)?;
     let ports = HashPorts {
         state: &ctx.state,

@@ -18,7 +18,6 @@ use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::discover::connection_error_from;
 use filetrail_core::index::{IndexOutcome, IndexPorts, index_drive};
 use filetrail_core::jobs::IndexJob;
-use filetrail_core::model::ConnectionState;
 use filetrail_core::ports::{IndexQueue, StateStore};
 use filetrail_m365::is_connection_problem;
 use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
@@ -75,11 +74,8 @@ async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), 
         );
         return Ok(());
     };
-    if connection.state != ConnectionState::Active {
-        info!(
-            connection = connection_id,
-            drive_id, "connection deauthorized; index job dropped"
-        );
+    if let Some(why) = connection.why_no_work() {
+        info!(connection = connection_id, drive_id, "index job dropped: {why}");
         return Ok(());
     }
     let graph = match ctx.clients.graph(&connection).await {
@@ -92,6 +88,11 @@ async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), 
         state: &ctx.state,
         inventory: &ctx.inventory,
         delta: &*graph,
+        sharing: Some(filetrail_core::exposure::SharingPorts {
+            reader: &*graph,
+            store: &ctx.inventory,
+            trusted: filetrail_core::audit::TrustedDomains::new(&connection.trusted_domains),
+        }),
     };
     let budget = ctx.settings.budget(deadline);
     match index_drive(&ports, drive_id, &budget, chrono::Utc::now).await {

@@ -77,6 +77,14 @@ async fn run_job(ctx: &Context, job: &BlobJob) -> Result<(), RecordError> {
         warn!(connection = job.connection, "blob of an unknown connection ignored");
         return Ok(());
     };
+    if let Some(why) = connection.why_no_work() {
+        info!(
+            connection = job.connection,
+            content_id = job.blob.content_id,
+            "blob dropped: {why}"
+        );
+        return Ok(());
+    }
     let feed = ctx.clients.activity(&connection).await.map_err(retry)?;
     let graph = ctx.clients.graph(&connection).await.map_err(retry)?;
     let ports = IngestPorts {
@@ -89,6 +97,7 @@ async fn run_job(ctx: &Context, job: &BlobJob) -> Result<(), RecordError> {
         quarantine: &ctx.quarantine,
         hash_queue: &ctx.hash_queue,
         index_queue: &ctx.index_queue,
+        sharing: Some((&*graph, &ctx.inventory)),
     };
     match ingest_blob(&ports, job, chrono::Utc::now()).await {
         Ok(IngestOutcome::Ingested(_) | IngestOutcome::Expired) => Ok(()),

@@ -17,7 +17,7 @@ use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::activity::poll::{PollOutcome, PollPorts, PollSettings, poll_connection};
 use filetrail_core::jobs::PollJob;
-use filetrail_core::model::{Connection, ConnectionKind, ConnectionState};
+use filetrail_core::model::{Connection, ConnectionKind};
 use filetrail_core::ports::StateStore;
 use filetrail_runtime::{ConnectionClients, FunctionSettings};
 use serde_json::json;
@@ -63,7 +63,7 @@ pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant
     let mut results = serde_json::Map::new();
     for connection in connections
         .iter()
-        .filter(|c| c.kind == ConnectionKind::Cloud && c.state == ConnectionState::Active)
+        .filter(|c| c.kind == ConnectionKind::Cloud && c.accepts_work())
     {
         let outcome = poll_one(ctx, connection, &budget).await;
         let summary = match &outcome {

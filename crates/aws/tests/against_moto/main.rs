@@ -8,6 +8,7 @@ mod events;
 mod inventory;
 mod moto;
 mod queue;
+mod search;
 mod secrets;
 mod state;
 mod support;

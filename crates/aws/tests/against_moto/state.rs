@@ -56,6 +56,7 @@ fn connection(id: &str) -> anyhow::Result<Connection> {
             drives_over_cap: 0,
         }),
         created_at: at("2026-11-01T12:00:00.000001Z")?,
+        write_mode: true,
     })
 }
 

@@ -8,8 +8,9 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 use filetrail_aws::MotoServer;
 use filetrail_aws::events::{
-    ACTOR_PK, BY_ACTOR, BY_FILE, BY_INSERTED, BY_MD5, BY_OWNER, BY_SHA256, EVENT_KEY, EXPORT_INCLUDED, FILE_PK,
-    INSERTED_PK, INSERTED_SK, MD5, OBSERVED_SK, OWNER_PK, SEARCH_INCLUDED, SHA256,
+    ACTOR_PK, BY_ACTOR, BY_DAY, BY_EXTERNAL, BY_FILE, BY_INSERTED, BY_MD5, BY_NAME, BY_OWNER, BY_PATH, BY_SHA256,
+    DAY_PK, EVENT_KEY, EXPORT_INCLUDED, EXTERNAL_PK, FILE_PK, INSERTED_PK, INSERTED_SK, MD5, NAME_PK, NAME_SK,
+    OBSERVED_SK, OWNER_PK, PATH_PK, PATH_SK, SEARCH_INCLUDED, SHA256,
 };
 use filetrail_aws::inventory::{DRIVE_ID, ITEM_ID};
 use filetrail_aws::state::{GSI1, GSI1_INCLUDED, GSI1_PK, GSI1_SK, GSI2, GSI2_PK, PK, SK};
@@ -107,8 +108,23 @@ pub async fn create_inventory_table(client: &aws_sdk_dynamodb::Client) -> anyhow
         .table_name(&name)
         .attribute_definitions(attr(DRIVE_ID)?)
         .attribute_definitions(attr(ITEM_ID)?)
+        .attribute_definitions(attr(filetrail_aws::sharing::EXPOSED_PK)?)
+        .attribute_definitions(attr(filetrail_aws::sharing::EXPOSED_SK)?)
         .key_schema(key(DRIVE_ID, KeyType::Hash)?)
         .key_schema(key(ITEM_ID, KeyType::Range)?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(filetrail_aws::sharing::BY_EXPOSURE)
+                .key_schema(key(filetrail_aws::sharing::EXPOSED_PK, KeyType::Hash)?)
+                .key_schema(key(filetrail_aws::sharing::EXPOSED_SK, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes(filetrail_aws::sharing::SHARING)
+                        .build(),
+                )
+                .build()?,
+        )
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
@@ -141,8 +157,26 @@ pub async fn create_events_table(client: &aws_sdk_dynamodb::Client) -> anyhow::R
         OBSERVED_SK,
         INSERTED_PK,
         INSERTED_SK,
+        DAY_PK,
+        NAME_PK,
+        NAME_SK,
+        PATH_PK,
+        PATH_SK,
+        EXTERNAL_PK,
     ] {
         request = request.attribute_definitions(attr(a)?);
+    }
+    for (index, pk, sk) in [(BY_NAME, NAME_PK, NAME_SK), (BY_PATH, PATH_PK, PATH_SK)] {
+        let mut included = SEARCH_INCLUDED.to_vec();
+        included.push(OBSERVED_SK);
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(index)
+                .key_schema(key(pk, KeyType::Hash)?)
+                .key_schema(key(sk, KeyType::Range)?)
+                .projection(include(&included))
+                .build()?,
+        );
     }
     for (index, pk) in [
         (BY_ACTOR, ACTOR_PK),
@@ -150,6 +184,8 @@ pub async fn create_events_table(client: &aws_sdk_dynamodb::Client) -> anyhow::R
         (BY_FILE, FILE_PK),
         (BY_SHA256, SHA256),
         (BY_MD5, MD5),
+        (BY_DAY, DAY_PK),
+        (BY_EXTERNAL, EXTERNAL_PK),
     ] {
         request = request.global_secondary_indexes(
             GlobalSecondaryIndex::builder()

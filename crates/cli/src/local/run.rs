@@ -15,7 +15,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::runner::{InvocationOutcome, RunReport, Runner, RunnerEvent, RunnerOptions, ScheduleMode};
 use super::{DEFAULT_STACK_NAME, STACK_NAME_VAR, provision_local};
-use crate::pipeline::{DISCOVER_FUNCTION, POLL_ACTIVITY_FUNCTION, local_functions};
+use crate::pipeline::{DISCOVER_FUNCTION, EXPORT_FUNCTION, POLL_ACTIVITY_FUNCTION, local_functions};
 use filetrail_runtime::settings::MAX_PAGES_VAR;
 
 /// `filetrail local run`: drive the functions of template.yaml on the local stack.
@@ -103,6 +103,11 @@ pub async fn run_command(args: &RunArgs) -> anyhow::Result<RunReport> {
             .fire_schedule(POLL_ACTIVITY_FUNCTION)
             .await
             .context("firing the audit feed's poll")?;
+        // Exports the insertion hours that are settled (none yet on a fresh stack).
+        runner
+            .fire_schedule(EXPORT_FUNCTION)
+            .await
+            .context("firing the export schedule")?;
     }
     let report = match &progress {
         Some(p) => {

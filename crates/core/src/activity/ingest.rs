@@ -43,6 +43,12 @@ pub struct IngestPorts<'a> {
     pub quarantine: &'a dyn QuarantineStore,
     pub hash_queue: &'a dyn HashQueue,
     pub index_queue: &'a dyn IndexQueue,
+    /// When set, the items of sharing events get their sharing state refreshed (the exposure
+    /// report reads it), judged against the connection's trusted domains.
+    pub sharing: Option<(
+        &'a dyn crate::ports::PermissionReader,
+        &'a dyn crate::ports::SharingStore,
+    )>,
 }
 
 /// How ingesting a blob ended.
@@ -72,7 +78,7 @@ pub async fn ingest_blob(
             reason: format!("connection {} is not registered", job.connection),
         });
     };
-    if connection.kind != ConnectionKind::Cloud || connection.state != crate::model::ConnectionState::Active {
+    if connection.kind != ConnectionKind::Cloud || !connection.accepts_work() {
         return Ok(IngestOutcome::Skipped {
             reason: format!("connection {} is not an active cloud connection", connection.id),
         });
@@ -155,6 +161,21 @@ pub async fn ingest_blob(
     counts.events_duplicate = stored.len() as u64 - counts.events_inserted;
 
     counts.hash_jobs = request_hashes(ports, &connection.id, &events).await?;
+    if let Some((reader, store)) = ports.sharing {
+        let shared: Vec<&FileEvent> = events
+            .iter()
+            .filter(|e| e.event_type.is_sharing() && e.item_kind != ItemKind::Drive)
+            .filter(|e| e.drive_id.is_some() && e.item_id.is_some())
+            .collect();
+        if let Some(first) = shared.iter().map(|e| e.observed_at).min() {
+            let items: Vec<(String, String)> = shared
+                .iter()
+                .filter_map(|e| Some((e.drive_id.clone()?, e.item_id.clone()?)))
+                .collect();
+            let trusted = TrustedDomains::new(&connection.trusted_domains);
+            crate::exposure::refresh_sharing(reader, store, &connection.id, &trusted, &items, first).await?;
+        }
+    }
     // The inventory follows the drive's delta: an incremental round picks up what changed.
     let changed: BTreeSet<String> = events
         .iter()

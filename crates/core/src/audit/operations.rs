@@ -306,6 +306,50 @@ pub fn not_recorded(operation: &str) -> Option<&'static str> {
 
 impl FileEventType {
     /// The snake_case name used in storage and on the CLI.
+    /// Every event type, in declaration order.
+    pub const ALL: [FileEventType; 40] = [
+        Self::Created,
+        Self::Modified,
+        Self::Renamed,
+        Self::Moved,
+        Self::Copied,
+        Self::Deleted,
+        Self::Recycled,
+        Self::Purged,
+        Self::Restored,
+        Self::Downloaded,
+        Self::Accessed,
+        Self::Previewed,
+        Self::AnonymousLinkCreated,
+        Self::AnonymousLinkUpdated,
+        Self::AnonymousLinkUsed,
+        Self::AnonymousLinkRemoved,
+        Self::OrganizationLinkCreated,
+        Self::OrganizationLinkUsed,
+        Self::OrganizationLinkRemoved,
+        Self::SpecificPeopleLinkCreated,
+        Self::SpecificPeopleLinkUsed,
+        Self::SpecificPeopleLinkRemoved,
+        Self::AddedToSpecificPeopleLink,
+        Self::RemovedFromSpecificPeopleLink,
+        Self::SharingLinkCreated,
+        Self::SharingLinkRemoved,
+        Self::InvitationCreated,
+        Self::InvitationUpdated,
+        Self::InvitationAccepted,
+        Self::InvitationRevoked,
+        Self::InvitationBlocked,
+        Self::SharingSet,
+        Self::SharingRevoked,
+        Self::SharingInheritanceBroken,
+        Self::SharingInheritanceReset,
+        Self::AddedToGroup,
+        Self::RemovedFromGroup,
+        Self::PermissionLevelChanged,
+        Self::SiteAdminAdded,
+        Self::SiteAdminRemoved,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Created => "created",

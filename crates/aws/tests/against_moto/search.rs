@@ -1,0 +1,392 @@
+//! Search against moto: every filter returns exactly the events an analyst expects, newest
+//! first, pages join up without gaps or repeats, and each query reads one index (the query
+//! plans, captured from the DynamoDB requests on the wire): never a Scan, never the table by
+//! anything but key.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use chrono::{DateTime, Duration, Utc};
+use filetrail_aws::DynamoEventStore;
+use filetrail_core::audit::{Actor, ActorKind, FileEvent, FileEventType, ItemKind, Sharing};
+use filetrail_core::events::{EventRecord, FileHashes, HashOutcome};
+use filetrail_core::ports::EventStore;
+use filetrail_core::search::{NamePattern, SearchQuery};
+
+use crate::support::{at, create_events_table, moto};
+
+/// One request on the wire: its operation and, for a Query, the index it read.
+type Sent = (String, Option<String>);
+
+/// Every DynamoDB request the client sends.
+#[derive(Debug, Default, Clone)]
+struct Wire(Arc<Mutex<Vec<Sent>>>);
+
+impl Wire {
+    fn take(&self) -> Vec<Sent> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl Intercept for Wire {
+    fn name(&self) -> &'static str {
+        "search-plan-recorder"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let target = request.headers().get("x-amz-target").unwrap_or_default();
+        let operation = target.rsplit('.').next().unwrap_or_default().to_owned();
+        let index = request
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .and_then(|v| v.get("IndexName").and_then(|i| i.as_str()).map(str::to_owned));
+        self.0.lock().unwrap().push((operation, index));
+        Ok(())
+    }
+}
+
+const USERS: [&str; 4] = [
+    "adele@contoso.com",
+    "alex@contoso.com",
+    "megan@contoso.com",
+    "lynne@contoso.com",
+];
+const NAMES: [&str; 6] = [
+    "Budget 2026.xlsx",
+    "budget-notes.docx",
+    "Q3 report.pptx",
+    "photo.png",
+    "Report final.docx",
+    "ab.txt",
+];
+const FOLDERS: [&str; 4] = ["", "/Finance", "/Finance/Archive", "/Financials"];
+const TYPES: [FileEventType; 6] = [
+    FileEventType::Modified,
+    FileEventType::Downloaded,
+    FileEventType::Created,
+    FileEventType::AnonymousLinkCreated,
+    FileEventType::SharingSet,
+    FileEventType::Deleted,
+];
+
+fn base() -> DateTime<Utc> {
+    at("2026-11-22T18:00:00Z").unwrap()
+}
+
+fn digest(n: usize) -> (String, String) {
+    (format!("{n:0>32x}"), format!("{n:0>64x}"))
+}
+
+/// 150 events over ~4 days, two connections, four users, six names in four folders.
+fn corpus() -> Vec<EventRecord> {
+    (0..150)
+        .map(|i| {
+            let connection = if i % 5 == 0 { "fabrikam" } else { "contoso" };
+            let name = NAMES[i % NAMES.len()];
+            let path = format!("{}/{name}", FOLDERS[(i / 6) % FOLDERS.len()]);
+            let event_type = TYPES[(i / 2) % TYPES.len()];
+            let sharing: Option<Sharing> = match event_type {
+                FileEventType::AnonymousLinkCreated => Some(
+                    serde_json::from_value(serde_json::json!({"link_scope": "anonymous", "external": true})).unwrap(),
+                ),
+                FileEventType::SharingSet => Some(
+                    serde_json::from_value(serde_json::json!({"external": i % 4 == 0, "targets": [
+                        {"name": "guest@fabrikam.com", "kind": "user"}]}))
+                    .unwrap(),
+                ),
+                _ => None,
+            };
+            let upn = USERS[i % USERS.len()];
+            let observed = base() - Duration::minutes(37 * i as i64);
+            let mut record = EventRecord::onedrive(
+                connection,
+                FileEvent {
+                    id: format!("{i:08}-0000-4000-8000-000000000000"),
+                    event_type,
+                    low_signal: false,
+                    operation: "Op".into(),
+                    record_type: 6,
+                    item_kind: ItemKind::File,
+                    actor: Actor {
+                        id: upn.to_uppercase(),
+                        upn: Some(upn.to_uppercase()),
+                        email: Some(upn.into()),
+                        kind: ActorKind::User,
+                        user_type: Some(0),
+                        user_key: None,
+                        external: Some(false),
+                    },
+                    owner_upn: Some(USERS[(i / 4) % 3].into()),
+                    site_key: None,
+                    site_url: None,
+                    object_url: None,
+                    file_name: Some(name.into()),
+                    path: Some(path),
+                    extension: name.rsplit_once('.').map(|(_, e)| e.to_owned()),
+                    destination: None,
+                    list_id: None,
+                    list_item_unique_id: None,
+                    drive_id: Some("b!drive".into()),
+                    item_id: Some(format!("item{}", i % 9)),
+                    unresolved: None,
+                    observed_at: observed,
+                    inserted_at: observed + Duration::minutes(30),
+                    client_ip: None,
+                    user_agent: None,
+                    result_status: None,
+                    sharing,
+                },
+            );
+            if i % 3 == 0 {
+                let (md5, sha256) = digest(i % 4);
+                record.hash = Some(HashOutcome::Hashed(FileHashes {
+                    md5,
+                    sha256,
+                    ctag: "c".into(),
+                    size: 1,
+                    modified_at: None,
+                    hashed_at: observed,
+                }));
+            }
+            record
+        })
+        .collect()
+}
+
+struct Fixture {
+    store: DynamoEventStore,
+    wire: Wire,
+    events: Vec<EventRecord>,
+}
+
+async fn fixture() -> anyhow::Result<Fixture> {
+    let config = moto().await?.sdk_config().await;
+    let plain = aws_sdk_dynamodb::Client::new(&config);
+    let table = create_events_table(&plain).await?;
+    let events = corpus();
+    DynamoEventStore::new(plain, table.clone())
+        .insert_events(&events)
+        .await?;
+    let wire = Wire::default();
+    let traced = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&config)
+            .interceptor(wire.clone())
+            .build(),
+    );
+    Ok(Fixture {
+        store: DynamoEventStore::new(traced, table),
+        wire,
+        events,
+    })
+}
+
+fn query(connections: &[&str]) -> SearchQuery {
+    SearchQuery {
+        connections: connections.iter().map(|c| (*c).to_owned()).collect(),
+        limit: 1000,
+        ..SearchQuery::default()
+    }
+}
+
+impl Fixture {
+    /// The ids the test expects: the corpus filtered by `keep`, newest first.
+    fn expected(&self, keep: impl Fn(&EventRecord) -> bool) -> Vec<String> {
+        let mut hits: Vec<&EventRecord> = self.events.iter().filter(|r| keep(r)).collect();
+        hits.sort_by(|a, b| (b.event.observed_at, &b.event.id).cmp(&(a.event.observed_at, &a.event.id)));
+        hits.into_iter().map(|r| r.event.id.clone()).collect()
+    }
+
+    /// Runs `q`, returns the ids found and asserts every Query read one of `indexes` and every
+    /// other request was a BatchGetItem by key.
+    async fn run(&self, q: &SearchQuery, indexes: &[&str]) -> anyhow::Result<Vec<String>> {
+        self.wire.take();
+        let page = self.store.search(q, base() - Duration::days(30)).await?;
+        let wire = self.wire.take();
+        assert!(!wire.is_empty());
+        for (operation, used) in &wire {
+            match operation.as_str() {
+                "Query" => assert!(
+                    used.as_deref().is_some_and(|u| indexes.contains(&u)),
+                    "{q:?} queried {used:?}, not {indexes:?}: {wire:?}"
+                ),
+                "BatchGetItem" => {}
+                other => panic!("{q:?} sent {other} (only Query on {indexes:?} and BatchGetItem allowed): {wire:?}"),
+            }
+        }
+        assert!(wire.iter().any(|(op, _)| op == "Query"), "{wire:?}");
+        Ok(page.events.iter().map(|r| r.event.id.clone()).collect())
+    }
+}
+
+fn is_user(r: &EventRecord, upn: &str) -> bool {
+    r.event
+        .actor
+        .upn
+        .as_deref()
+        .is_some_and(|u| u.eq_ignore_ascii_case(upn))
+        || r.event
+            .owner_upn
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(upn))
+}
+
+#[tokio::test]
+async fn each_filter_finds_exactly_its_events_newest_first_through_one_index() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let contoso = |r: &EventRecord| r.connection == "contoso";
+    let hashes = |r: &EventRecord| r.hashes().cloned();
+
+    // --user: actor or owner, any case.
+    let mut q = query(&["contoso"]);
+    q.user = Some("alex@contoso.com".into());
+    let want = f.expected(|r| contoso(r) && is_user(r, "alex@contoso.com"));
+    assert!(want.len() > 20, "{}", want.len());
+    assert_eq!(f.run(&q, &["by_actor", "by_owner"]).await?, want);
+
+    // --sha256, across connections unless one is named.
+    let (md5, sha) = digest(2);
+    let mut q = query(&["contoso", "fabrikam"]);
+    q.sha256 = Some(sha.clone());
+    let want = f.expected(|r| hashes(r).is_some_and(|h| h.sha256 == sha));
+    assert!(want.len() > 5);
+    assert_eq!(f.run(&q, &["by_sha256"]).await?, want);
+    q.connections = vec!["fabrikam".into()];
+    let want = f.expected(|r| r.connection == "fabrikam" && hashes(r).is_some_and(|h| h.sha256 == sha));
+    assert_eq!(f.run(&q, &["by_sha256"]).await?, want);
+
+    // --md5 with --type.
+    let mut q = query(&["contoso", "fabrikam"]);
+    q.md5 = Some(md5.clone());
+    q.types = vec![FileEventType::Modified];
+    let want = f.expected(|r| hashes(r).is_some_and(|h| h.md5 == md5) && r.event.event_type == FileEventType::Modified);
+    assert_eq!(f.run(&q, &["by_md5"]).await?, want);
+
+    // --file-name prefix and glob with a literal prefix: the name index.
+    let mut q = query(&["contoso"]);
+    q.file_name = Some(NamePattern::parse("BUDGET")?);
+    let want = f.expected(|r| {
+        contoso(r)
+            && r.event
+                .file_name
+                .as_deref()
+                .unwrap()
+                .to_lowercase()
+                .starts_with("budget")
+    });
+    assert!(want.len() > 20);
+    assert_eq!(f.run(&q, &["by_name"]).await?, want);
+    q.file_name = Some(NamePattern::parse("bud*.xlsx")?);
+    let want = f.expected(|r| contoso(r) && r.event.file_name.as_deref() == Some("Budget 2026.xlsx"));
+    assert_eq!(f.run(&q, &["by_name"]).await?, want);
+
+    // A glob without a literal prefix, with a user: the user's indexes, the glob checked on the records.
+    let mut q = query(&["contoso"]);
+    q.file_name = Some(NamePattern::parse("*.docx")?);
+    q.user = Some("megan@contoso.com".into());
+    let want = f.expected(|r| {
+        contoso(r) && is_user(r, "megan@contoso.com") && r.event.file_name.as_deref().unwrap().ends_with(".docx")
+    });
+    assert!(!want.is_empty());
+    assert_eq!(f.run(&q, &["by_actor", "by_owner"]).await?, want);
+
+    // --path: the folder and everything under it, not its namesake /Financials.
+    let mut q = query(&["contoso"]);
+    q.path = Some("/finance".into());
+    let want = f.expected(|r| {
+        let p = r.event.path.as_deref().unwrap();
+        contoso(r) && (p.starts_with("/Finance/"))
+    });
+    assert!(want.len() > 20);
+    assert_eq!(f.run(&q, &["by_path"]).await?, want);
+
+    // --external-only: anonymous links and shares outside the trusted domains.
+    let mut q = query(&["contoso"]);
+    q.external_only = true;
+    let want = f.expected(|r| contoso(r) && r.event.sharing.as_ref().and_then(|s| s.external) == Some(true));
+    assert!(want.len() > 5);
+    assert_eq!(f.run(&q, &["by_external"]).await?, want);
+
+    // Time range and type alone: the day index, day by day.
+    let mut q = query(&["contoso"]);
+    q.since = Some(base() - Duration::hours(50));
+    q.until = Some(base() - Duration::hours(10));
+    q.types = vec![FileEventType::Downloaded, FileEventType::Deleted];
+    let want = f.expected(|r| {
+        contoso(r)
+            && r.event.observed_at >= base() - Duration::hours(50)
+            && r.event.observed_at <= base() - Duration::hours(10)
+            && matches!(r.event.event_type, FileEventType::Downloaded | FileEventType::Deleted)
+    });
+    assert!(want.len() > 5);
+    assert_eq!(f.run(&q, &["by_day"]).await?, want);
+    Ok(())
+}
+
+#[tokio::test]
+async fn pages_follow_each_other_without_gaps_or_repeats() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    for (mut q, indexes) in [
+        (
+            SearchQuery {
+                user: Some("adele@contoso.com".into()),
+                ..query(&["contoso"])
+            },
+            &["by_actor", "by_owner"][..],
+        ),
+        (query(&["contoso", "fabrikam"]), &["by_day"][..]),
+        (
+            SearchQuery {
+                file_name: Some(NamePattern::parse("report")?),
+                ..query(&["contoso"])
+            },
+            &["by_name"][..],
+        ),
+    ] {
+        let mut all = q.clone();
+        all.limit = 1000;
+        let want = f.run(&all, indexes).await?;
+        q.limit = 7;
+        let mut got = Vec::new();
+        loop {
+            let page = f.store.search(&q, base() - Duration::days(30)).await?;
+            assert!(page.events.len() <= 7);
+            got.extend(page.events.iter().map(|r| r.event.id.clone()));
+            match page.next {
+                Some(next) => q.before = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "{q:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_search_reads_about_a_page_of_index_entries_not_the_whole_user_history() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let mut q = query(&["contoso"]);
+    q.user = Some("alex@contoso.com".into());
+    q.limit = 5;
+    let before = f.store.read_requests();
+    let page = f.store.search(&q, base() - Duration::days(30)).await?;
+    assert_eq!(page.events.len(), 5);
+    assert!(page.next.is_some());
+    // One Query per index partition and one BatchGetItem: the limit bounds the reads.
+    assert!(
+        f.store.read_requests() - before <= 4,
+        "{}",
+        f.store.read_requests() - before
+    );
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! `filetrail exposure` (files shared by anonymous link or with people outside the trusted
+//! domains, from the sharing state kept beside the inventory) and `filetrail sharing revoke`
+//! (removes sharing through Graph: opt-in write mode, confirmed, recorded as an event).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use filetrail_core::audit::{FileEvent, FileEventType, TrustedDomains};
+use filetrail_core::events::EventRecord;
+use filetrail_core::exposure::{Grant, Reach, RevokeSelection, SharingState};
+use filetrail_core::model::Connection;
+use filetrail_core::ports::{InventoryStore, SharingStore, StateStore};
+use serde::Serialize;
+
+/// One exposed grant of one file, as the report prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExposedFile {
+    pub connection: String,
+    pub owner: Option<String>,
+    pub name: String,
+    pub path: Option<String>,
+    pub drive_id: String,
+    pub item_id: String,
+    pub permission_id: String,
+    /// `anonymous` link, or the link scope / direct grant reaching external people.
+    pub reach: Reach,
+    pub link: bool,
+    pub roles: Vec<String>,
+    /// The external people named (empty for an anonymous link).
+    pub targets: Vec<String>,
+    pub url: Option<String>,
+    pub since: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The exposed files of `connections`, one entry per exposing grant, oldest exposure first.
+/// Reads the sparse exposure index (one Query per connection), then the paths of the exposed
+/// items and their drives' owners by key.
+///
+/// # Errors
+/// Store failures.
+pub async fn report(
+    state: &dyn StateStore,
+    inventory: &(impl SharingStore + InventoryStore),
+    connections: &[Connection],
+) -> anyhow::Result<Vec<ExposedFile>> {
+    let mut out = Vec::new();
+    for connection in connections {
+        let states = inventory.exposed(&connection.id).await?;
+        let mut by_drive: BTreeMap<&str, Vec<&SharingState>> = BTreeMap::new();
+        for s in &states {
+            by_drive.entry(s.drive_id.as_str()).or_default().push(s);
+        }
+        let drive_ids: Vec<String> = by_drive.keys().map(|d| (*d).to_owned()).collect();
+        let owners: HashMap<String, String> = state
+            .drives(&drive_ids)
+            .await?
+            .into_iter()
+            .map(|d| (d.drive_id, d.owner_upn))
+            .collect();
+        for (drive, items) in by_drive {
+            let ids: Vec<String> = items.iter().map(|s| s.item_id.clone()).collect();
+            let paths: HashMap<String, String> = inventory.paths(drive, &ids).await?.into_iter().collect();
+            for s in items {
+                let path = paths.get(&s.item_id).cloned();
+                let name = path
+                    .as_deref()
+                    .and_then(|p| p.rsplit('/').next())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(&s.item_id)
+                    .to_owned();
+                for g in s.external_grants() {
+                    out.push(entry(connection, owners.get(drive).cloned(), &name, path.clone(), s, g));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.since, &a.path, &a.permission_id).cmp(&(b.since, &b.path, &b.permission_id)));
+    Ok(out)
+}
+
+fn entry(
+    connection: &Connection,
+    owner: Option<String>,
+    name: &str,
+    path: Option<String>,
+    s: &SharingState,
+    g: &Grant,
+) -> ExposedFile {
+    ExposedFile {
+        connection: connection.id.clone(),
+        owner,
+        name: name.to_owned(),
+        path,
+        drive_id: s.drive_id.clone(),
+        item_id: s.item_id.clone(),
+        permission_id: g.id.clone(),
+        reach: g.reach,
+        link: g.link,
+        roles: g.roles.clone(),
+        targets: (g.grantees.iter())
+            .filter(|p| p.external == Some(true))
+            .map(filetrail_core::exposure::Grantee::label)
+            .collect(),
+        url: g.url.clone(),
+        since: g.since,
+        expires_at: g.expires_at,
+    }
+}
+
+fn reach_text(e: &ExposedFile) -> String {
+    match (e.reach, e.link) {
+        (Reach::Anonymous, _) => "anyone with the link".to_owned(),
+        (Reach::Organization, true) => "organisation link".to_owned(),
+        (_, true) => "specific-people link".to_owned(),
+        (_, false) => "direct".to_owned(),
+    }
+}
+
+/// The report as an aligned table.
+pub fn render(files: &[ExposedFile]) -> String {
+    let header = ["SINCE (UTC)", "OWNER", "PATH", "SHARED", "ROLES", "WITH", "LINK"];
+    let rows: Vec<[String; 7]> = files
+        .iter()
+        .map(|e| {
+            [
+                e.since.format("%Y-%m-%d %H:%M").to_string(),
+                e.owner.clone().unwrap_or_default(),
+                e.path.clone().unwrap_or_else(|| e.name.clone()),
+                reach_text(e),
+                e.roles.join(","),
+                if e.targets.is_empty() {
+                    "anyone".to_owned()
+                } else {
+                    e.targets.join(", ")
+                },
+                e.url.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    crate::table::render(header, &rows)
+}
+
+/// The CSV columns of the report.
+pub const CSV_HEADER: [&str; 14] = [
+    "connection",
+    "owner",
+    "name",
+    "path",
+    "shared",
+    "roles",
+    "targets",
+    "link_url",
+    "since",
+    "expires_at",
+    "drive_id",
+    "item_id",
+    "permission_id",
+    "reach",
+];
+
+/// Writes the report as CSV with [`CSV_HEADER`].
+///
+/// # Errors
+/// When `out` fails.
+pub fn write_csv<W: std::io::Write>(out: W, files: &[ExposedFile]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(CSV_HEADER)?;
+    for e in files {
+        w.write_record([
+            e.connection.clone(),
+            e.owner.clone().unwrap_or_default(),
+            e.name.clone(),
+            e.path.clone().unwrap_or_default(),
+            reach_text(e),
+            e.roles.join(";"),
+            e.targets.join(";"),
+            e.url.clone().unwrap_or_default(),
+            e.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            e.expires_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default(),
+            e.drive_id.clone(),
+            e.item_id.clone(),
+            e.permission_id.clone(),
+            e.reach.as_str().to_owned(),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Why a revocation is refused before anything is removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeRefused {
+    #[error("no monitored drive {0:?}; `filetrail search --json` and `filetrail exposure --csv` show drive ids")]
+    UnknownDrive(String),
+    #[error(
+        "connection {0:?} is read-only: revoking sharing writes to the tenant, so it needs the connection to be \
+         added with --write-mode and the app to hold Files.ReadWrite.All (README, \"Write mode\")"
+    )]
+    ReadOnly(String),
+    #[error("item {item:?} is not in drive {drive:?} any more (deleted or moved out)")]
+    ItemGone { drive: String, item: String },
+    #[error("{0}")]
+    Selection(String),
+    #[error("not confirmed: nothing was removed (pass --yes to skip the question)")]
+    NotConfirmed,
+}
+
+/// The events filetrail records for the grants it removed: one per grant, typed like the
+/// audit operation Microsoft logs for the same removal, with filetrail (the app) as actor.
+pub fn revocation_events(
+    connection: &Connection,
+    owner: Option<&str>,
+    path: Option<&str>,
+    state: &SharingState,
+    removed: &[&Grant],
+    at: DateTime<Utc>,
+) -> anyhow::Result<Vec<EventRecord>> {
+    let trusted = TrustedDomains::new(&connection.trusted_domains);
+    let mut out = Vec::new();
+    for g in removed {
+        let event_type = match (g.reach, g.link) {
+            (Reach::Anonymous, _) => FileEventType::AnonymousLinkRemoved,
+            (Reach::Organization, true) => FileEventType::OrganizationLinkRemoved,
+            (Reach::SpecificPeople, true) => FileEventType::SpecificPeopleLinkRemoved,
+            (_, false) => FileEventType::SharingRevoked,
+        };
+        let targets: Vec<serde_json::Value> = (g.grantees.iter())
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.label(),
+                    "kind": "user",
+                    "email": p.email,
+                    "external": p.email.as_deref().and_then(|e| trusted.is_internal(e)).map(|inside| !inside),
+                })
+            })
+            .collect();
+        let file_name = path.and_then(|p| p.rsplit('/').next()).filter(|n| !n.is_empty());
+        let event: FileEvent = serde_json::from_value(serde_json::json!({
+            "id": format!("filetrail-revoke-{}-{}-{}", state.item_id, g.id, at.timestamp_millis()),
+            "event_type": event_type,
+            "low_signal": false,
+            "operation": "FiletrailSharingRevoked",
+            "record_type": 14,
+            "item_kind": "file",
+            "actor": {"id": format!("filetrail app {}", connection.client_id), "kind": "application"},
+            "owner_upn": owner,
+            "file_name": file_name,
+            "path": path,
+            "extension": file_name.and_then(|n| n.rsplit_once('.')).map(|(_, e)| e.to_lowercase()),
+            "drive_id": state.drive_id,
+            "item_id": state.item_id,
+            "observed_at": at,
+            "inserted_at": at,
+            "sharing": {
+                "link_scope": match g.reach {
+                    Reach::Anonymous => Some("anonymous"),
+                    Reach::Organization => Some("organization"),
+                    Reach::SpecificPeople if g.link => Some("specific_people"),
+                    Reach::SpecificPeople => None,
+                },
+                "targets": targets,
+                "external": g.is_external(),
+                "unique_sharing_id": g.id,
+            },
+        }))?;
+        out.push(EventRecord::onedrive(&connection.id, event));
+    }
+    Ok(out)
+}
+
+/// Parses the revoke selection flags.
+///
+/// # Errors
+/// When none or several are given.
+pub fn selection(
+    permission: Option<String>,
+    all_external: bool,
+    all_anonymous: bool,
+) -> Result<RevokeSelection, RevokeRefused> {
+    match (permission, all_external, all_anonymous) {
+        (Some(id), false, false) => Ok(RevokeSelection::Permission(id)),
+        (None, true, false) => Ok(RevokeSelection::AllExternal),
+        (None, false, true) => Ok(RevokeSelection::AllAnonymous),
+        _ => Err(RevokeRefused::Selection(
+            "say what to remove: one of --permission ID, --all-external or --all-anonymous".to_owned(),
+        )),
+    }
+}
+
+/// What a revocation reads and writes.
+pub struct RevokeStores<'a> {
+    pub state: &'a dyn StateStore,
+    pub inventory: &'a filetrail_aws::DynamoInventoryStore,
+    pub events: &'a dyn filetrail_core::ports::EventStore,
+    pub clients: &'a filetrail_runtime::ConnectionClients,
+}
+
+/// How a revocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokeReport {
+    pub removed: usize,
+    pub events: usize,
+    pub still_exposed: bool,
+}
+
+/// Removes the selected sharing of one file: checks the connection is in write mode, lists the
+/// item's permissions live (so what is removed is what Graph has now), asks `confirm` with
+/// the plan (text) and the count, deletes each permission through Graph, records one event per
+/// removal as filetrail's own, and refreshes the file's sharing state.
+///
+/// # Errors
+/// [`RevokeRefused`] before anything is removed (unknown drive, read-only connection, item
+/// gone, nothing selected, not confirmed); Graph errors (a missing Files.ReadWrite.All is named
+/// with its fix), with how many permissions were removed before.
+pub async fn revoke(
+    stores: &RevokeStores<'_>,
+    drive: &str,
+    item: &str,
+    selection: &RevokeSelection,
+    confirm: &mut dyn FnMut(&str, usize) -> anyhow::Result<bool>,
+) -> anyhow::Result<RevokeReport> {
+    use anyhow::Context as _;
+    let record = (stores.state.drive(drive).await?).ok_or_else(|| RevokeRefused::UnknownDrive(drive.to_owned()))?;
+    let connection = (stores.state.connection(&record.connection).await?).with_context(|| {
+        format!(
+            "drive {drive:?} belongs to connection {:?}, which is gone",
+            record.connection
+        )
+    })?;
+    if !connection.write_mode {
+        return Err(RevokeRefused::ReadOnly(connection.id.clone()).into());
+    }
+    let graph = stores.clients.graph(&connection).await?;
+    let listed = (graph.item_permissions(drive, item).await?).ok_or_else(|| RevokeRefused::ItemGone {
+        drive: drive.to_owned(),
+        item: item.to_owned(),
+    })?;
+    let listed: Vec<_> = listed.iter().map(filetrail_m365::listed_permission).collect();
+    let key = [(drive.to_owned(), item.to_owned())];
+    let previous = stores.inventory.sharing(&key).await?;
+    let trusted = TrustedDomains::new(&connection.trusted_domains);
+    let now = Utc::now();
+    let current = filetrail_core::exposure::sharing_state(
+        (&connection.id, drive, item),
+        &listed,
+        &trusted,
+        previous.first(),
+        now,
+    );
+    let chosen = filetrail_core::exposure::select_grants(&current, selection).map_err(RevokeRefused::Selection)?;
+    let path = stores
+        .inventory
+        .paths(drive, &[item.to_owned()])
+        .await?
+        .pop()
+        .map(|(_, p)| p);
+    let mut plan = format!(
+        "{} ({} in {}):\n",
+        path.as_deref().unwrap_or(item),
+        record.owner_upn,
+        connection.id
+    );
+    for g in &chosen {
+        let who: Vec<String> = g
+            .grantees
+            .iter()
+            .map(filetrail_core::exposure::Grantee::label)
+            .collect();
+        plan.push_str(&format!(
+            "  remove {} {} [{}]{}\n",
+            g.id,
+            g.reach.as_str(),
+            g.roles.join(","),
+            if who.is_empty() {
+                String::new()
+            } else {
+                format!(" for {}", who.join(", "))
+            }
+        ));
+    }
+    if !confirm(&plan, chosen.len())? {
+        return Err(RevokeRefused::NotConfirmed.into());
+    }
+    let mut removed = Vec::new();
+    let mut failed = None;
+    for g in &chosen {
+        match graph.delete_permission(drive, item, &g.id).await {
+            Ok(()) => removed.push(*g),
+            Err(e) => {
+                failed = Some(anyhow::Error::new(e).context(format!(
+                    "removing permission {:?} ({} removed before it)",
+                    g.id,
+                    removed.len()
+                )));
+                break;
+            }
+        }
+    }
+    // What was removed is recorded, also when a later removal failed.
+    let events = revocation_events(
+        &connection,
+        Some(&record.owner_upn),
+        path.as_deref(),
+        &current,
+        &removed,
+        Utc::now(),
+    )?;
+    if !events.is_empty() {
+        stores.events.insert_events(&events).await?;
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let counts =
+        filetrail_core::exposure::refresh_sharing(&*graph, stores.inventory, &connection.id, &trusted, &key, now)
+            .await?;
+    Ok(RevokeReport {
+        removed: removed.len(),
+        events: events.len(),
+        still_exposed: counts.exposed > 0,
+    })
+}

@@ -1,0 +1,463 @@
+//! `filetrail connection add|list|show|deauthorize|resume|remove` as an admin runs them: the binary
+//! against template.yaml provisioned on moto, registering m365-sim's tenant over real HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use filetrail_aws::moto::MotoServer;
+use filetrail_aws::provision::provision;
+use filetrail_aws::state::DynamoStateStore;
+use filetrail_aws::template::Template;
+use filetrail_core::model::ConnectionState;
+use filetrail_core::ports::{EventStore as _, StateStore as _};
+use m365_sim::{FilesPerDrive, SimConfig, SimHandle};
+
+struct Deployment {
+    moto: MotoServer,
+    env: Vec<(String, String)>,
+    sim: SimHandle,
+}
+
+/// `filetrail ARGS` with `stdin`: (exit code 0, stdout, stderr).
+type Outcome = (bool, String, String);
+
+impl Deployment {
+    async fn start(stack: &str) -> Deployment {
+        let moto = MotoServer::start().await.unwrap();
+        let sdk = moto.sdk_config().await;
+        let template = Template::from_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml")).unwrap();
+        let provisioned = provision(&sdk, &template, stack).await.unwrap();
+        let mut env: Vec<(String, String)> = provisioned.cli_env(&template).unwrap().into_iter().collect();
+        for (k, v) in [
+            ("AWS_ENDPOINT_URL", moto.endpoint()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ] {
+            env.push((k.to_owned(), v));
+        }
+        let sim = m365_sim::spawn(SimConfig {
+            users: 6,
+            groups: 2,
+            no_drive_ratio: 0.0,
+            files_per_drive: FilesPerDrive::Fixed(2),
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        Deployment { moto, env, sim }
+    }
+
+    fn setting(&self, name: &str) -> String {
+        self.env.iter().find(|(k, _)| k == name).unwrap().1.clone()
+    }
+
+    /// Runs the binary off the async threads (the simulator answers it meanwhile).
+    async fn run(&self, args: &[&str], stdin: &str) -> Outcome {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_filetrail"))
+            .args(args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    /// `connection add ID` for the simulator's tenant, with `extra` arguments and `secret` on stdin.
+    async fn add(&self, id: &str, extra: &[&str], secret: &str) -> Outcome {
+        let (login, graph) = (self.sim.login_url(), self.sim.graph_url());
+        let mut args = vec![
+            "connection",
+            "add",
+            id,
+            "--tenant-id",
+            self.sim.tenant_id(),
+            "--client-id",
+            self.sim.client_id(),
+            "--login-url",
+            &login,
+            "--graph-url",
+            &graph,
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args, &format!("{secret}\n")).await
+    }
+
+    async fn add_ok(&self, id: &str, extra: &[&str]) -> Outcome {
+        let secret = self.sim.client_secret().to_owned();
+        self.add(id, extra, &secret).await
+    }
+
+    async fn state(&self) -> DynamoStateStore {
+        DynamoStateStore::new(
+            aws_sdk_dynamodb::Client::new(&self.moto.sdk_config().await),
+            self.setting("FILETRAIL_STATE_TABLE"),
+        )
+    }
+
+    async fn events(&self) -> filetrail_aws::events::DynamoEventStore {
+        filetrail_aws::events::DynamoEventStore::new(
+            aws_sdk_dynamodb::Client::new(&self.moto.sdk_config().await),
+            self.setting("FILETRAIL_EVENTS_TABLE"),
+        )
+    }
+
+    async fn put_object(&self, key: &str, body: &str) {
+        let s3 = aws_sdk_s3::Client::new(&self.moto.sdk_config().await);
+        s3.put_object()
+            .bucket(self.setting("FILETRAIL_BUCKET"))
+            .key(key)
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn object_keys(&self) -> Vec<String> {
+        let s3 = aws_sdk_s3::Client::new(&self.moto.sdk_config().await);
+        let out = s3
+            .list_objects_v2()
+            .bucket(self.setting("FILETRAIL_BUCKET"))
+            .send()
+            .await
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+
+    async fn secret_names(&self) -> Vec<String> {
+        let sm = aws_sdk_secretsmanager::Client::new(&self.moto.sdk_config().await);
+        let out = sm.list_secrets().send().await.unwrap();
+        out.secret_list()
+            .iter()
+            .filter_map(|s| s.name().map(str::to_owned))
+            .collect()
+    }
+}
+
+/// A quarantine document of `connection` holding `records` set-aside records.
+fn quarantine_doc(connection: &str, records: usize) -> String {
+    let record = serde_json::json!({
+        "reason": {"kind": "unknown_operation", "operation": "FileSomethingNew"},
+        "message": "unknown operation FileSomethingNew",
+    });
+    serde_json::json!({
+        "connection": connection,
+        "content_id": "blob-1",
+        "written_at": chrono::Utc::now(),
+        "records": vec![record; records],
+    })
+    .to_string()
+}
+
+/// A file event of `connection`, as ingest-activity stores it.
+fn file_event(connection: &str, id: &str) -> filetrail_core::events::EventRecord {
+    let at = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let event: filetrail_core::audit::FileEvent = serde_json::from_value(serde_json::json!({
+        "id": id,
+        "event_type": "modified",
+        "low_signal": false,
+        "operation": "FileModified",
+        "record_type": 6,
+        "item_kind": "file",
+        "actor": {"id": "megan@contoso.com", "kind": "user", "upn": "megan@contoso.com"},
+        "owner_upn": "megan@contoso.com",
+        "file_name": "Q3 forecast.xlsx",
+        "path": "/Reports/Q3 forecast.xlsx",
+        "extension": "xlsx",
+        "drive_id": "b!drive-1",
+        "item_id": "01ITEM",
+        "observed_at": at,
+        "inserted_at": at,
+    }))
+    .unwrap();
+    filetrail_core::events::EventRecord::onedrive(connection, event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_checks_the_credentials_and_permissions_then_registers_once_per_kind() {
+    let d = Deployment::start("conn-add").await;
+    let secret = d.sim.client_secret().to_owned();
+    let (ok, out, err) = d.add_ok("contoso", &["--trusted-domain", "contoso.com"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("Registered cloud connection \"contoso\""), "{out}");
+    assert!(
+        !out.contains(&secret) && !err.contains(&secret),
+        "the secret is never printed"
+    );
+    let stats = d.sim.stats();
+    assert!(
+        stats.users >= 1 && stats.drive >= 1,
+        "one directory and one files call: {stats:?}"
+    );
+    assert!(
+        stats.activity.subscriptions_list >= 1,
+        "the feed was checked: {:?}",
+        stats.activity
+    );
+
+    let (ok, _, err) = d.add_ok("contoso-2", &[]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("already registered") && err.contains("\"contoso\""),
+        "names the existing one: {err}"
+    );
+    assert_eq!(d.state().await.connections().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_with_a_wrong_secret_gives_entras_error_with_its_fix_and_stores_nothing() {
+    let d = Deployment::start("conn-badsecret").await;
+    let (ok, _, err) = d.add("contoso", &[], "not-the-secret").await;
+    assert!(!ok);
+    assert!(err.contains("AADSTS7000215"), "{err}");
+    assert!(
+        err.contains("copy the secret's Value (not its Secret ID)"),
+        "says how to fix it: {err}"
+    );
+    assert!(err.contains("Nothing was stored"), "{err}");
+    assert!(!err.contains("not-the-secret"), "the secret is never printed");
+    assert!(d.state().await.connections().await.unwrap().is_empty());
+    assert!(d.secret_names().await.is_empty(), "no secret stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_names_each_missing_permission_with_how_to_grant_it_and_all_of_them_together() {
+    let d = Deployment::start("conn-perms").await;
+    let cases: [(&[&str], &[&str], &str); 3] = [
+        (
+            &["Files.Read.All", "Mail.Read"],
+            &["ActivityFeed.Read"],
+            "Directory.Read.All",
+        ),
+        (&["Directory.Read.All"], &["ActivityFeed.Read"], "Files.Read.All"),
+        (&["Directory.Read.All", "Files.Read.All"], &[], "ActivityFeed.Read"),
+    ];
+    for (graph, manage, missing) in cases {
+        d.sim.set_graph_roles(graph);
+        d.sim.set_manage_roles(manage);
+        let (ok, _, err) = d.add_ok("contoso", &[]).await;
+        assert!(!ok, "{missing} missing must refuse");
+        assert!(err.contains("lacks 1 application permission"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "Application permissions > {missing}, then Grant admin consent"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("Nothing was stored"), "{err}");
+    }
+    d.sim.set_graph_roles(&[]);
+    d.sim.set_manage_roles(&[]);
+    let (ok, _, err) = d.add_ok("contoso", &[]).await;
+    assert!(!ok);
+    assert!(err.contains("lacks 2 application permissions"), "{err}");
+    assert!(
+        err.contains("Microsoft Graph > Application permissions > Directory.Read.All")
+            && err.contains("Office 365 Management APIs > Application permissions > ActivityFeed.Read"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Files.Read.All (to"),
+        "files are not checked without a user to look up: {err}"
+    );
+    assert!(d.state().await.connections().await.unwrap().is_empty());
+    assert!(d.secret_names().await.is_empty());
+
+    // Write mode needs Files.ReadWrite.All in the token; the read-only grant is refused.
+    d.sim.reset_roles();
+    let (ok, _, err) = d.add_ok("contoso", &["--write-mode"]).await;
+    assert!(!ok);
+    assert!(err.contains("Application permissions > Files.ReadWrite.All"), "{err}");
+    let mut write = m365_sim::DEFAULT_GRAPH_ROLES.to_vec();
+    write.push("Files.ReadWrite.All");
+    d.sim.set_graph_roles(&write);
+    let (ok, out, err) = d.add_ok("contoso", &["--write-mode"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("in write mode"), "{out}");
+    let stored = d.state().await.connection("contoso").await.unwrap().unwrap();
+    assert!(stored.write_mode);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_show_deauthorize_resume_and_remove_with_clear_errors() {
+    let d = Deployment::start("conn-manage").await;
+    assert!(d.add_ok("contoso", &["--trusted-domain", "contoso.com"]).await.0);
+    let secret = d.sim.client_secret().to_owned();
+
+    let (ok, out, err) = d.run(&["connection", "list"], "").await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("ID") && lines[0].contains("WRITE MODE"), "{out}");
+    assert!(
+        lines[1].contains("contoso") && lines[1].contains("active") && lines[1].ends_with("off"),
+        "{out}"
+    );
+    let (ok, out, _) = d.run(&["connection", "list", "--json"], "").await;
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["id"], "contoso");
+    assert_eq!(rows[0]["write_mode"], false);
+
+    let (ok, out, err) = d.run(&["connection", "show", "contoso"], "").await;
+    assert!(ok, "{err}");
+    for expected in [
+        "trusted domains  contoso.com",
+        "secret",
+        "drive cap",
+        "last discovery   never",
+        "scope",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in {out}");
+    }
+    assert!(!out.contains(&secret), "show never prints the secret");
+    let (_, json, _) = d.run(&["connection", "show", "contoso", "--json"], "").await;
+    assert!(!json.contains(&secret));
+    assert!(json.contains("\"secret_id\""), "{json}");
+
+    let (ok, _, err) = d.run(&["connection", "show", "nope"], "").await;
+    assert!(!ok && err.contains("no connection named \"nope\"") && err.contains("filetrail connection list"));
+
+    let (ok, _, err) = d.run(&["connection", "resume", "contoso"], "").await;
+    assert!(!ok && err.contains("is active"), "{err}");
+    let (ok, out, err) = d.run(&["connection", "deauthorize", "contoso"], "").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("history stays searchable"), "{out}");
+    let stored = d.state().await.connection("contoso").await.unwrap().unwrap();
+    assert_eq!(stored.state, ConnectionState::Deauthorized);
+    let (ok, _, err) = d.run(&["connection", "deauthorize", "contoso"], "").await;
+    assert!(!ok && err.contains("already deauthorized"), "{err}");
+    let (_, out, _) = d.run(&["connection", "list"], "").await;
+    assert!(out.contains("deauthorized"), "{out}");
+
+    let (ok, out, err) = d.run(&["connection", "resume", "contoso"], "").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("started a discovery run"), "{out}");
+    let stored = d.state().await.connection("contoso").await.unwrap().unwrap();
+    assert_eq!(stored.state, ConnectionState::Active);
+    let sqs = aws_sdk_sqs::Client::new(&d.moto.sdk_config().await);
+    let waiting = sqs
+        .receive_message()
+        .queue_url(d.setting("FILETRAIL_DISCOVER_QUEUE_URL"))
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = waiting.messages().iter().filter_map(|m| m.body()).collect();
+    assert!(
+        bodies.iter().any(|b| b.contains("contoso") && b.contains("resume")),
+        "a discovery run was enqueued: {bodies:?}"
+    );
+
+    // remove keeps the history; the secret goes.
+    let events = d.events().await;
+    events.insert_events(&[file_event("contoso", "rec-1")]).await.unwrap();
+    let (ok, out, err) = d.run(&["connection", "remove", "contoso"], "").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("stay searchable"), "{out}");
+    assert!(d.state().await.connection("contoso").await.unwrap().is_none());
+    assert!(d.secret_names().await.is_empty(), "the secret is deleted");
+    assert_eq!(events.file_events("b!drive-1", "01ITEM", 10).await.unwrap().len(), 1);
+    let (ok, _, err) = d.run(&["connection", "remove", "contoso"], "").await;
+    assert!(!ok && err.contains("no connection named \"contoso\""), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_purge_asks_for_confirmation_and_deletes_events_and_state() {
+    let d = Deployment::start("conn-purge").await;
+    assert!(d.add_ok("contoso", &[]).await.0);
+    let events = d.events().await;
+    events
+        .insert_events(&[file_event("contoso", "rec-1"), file_event("contoso", "rec-2")])
+        .await
+        .unwrap();
+    let others_export = "exports/events/dt=2026-11-30/hour=09/fabrikam-20261130T10-0000.json.gz";
+    for key in [
+        "scoping/contoso/users.csv",
+        "exports/events/dt=2026-11-30/hour=09/contoso-20261130T10-0000.json.gz",
+        others_export,
+    ] {
+        d.put_object(key, "x").await;
+    }
+    d.put_object("quarantine/contoso/blob-1.json", &quarantine_doc("contoso", 1))
+        .await;
+
+    let (ok, _, err) = d
+        .run(&["connection", "remove", "contoso", "--purge"], "contoso\n")
+        .await;
+    assert!(!ok, "stdin is not a terminal: --yes is required");
+    assert!(err.contains("--yes"), "{err}");
+    assert!(
+        d.state().await.connection("contoso").await.unwrap().is_some(),
+        "nothing deleted"
+    );
+    assert_eq!(events.file_events("b!drive-1", "01ITEM", 10).await.unwrap().len(), 2);
+
+    let (ok, out, err) = d
+        .run(&["connection", "remove", "contoso", "--purge", "--yes"], "")
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("2 events and 3 objects"), "{out}");
+    assert_eq!(
+        d.object_keys().await,
+        [others_export],
+        "another connection's export stays"
+    );
+    assert!(d.state().await.connection("contoso").await.unwrap().is_none());
+    assert!(d.state().await.scope("contoso").await.unwrap().is_none());
+    assert!(events.file_events("b!drive-1", "01ITEM", 10).await.unwrap().is_empty());
+    assert!(d.secret_names().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_the_connection_dashboard_with_queues_and_dead_letters() {
+    let d = Deployment::start("conn-status").await;
+    assert!(d.add_ok("contoso", &[]).await.0);
+    d.put_object("quarantine/contoso/blob-1.json", &quarantine_doc("contoso", 2))
+        .await;
+    let (ok, out, err) = d.run(&["status"], "").await;
+    assert!(ok, "{err}");
+    for expected in [
+        "contoso (cloud connection",
+        "indexing          0/0 drives done, 0 items indexed",
+        "write mode        off (read only)",
+        "quarantined       2 records in 1 blob (s3 quarantine/contoso/)",
+        "queues (all connections)",
+        "hashing backlog   0 files waiting to be hashed",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in\n{out}");
+    }
+    assert!(!out.contains("failed repeatedly"), "{out}");
+
+    let (ok, out, _) = d.run(&["status", "--json"], "").await;
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let queues = json[0]["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 4, "{queues:?}");
+    assert!(
+        queues
+            .iter()
+            .all(|q| q["dead_letters"] == 0 && q["dead_letter_queue"].is_string())
+    );
+
+    // A deauthorized connection says so, with the way back.
+    assert!(d.run(&["connection", "deauthorize", "contoso"], "").await.0);
+    let (_, out, _) = d.run(&["status", "contoso"], "").await;
+    assert!(out.contains("`filetrail connection resume contoso`"), "{out}");
+}

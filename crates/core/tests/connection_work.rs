@@ -1,0 +1,50 @@
+//! The one rule for deauthorized connections: no work of any kind, and a reason that says how to
+//! restart it.
+
+use chrono::Utc;
+use filetrail_core::model::{Connection, ConnectionKind, ConnectionState};
+
+fn connection(state: ConnectionState) -> Connection {
+    Connection {
+        id: "contoso".into(),
+        kind: ConnectionKind::Cloud,
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        secret_id: "filetrail/contoso/app".into(),
+        cloud: "worldwide".into(),
+        endpoints: None,
+        trusted_domains: vec![],
+        drive_cap: 10,
+        state,
+        last_error: None,
+        last_discovery: None,
+        created_at: Utc::now(),
+        write_mode: false,
+    }
+}
+
+#[test]
+fn an_active_connection_accepts_work() {
+    let c = connection(ConnectionState::Active);
+    assert!(c.accepts_work());
+    assert_eq!(c.why_no_work(), None);
+}
+
+#[test]
+fn a_deauthorized_connection_gets_no_work_and_the_reason_names_resume() {
+    let c = connection(ConnectionState::Deauthorized);
+    assert!(!c.accepts_work());
+    let why = c.why_no_work().unwrap_or_default();
+    assert!(why.contains("deauthorized"), "{why}");
+    assert!(why.contains("filetrail connection resume contoso"), "{why}");
+}
+
+#[test]
+fn records_stored_before_write_mode_existed_read_as_read_only() {
+    let mut doc = serde_json::to_value(connection(ConnectionState::Active)).unwrap_or_default();
+    if let Some(map) = doc.as_object_mut() {
+        map.remove("write_mode");
+    }
+    let c: Connection = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.write_mode);
+}
