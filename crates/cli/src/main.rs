@@ -461,14 +461,14 @@ async fn main() -> anyhow::Result<()> {
             let rows = inventory::sample(&state, &aws.inventory()?, &connection, drive.as_deref(), limit).await?;
             if json {
                 for (_, row) in &rows {
-                    println!("{}", serde_json::to_string(row)?);
+                    emit(&format!("{}\n", serde_json::to_string(row)?))?;
                 }
             } else if rows.is_empty() {
                 println!(
                     "No indexed files yet for {connection:?}; `filetrail status {connection}` shows indexing progress."
                 );
             } else {
-                print!("{}", inventory::render(&rows));
+                emit(&inventory::render(&rows))?;
             }
         }
         Command::Events {
@@ -483,7 +483,7 @@ async fn main() -> anyhow::Result<()> {
             let found = events::recent(&aws.events()?, &connection, limit, chrono::Utc::now()).await?;
             if json {
                 for event in &found {
-                    println!("{}", serde_json::to_string(event)?);
+                    emit(&format!("{}\n", serde_json::to_string(event)?))?;
                 }
             } else if found.is_empty() {
                 println!(
@@ -491,7 +491,7 @@ async fn main() -> anyhow::Result<()> {
                      shows when the audit feed was last polled."
                 );
             } else {
-                print!("{}", events::render(&found));
+                emit(&events::render(&found))?;
             }
         }
         Command::Search(args) => search_command(args).await?,
@@ -510,15 +510,17 @@ async fn main() -> anyhow::Result<()> {
             };
             let files = filetrail_cli::exposure::report(&state, &aws.inventory()?, &chosen).await?;
             if csv {
-                filetrail_cli::exposure::write_csv(std::io::stdout().lock(), &files)?;
+                let mut out = Vec::new();
+                filetrail_cli::exposure::write_csv(&mut out, &files)?;
+                emit(&String::from_utf8_lossy(&out))?;
             } else if json {
                 for f in &files {
-                    println!("{}", serde_json::to_string(f)?);
+                    emit(&format!("{}\n", serde_json::to_string(f)?))?;
                 }
             } else if files.is_empty() {
                 println!("No file is shared by anonymous link or with people outside the trusted domains.");
             } else {
-                print!("{}", filetrail_cli::exposure::render(&files));
+                emit(&filetrail_cli::exposure::render(&files))?;
                 let count: std::collections::HashSet<_> = files.iter().map(|f| (&f.drive_id, &f.item_id)).collect();
                 println!("{} files exposed by {} permissions.", count.len(), files.len());
             }
@@ -620,6 +622,17 @@ async fn revoke_command(
     Ok(())
 }
 
+/// Writes command output to stdout. A reader that stops early (`| head`) ends the command
+/// quietly, as Unix tools do, instead of failing on the closed pipe.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => Ok(other?),
+    }
+}
+
 async fn search_command(args: SearchArgs) -> anyhow::Result<()> {
     use filetrail_cli::search::{self, Filters};
     let aws = Aws::from_env().await?;
@@ -649,14 +662,16 @@ async fn search_command(args: SearchArgs) -> anyhow::Result<()> {
     }
     if args.json {
         for event in &page.events {
-            println!("{}", serde_json::to_string(event)?);
+            emit(&format!("{}\n", serde_json::to_string(event)?))?;
         }
     } else if args.csv {
-        search::write_csv(std::io::stdout().lock(), &page.events)?;
+        let mut csv = Vec::new();
+        search::write_csv(&mut csv, &page.events)?;
+        emit(&String::from_utf8_lossy(&csv))?;
     } else if page.events.is_empty() {
         println!("No events match.");
     } else {
-        print!("{}", events::render(&page.events));
+        emit(&events::render(&page.events))?;
     }
     if let Some(next) = &page.next {
         eprintln!("more events: add --page-token {}", next.token());

@@ -561,6 +561,12 @@ async fn search_prints_matching_events_as_a_table_json_or_csv_with_pages_and_nam
     assert_eq!(first.lines().count() + rest.lines().count(), 2 + 3, "{first}{rest}");
     assert!(rest.contains("3") && !err.contains("--page-token"), "{rest} / {err}");
 
+    // A reader that stops at once (`| head -0`) ends the command quietly, without a panic.
+    let mut child = d.spawn(&["search", "--user", "megan@contoso.com", "--json"]);
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
     for (args, needle) in [
         (&["search", "--md5", "abc"][..], "--md5 \"abc\""),
         (&["search", "--since", "last tuesday"][..], "--since \"last tuesday\""),
