@@ -15,6 +15,8 @@
 //! - **Export**: every settled insertion hour of the day exported to S3 (gzip JSON Lines) by the
 //!   export code the Lambda and `filetrail export` run. Baseline: reading the same hours'
 //!   events from the insertion index alone, without formatting, compressing or writing.
+//!   `bench/run search` measures it on 20,000 events (`--skip-search`): its hundreds of Query
+//!   pages each walk the whole table on moto, so 200,000 events would take over an hour.
 //!
 //! moto answers a Query on an index by walking every item of the table in Python, so a search
 //! here costs time proportional to the table, where DynamoDB's cost is proportional to what is
@@ -58,6 +60,13 @@ struct Args {
     /// Scans of each kind for the baseline.
     #[arg(long, default_value_t = 2)]
     baseline_scans: usize,
+    /// Measure search only.
+    #[arg(long, conflicts_with = "skip_search")]
+    skip_export: bool,
+    /// Measure export only (on a smaller table it is much faster on moto, whose index Query
+    /// walks the whole table).
+    #[arg(long)]
+    skip_search: bool,
     #[command(flatten)]
     output: ResultsArgs,
 }
@@ -270,6 +279,24 @@ async fn bench(args: &Args, release: bool) -> anyhow::Result<()> {
     let load_s = started.elapsed().as_secs_f64();
     eprintln!("  {} events in {load_s:.0} s", records.len());
 
+    if !args.skip_search {
+        search(args, release, &store, &dynamo, &table, now).await?;
+    }
+    if !args.skip_export {
+        export(args, release, &sdk, &resources, &records, now).await?;
+    }
+    Ok(())
+}
+
+async fn search(
+    args: &Args,
+    release: bool,
+    store: &DynamoEventStore,
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let records_len = args.events;
     let earliest = now - Duration::days(31);
     let mut mix = Mix(7);
     let base = SearchQuery {
@@ -280,7 +307,7 @@ async fn bench(args: &Args, release: bool) -> anyhow::Result<()> {
     step(&format!("{} searches of a user's last 100 events", args.queries));
     let users: Vec<String> = (0..args.queries).map(|_| upn(mix.below(args.users))).collect();
     let user_ms = timed_searches(
-        &store,
+        store,
         users
             .iter()
             .map(|u| SearchQuery {
@@ -295,7 +322,7 @@ async fn bench(args: &Args, release: bool) -> anyhow::Result<()> {
     step(&format!("{} SHA-256 lookups", args.queries));
     let hashes: Vec<String> = (0..args.queries).map(|_| sha_of(mix.below(5_000)).1).collect();
     let sha_ms = timed_searches(
-        &store,
+        store,
         hashes
             .iter()
             .map(|h| SearchQuery {
@@ -316,21 +343,46 @@ async fn bench(args: &Args, release: bool) -> anyhow::Result<()> {
     let mut sha_scans = Vec::new();
     for i in 0..args.baseline_scans {
         let u = filetrail_aws::events::actor_pk(CONNECTION, &users[i % users.len()]);
-        user_scans.push(scan_ms(&dynamo, &table, filetrail_aws::events::ACTOR_PK, &u).await?.0);
+        user_scans.push(scan_ms(dynamo, table, filetrail_aws::events::ACTOR_PK, &u).await?.0);
         sha_scans.push(
-            scan_ms(
-                &dynamo,
-                &table,
-                filetrail_aws::events::SHA256,
-                &hashes[i % hashes.len()],
-            )
-            .await?
-            .0,
+            scan_ms(dynamo, table, filetrail_aws::events::SHA256, &hashes[i % hashes.len()])
+                .await?
+                .0,
         );
     }
 
+    let n = records_len;
+    let scan_label = format!("filtered Scan of {n} events (median)");
+    let figure = |metric, value, baseline| Figure {
+        metric,
+        value,
+        baseline,
+        baseline_label: scan_label.clone(),
+        goal: None,
+    };
+    record(
+        args,
+        release,
+        &[
+            figure("search_user_p50_ms", percentile(&user_ms, 50.0), median(&user_scans)),
+            figure("search_user_p95_ms", percentile(&user_ms, 95.0), median(&user_scans)),
+            figure("search_sha256_p50_ms", percentile(&sha_ms, 50.0), median(&sha_scans)),
+            figure("search_sha256_p95_ms", percentile(&sha_ms, 95.0), median(&sha_scans)),
+        ],
+    )?;
+    Ok(())
+}
+
+async fn export(
+    args: &Args,
+    release: bool,
+    sdk: &aws_config::SdkConfig,
+    resources: &filetrail_aws::AwsResources,
+    records: &[EventRecord],
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
     step("exporting every recorded hour to S3 (gzip JSON Lines)");
-    let exporter = filetrail_cli::export::Exporter::new(&sdk, &resources)?;
+    let exporter = filetrail_cli::export::Exporter::new(sdk, resources)?;
     let started = Instant::now();
     let summary = exporter
         .export_range(
@@ -374,51 +426,30 @@ async fn bench(args: &Args, release: bool) -> anyhow::Result<()> {
     ensure!(read == records.len() as u64, "read {read} of {} events", records.len());
 
     let n = records.len();
-    let figures = [
-        Figure {
-            metric: "search_user_p50_ms",
-            value: percentile(&user_ms, 50.0),
-            baseline: median(&user_scans),
-            baseline_label: format!("filtered Scan of {n} events (median)"),
-            goal: None,
-        },
-        Figure {
-            metric: "search_user_p95_ms",
-            value: percentile(&user_ms, 95.0),
-            baseline: median(&user_scans),
-            baseline_label: format!("filtered Scan of {n} events (median)"),
-            goal: None,
-        },
-        Figure {
-            metric: "search_sha256_p50_ms",
-            value: percentile(&sha_ms, 50.0),
-            baseline: median(&sha_scans),
-            baseline_label: format!("filtered Scan of {n} events (median)"),
-            goal: None,
-        },
-        Figure {
-            metric: "search_sha256_p95_ms",
-            value: percentile(&sha_ms, 95.0),
-            baseline: median(&sha_scans),
-            baseline_label: format!("filtered Scan of {n} events (median)"),
-            goal: None,
-        },
-        Figure {
+    record(
+        args,
+        release,
+        &[Figure {
             metric: "export_events_per_s",
             value: n as f64 / export_s,
             baseline: n as f64 / read_s,
             baseline_label: "reading the insertion index alone (events/s)".to_owned(),
             goal: None,
-        },
-    ];
-    println!();
-    print!("{}", render_table(&figures));
+        }],
+    )?;
     println!(
-        "\n{n} events loaded in {load_s:.0} s; export: {} objects, {export_s:.1} s; index read alone {read_s:.1} s",
+        "{n} events exported in {export_s:.1} s ({} objects); the index read alone took {read_s:.1} s",
         summary.objects.len()
     );
+    Ok(())
+}
+
+/// Prints figures and merges them into the results file (release builds, unless --no-write).
+fn record(args: &Args, release: bool, figures: &[Figure]) -> anyhow::Result<()> {
+    println!();
+    print!("{}", render_table(figures));
     if release && !args.output.no_write {
-        merge_into_results(&args.output.path(), &figures)?;
+        merge_into_results(&args.output.path(), figures)?;
         println!("updated {}", args.output.path().display());
     }
     Ok(())
