@@ -5,8 +5,8 @@
 //!
 //! The events are synthetic but shaped like a tenant's: 2,000 users acting on their own and
 //! each other's files, 600 file names in 40 folders, a third of the events hashed with 5,000
-//! distinct contents, observed over 30 days and recorded over the last day (a new connection
-//! back-filling its audit feed). They are written with the production events store.
+//! distinct contents, recorded over the last day, most within two hours of happening and one in
+//! twenty up to 7 days late (as the audit feed delivers). They are written with the production events store.
 //!
 //! - **Search**: a user's last 100 events (`filetrail search --user U --limit 100`) and a
 //!   SHA-256 lookup, each for `--queries` users / digests picked at random, through the same
@@ -121,8 +121,8 @@ const TYPES: [FileEventType; 8] = [
     FileEventType::Deleted,
 ];
 
-/// The synthetic events, observed over 30 days before `now`, recorded over the day before
-/// `now - 1 h` (so every insertion hour is settled).
+/// The synthetic events, recorded over the day before `now - 1 h` (so every insertion hour is
+/// settled), observed up to two hours (one in twenty: 7 days) before they were recorded.
 fn events(args: &Args, now: DateTime<Utc>) -> Vec<EventRecord> {
     let mut mix = Mix(2026);
     let recorded_from = now - Duration::hours(25);
@@ -140,8 +140,11 @@ fn events(args: &Args, now: DateTime<Utc>) -> Vec<EventRecord> {
                 ["docx", "xlsx", "pdf", "pptx"][mix.below(4)]
             );
             let path = format!("/Folder {:02}/{name}", mix.below(40));
-            let observed = now - Duration::seconds(mix.below(30 * 86_400) as i64);
             let inserted = recorded_from + Duration::milliseconds(mix.below(24 * 3_600_000) as i64);
+            // As the audit feed delivers: most records within two hours of the activity, one in
+            // twenty late by up to 7 days (the feed's retention).
+            let late = if mix.below(20) == 0 { 7 * 86_400 } else { 2 * 3_600 };
+            let observed = inserted - Duration::seconds(mix.below(late) as i64);
             let hashed = mix.below(3) == 0;
             let content = mix.below(5_000);
             let event = FileEvent {
