@@ -285,6 +285,10 @@ impl Stack {
                 break;
             }
         }
+        // Destination entries of moves and renames are index entries, not events; each must
+        // belong to a stored event.
+        let (entries, keys): (Vec<String>, Vec<String>) =
+            (keys.into_iter()).partition(|k| k.ends_with(filetrail_aws::events::DESTINATION_SUFFIX));
         let mut events = BTreeMap::new();
         for chunk in keys.chunks(100) {
             for event in store.events_by_key(chunk).await? {
@@ -297,6 +301,13 @@ impl Stack {
             keys.len(),
             events.len()
         );
+        for entry in &entries {
+            let event = filetrail_aws::events::event_key_of(entry);
+            anyhow::ensure!(
+                events.contains_key(event),
+                "destination entry {entry} without its event"
+            );
+        }
         Ok(events)
     }
 

@@ -22,6 +22,12 @@
 //! | `path_pk`, `path_sk` | `{connection}#{first segment of the lowercase path}`, `{lowercase path}#{observed_sk}` | the event has a path below the root |
 //! | `external_pk` | `{connection}` | the event shares outside the organisation (sparse) |
 //!
+//! A move, rename or copy also has a *destination entry*: an item keyed
+//! `{connection}#{record id}~to` with only `event_type`, `low_signal`, `observed_sk` and the
+//! `name_*`/`path_*` keys of where the file went (those that differ from where it was). A
+//! `--file-name` or `--path` search of the new name or place finds the event through it
+//! ([`event_key_of`] maps the entry to its event); the other indexes never see it.
+//!
 //! | index | partition | sort | projection | serves |
 //! |---|---|---|---|---|
 //! | `by_actor` | `actor_pk` | `observed_sk` | keys, `event_type`, `low_signal` | a user's activity in a time range, newest first |
@@ -86,6 +92,9 @@ pub const NAME_SK: &str = "name_sk";
 pub const PATH_PK: &str = "path_pk";
 pub const PATH_SK: &str = "path_sk";
 pub const EXTERNAL_PK: &str = "external_pk";
+/// Ends the key of an event's destination entry (`{event key}~to`). Record ids are GUIDs (and
+/// filetrail's own ids are letters, digits and dashes), so no event key ends with it.
+pub const DESTINATION_SUFFIX: &str = "~to";
 
 pub const BY_ACTOR: &str = "by_actor";
 pub const BY_OWNER: &str = "by_owner";
@@ -164,6 +173,34 @@ pub fn day_pk(connection: &str, observed_at: &DateTime<Utc>, shard: u64) -> Stri
 /// The shard of an event key in `by_day`.
 pub fn day_shard_of(event_key: &str) -> u64 {
     shard_of(event_key) % DAY_SHARDS
+}
+
+/// The event an index entry stands for: the entry's own key, or for a destination entry
+/// (`{event key}~to`) the event it belongs to.
+pub fn event_key_of(entry_key: &str) -> &str {
+    entry_key.strip_suffix(DESTINATION_SUFFIX).unwrap_or(entry_key)
+}
+
+/// The key of `event_key`'s destination entry.
+pub fn destination_key(event_key: &str) -> String {
+    format!("{event_key}{DESTINATION_SUFFIX}")
+}
+
+/// The table keys an event occupies, read from its item or from a `by_inserted` entry (which
+/// projects `doc`): the event's own and its destination entry's, if it has one. For a purge.
+pub fn stored_keys(item: &Item) -> Vec<String> {
+    let Some(AttributeValue::S(key)) = item.get(EVENT_KEY) else {
+        return Vec::new();
+    };
+    let record = match item.get(DOC) {
+        Some(AttributeValue::S(doc)) => serde_json::from_str::<EventRecord>(doc).ok(),
+        _ => None,
+    };
+    let mut keys = vec![key.clone()];
+    if record.as_ref().is_some_and(|r| destination_item(r).is_some()) {
+        keys.push(destination_key(key));
+    }
+    keys
 }
 
 /// `by_name`'s partition of a lowercase file name.
@@ -256,8 +293,20 @@ impl DynamoEventStore {
         Ok(record)
     }
 
-    /// Puts one event unless its key is stored; `Some(key)` when inserted.
-    async fn insert_one(&self, key: String, item: Item) -> Result<Option<String>, AwsError> {
+    /// Puts one event unless its key is stored (its destination entry first, if any);
+    /// `Some(key)` when inserted.
+    async fn insert_one(&self, key: String, item: Item, destination: Option<Item>) -> Result<Option<String>, AwsError> {
+        if let Some(entry) = destination {
+            self.table.counts.wrote();
+            self.table
+                .client
+                .put_item()
+                .table_name(&self.table.name)
+                .set_item(Some(entry))
+                .send()
+                .await
+                .map_err(|e| self.table.err("PutItem", e))?;
+        }
         self.table.counts.wrote();
         let result = self
             .table
@@ -370,17 +419,9 @@ fn event_item(record: &EventRecord) -> Result<Item, AwsError> {
         DAY_PK.into(),
         s(day_pk(&record.connection, &event.observed_at, day_shard_of(&key))),
     );
-    if let Some(name) = event.file_name.as_deref().filter(|n| !n.is_empty()) {
-        let name = name.to_lowercase();
-        item.insert(NAME_PK.into(), s(name_pk(&record.connection, &name)));
-        item.insert(NAME_SK.into(), s(format!("{name}#{sort}")));
-    }
-    if let Some(path) = event.path.as_deref().map(str::to_lowercase)
-        && !filetrail_core::search::first_segment(&path).is_empty()
-    {
-        item.insert(PATH_PK.into(), s(path_pk(&record.connection, &path)));
-        item.insert(PATH_SK.into(), s(format!("{path}#{sort}")));
-    }
+    let name = indexed_name(event.file_name.as_deref());
+    let path = indexed_path(event.path.as_deref());
+    put_name_and_path(&mut item, &record.connection, &sort, name.as_deref(), path.as_deref());
     if filetrail_core::search::is_external(record) {
         item.insert(EXTERNAL_PK.into(), s(record.connection.clone()));
     }
@@ -401,6 +442,58 @@ fn event_item(record: &EventRecord) -> Result<Item, AwsError> {
     }
     item.insert(EVENT_KEY.into(), s(key));
     Ok(item)
+}
+
+/// The destination entry of a move, rename or copy (see the module docs): the `by_name` and
+/// `by_path` keys of where the file went, those that differ from where it was. `None` when the
+/// event has no destination or it is indexed already.
+fn destination_item(record: &EventRecord) -> Option<Item> {
+    let event = &record.event;
+    let destination = event.destination.as_ref()?;
+    let differs = |new: Option<String>, old: Option<String>| new.filter(|n| Some(n) != old.as_ref());
+    let name = differs(
+        indexed_name(destination.file_name.as_deref()),
+        indexed_name(event.file_name.as_deref()),
+    );
+    let path = differs(
+        indexed_path(destination.path.as_deref()),
+        indexed_path(event.path.as_deref()),
+    );
+    if name.is_none() && path.is_none() {
+        return None;
+    }
+    let sort = observed_sk(&event.observed_at, &event.id);
+    let mut item = Item::new();
+    item.insert(EVENT_KEY.into(), s(destination_key(&record.key())));
+    item.insert(EVENT_TYPE.into(), s(event.event_type.as_str()));
+    item.insert(LOW_SIGNAL.into(), AttributeValue::Bool(event.low_signal));
+    put_name_and_path(&mut item, &record.connection, &sort, name.as_deref(), path.as_deref());
+    item.insert(OBSERVED_SK.into(), s(sort));
+    Some(item)
+}
+
+/// A file or folder name as `by_name` keys it: lowercase, never empty.
+fn indexed_name(name: Option<&str>) -> Option<String> {
+    name.filter(|n| !n.is_empty()).map(str::to_lowercase)
+}
+
+/// A path as `by_path` keys it: lowercase, below the root.
+fn indexed_path(path: Option<&str>) -> Option<String> {
+    path.map(str::to_lowercase)
+        .filter(|p| !filetrail_core::search::first_segment(p).is_empty())
+}
+
+/// The `by_name` and `by_path` keys of a name and a path (each already [`indexed_name`] /
+/// [`indexed_path`]) under the sort key `sort`.
+fn put_name_and_path(item: &mut Item, connection: &str, sort: &str, name: Option<&str>, path: Option<&str>) {
+    if let Some(name) = name {
+        item.insert(NAME_PK.into(), s(name_pk(connection, name)));
+        item.insert(NAME_SK.into(), s(format!("{name}#{sort}")));
+    }
+    if let Some(path) = path {
+        item.insert(PATH_PK.into(), s(path_pk(connection, path)));
+        item.insert(PATH_SK.into(), s(format!("{path}#{sort}")));
+    }
 }
 
 /// `SET hash` and the digest index keys of a hashed outcome, or `SET hash REMOVE md5, sha256`
@@ -439,17 +532,21 @@ impl EventStore for DynamoEventStore {
     /// [`WRITE_CONCURRENCY`] at a time; an event already stored is left exactly as it is and
     /// is not reported (not an error). A key listed twice is inserted once. Returns the inserted
     /// keys in input order. On error some events may be inserted; a retry reports only the rest.
+    ///
+    /// A move, rename or copy's destination entry is put (unconditionally, so a retry after a
+    /// crash between the two writes completes it) before the event: an entry without its event
+    /// is skipped by search until the event lands.
     async fn insert_events(&self, events: &[EventRecord]) -> PortResult<Vec<String>> {
         let mut seen = HashSet::new();
         let mut items = Vec::with_capacity(events.len());
         for record in events {
             let key = record.key();
             if seen.insert(key.clone()) {
-                items.push((key, event_item(record)?));
+                items.push((key, event_item(record)?, destination_item(record)));
             }
         }
         let results: Vec<Result<Option<String>, AwsError>> = stream::iter(items)
-            .map(|(key, item)| self.insert_one(key, item))
+            .map(|(key, item, destination)| self.insert_one(key, item, destination))
             .buffered(WRITE_CONCURRENCY)
             .collect()
             .await;

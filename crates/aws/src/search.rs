@@ -23,7 +23,7 @@ use crate::dynamo::{Item, s};
 use crate::events::{
     ACTOR_PK, BY_ACTOR, BY_DAY, BY_EXTERNAL, BY_MD5, BY_NAME, BY_OWNER, BY_PATH, BY_SHA256, DAY_PK, DAY_SHARDS,
     DynamoEventStore, EVENT_KEY, EVENT_TYPE, EXTERNAL_PK, MD5, NAME_PK, NAME_SK, OBSERVED_SK, OWNER_PK, PATH_PK,
-    PATH_SK, SHA256, actor_pk, day_pk, name_pk, owner_pk, path_pk, sort_time,
+    PATH_SK, SHA256, actor_pk, day_pk, event_key_of, name_pk, owner_pk, path_pk, sort_time,
 };
 
 /// Most index entries a prefix search (`--file-name`, `--path`) reads before asking for a
@@ -302,7 +302,7 @@ impl Run<'_> {
                     if lo.is_some_and(|lo| sk.as_str() < lo) || hi.is_some_and(|hi| sk.as_str() > hi) {
                         continue;
                     }
-                    entries.push((sk, f.s(EVENT_KEY)?));
+                    entries.push((sk, event_key_of(&f.s(EVENT_KEY)?).to_owned()));
                 }
                 if entries.len() > MAX_PREFIX_MATCHES {
                     return Err(PortError::terminal(

@@ -608,16 +608,22 @@ pub async fn purge(
     let mut day = connection.created_at.date_naive();
     while day <= now.date_naive() {
         for shard in 0..filetrail_aws::events::INSERTED_SHARDS {
-            let keys = query_keys(
+            let entries = query_keys(
                 client,
                 tables.events,
                 Some(filetrail_aws::events::BY_INSERTED),
                 filetrail_aws::events::INSERTED_PK,
                 &format!("{id}#{}#{shard}", day.format("%Y-%m-%d")),
-                &["event_key"],
+                &[filetrail_aws::events::EVENT_KEY, filetrail_aws::events::DOC],
             )
             .await?;
-            let n = delete_keys(client, tables.events, keys).await?;
+            // With a move's destination entry, found through the event's record.
+            let keys = (entries.iter())
+                .flat_map(filetrail_aws::events::stored_keys)
+                .map(|k| Key::from([(filetrail_aws::events::EVENT_KEY.to_owned(), AttributeValue::S(k))]))
+                .collect();
+            delete_keys(client, tables.events, keys).await?;
+            let n = entries.len() as u64;
             purged.events += n;
             progress("events", n);
         }

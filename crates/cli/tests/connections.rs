@@ -116,6 +116,22 @@ impl Deployment {
         )
     }
 
+    /// Every key in the events table (a Scan: the test's ground truth, not a code path).
+    async fn event_table_keys(&self) -> Vec<String> {
+        let dynamo = aws_sdk_dynamodb::Client::new(&self.moto.sdk_config().await);
+        let out = dynamo
+            .scan()
+            .table_name(self.setting("FILETRAIL_EVENTS_TABLE"))
+            .send()
+            .await
+            .unwrap();
+        let mut keys: Vec<String> = (out.items().iter())
+            .filter_map(|i| i.get("event_key")?.as_s().ok().cloned())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     async fn put_object(&self, key: &str, body: &str) {
         let s3 = aws_sdk_s3::Client::new(&self.moto.sdk_config().await);
         s3.put_object()
@@ -383,10 +399,23 @@ async fn remove_purge_asks_for_confirmation_and_deletes_events_and_state() {
     let d = Deployment::start("conn-purge").await;
     assert!(d.add_ok("contoso", &[]).await.0);
     let events = d.events().await;
+    let mut renamed = file_event("contoso", "rec-2");
+    renamed.event.event_type = filetrail_core::audit::FileEventType::Renamed;
+    renamed.event.destination = Some(filetrail_core::audit::Destination {
+        file_name: Some("Q4 forecast.xlsx".into()),
+        path: Some("/Reports/Q4 forecast.xlsx".into()),
+        relative_url: None,
+        extension: None,
+    });
     events
-        .insert_events(&[file_event("contoso", "rec-1"), file_event("contoso", "rec-2")])
+        .insert_events(&[file_event("contoso", "rec-1"), renamed, file_event("fabrikam", "rec-3")])
         .await
         .unwrap();
+    assert_eq!(
+        d.event_table_keys().await,
+        ["contoso#rec-1", "contoso#rec-2", "contoso#rec-2~to", "fabrikam#rec-3"],
+        "the rename has its destination entry"
+    );
     let others_export = "exports/events/dt=2026-11-30/hour=09/fabrikam-20261130T10-0000.json.gz";
     for key in [
         "scoping/contoso/users.csv",
@@ -407,7 +436,7 @@ async fn remove_purge_asks_for_confirmation_and_deletes_events_and_state() {
         d.state().await.connection("contoso").await.unwrap().is_some(),
         "nothing deleted"
     );
-    assert_eq!(events.file_events("b!drive-1", "01ITEM", 10).await.unwrap().len(), 2);
+    assert_eq!(events.file_events("b!drive-1", "01ITEM", 10).await.unwrap().len(), 3);
 
     let (ok, out, err) = d
         .run(&["connection", "remove", "contoso", "--purge", "--yes"], "")
@@ -421,7 +450,11 @@ async fn remove_purge_asks_for_confirmation_and_deletes_events_and_state() {
     );
     assert!(d.state().await.connection("contoso").await.unwrap().is_none());
     assert!(d.state().await.scope("contoso").await.unwrap().is_none());
-    assert!(events.file_events("b!drive-1", "01ITEM", 10).await.unwrap().is_empty());
+    assert_eq!(
+        d.event_table_keys().await,
+        ["fabrikam#rec-3"],
+        "contoso's events and the rename's destination entry are gone, fabrikam's stay"
+    );
     assert!(d.secret_names().await.is_empty());
 }
 

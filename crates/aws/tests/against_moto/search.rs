@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use chrono::{DateTime, Duration, Utc};
 use filetrail_aws::DynamoEventStore;
-use filetrail_core::audit::{Actor, ActorKind, FileEvent, FileEventType, ItemKind, Sharing};
+use filetrail_core::audit::{Actor, ActorKind, Destination, FileEvent, FileEventType, ItemKind, Sharing};
 use filetrail_core::events::{EventRecord, FileHashes, HashOutcome};
 use filetrail_core::ports::EventStore;
 use filetrail_core::search::{NamePattern, SearchQuery};
@@ -388,5 +388,97 @@ async fn a_search_reads_about_a_page_of_index_entries_not_the_whole_user_history
         "{}",
         f.store.read_requests() - before
     );
+    Ok(())
+}
+
+/// A copy of corpus event `i` turned into a move or rename from where it was to `to` (a path
+/// from the drive root), with its own record id.
+fn relocation(template: &EventRecord, n: usize, event_type: FileEventType, to: &str) -> EventRecord {
+    let mut r = template.clone();
+    r.event.id = format!("{n:08}-1111-4000-8000-000000000000");
+    r.event.event_type = event_type;
+    r.event.observed_at += Duration::seconds(5);
+    let name = to.rsplit('/').next().unwrap();
+    r.event.destination = Some(Destination {
+        file_name: Some(name.into()),
+        path: Some(to.into()),
+        relative_url: None,
+        extension: None,
+    });
+    r
+}
+
+/// Whether an event names a file or folder starting with `prefix` (lowercase), where it was or
+/// where it went.
+fn named(r: &EventRecord, prefix: &str) -> bool {
+    let e = &r.event;
+    let destination = e.destination.as_ref().and_then(|d| d.file_name.as_deref());
+    [e.file_name.as_deref(), destination]
+        .into_iter()
+        .flatten()
+        .any(|n| n.to_lowercase().starts_with(prefix))
+}
+
+/// Whether an event's file was or went under the folder `folder` (lowercase).
+fn placed(r: &EventRecord, folder: &str) -> bool {
+    let e = &r.event;
+    let destination = e.destination.as_ref().and_then(|d| d.path.as_deref());
+    [e.path.as_deref(), destination]
+        .into_iter()
+        .flatten()
+        .any(|p| p.to_lowercase().starts_with(&format!("{folder}/")))
+}
+
+#[tokio::test]
+async fn a_move_or_rename_is_found_by_where_the_file_went_and_where_it_was() -> anyhow::Result<()> {
+    let mut f = fixture().await?;
+    // corpus 1: contoso, "budget-notes.docx" at the root; 8: contoso, "Q3 report.pptx" in /Finance.
+    assert_eq!(f.events[1].event.path.as_deref(), Some("/budget-notes.docx"));
+    assert_eq!(f.events[8].event.path.as_deref(), Some("/Finance/Q3 report.pptx"));
+    let moves = vec![
+        relocation(&f.events[8], 1, FileEventType::Renamed, "/Finance/Board deck.pptx"),
+        relocation(&f.events[8], 2, FileEventType::Moved, "/Legal/Q3 report.pptx"),
+        // Both names share the prefix "budget": the event is listed once.
+        relocation(&f.events[1], 3, FileEventType::Renamed, "/budget-notes final.docx"),
+    ];
+    assert_eq!(f.store.insert_events(&moves).await?.len(), 3);
+    // SQS redelivers the batch: nothing new is stored, nothing is listed twice.
+    assert!(f.store.insert_events(&moves).await?.is_empty());
+    f.events.extend(moves);
+    let contoso = |r: &EventRecord| r.connection == "contoso";
+
+    // The new name: only the rename that gave it (no other event has it yet).
+    let mut q = query(&["contoso"]);
+    q.file_name = Some(NamePattern::parse("board")?);
+    assert_eq!(f.run(&q, &["by_name"]).await?, ["00000001-1111-4000-8000-000000000000"]);
+    // The old name: its history, the rename included.
+    q.file_name = Some(NamePattern::parse("q3 rep")?);
+    let want = f.expected(|r| contoso(r) && named(r, "q3 rep"));
+    assert!(want.contains(&"00000001-1111-4000-8000-000000000000".to_owned()));
+    assert_eq!(f.run(&q, &["by_name"]).await?, want);
+    // A prefix both names match.
+    q.file_name = Some(NamePattern::parse("budget")?);
+    let want = f.expected(|r| contoso(r) && named(r, "budget"));
+    assert!(want.contains(&"00000003-1111-4000-8000-000000000000".to_owned()));
+    assert_eq!(f.run(&q, &["by_name"]).await?, want);
+    // A glob only the new name matches, read through the new name's prefix.
+    q.file_name = Some(NamePattern::parse("budget-notes f*.docx")?);
+    assert_eq!(f.run(&q, &["by_name"]).await?, ["00000003-1111-4000-8000-000000000000"]);
+
+    // The folder the file was moved into, and the one it left.
+    let mut q = query(&["contoso"]);
+    q.path = Some("/legal".into());
+    assert_eq!(f.run(&q, &["by_path"]).await?, ["00000002-1111-4000-8000-000000000000"]);
+    q.path = Some("/finance".into());
+    let want = f.expected(|r| contoso(r) && placed(r, "/finance"));
+    assert!(want.contains(&"00000002-1111-4000-8000-000000000000".to_owned()));
+    assert_eq!(f.run(&q, &["by_path"]).await?, want);
+
+    // The other indexes hold each event once: a user's history lists every move once.
+    let mut q = query(&["contoso"]);
+    q.user = Some(f.events[8].event.actor.upn.clone().unwrap().to_lowercase());
+    let upn = q.user.clone().unwrap();
+    let want = f.expected(|r| contoso(r) && is_user(r, &upn));
+    assert_eq!(f.run(&q, &["by_actor", "by_owner"]).await?, want);
     Ok(())
 }
