@@ -269,12 +269,17 @@ async fn a_deadline_stops_between_chunks_and_the_continuation_completes_the_dige
     let drive = drive(&sim);
     let item = rewrite(&sim, &small_file(&sim), 8 * MIB, 2);
     let mut hasher = DualHasher::new().unwrap();
+    // The first chunk takes longer than the time left, whatever the machine's speed: the
+    // download stops after it (a chunk is far below the file's 8 MiB).
+    let mut first = true;
     let mut slow = |chunk: Bytes| -> Result<(), HashError> {
-        std::thread::sleep(Duration::from_millis(5));
+        if std::mem::take(&mut first) {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
         hasher.update(chunk)
     };
 
-    let request = DownloadRequest::new(&drive, &item.id).until(Instant::now() + Duration::from_millis(150));
+    let request = DownloadRequest::new(&drive, &item.id).until(Instant::now() + Duration::from_millis(1000));
     let download = graph.download_from(&request, &mut slow).await.unwrap();
     let DownloadOutcome::Stopped { version, offset } = download.outcome.clone() else {
         panic!("expected to stop at the deadline: {download:?}");
