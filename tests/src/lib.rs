@@ -86,6 +86,12 @@ impl Stack {
         self.provisioned.resolve_env(spec).expect("environment resolves")
     }
 
+    /// The provisioned queue `id` (its logical id in template.yaml, e.g. `HashQueue`).
+    pub fn queue(&self, id: &str) -> filetrail_aws::queue::SqsQueue {
+        let url = self.provisioned.queue_url(id).expect("queue provisioned").to_owned();
+        filetrail_aws::queue::SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), url)
+    }
+
     pub fn state(&self) -> DynamoStateStore {
         let table = self.env_of(DISCOVER_FUNCTION)["FILETRAIL_STATE_TABLE"].clone();
         DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&self.sdk), table)

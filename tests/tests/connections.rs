@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use chrono::{DurationRound as _, Utc};
-use filetrail_aws::queue::SqsQueue;
 use filetrail_cli::connection;
 use filetrail_cli::local::runner::{Runner, StopReason};
 use filetrail_cli::pipeline::{DISCOVER_FUNCTION, POLL_ACTIVITY_FUNCTION};
@@ -33,11 +32,6 @@ fn tenant(seed: u64) -> SimConfig {
         },
         ..SimConfig::default()
     }
-}
-
-fn queue(stack: &Stack, id: &str) -> SqsQueue {
-    let url = stack.provisioned.queue_url(id).expect("queue provisioned").to_owned();
-    SqsQueue::new(aws_sdk_sqs::Client::new(&stack.sdk), url)
 }
 
 /// Injects `count` random operations on every drive of the tenant, the last a minute ago.
@@ -169,14 +163,16 @@ async fn a_deauthorized_connection_gets_no_work_and_resume_continues_from_its_ch
     runner.fire_schedule(DISCOVER_FUNCTION).await.unwrap();
     runner.fire_schedule(POLL_ACTIVITY_FUNCTION).await.unwrap();
     let drive = indexed.iter().next().unwrap().clone();
-    queue(&stack, "DiscoverQueue")
+    stack
+        .queue("DiscoverQueue")
         .enqueue_discover(&[DiscoverJob::Discover {
             connection: CONNECTION.to_owned(),
             reason: "cli".to_owned(),
         }])
         .await
         .unwrap();
-    queue(&stack, "IndexQueue")
+    stack
+        .queue("IndexQueue")
         .enqueue_index(&[IndexJob::IndexDrive {
             connection: CONNECTION.to_owned(),
             drive_id: drive.clone(),
@@ -187,7 +183,8 @@ async fn a_deauthorized_connection_gets_no_work_and_resume_continues_from_its_ch
         .iter()
         .find(|i| i.drive_id == drive && !i.is_folder)
         .unwrap();
-    queue(&stack, "HashQueue")
+    stack
+        .queue("HashQueue")
         .enqueue_hashes(&[HashJob {
             connection: CONNECTION.to_owned(),
             drive_id: drive.clone(),
@@ -211,7 +208,7 @@ async fn a_deauthorized_connection_gets_no_work_and_resume_continues_from_its_ch
     assert_eq!(stack.inventory().await.unwrap(), inventory_before);
 
     // WHEN the admin resumes it
-    let discover = queue(&stack, "DiscoverQueue");
+    let discover = stack.queue("DiscoverQueue");
     connection::resume(&state, &discover, CONNECTION).await.unwrap();
     assert_eq!(runner.run().await.reason, StopReason::Idle);
     poll_until_caught_up(&stack, &runner).await;

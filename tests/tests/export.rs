@@ -23,7 +23,8 @@ use filetrail_core::events::{EventRecord, EventSource, FileHashes, HashOutcome};
 use filetrail_core::export::{
     EXPORT_PREFIX, ExportCheckpoint, ExportCheckpoints as _, ExportLine, floor_hour, partition_prefix, rfc3339,
 };
-use filetrail_core::ports::{EventStore as _, StateStore as _};
+use filetrail_core::jobs::HashJob;
+use filetrail_core::ports::{EventStore as _, HashQueue as _, StateStore as _};
 use filetrail_e2e::{CONNECTION, Stack};
 use m365_sim::{ActivityConfig, ActivityRequest, FilesPerDrive, RandomActivity, SimConfig};
 use serde_json::Value;
@@ -529,4 +530,90 @@ async fn events_the_pipeline_recorded_are_exported_one_to_one() {
             "{sha}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_hashed_after_its_hour_was_exported_is_exported_again_with_its_digests() {
+    let stack = Stack::start(tiny_tenant()).await.unwrap();
+    let now = Utc::now();
+    let mut connection = stack.register(stack.sim.client_secret()).await.unwrap();
+    connection.created_at = floor_hour(now) - Duration::hours(8);
+    stack.state().put_connection(&connection).await.unwrap();
+    let runner = stack.runner(&[], |_| {}).unwrap();
+    stack.discover_and_index(&runner).await.unwrap();
+    let file = stack
+        .inventory()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| !i.is_folder)
+        .unwrap();
+
+    // GIVEN a download of a real file recorded three hours ago, and another event of that hour,
+    // exported by the schedule before the file was hashed
+    let inserted = floor_hour(now) - Duration::hours(3) + Duration::minutes(10);
+    let mut download = event("rec-download", 1, inserted - Duration::minutes(50), inserted);
+    download.event.event_type = FileEventType::Downloaded;
+    download.event.operation = "FileDownloaded".into();
+    download.event.drive_id = Some(file.drive_id.clone());
+    download.event.item_id = Some(file.item_id.clone());
+    let neighbour = event(
+        "rec-neighbour",
+        2,
+        inserted - Duration::hours(2),
+        inserted + Duration::minutes(1),
+    );
+    stack
+        .event_store()
+        .insert_events(&[download.clone(), neighbour.clone()])
+        .await
+        .unwrap();
+    let results = runner.fire_schedule(EXPORT_FUNCTION).await.unwrap();
+    assert_eq!(results[0][CONNECTION]["events"], 2, "{results:?}");
+    let before = exported(&stack).await;
+    assert_eq!(lines_by_key(&before)[&download.key()]["hash_status"], "pending");
+
+    // WHEN hash-file hashes the file (its job queued as ingest-activity queues it)
+    stack
+        .queue("HashQueue")
+        .enqueue_hashes(&[HashJob {
+            connection: CONNECTION.to_owned(),
+            drive_id: file.drive_id.clone(),
+            item_id: file.item_id.clone(),
+            continuation: None,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(runner.run().await.reason, StopReason::Idle);
+    let stored = stack.events().await.unwrap();
+    let Some(HashOutcome::Hashed(digests)) = &stored[&download.key()].hash else {
+        panic!(
+            "hash-file gave the download its digests: {:?}",
+            stored[&download.key()].hash
+        );
+    };
+
+    // THEN the next scheduled export writes that hour again, to the same objects: each event
+    // once, the download with its digests, the other event as it was
+    let results = runner.fire_schedule(EXPORT_FUNCTION).await.unwrap();
+    let result = &results[0][CONNECTION];
+    assert_eq!(
+        (result["windows"].as_u64(), result["rewritten_windows"].as_u64()),
+        (Some(0), Some(1)),
+        "{results:?}"
+    );
+    let after = exported(&stack).await;
+    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    let lines = lines_by_key(&after);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(after.values().map(Vec::len).sum::<usize>(), 2, "no event twice");
+    let line = &lines[&download.key()];
+    assert_eq!(line["hash_status"], "hashed");
+    assert_eq!(line["sha256"], digests.sha256.to_lowercase());
+    assert_eq!(line["md5"], digests.md5.to_lowercase());
+    assert_eq!(lines[&neighbour.key()], lines_by_key(&before)[&neighbour.key()]);
+
+    // AND a third run has nothing to write again
+    let results = runner.fire_schedule(EXPORT_FUNCTION).await.unwrap();
+    assert_eq!(results[0][CONNECTION]["rewritten_windows"], 0, "{results:?}");
 }

@@ -262,6 +262,19 @@ impl Table {
         })
     }
 
+    /// Puts `item` unconditionally (creating or replacing it).
+    pub async fn put(&self, item: Item) -> Result<(), AwsError> {
+        self.counts.wrote();
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| self.err("PutItem", e))?;
+        Ok(())
+    }
+
     /// A Query of this table, to be completed with its key condition.
     pub fn query(&self) -> QueryFluentBuilder {
         self.client.query().table_name(&self.name)

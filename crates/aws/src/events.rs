@@ -297,15 +297,7 @@ impl DynamoEventStore {
     /// `Some(key)` when inserted.
     async fn insert_one(&self, key: String, item: Item, destination: Option<Item>) -> Result<Option<String>, AwsError> {
         if let Some(entry) = destination {
-            self.table.counts.wrote();
-            self.table
-                .client
-                .put_item()
-                .table_name(&self.table.name)
-                .set_item(Some(entry))
-                .send()
-                .await
-                .map_err(|e| self.table.err("PutItem", e))?;
+            self.table.put(entry).await?;
         }
         self.table.counts.wrote();
         let result = self

@@ -6,13 +6,16 @@
 //! | record | `pk` | `sk` | attributes |
 //! |---|---|---|---|
 //! | export checkpoint | `CONN#{id}` | `EXPORT` | `next_window` (RFC 3339, the condition of every save), `doc` (the checkpoint as JSON) |
+//! | stale export window | `CONN#{id}` | `EXPORT_STALE#{window start, RFC 3339}` | `window` (RFC 3339), `marked_at` (RFC 3339 with nanoseconds, the condition of its deletion) |
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, SecondsFormat, Utc};
 use filetrail_core::events::{EventRecord, event_key};
 use filetrail_core::export::{
     EXPORT_PREFIX, ExportCheckpoint, ExportCheckpoints, ExportSink, ExportWindow, InsertedEvents, InsertedPage,
+    StaleExportMarks, StaleWindow,
 };
 use filetrail_core::ports::PortResult;
 
@@ -30,6 +33,14 @@ pub const EXPORT_CONTENT_TYPE: &str = "application/gzip";
 
 const EXPORT_SK: &str = "EXPORT";
 const NEXT_WINDOW: &str = "next_window";
+const STALE_SK_PREFIX: &str = "EXPORT_STALE#";
+const STALE_WINDOW: &str = "window";
+const MARKED_AT: &str = "marked_at";
+
+/// A mark's time at full precision: clearing compares it exactly.
+fn mark_time(t: &DateTime<Utc>) -> AttributeValue {
+    s(t.to_rfc3339_opts(SecondsFormat::Nanos, true))
+}
 
 /// The events table's `by_inserted` index, read for exports. Eventually consistent, which the
 /// export's settle margin covers.
@@ -173,6 +184,24 @@ fn conn_pk(connection: &str) -> String {
     format!("CONN#{connection}")
 }
 
+fn stale_sk(window: &ExportWindow) -> String {
+    format!("{STALE_SK_PREFIX}{}", sort_time(&window.start()))
+}
+
+#[async_trait]
+impl StaleExportMarks for DynamoExportCheckpoints {
+    /// One PutItem per window (a hash job changes events of one or two windows).
+    async fn mark_stale(&self, connection: &str, windows: &[ExportWindow], at: DateTime<Utc>) -> PortResult<()> {
+        for window in windows {
+            let mut item = key(conn_pk(connection), stale_sk(window));
+            item.insert(STALE_WINDOW.into(), ts(&window.start()));
+            item.insert(MARKED_AT.into(), mark_time(&at));
+            self.table.put(item).await?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ExportCheckpoints for DynamoExportCheckpoints {
     /// A strongly consistent GetItem.
@@ -224,6 +253,52 @@ impl ExportCheckpoints for DynamoExportCheckpoints {
             Err(e) => Ok(self
                 .table
                 .condition_failed("PutItem", e, |se| se.is_conditional_check_failed_exception())?),
+        }
+    }
+
+    /// A strongly consistent Query of the connection's `EXPORT_STALE#` items (sorted by window).
+    async fn stale_windows(&self, connection: &str) -> PortResult<Vec<StaleWindow>> {
+        let pk = conn_pk(connection);
+        let request = self
+            .table
+            .query()
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":prefix", s(STALE_SK_PREFIX))
+            .consistent_read(true);
+        let items = self.table.query_all(request).await?;
+        let mut stale = Vec::with_capacity(items.len());
+        for item in &items {
+            let f = self.table.fields(item, format!("{pk}/{STALE_SK_PREFIX}"));
+            stale.push(StaleWindow {
+                window: ExportWindow::containing(f.time(STALE_WINDOW)?),
+                marked_at: f.time(MARKED_AT)?,
+            });
+        }
+        Ok(stale)
+    }
+
+    /// A DeleteItem conditional on `marked_at` being the one read.
+    async fn clear_stale(&self, connection: &str, stale: &StaleWindow) -> PortResult<bool> {
+        self.table.counts.wrote();
+        let result = self
+            .table
+            .client
+            .delete_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(conn_pk(connection), stale_sk(&stale.window))))
+            .condition_expression("#m = :m")
+            .expression_attribute_names("#m", MARKED_AT)
+            .expression_attribute_values(":m", mark_time(&stale.marked_at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => Ok(self
+                .table
+                .condition_failed("DeleteItem", e, |se| se.is_conditional_check_failed_exception())?),
         }
     }
 }

@@ -219,16 +219,7 @@ impl DynamoStateStore {
     }
 
     async fn put(&self, item: Item) -> Result<(), AwsError> {
-        self.table.counts.wrote();
-        self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| self.table.err("PutItem", e))?;
-        Ok(())
+        self.table.put(item).await
     }
 
     /// Puts `item` (a scope or upload record) unless the stored one has a later `uploaded_ms`.

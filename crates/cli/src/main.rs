@@ -153,10 +153,12 @@ struct SearchArgs {
     /// Events where this user acted or whose file they own (UPN).
     #[arg(long)]
     user: Option<String>,
-    /// File name: a prefix (`budget`) or a glob (`*.xlsx`, `q3*report*`), any case.
+    /// File name: a prefix (`budget`) or a glob (`*.xlsx`, `q3*report*`), any case. A rename
+    /// or move matches by the name before and after.
     #[arg(long)]
     file_name: Option<String>,
-    /// A file or folder from the drive root (`/Reports/2026`): it and everything under it.
+    /// A file or folder from the drive root (`/Reports/2026`): it and everything under it. A
+    /// move or rename matches by where the file was and where it went.
     #[arg(long)]
     path: Option<String>,
     /// Events of the file versions with this MD5.

@@ -14,6 +14,12 @@
 //! doing a range the CLI did, overwrite objects and never add a second copy of an event.
 //! The checkpoint moves past a window only after all of its objects are written.
 //!
+//! # Written again when its events change
+//! hash-file records digests after the fact; when it changes events of a window the export may
+//! have written ([`may_be_exported`]), it marks the window ([`StaleExportMarks`]), and the next
+//! scheduled export writes it again (same keys, same events, current outcomes) and clears the
+//! mark unless it was renewed meanwhile.
+//!
 //! # Partitions by when it happened
 //! Objects are written under `dt=YYYY-MM-DD/hour=HH` of the event's **observed** time (when it
 //! happened, UTC), not its insertion time: an analyst's `WHERE dt BETWEEN …` then finds every
@@ -151,6 +157,27 @@ impl std::fmt::Display for ExportWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.start.format("%Y-%m-%d %H:00 UTC"))
     }
+}
+
+/// How far the clocks of two functions may disagree (Lambda hosts keep NTP time; two minutes
+/// is generous).
+pub const CLOCK_SLACK: Duration = Duration::minutes(2);
+
+/// Whether the scheduled export may have written `window` by `now`: it writes only windows
+/// settled by [`SETTLE_MARGIN`] on its own clock, so a change to an event of a window that is
+/// not settled yet (with [`CLOCK_SLACK`]) will be in the window when it is written.
+pub fn may_be_exported(window: ExportWindow, now: DateTime<Utc>) -> bool {
+    window.is_settled(now + CLOCK_SLACK, SETTLE_MARGIN)
+}
+
+/// A window whose events changed after it may have been exported (a hash recorded after the
+/// export wrote the window): the next scheduled export writes it again, to the same keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleWindow {
+    pub window: ExportWindow,
+    /// When it was last marked. Clearing is conditional on it, so a mark renewed while the
+    /// window is being written again survives for the next run.
+    pub marked_at: DateTime<Utc>,
 }
 
 /// The end (exclusive) of the last window that may be exported at `now`.
@@ -550,6 +577,17 @@ pub trait ExportCheckpoints: Send + Sync {
         expected: Option<&ExportCheckpoint>,
         checkpoint: &ExportCheckpoint,
     ) -> PortResult<bool>;
+    /// The connection's stale windows ([`StaleExportMarks::mark_stale`]), oldest first.
+    async fn stale_windows(&self, connection: &str) -> PortResult<Vec<StaleWindow>>;
+    /// Removes a mark unless it was renewed after `stale.marked_at`; whether it removed it.
+    async fn clear_stale(&self, connection: &str, stale: &StaleWindow) -> PortResult<bool>;
+}
+
+/// Where functions that change exported events (hash-file) note the windows to write again.
+#[async_trait]
+pub trait StaleExportMarks: Send + Sync {
+    /// Marks `windows` of `connection` stale at `at` (a second mark of a window renews it).
+    async fn mark_stale(&self, connection: &str, windows: &[ExportWindow], at: DateTime<Utc>) -> PortResult<()>;
 }
 
 /// The ports an export uses.
@@ -701,12 +739,16 @@ pub struct ConnectionExport {
     pub caught_up: bool,
     /// Another export moved the checkpoint first; this one stopped.
     pub superseded: bool,
+    /// Windows exported before and written again because their events changed since.
+    pub rewritten: u64,
 }
 
 /// The scheduled export of one connection: every settled window from its checkpoint on, oldest
 /// first, while the budget lasts (one window is one unit of work). The checkpoint moves past a
 /// window only after every object of it is written, so a crash exports that window again,
-/// to the same keys. Work left when the budget runs out waits for the next schedule.
+/// to the same keys. Work left when the budget runs out waits for the next schedule. Then the
+/// windows exported before whose events changed since (marked stale) are written again, to
+/// the same keys, with the events as they are now.
 ///
 /// # Errors
 /// When reading, writing or saving the checkpoint fails; windows exported before stay counted.
@@ -729,6 +771,7 @@ pub async fn export_connection(
         next_window: checkpoint.next_window,
         caught_up: false,
         superseded: false,
+        rewritten: 0,
     };
     for window in windows_between(checkpoint.next_window, until) {
         if !budget.has_time_for_more() {
@@ -763,7 +806,50 @@ pub async fn export_connection(
         checkpoint = next;
     }
     run.caught_up = true;
+    run.rewritten = rewrite_stale(
+        ports,
+        checkpoints,
+        &connection.id,
+        checkpoint.next_window,
+        settings,
+        budget,
+    )
+    .await?;
     Ok(run)
+}
+
+/// Writes again the stale windows before `next_window` (exported already), oldest first, while
+/// the budget lasts, and clears their marks; marks of later windows are cleared unwritten (the
+/// schedule will write those windows as they are). Returns the windows written.
+async fn rewrite_stale(
+    ports: &ExportPorts<'_>,
+    checkpoints: &dyn ExportCheckpoints,
+    connection: &str,
+    next_window: DateTime<Utc>,
+    settings: &ExportSettings,
+    budget: &dyn Budget,
+) -> PortResult<u64> {
+    let mut rewritten = 0;
+    for stale in checkpoints.stale_windows(connection).await? {
+        if stale.window.start() < next_window {
+            if !budget.has_time_for_more() {
+                break;
+            }
+            let done = export_window(ports, connection, stale.window, settings).await?;
+            tracing::info!(
+                connection,
+                window = %stale.window,
+                events = done.events,
+                objects = done.objects.len(),
+                "export window written again: its events changed since it was exported"
+            );
+            rewritten += 1;
+        }
+        if !checkpoints.clear_stale(connection, &stale).await? {
+            tracing::info!(connection, window = %stale.window, "marked stale again meanwhile; the next run writes it");
+        }
+    }
+    Ok(rewritten)
 }
 
 /// The windows an on-demand export of `[since, until)` covers: the insertion hours that
@@ -828,7 +914,7 @@ pub fn parse_time_arg(flag: &'static str, value: &str, now: DateTime<Utc>) -> Re
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use std::collections::{BTreeSet, HashMap};
+    use std::collections::BTreeSet;
     use std::io::Read as _;
     use std::sync::Mutex;
 
@@ -981,30 +1067,6 @@ mod tests {
                 .iter()
                 .flat_map(|(k, b)| gunzip_lines(b).into_iter().map(|l| (k.clone(), l)))
                 .collect()
-        }
-    }
-
-    #[derive(Default)]
-    struct MemoryCheckpoints(Mutex<HashMap<String, ExportCheckpoint>>);
-
-    #[async_trait]
-    impl ExportCheckpoints for MemoryCheckpoints {
-        async fn export_checkpoint(&self, connection: &str) -> PortResult<Option<ExportCheckpoint>> {
-            Ok(self.0.lock().unwrap().get(connection).cloned())
-        }
-        async fn save_export_checkpoint(
-            &self,
-            connection: &str,
-            expected: Option<&ExportCheckpoint>,
-            checkpoint: &ExportCheckpoint,
-        ) -> PortResult<bool> {
-            let mut map = self.0.lock().unwrap();
-            let stored = map.get(connection).map(|c| c.next_window);
-            if stored != expected.map(|c| c.next_window) {
-                return Ok(false);
-            }
-            map.insert(connection.to_owned(), checkpoint.clone());
-            Ok(true)
         }
     }
 
@@ -1195,7 +1257,7 @@ mod tests {
     #[tokio::test]
     async fn the_checkpoint_moves_only_past_windows_whose_objects_are_written() {
         let events = MemoryEvents::new(4, three_hours());
-        let checkpoints = MemoryCheckpoints::default();
+        let checkpoints = crate::memory::MemoryState::default();
         let conn = connection("2026-11-22T09:30:00Z");
         let now = t("2026-11-22T12:25:00Z");
         let settings = ExportSettings::default();
@@ -1233,7 +1295,7 @@ mod tests {
     #[tokio::test]
     async fn an_export_out_of_time_stops_between_windows_and_the_next_run_continues() {
         let events = MemoryEvents::new(4, three_hours());
-        let checkpoints = MemoryCheckpoints::default();
+        let checkpoints = crate::memory::MemoryState::default();
         let conn = connection("2026-11-22T09:00:00Z");
         let now = t("2026-11-22T13:00:00Z");
         let sink = MemorySink::default();
@@ -1255,8 +1317,85 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_window_hashed_after_its_export_is_written_again_to_the_same_keys() {
+        let conn = connection("2026-11-22T09:00:00Z");
+        let checkpoints = crate::memory::MemoryState::default();
+        let sink = MemorySink::default();
+        let settings = ExportSettings::default();
+        let unhashed = MemoryEvents::new(4, three_hours());
+        let ports = ExportPorts {
+            events: &unhashed,
+            sink: &sink,
+        };
+        let now = t("2026-11-22T12:25:00Z");
+        let run = export_connection(&ports, &checkpoints, &conn, &settings, &Deadline::unlimited(), now)
+            .await
+            .unwrap();
+        assert_eq!((run.windows, run.rewritten), (3, 0));
+        let keys_before: Vec<String> = sink.objects.lock().unwrap().keys().cloned().collect();
+        let line_of = |id: &str| sink.lines().into_iter().find(|(_, l)| l.event_id == id).unwrap();
+        assert_eq!(line_of("id-10-005").1.hash_status, "pending");
+
+        // hash-file records the digests of an event of the 10:00 window (exported) at 12:30
+        // and marks the window; the 12:00 window is not settled, so it needs no mark.
+        let mut events = three_hours();
+        let hashed = events.iter_mut().find(|e| e.event.id == "id-10-005").unwrap();
+        let window = ExportWindow::containing(hashed.event.inserted_at);
+        hashed.hash = Some(HashOutcome::Hashed(FileHashes {
+            md5: "aa".into(),
+            sha256: "bb".into(),
+            ctag: "c".into(),
+            size: 1,
+            modified_at: None,
+            hashed_at: t("2026-11-22T12:30:00Z"),
+        }));
+        assert!(may_be_exported(window, t("2026-11-22T12:30:00Z")));
+        assert!(!may_be_exported(
+            ExportWindow::containing(t("2026-11-22T12:10:00Z")),
+            t("2026-11-22T12:30:00Z")
+        ));
+        checkpoints
+            .mark_stale("contoso", &[window], t("2026-11-22T12:30:00Z"))
+            .await
+            .unwrap();
+
+        let hashed_events = MemoryEvents::new(4, events);
+        let ports = ExportPorts {
+            events: &hashed_events,
+            sink: &sink,
+        };
+        let run = export_connection(
+            &ports,
+            &checkpoints,
+            &conn,
+            &settings,
+            &Deadline::unlimited(),
+            t("2026-11-22T13:05:00Z"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (run.windows, run.rewritten),
+            (0, 1),
+            "no new window, the marked one again"
+        );
+        let keys_after: Vec<String> = sink.objects.lock().unwrap().keys().cloned().collect();
+        assert_eq!(keys_after, keys_before, "the same objects, rewritten");
+        let (key, line) = line_of("id-10-005");
+        assert!(key.contains("-20261122T10-"), "{key}");
+        assert_eq!(
+            (line.hash_status.as_str(), line.sha256.as_deref()),
+            ("hashed", Some("bb"))
+        );
+        let ids: Vec<String> = sink.lines().into_iter().map(|(_, l)| l.event_id).collect();
+        assert_eq!(ids.len(), 120);
+        assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 120, "no event twice");
+        assert!(checkpoints.stale_windows("contoso").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_stale_export_does_not_move_a_checkpoint_another_moved() {
-        let checkpoints = MemoryCheckpoints::default();
+        let checkpoints = crate::memory::MemoryState::default();
         let first = ExportCheckpoint {
             next_window: t("2026-11-22T10:00:00Z"),
             events_exported: 0,

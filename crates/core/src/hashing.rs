@@ -26,7 +26,8 @@ use tracing::{info, warn};
 
 use crate::budget::Budget;
 use crate::error::PortError;
-use crate::events::{FileHashes, HashOutcome, unavailable};
+use crate::events::{EventRecord, FileHashes, HashOutcome, unavailable};
+use crate::export::{ExportWindow, StaleExportMarks, may_be_exported};
 use crate::hash::{DualHasher, HashCheckpoint, HasherTuning};
 use crate::jobs::HashJob;
 use crate::model::ConnectionKind;
@@ -103,6 +104,8 @@ pub struct HashPorts<'a> {
     pub inventory: &'a dyn InventoryHashes,
     pub events: &'a dyn EventStore,
     pub queue: &'a dyn HashQueue,
+    /// Where windows already exported whose events got an outcome are noted for rewriting.
+    pub exports: &'a dyn StaleExportMarks,
 }
 
 /// How hashing one file ended.
@@ -149,7 +152,7 @@ pub async fn hash_file(
         }
     }
     let Some(version) = ports.content.item_version(drive, item).await? else {
-        record_gone(ports, &job.connection, drive, item).await?;
+        record_gone(ports, &job.connection, drive, item, now).await?;
         return Ok(HashFileOutcome::Deleted);
     };
     let Some(ctag) = version.ctag.clone().filter(|_| version.is_file) else {
@@ -159,7 +162,7 @@ pub async fn hash_file(
     };
     let stored = ports.inventory.file_hashes(drive, &[item.to_owned()]).await?;
     if let Some((_, hashes)) = stored.into_iter().find(|(_, h)| h.ctag == ctag) {
-        let (updated, events) = give_to_events(ports, drive, item, hashes.clone(), version.modified_at).await?;
+        let (updated, events) = give_to_events(ports, drive, item, hashes.clone(), version.modified_at, now).await?;
         if updated != hashes {
             // A content change of this version arrived since: the version starts later.
             ports
@@ -196,7 +199,7 @@ pub async fn hash_file(
     match end {
         StreamEnd::Changed => changed().await,
         StreamEnd::Gone => {
-            record_gone(ports, &job.connection, drive, item).await?;
+            record_gone(ports, &job.connection, drive, item, now).await?;
             Ok(HashFileOutcome::Deleted)
         }
         StreamEnd::OutOfTime => {
@@ -232,7 +235,9 @@ pub async fn hash_file(
                 modified_at: None,
                 hashed_at: now,
             };
-            let hashes = give_to_events(ports, drive, item, hashes, version.modified_at).await?.0;
+            let hashes = give_to_events(ports, drive, item, hashes, version.modified_at, now)
+                .await?
+                .0;
             ports
                 .inventory
                 .set_file_hash(&job.connection, drive, item, &HashOutcome::Hashed(hashes.clone()))
@@ -265,6 +270,7 @@ async fn give_to_events(
     item: &str,
     mut hashes: FileHashes,
     graph_modified: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
 ) -> Result<(FileHashes, usize), PortError> {
     let events = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
     let bound = graph_modified.map(|m| m + clock_slack());
@@ -283,6 +289,7 @@ async fn give_to_events(
     hashes.modified_at = start;
     let current = HashOutcome::Hashed(hashes.clone());
     let (mut give, mut older, mut carrying) = (Vec::new(), Vec::new(), 0);
+    let mut changed = Vec::new();
     for e in &events {
         let at = e.event.observed_at;
         if next.is_some_and(|n| at >= n) {
@@ -293,9 +300,11 @@ async fn give_to_events(
             carrying += 1;
             if e.hash.as_ref() != Some(&current) {
                 give.push(e.key());
+                changed.push(e);
             }
         } else if e.hash.is_none() || same_version {
             older.push(e.key());
+            changed.push(e);
         }
     }
     if !give.is_empty() {
@@ -307,18 +316,51 @@ async fn give_to_events(
         };
         ports.events.set_event_hash(&older, &outcome).await?;
     }
+    mark_exports_stale(ports, &changed, now).await?;
     Ok((hashes, carrying))
 }
 
+/// Marks the export windows of `changed` events (now carrying a new outcome) that the export
+/// may have written already, so it writes them again with the outcome. Called after the
+/// outcomes are stored: an export that reads the window after the mark sees them.
+async fn mark_exports_stale(ports: &HashPorts<'_>, changed: &[&EventRecord], now: DateTime<Utc>) -> PortResult<()> {
+    let mut by_connection: std::collections::BTreeMap<&str, std::collections::BTreeSet<ExportWindow>> =
+        std::collections::BTreeMap::new();
+    for e in changed {
+        let window = ExportWindow::containing(e.event.inserted_at);
+        if may_be_exported(window, now) {
+            by_connection.entry(e.connection.as_str()).or_default().insert(window);
+        }
+    }
+    for (connection, windows) in by_connection {
+        let windows: Vec<ExportWindow> = windows.into_iter().collect();
+        info!(
+            connection,
+            windows = windows.len(),
+            "exported windows marked to be written again with the digests"
+        );
+        ports.exports.mark_stale(connection, &windows, now).await?;
+    }
+    Ok(())
+}
+
 /// Records that the file is gone on its inventory row and its events without a digest.
-async fn record_gone(ports: &HashPorts<'_>, connection: &str, drive: &str, item: &str) -> Result<(), PortError> {
+async fn record_gone(
+    ports: &HashPorts<'_>,
+    connection: &str,
+    drive: &str,
+    item: &str,
+    now: DateTime<Utc>,
+) -> Result<(), PortError> {
     let outcome = HashOutcome::Unavailable {
         reason: unavailable::DELETED_BEFORE_HASHING.to_owned(),
     };
     let events = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
-    let keys: Vec<String> = events.iter().filter(|e| e.hash.is_none()).map(|e| e.key()).collect();
+    let changed: Vec<&EventRecord> = events.iter().filter(|e| e.hash.is_none()).collect();
+    let keys: Vec<String> = changed.iter().map(|e| e.key()).collect();
     if !keys.is_empty() {
         ports.events.set_event_hash(&keys, &outcome).await?;
+        mark_exports_stale(ports, &changed, now).await?;
     }
     ports.inventory.set_file_hash(connection, drive, item, &outcome).await?;
     info!(drive, item, events = keys.len(), "file deleted before hashing");

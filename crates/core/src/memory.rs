@@ -13,6 +13,7 @@ use crate::activity::{ActivityCheckpoint, BlobCounts, ContentBlob};
 use crate::audit::Quarantine;
 use crate::error::PortError;
 use crate::events::{EventRecord, FileHashes, HashOutcome};
+use crate::export::{ExportCheckpoint, ExportCheckpoints, ExportWindow, StaleExportMarks, StaleWindow};
 use crate::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
 use crate::model::{
     Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveRecord, DriveState, IndexProgress, InventoryRow,
@@ -42,6 +43,9 @@ pub struct MemoryState {
     /// (connection, content id) → kept until.
     blobs: Mutex<BTreeMap<(String, String), DateTime<Utc>>>,
     ingested: Mutex<BTreeMap<(String, String), BlobCounts>>,
+    exports: Mutex<HashMap<String, ExportCheckpoint>>,
+    /// (connection, window) → marked at.
+    stale_exports: Mutex<BTreeMap<(String, ExportWindow), DateTime<Utc>>>,
 }
 
 impl MemoryState {
@@ -70,6 +74,59 @@ impl MemoryState {
             .filter(|((c, _), _)| c == connection)
             .map(|((_, id), counts)| (id.clone(), counts.clone()))
             .collect()
+    }
+}
+
+#[async_trait]
+impl StaleExportMarks for MemoryState {
+    async fn mark_stale(&self, connection: &str, windows: &[ExportWindow], at: DateTime<Utc>) -> PortResult<()> {
+        let mut marks = lock(&self.stale_exports);
+        for w in windows {
+            marks.insert((connection.to_owned(), *w), at);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ExportCheckpoints for MemoryState {
+    async fn export_checkpoint(&self, connection: &str) -> PortResult<Option<ExportCheckpoint>> {
+        Ok(lock(&self.exports).get(connection).cloned())
+    }
+
+    async fn save_export_checkpoint(
+        &self,
+        connection: &str,
+        expected: Option<&ExportCheckpoint>,
+        checkpoint: &ExportCheckpoint,
+    ) -> PortResult<bool> {
+        let mut exports = lock(&self.exports);
+        if exports.get(connection).map(|c| c.next_window) != expected.map(|c| c.next_window) {
+            return Ok(false);
+        }
+        exports.insert(connection.to_owned(), checkpoint.clone());
+        Ok(true)
+    }
+
+    async fn stale_windows(&self, connection: &str) -> PortResult<Vec<StaleWindow>> {
+        Ok(lock(&self.stale_exports)
+            .iter()
+            .filter(|((c, _), _)| c == connection)
+            .map(|((_, window), at)| StaleWindow {
+                window: *window,
+                marked_at: *at,
+            })
+            .collect())
+    }
+
+    async fn clear_stale(&self, connection: &str, stale: &StaleWindow) -> PortResult<bool> {
+        let mut marks = lock(&self.stale_exports);
+        let key = (connection.to_owned(), stale.window);
+        if marks.get(&key) != Some(&stale.marked_at) {
+            return Ok(false);
+        }
+        marks.remove(&key);
+        Ok(true)
     }
 }
 

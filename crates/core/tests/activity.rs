@@ -16,6 +16,7 @@ use filetrail_core::activity::{ACTIVITY_ERROR_PREFIX, ContentBlob, ContentPage, 
 use filetrail_core::audit::{FileEventType, Quarantine, UnresolvedReason};
 use filetrail_core::budget::{Budget, Deadline};
 use filetrail_core::events::{EventRecord, FileHashes, HashOutcome, unavailable};
+use filetrail_core::export::{ExportCheckpoints as _, ExportWindow};
 use filetrail_core::hash::HasherTuning;
 use filetrail_core::hashing::{ChunkSink, FileContent, HashFileOutcome, HashPorts, ItemVersion, StreamEnd, hash_file};
 use filetrail_core::jobs::{BlobJob, HashJob, IndexJob};
@@ -954,6 +955,7 @@ impl HashWorld {
             inventory: &self.inventory,
             events: &self.events,
             queue: &self.queues,
+            exports: &self.state,
         }
     }
 
@@ -1042,10 +1044,23 @@ async fn a_file_is_hashed_once_and_its_digests_go_to_the_events_of_that_version(
         "an event of an older version does not get the newer bytes' digests"
     );
 
-    // The same version again: no download.
+    // Every event was recorded in an hour the export may have written already: both hours
+    // are marked, so the export writes them again with the outcomes.
+    let stale = w.state.stale_windows(CONN).await.unwrap();
+    let windows: Vec<ExportWindow> = stale.iter().map(|s| s.window).collect();
+    assert_eq!(
+        windows,
+        [
+            ExportWindow::containing(modified - Duration::days(2)),
+            ExportWindow::containing(modified)
+        ]
+    );
+
+    // The same version again: no download, no event changes, no new mark.
     let again = w.hash(&job(), &Deadline::unlimited()).await;
     assert!(matches!(again, HashFileOutcome::AlreadyHashed { .. }), "{again:?}");
     assert_eq!(*w.content.downloads.lock().unwrap(), 1);
+    assert_eq!(w.state.stale_windows(CONN).await.unwrap(), stale);
 }
 
 #[tokio::test]
@@ -1099,6 +1114,10 @@ async fn a_file_deleted_before_hashing_is_recorded_as_such() {
         Some(HashOutcome::Unavailable {
             reason: unavailable::DELETED_BEFORE_HASHING.into()
         })
+    );
+    assert!(
+        w.state.stale_windows(CONN).await.unwrap().is_empty(),
+        "the event's hour is not exported yet: the export will write the outcome"
     );
 }
 

@@ -117,6 +117,7 @@ fn describe(run: &ConnectionExport) -> serde_json::Value {
         "windows": run.windows,
         "events": run.events,
         "objects": run.objects,
+        "rewritten_windows": run.rewritten,
         "next_window": run.next_window,
     })
 }

@@ -6,7 +6,8 @@
 //! refreshed) through both digests in one pass, with bounded memory and nothing on disk, and
 //! records them on the inventory and on the events of that version. A version already hashed is
 //! not downloaded again; a file too large for one invocation continues in the next from the
-//! hasher's checkpoint; a file deleted first is recorded as such.
+//! hasher's checkpoint; a file deleted first is recorded as such. Events given an outcome after
+//! their hour was exported mark that export window, which the export function writes again.
 //!
 //! Hashing at MD5's full speed needs two vCPUs (MD5 and SHA-256 each on a thread of their own;
 //! BENCHMARKS.md): the template gives the function the memory that buys them.
@@ -18,6 +19,7 @@ use anyhow::Context as _;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::events::DynamoEventStore;
+use filetrail_aws::exports::DynamoExportCheckpoints;
 use filetrail_aws::inventory::DynamoInventoryStore;
 use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
@@ -37,6 +39,8 @@ pub struct Context {
     pub events: DynamoEventStore,
     pub inventory: DynamoInventoryStore,
     pub hash_queue: SqsQueue,
+    /// Exported windows whose events got digests since (the export writes them again).
+    pub export_marks: DynamoExportCheckpoints,
     pub clients: ConnectionClients,
 }
 
@@ -49,6 +53,7 @@ impl Context {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         Ok(Self {
             state: DynamoStateStore::new(dynamo.clone(), resources.require_state_table()?),
+            export_marks: DynamoExportCheckpoints::new(dynamo.clone(), resources.require_state_table()?),
             events: DynamoEventStore::new(dynamo.clone(), resources.require_events_table()?),
             inventory: DynamoInventoryStore::new(dynamo, resources.require_inventory_table()?),
             hash_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_hash_queue_url()?),
@@ -89,6 +94,7 @@ async fn run_job(ctx: &Context, job: &HashJob, deadline: Instant) -> Result<(), 
         inventory: &ctx.inventory,
         events: &ctx.events,
         queue: &ctx.hash_queue,
+        exports: &ctx.export_marks,
     };
     let budget = ctx.settings.budget(deadline);
     match hash_file(&ports, job, HasherTuning::default(), &budget, chrono::Utc::now()).await {

@@ -494,3 +494,47 @@ async fn a_missing_table_is_terminal_and_names_the_table_and_its_setting() -> an
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn stale_export_marks_are_listed_oldest_first_and_a_renewed_mark_survives_its_clearing() -> anyhow::Result<()> {
+    use filetrail_aws::exports::DynamoExportCheckpoints;
+    use filetrail_core::export::{ExportCheckpoints, ExportWindow, StaleExportMarks};
+
+    let aws = aws().await?;
+    let table = create_state_table(&aws.dynamo).await?;
+    let marks = DynamoExportCheckpoints::new(aws.dynamo, table);
+    let ten = ExportWindow::containing(at("2026-11-22T10:30:00Z")?);
+    let nine = ExportWindow::containing(at("2026-11-22T09:05:00Z")?);
+    let first = at("2026-11-22T12:00:00.123456789Z")?;
+    marks.mark_stale("contoso", &[ten, nine], first).await?;
+    marks.mark_stale("fabrikam", &[ten], first).await?;
+
+    let stale = marks.stale_windows("contoso").await?;
+    let windows: Vec<ExportWindow> = stale.iter().map(|s| s.window).collect();
+    assert_eq!(windows, [nine, ten], "oldest first, this connection's only");
+    assert!(
+        stale.iter().all(|s| s.marked_at == first),
+        "nanoseconds kept: {stale:?}"
+    );
+    assert!(
+        marks.export_checkpoint("contoso").await?.is_none(),
+        "marks are not the checkpoint"
+    );
+
+    // hash-file marks the 10:00 window again while the export rewrites it: the export's
+    // clearing (of the mark it read) fails, the renewed mark stays for the next run.
+    marks
+        .mark_stale("contoso", &[ten], at("2026-11-22T12:00:00.123456790Z")?)
+        .await?;
+    assert!(
+        marks.clear_stale("contoso", &stale[0]).await?,
+        "the 09:00 mark was not renewed"
+    );
+    assert!(!marks.clear_stale("contoso", &stale[1]).await?);
+    let left = marks.stale_windows("contoso").await?;
+    assert_eq!(left.iter().map(|s| s.window).collect::<Vec<_>>(), [ten]);
+    assert!(marks.clear_stale("contoso", &left[0]).await?);
+    assert!(marks.stale_windows("contoso").await?.is_empty());
+    assert_eq!(marks.stale_windows("fabrikam").await?.len(), 1);
+    Ok(())
+}
