@@ -307,22 +307,36 @@ async fn give_to_events(
             changed.push(e);
         }
     }
-    if !give.is_empty() {
-        ports.events.set_event_hash(&give, &current).await?;
-    }
-    if !older.is_empty() {
-        let outcome = HashOutcome::Unavailable {
-            reason: unavailable::CHANGED_BEFORE_HASHING.to_owned(),
-        };
-        ports.events.set_event_hash(&older, &outcome).await?;
-    }
-    mark_exports_stale(ports, &changed, now).await?;
+    let gone_by = HashOutcome::Unavailable {
+        reason: unavailable::CHANGED_BEFORE_HASHING.to_owned(),
+    };
+    store_outcomes(ports, &changed, &[(&give, &current), (&older, &gone_by)], now).await?;
     Ok((hashes, carrying))
 }
 
-/// Marks the export windows of `changed` events (now carrying a new outcome) that the export
-/// may have written already, so it writes them again with the outcome. Called after the
-/// outcomes are stored: an export that reads the window after the mark sees them.
+/// Stores outcomes on events (`writes`: keys and the outcome they get; `changed`: those
+/// events as read) and marks the export windows of the changed events before and after. The
+/// mark before survives a failure after the outcomes are stored (a retry finds nothing left to
+/// change, so it marks nothing); the mark after renews it, so an export that wrote the window
+/// again between the first mark and the outcomes keeps the mark for its next run.
+async fn store_outcomes(
+    ports: &HashPorts<'_>,
+    changed: &[&EventRecord],
+    writes: &[(&[String], &HashOutcome)],
+    now: DateTime<Utc>,
+) -> PortResult<()> {
+    mark_exports_stale(ports, changed, now).await?;
+    for (keys, outcome) in writes {
+        if !keys.is_empty() {
+            ports.events.set_event_hash(keys, outcome).await?;
+        }
+    }
+    // A mark is renewed when its time differs from the one an export read.
+    mark_exports_stale(ports, changed, now + chrono::Duration::nanoseconds(1)).await
+}
+
+/// Marks the export windows of `changed` events that the export may have written already, so
+/// it writes them again with their new outcomes.
 async fn mark_exports_stale(ports: &HashPorts<'_>, changed: &[&EventRecord], now: DateTime<Utc>) -> PortResult<()> {
     let mut by_connection: std::collections::BTreeMap<&str, std::collections::BTreeSet<ExportWindow>> =
         std::collections::BTreeMap::new();
@@ -358,10 +372,7 @@ async fn record_gone(
     let events = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
     let changed: Vec<&EventRecord> = events.iter().filter(|e| e.hash.is_none()).collect();
     let keys: Vec<String> = changed.iter().map(|e| e.key()).collect();
-    if !keys.is_empty() {
-        ports.events.set_event_hash(&keys, &outcome).await?;
-        mark_exports_stale(ports, &changed, now).await?;
-    }
+    store_outcomes(ports, &changed, &[(&keys, &outcome)], now).await?;
     ports.inventory.set_file_hash(connection, drive, item, &outcome).await?;
     info!(drive, item, events = keys.len(), "file deleted before hashing");
     Ok(())

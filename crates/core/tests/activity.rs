@@ -16,7 +16,7 @@ use filetrail_core::activity::{ACTIVITY_ERROR_PREFIX, ContentBlob, ContentPage, 
 use filetrail_core::audit::{FileEventType, Quarantine, UnresolvedReason};
 use filetrail_core::budget::{Budget, Deadline};
 use filetrail_core::events::{EventRecord, FileHashes, HashOutcome, unavailable};
-use filetrail_core::export::{ExportCheckpoints as _, ExportWindow};
+use filetrail_core::export::{ExportCheckpoints as _, ExportWindow, StaleExportMarks};
 use filetrail_core::hash::HasherTuning;
 use filetrail_core::hashing::{ChunkSink, FileContent, HashFileOutcome, HashPorts, ItemVersion, StreamEnd, hash_file};
 use filetrail_core::jobs::{BlobJob, HashJob, IndexJob};
@@ -1061,6 +1061,66 @@ async fn a_file_is_hashed_once_and_its_digests_go_to_the_events_of_that_version(
     assert!(matches!(again, HashFileOutcome::AlreadyHashed { .. }), "{again:?}");
     assert_eq!(*w.content.downloads.lock().unwrap(), 1);
     assert_eq!(w.state.stale_windows(CONN).await.unwrap(), stale);
+}
+
+/// Export marks that fail from the `fail_from`-th call on.
+struct FlakyMarks<'a> {
+    inner: &'a MemoryState,
+    calls: Mutex<usize>,
+    fail_from: usize,
+}
+
+#[async_trait]
+impl StaleExportMarks for FlakyMarks<'_> {
+    async fn mark_stale(&self, connection: &str, windows: &[ExportWindow], at: DateTime<Utc>) -> PortResult<()> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        if call >= self.fail_from {
+            return Err(PortError::transient("ProvisionedThroughputExceeded", "injected"));
+        }
+        self.inner.mark_stale(connection, windows, at).await
+    }
+}
+
+#[tokio::test]
+async fn an_exported_hour_stays_marked_when_hashing_fails_after_storing_the_digests() {
+    let bytes = content_bytes(2_000, 3);
+    let modified = now() - Duration::hours(3);
+    let w = HashWorld::new(FakeContent::new("\"c:{Q3},5\"", bytes, modified)).await;
+    w.events
+        .insert_events(&[event("modify", FileEventType::Modified, modified)])
+        .await
+        .unwrap();
+    // The mark after the digests are stored fails: the job fails and SQS redelivers it.
+    let flaky = FlakyMarks {
+        inner: &w.state,
+        calls: Mutex::new(0),
+        fail_from: 2,
+    };
+    let ports = HashPorts {
+        exports: &flaky,
+        ..w.ports()
+    };
+    assert!(
+        hash_file(&ports, &job(), HasherTuning::default(), &Deadline::unlimited(), now())
+            .await
+            .is_err()
+    );
+    assert!(matches!(w.stored().await[0].hash, Some(HashOutcome::Hashed(_))));
+
+    // The redelivery hashes again (the inventory row was not written) and finds the events
+    // carrying the digests: nothing to change, nothing to mark. The mark made before storing
+    // them is still there for the export.
+    let again = w.hash(&job(), &Deadline::unlimited()).await;
+    assert!(matches!(again, HashFileOutcome::Hashed(_)), "{again:?}");
+    let stale = w.state.stale_windows(CONN).await.unwrap();
+    assert_eq!(
+        stale.iter().map(|s| s.window).collect::<Vec<_>>(),
+        [ExportWindow::containing(modified)]
+    );
 }
 
 #[tokio::test]
