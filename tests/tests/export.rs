@@ -593,6 +593,15 @@ async fn a_file_hashed_after_its_hour_was_exported_is_exported_again_with_its_di
         );
     };
 
+    // AND `filetrail status` says an exported hour waits to be written again
+    assert!(
+        export_line(&stack)
+            .await
+            .contains("; 1 hour to write again with digests recorded since"),
+        "{}",
+        export_line(&stack).await
+    );
+
     // THEN the next scheduled export writes that hour again, to the same objects: each event
     // once, the download with its digests, the other event as it was
     let results = runner.fire_schedule(EXPORT_FUNCTION).await.unwrap();
@@ -616,4 +625,37 @@ async fn a_file_hashed_after_its_hour_was_exported_is_exported_again_with_its_di
     // AND a third run has nothing to write again
     let results = runner.fire_schedule(EXPORT_FUNCTION).await.unwrap();
     assert_eq!(results[0][CONNECTION]["rewritten_windows"], 0, "{results:?}");
+    let line = export_line(&stack).await;
+    assert!(line.contains("(2 events)") && !line.contains("write again"), "{line}");
+}
+
+/// The export line of `filetrail status` for the connection.
+async fn export_line(stack: &Stack) -> String {
+    use filetrail_cli::status;
+    let mut statuses = status::collect(&stack.state(), Some(CONNECTION)).await.unwrap();
+    let (sqs, ddb, s3) = (
+        aws_sdk_sqs::Client::new(&stack.sdk),
+        aws_sdk_dynamodb::Client::new(&stack.sdk),
+        aws_sdk_s3::Client::new(&stack.sdk),
+    );
+    let exports = checkpoints(stack);
+    let deployment = status::Deployment {
+        sqs: &sqs,
+        ddb: &ddb,
+        s3: &s3,
+        queue_urls: Vec::new(),
+        events_table: None,
+        bucket: None,
+        exports: Some(&exports),
+    };
+    assert!(
+        status::add_deployment(&mut statuses, &deployment, Utc::now())
+            .await
+            .is_empty()
+    );
+    let text = status::render(&statuses, Utc::now());
+    text.lines()
+        .find(|l| l.trim_start().starts_with("export"))
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -351,6 +351,10 @@ async fn main() -> anyhow::Result<()> {
                 aws_sdk_s3::Client::new(&aws.sdk),
             );
             let r = &aws.resources;
+            let exports = r
+                .require_state_table()
+                .ok()
+                .map(|table| filetrail_aws::exports::DynamoExportCheckpoints::new(ddb.clone(), table));
             let deployment = status::Deployment {
                 sqs: &sqs,
                 ddb: &ddb,
@@ -366,6 +370,9 @@ async fn main() -> anyhow::Result<()> {
                 .collect(),
                 events_table: r.require_events_table().ok(),
                 bucket: r.require_bucket().ok(),
+                exports: exports
+                    .as_ref()
+                    .map(|e| e as &dyn filetrail_core::export::ExportCheckpoints),
             };
             for warning in status::add_deployment(&mut statuses, &deployment, chrono::Utc::now()).await {
                 eprintln!("warning: {warning}");

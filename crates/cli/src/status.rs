@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use filetrail_core::activity::{ActivityCheckpoint, SHAREPOINT_CONTENT_TYPE};
+use filetrail_core::export::{ExportCheckpoint, ExportCheckpoints};
 use filetrail_core::model::{Connection, ConnectionError, DiscoverySummary, DriveState};
 use filetrail_core::ports::{ActivityState, DiscoveryCheckpoint, PortResult, StateStore};
 use filetrail_core::scope::{ScopeKind, ScopeUploadResult};
@@ -39,6 +40,17 @@ pub struct ConnectionStatus {
     pub quarantined_records: Option<u64>,
     /// The deployment's queues (shared by every connection), filled by [`add_deployment`].
     pub queues: Vec<QueueStatus>,
+    /// Where the hourly export to S3 stands, filled by [`add_deployment`]; `None` when not read.
+    pub export: Option<ExportStatus>,
+}
+
+/// The export of a connection's events to S3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportStatus {
+    /// `None` before the first scheduled export.
+    pub checkpoint: Option<ExportCheckpoint>,
+    /// Exported hours whose files were hashed since, waiting to be written again.
+    pub hours_to_rewrite: u64,
 }
 
 /// Initial indexing of a connection's monitored drives.
@@ -173,6 +185,7 @@ async fn connection_status<S: StateStore + ActivityState>(state: &S, c: Connecti
         quarantined_blobs: None,
         quarantined_records: None,
         queues: Vec::new(),
+        export: None,
         drives,
         last_discovery: c.last_discovery,
         error: c.last_error,
@@ -339,6 +352,9 @@ pub fn render(statuses: &[ConnectionStatus], now: DateTime<Utc>) -> String {
         } else if st.kind == "cloud" && !st.queues.is_empty() {
             s.push_str("  newest event      none today or yesterday\n");
         }
+        if let Some(export) = &st.export {
+            s.push_str(&render_export(export, &st.connection, now));
+        }
         if let (Some(records), Some(blobs)) = (st.quarantined_records, st.quarantined_blobs) {
             let _ = writeln!(
                 s,
@@ -368,6 +384,32 @@ pub fn render(statuses: &[ConnectionStatus], now: DateTime<Utc>) -> String {
         s.push_str(&render_queues(&first.queues));
     }
     s
+}
+
+/// The export line: how far the hourly export got, and hours waiting to be written again.
+fn render_export(export: &ExportStatus, connection: &str, now: DateTime<Utc>) -> String {
+    let Some(cp) = &export.checkpoint else {
+        return format!(
+            "  export            not run yet (hourly; `filetrail export {connection} --since 7d` writes a range now)\n"
+        );
+    };
+    let mut line = format!(
+        "  export            events recorded before {} in S3 ({} events)",
+        cp.next_window.format("%Y-%m-%d %H:%MZ"),
+        cp.events_exported
+    );
+    if let Some(run) = cp.last_run_at {
+        line.push_str(&format!(", last run {} ago", ago(now, run)));
+    }
+    if export.hours_to_rewrite > 0 {
+        line.push_str(&format!(
+            "; {} hour{} to write again with digests recorded since",
+            export.hours_to_rewrite,
+            if export.hours_to_rewrite == 1 { "" } else { "s" }
+        ));
+    }
+    line.push('\n');
+    line
 }
 
 /// Every problem of a connection a person must fix: the connection's own and the audit feed's.
@@ -545,6 +587,8 @@ pub struct Deployment<'a> {
     pub queue_urls: Vec<String>,
     pub events_table: Option<&'a str>,
     pub bucket: Option<&'a str>,
+    /// Export checkpoints and their marks (the state table).
+    pub exports: Option<&'a dyn ExportCheckpoints>,
 }
 
 /// Adds what lives outside the state table: queue depths and dead letters (the same for every
@@ -567,6 +611,15 @@ pub async fn add_deployment(statuses: &mut [ConnectionStatus], d: &Deployment<'_
                 Err(e) => warnings.push(format!("could not read the newest event of {}: {e}", st.connection)),
             }
         }
+        if let Some(exports) = d.exports {
+            match export_status(exports, &st.connection).await {
+                Ok(e) => st.export = Some(e),
+                Err(e) => warnings.push(format!(
+                    "could not read the export checkpoint of {}: {e}",
+                    st.connection
+                )),
+            }
+        }
         if let Some(bucket) = d.bucket {
             match quarantined(d.s3, bucket, &st.connection).await {
                 Ok((blobs, records)) => {
@@ -578,6 +631,13 @@ pub async fn add_deployment(statuses: &mut [ConnectionStatus], d: &Deployment<'_
         }
     }
     warnings
+}
+
+async fn export_status(exports: &dyn ExportCheckpoints, connection: &str) -> PortResult<ExportStatus> {
+    Ok(ExportStatus {
+        checkpoint: exports.export_checkpoint(connection).await?,
+        hours_to_rewrite: exports.stale_windows(connection).await?.len() as u64,
+    })
 }
 
 fn first_line(s: &str) -> &str {
@@ -649,6 +709,14 @@ mod tests {
                 items_indexed: 1234,
             },
             newest_event_at: Some(at("2026-11-30T09:30:00Z")),
+            export: Some(ExportStatus {
+                checkpoint: Some(ExportCheckpoint {
+                    next_window: at("2026-11-30T09:00:00Z"),
+                    events_exported: 1843,
+                    last_run_at: Some(at("2026-11-30T09:25:00Z")),
+                }),
+                hours_to_rewrite: 2,
+            }),
             quarantined_blobs: Some(2),
             quarantined_records: Some(5),
             queues: vec![
@@ -681,6 +749,8 @@ mod tests {
             "error             AF10001 since 2026-11-30 09:50:00Z",
             "fix               grant ActivityFeed.Read",
             "hashing backlog   42 files waiting to be hashed",
+            "export            events recorded before 2026-11-30 09:00Z in S3 (1843 events), last run 35m ago; \
+             2 hours to write again with digests recorded since",
             "3 messages of ft-IndexQueue failed repeatedly and wait on ft-IndexDeadLetterQueue",
             "aws sqs start-message-move-task",
         ] {

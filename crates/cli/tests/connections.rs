@@ -473,6 +473,7 @@ async fn status_is_the_connection_dashboard_with_queues_and_dead_letters() {
         "quarantined       2 records in 1 blob (s3 quarantine/contoso/)",
         "queues (all connections)",
         "hashing backlog   0 files waiting to be hashed",
+        "export            not run yet (hourly; `filetrail export contoso --since 7d` writes a range now)",
     ] {
         assert!(out.contains(expected), "{expected:?} in\n{out}");
     }
