@@ -50,12 +50,13 @@ pub struct ExportSummary {
 impl ExportSummary {
     /// The final line the command prints.
     pub fn line(&self) -> String {
+        let count = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let mut line = format!(
-            "Exported {} events of {:?} ({} hours, {} objects) to {}",
-            self.events,
+            "Exported {} of {:?} ({}, {}) to {}",
+            count(self.events, "event", "events"),
             self.connection,
-            self.windows,
-            self.objects.len(),
+            count(self.windows, "hour", "hours"),
+            count(self.objects.len() as u64, "object", "objects"),
             self.location
         );
         if let Some(from) = self.unsettled_from {
@@ -213,4 +214,33 @@ pub async fn run(
         .await;
     bar.finish_and_clear();
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_line_says_one_object_and_many_hours() {
+        let mut summary = ExportSummary {
+            connection: "demo".into(),
+            windows: 3,
+            events: 475,
+            objects: vec!["exports/events/dt=2026-11-30/hour=13/demo-20261130T13-0000.json.gz".into()],
+            location: "s3://bucket/exports/events/".into(),
+            unsettled_from: None,
+        };
+        assert_eq!(
+            summary.line(),
+            "Exported 475 events of \"demo\" (3 hours, 1 object) to s3://bucket/exports/events/"
+        );
+        summary.events = 1;
+        summary.windows = 1;
+        summary.objects.push("second".into());
+        assert!(
+            summary
+                .line()
+                .starts_with("Exported 1 event of \"demo\" (1 hour, 2 objects)")
+        );
+    }
 }
