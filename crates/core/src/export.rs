@@ -24,7 +24,8 @@
 //! Objects are written under `dt=YYYY-MM-DD/hour=HH` of the event's **observed** time (when it
 //! happened, UTC), not its insertion time: an analyst's `WHERE dt BETWEEN …` then finds every
 //! event of those days however late the audit feed delivered it (Microsoft delivers records
-//! up to a day late, and a new connection back-fills the feed's 7 days). One insertion window
+//! up to a day late, and a connection resumed after a pause catches up on up to 7 days; content
+//! from before a subscription started is never listed). One insertion window
 //! therefore writes into every observed hour its events fall in; the window id in the object
 //! name keeps the objects of different windows apart. Key:
 //! `exports/events/dt=2026-11-22/hour=09/{connection}-{window}-{part}.json.gz`, for example
@@ -70,7 +71,7 @@ pub const MAX_BUFFERED_EVENTS: usize = 20_000;
 
 /// Open parts at once (one per observed hour being written). Each gzip encoder keeps ~300 KB
 /// of state (32 KB window plus hash chains), so 24 cost ~7 MB. A window whose events happened
-/// in more hours (a back-fill of the feed's 7 days spans 168) writes the fullest open part
+/// in more hours (catching up on the feed's 7 days spans 168) writes the fullest open part
 /// early to open another.
 pub const MAX_OPEN_PARTS: usize = 24;
 
