@@ -408,25 +408,28 @@ fn relocation(template: &EventRecord, n: usize, event_type: FileEventType, to: &
     r
 }
 
+/// An event's file name and path, lowercase, where the file was and where it went.
+fn was_and_went(r: &EventRecord) -> Vec<(String, String)> {
+    let e = &r.event;
+    let lower = |s: Option<&str>| s.unwrap_or_default().to_lowercase();
+    let mut places = vec![(lower(e.file_name.as_deref()), lower(e.path.as_deref()))];
+    if let Some(d) = &e.destination {
+        places.push((lower(d.file_name.as_deref()), lower(d.path.as_deref())));
+    }
+    places
+}
+
 /// Whether an event names a file or folder starting with `prefix` (lowercase), where it was or
 /// where it went.
 fn named(r: &EventRecord, prefix: &str) -> bool {
-    let e = &r.event;
-    let destination = e.destination.as_ref().and_then(|d| d.file_name.as_deref());
-    [e.file_name.as_deref(), destination]
-        .into_iter()
-        .flatten()
-        .any(|n| n.to_lowercase().starts_with(prefix))
+    was_and_went(r).iter().any(|(name, _)| name.starts_with(prefix))
 }
 
 /// Whether an event's file was or went under the folder `folder` (lowercase).
 fn placed(r: &EventRecord, folder: &str) -> bool {
-    let e = &r.event;
-    let destination = e.destination.as_ref().and_then(|d| d.path.as_deref());
-    [e.path.as_deref(), destination]
-        .into_iter()
-        .flatten()
-        .any(|p| p.to_lowercase().starts_with(&format!("{folder}/")))
+    was_and_went(r)
+        .iter()
+        .any(|(_, path)| path.starts_with(&format!("{folder}/")))
 }
 
 #[tokio::test]
