@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DurationRound as _, Utc};
 use filetrail_cli::local::runner::{Runner, StopReason};
-use filetrail_cli::pipeline::POLL_ACTIVITY_FUNCTION;
+use filetrail_cli::pipeline::{DISCOVER_FUNCTION, POLL_ACTIVITY_FUNCTION};
 use filetrail_cli::scope;
 use filetrail_cli::status;
 use filetrail_core::audit::FileEventType as T;
@@ -232,15 +232,7 @@ async fn two_thousand_operations_become_events_of_monitored_drives_once_each_wit
             }
         }
     }
-    let stored: BTreeSet<String> = events.keys().cloned().collect();
-    let missing: Vec<_> = expected_keys.difference(&stored).take(5).collect();
-    let extra: Vec<_> = stored.difference(&expected_keys).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{} events, {} expected; missing {missing:?}; extra {extra:?}",
-        stored.len(),
-        expected_keys.len()
-    );
+    assert_events_are(&events, &expected_keys);
     assert!(expected_keys.len() > 1_000, "{} events", expected_keys.len());
 
     // Each operation's own record: the right type, actor, path and time.
@@ -355,6 +347,111 @@ async fn two_thousand_operations_become_events_of_monitored_drives_once_each_wit
         totals.records,
         published.iter().map(|b| b.record_ids.len() as u64).sum::<u64>()
     );
+}
+
+/// The events every recorded operation on these drives must become, by key.
+fn expected_event_keys(injected: &[ActivityOutcome], drives: &BTreeSet<String>) -> BTreeSet<String> {
+    let not_recorded: BTreeSet<&str> = NOT_RECORDED.iter().map(|(op, _)| *op).collect();
+    injected
+        .iter()
+        .filter(|op| drives.contains(&op.drive_id))
+        .flat_map(|op| op.audit_records.as_ref().unwrap())
+        .filter(|r| !not_recorded.contains(r["Operation"].as_str().unwrap()))
+        .map(|r| format!("{CONNECTION}#{}", r["Id"].as_str().unwrap()))
+        .collect()
+}
+
+/// The stored events are exactly `expected` (by key), naming a few of the missing and extra.
+fn assert_events_are(events: &BTreeMap<String, EventRecord>, expected: &BTreeSet<String>) {
+    let stored: BTreeSet<String> = events.keys().cloned().collect();
+    let missing: Vec<_> = expected.difference(&stored).take(5).collect();
+    let extra: Vec<_> = stored.difference(expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} events, {} expected; missing {missing:?}; extra {extra:?}",
+        stored.len(),
+        expected.len()
+    );
+}
+
+/// A tenant with activity before filetrail knows any of its drives: a connection made on a busy
+/// tenant. The poll runs first and its blobs are ingested before any discovery (the order that
+/// stored nothing, permanently): their records are parked, `status` says so, and the first
+/// discovery run brings every one of them in, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_made_on_a_busy_tenant_stores_every_event_although_ingest_ran_before_discovery() {
+    let stack = Stack::start(SimConfig {
+        seed: 77,
+        users: 6,
+        no_drive_ratio: 0.0,
+        team_sites: 0,
+        groups: 0,
+        files_per_drive: FilesPerDrive::Range { min: 3, max: 8 },
+        activity: ActivityConfig {
+            publication_delay: Duration::from_millis(200),
+            duplicate_rate: 0.05,
+            late_rate: 0.0,
+            content_page_size: 5,
+            ..ActivityConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let tenant_model = stack.sim.tenant();
+    let drives: BTreeSet<String> = (0..6).map(|i| tenant_model.drive_of_user(i).unwrap().id).collect();
+    let start = Utc::now().duration_trunc(chrono::Duration::seconds(1)).unwrap() - chrono::Duration::minutes(40);
+    let injected = stack
+        .sim
+        .inject_activity(&ActivityRequest {
+            operations: Vec::new(),
+            random: Some(RandomActivity {
+                count: 200,
+                seed: 5,
+                drives: drives.iter().cloned().collect(),
+                mix: None,
+                start: Some(start),
+                step_ms: 1_000,
+            }),
+            return_records: true,
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stack.register(stack.sim.client_secret()).await.unwrap();
+    let runner = stack
+        .runner(&[], |o| o.visibility_timeout = Some(Duration::from_secs(5)))
+        .unwrap();
+
+    // The audit poll first, every blob ingested, no drive known yet.
+    poll_until_caught_up(&stack, &runner).await;
+    assert!(stack.monitored_drives().await.unwrap().is_empty());
+    assert!(stack.events().await.unwrap().is_empty());
+    let before = status::collect(&stack.state(), Some(CONNECTION))
+        .await
+        .unwrap()
+        .remove(0);
+    let feed = before.feed.clone().expect("a cloud connection has a feed status");
+    let expected = expected_event_keys(&injected.operations, &drives);
+    assert!(feed.parked_blobs > 0, "{feed:?}");
+    assert!(feed.parked_records >= expected.len() as u64, "{feed:?}");
+    assert!(feed.totals.dropped.is_empty(), "nothing dropped: {feed:?}");
+    let text = status::render(&[before], Utc::now());
+    assert!(text.contains("wait for discovery to find their OneDrive"), "{text}");
+
+    // The first discovery records the drives and brings the parked blobs back.
+    runner.fire_schedule(DISCOVER_FUNCTION).await.unwrap();
+    assert_eq!(runner.run().await.reason, StopReason::Idle);
+
+    assert_events_are(&stack.events().await.unwrap(), &expected);
+    assert!(expected.len() > 100, "{} events", expected.len());
+    let after = status::collect(&stack.state(), Some(CONNECTION))
+        .await
+        .unwrap()
+        .remove(0);
+    let feed = after.feed.expect("feed status");
+    assert_eq!((feed.parked_blobs, feed.parked_records), (0, 0), "{feed:?}");
+    assert_eq!(feed.totals.events_inserted, expected.len() as u64, "{feed:?}");
+    assert!(stack.dead_letters().await.unwrap().values().all(|n| *n == 0));
 }
 
 fn check_primary(op: &ActivityOutcome, expected: T, event: &EventRecord) {

@@ -747,6 +747,7 @@ async fn run_discovery(
         directory: &timed_graph,
         finder: &timed_graph,
         index_queue: &Timed::new(&index_queue, &times),
+        parked: None,
     };
     let before = sim.stats(http).await?;
     let rss_before_mib = procfs::rss_mib(Pid::This)?;

@@ -57,7 +57,7 @@ use crate::error::AwsError;
 
 pub mod activity;
 
-pub use activity::BlobTotals;
+pub use filetrail_core::activity::BlobTotals;
 
 /// Partition key attribute of the state table.
 pub const PK: &str = "pk";

@@ -1,8 +1,9 @@
 //! `filetrail status`: per connection, where its drives are and what needs a person's attention.
 
 use chrono::{DateTime, Utc};
-use filetrail_core::activity::{ActivityCheckpoint, SHAREPOINT_CONTENT_TYPE};
+use filetrail_core::activity::{ActivityCheckpoint, BlobTotals, SHAREPOINT_CONTENT_TYPE, drop_reason};
 use filetrail_core::export::{ExportCheckpoint, ExportCheckpoints};
+use filetrail_core::model::ConnectionKind;
 use filetrail_core::model::{Connection, ConnectionError, DiscoverySummary, DriveState};
 use filetrail_core::ports::{ActivityState, DiscoveryCheckpoint, PortResult, StateStore};
 use filetrail_core::scope::{ScopeKind, ScopeUploadResult};
@@ -42,6 +43,24 @@ pub struct ConnectionStatus {
     pub queues: Vec<QueueStatus>,
     /// Where the hourly export to S3 stands, filled by [`add_deployment`]; `None` when not read.
     pub export: Option<ExportStatus>,
+    /// What became of the audit records ingested (cloud connections).
+    pub feed: Option<FeedStatus>,
+}
+
+/// What became of a connection's audit records: events, drops by reason, and records parked
+/// until discovery finds their OneDrive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FeedStatus {
+    /// Summed over the blobs ingested in the last month.
+    pub totals: BlobTotals,
+    /// Blobs parked now.
+    pub parked_blobs: u64,
+    /// Records in them waiting for their OneDrive.
+    pub parked_records: u64,
+    /// When the longest-waiting blob was parked.
+    pub oldest_parked_at: Option<DateTime<Utc>>,
+    /// When the first parked blob's content expires at Microsoft (the feed keeps content 7 days).
+    pub first_expiry: Option<DateTime<Utc>>,
 }
 
 /// The export of a connection's events to S3.
@@ -165,7 +184,20 @@ async fn connection_status<S: StateStore + ActivityState>(state: &S, c: Connecti
             applied_at: None,
         },
     };
+    let feed = if c.kind == ConnectionKind::Cloud {
+        let parked = state.parked_blobs(&c.id).await?;
+        Some(FeedStatus {
+            totals: state.ingest_totals(&c.id).await?,
+            parked_blobs: parked.len() as u64,
+            parked_records: parked.iter().map(|p| p.records).sum(),
+            oldest_parked_at: parked.iter().map(|p| p.parked_at).min(),
+            first_expiry: parked.iter().map(|p| p.blob.expires_at()).min(),
+        })
+    } else {
+        None
+    };
     Ok(ConnectionStatus {
+        feed,
         scope,
         last_scope_upload: state.last_scope_upload(&c.id).await?,
         users_without_onedrive: state.count_users_without_drive(&c.id).await?,
@@ -355,6 +387,9 @@ pub fn render(statuses: &[ConnectionStatus], now: DateTime<Utc>) -> String {
         if let Some(export) = &st.export {
             s.push_str(&render_export(export, &st.connection, now));
         }
+        if let Some(feed) = &st.feed {
+            s.push_str(&render_feed(feed, now));
+        }
         if let (Some(records), Some(blobs)) = (st.quarantined_records, st.quarantined_blobs) {
             let _ = writeln!(
                 s,
@@ -384,6 +419,56 @@ pub fn render(statuses: &[ConnectionStatus], now: DateTime<Utc>) -> String {
         s.push_str(&render_queues(&first.queues));
     }
     s
+}
+
+/// The audit records line (what became of them) and, when some wait, the parked line.
+fn render_feed(feed: &FeedStatus, now: DateTime<Utc>) -> String {
+    let t = &feed.totals;
+    let mut out = String::new();
+    if t.records > 0 || feed.parked_records > 0 {
+        let dropped: u64 = t.dropped.values().sum();
+        let mut reasons: Vec<(&String, &u64)> = t.dropped.iter().filter(|(_, n)| **n > 0).collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let why: Vec<String> = reasons
+            .iter()
+            .map(|(reason, n)| format!("{n} {}", drop_reason::describe(reason)))
+            .collect();
+        out.push_str(&format!(
+            "  audit records     {} in {} blob{} (last month): {} events, {} dropped{}, {} quarantined, {} parked\n",
+            t.records,
+            t.blobs,
+            if t.blobs == 1 { "" } else { "s" },
+            t.events_inserted,
+            dropped,
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", why.join("; "))
+            },
+            t.quarantined,
+            feed.parked_records
+        ));
+    }
+    if feed.parked_blobs > 0 {
+        out.push_str(&format!(
+            "  parked            {} record{} in {} blob{} wait for discovery to find their OneDrive{}; ingested again when a \
+             discovery run finishes{}\n",
+            feed.parked_records,
+            if feed.parked_records == 1 { "" } else { "s" },
+            feed.parked_blobs,
+            if feed.parked_blobs == 1 { "" } else { "s" },
+            feed.oldest_parked_at
+                .map(|t| format!(", the oldest for {}", ago(now, t)))
+                .unwrap_or_default(),
+            feed.first_expiry
+                .map(|t| format!(
+                    " (the first blob's content expires at Microsoft {}: records still parked then are lost and counted)",
+                    t.format("%Y-%m-%d %H:%MZ")
+                ))
+                .unwrap_or_default()
+        ));
+    }
+    out
 }
 
 /// The export line: how far the hourly export got, and hours waiting to be written again.
@@ -719,6 +804,26 @@ mod tests {
             }),
             quarantined_blobs: Some(2),
             quarantined_records: Some(5),
+            feed: Some(FeedStatus {
+                totals: BlobTotals {
+                    blobs: 12,
+                    records: 150,
+                    events_inserted: 100,
+                    quarantined: 5,
+                    dropped: [
+                        (drop_reason::DRIVE_NOT_MONITORED.to_owned(), 30),
+                        ("not_onedrive".to_owned(), 12),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    parked: 3,
+                    ..BlobTotals::default()
+                },
+                parked_blobs: 1,
+                parked_records: 3,
+                oldest_parked_at: Some(at("2026-11-30T09:15:00Z")),
+                first_expiry: Some(at("2026-12-07T08:00:00Z")),
+            }),
             queues: vec![
                 QueueStatus {
                     queue: "ft-HashQueue".into(),
@@ -753,6 +858,11 @@ mod tests {
              2 hours to write again with digests recorded since",
             "3 messages of ft-IndexQueue failed repeatedly and wait on ft-IndexDeadLetterQueue",
             "aws sqs start-message-move-task",
+            "audit records     150 in 12 blobs (last month): 100 events, 42 dropped (30 the OneDrive is outside \
+             the connection's scope; 12 a team or communication site, or another workload), 5 quarantined, 3 parked",
+            "parked            3 records in 1 blob wait for discovery to find their OneDrive, the oldest for 45m; \
+             ingested again when a discovery run finishes (the first blob's content expires at Microsoft \
+             2026-12-07 08:00Z",
         ] {
             assert!(text.contains(expected), "{expected:?} in\n{text}");
         }

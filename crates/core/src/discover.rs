@@ -18,11 +18,14 @@ use tracing::{info, warn};
 
 use crate::budget::Budget;
 use crate::error::PortError;
+use crate::jobs::BlobJob;
 use crate::jobs::IndexJob;
 use crate::model::{
     Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveLookup, DriveRecord, DriveState, IndexProgress,
 };
-use crate::ports::{Directory, DiscoveryCheckpoint, DriveFinder, IndexQueue, RunPage, StateStore};
+use crate::ports::{
+    ActivityState, BlobQueue, Directory, DiscoveryCheckpoint, DriveFinder, IndexQueue, RunPage, StateStore,
+};
 use crate::scope::{GroupSelector, Scope, ScopeEntry, ScopeKind, UnresolvedEntry, UserSelector};
 
 /// The ports discovery needs.
@@ -31,6 +34,17 @@ pub struct DiscoverPorts<'a> {
     pub directory: &'a dyn Directory,
     pub finder: &'a dyn DriveFinder,
     pub index_queue: &'a dyn IndexQueue,
+    /// Where audit blobs parked for want of a drive wait ([`crate::activity::ParkedBlob`]): a
+    /// finished run enqueues them to be ingested again. `None` only where no audit feed runs
+    /// (benchmarks of discovery alone).
+    pub parked: Option<ParkedWork<'a>>,
+}
+
+/// The parked audit blobs of a connection and the queue that ingests them.
+#[derive(Clone, Copy)]
+pub struct ParkedWork<'a> {
+    pub activity: &'a dyn ActivityState,
+    pub blob_queue: &'a dyn BlobQueue,
 }
 
 /// How a discovery invocation ended.
@@ -487,9 +501,13 @@ async fn finish_run(
         drives_unmonitored: unmonitored,
         drives_returned: cp.drives_returned,
         drives_over_cap: cp.drives_over_cap,
+        scope_version: Some(cp.scope_version.clone()),
     };
     ports.state.set_last_discovery(&connection.id, &summary).await?;
     ports.state.delete_run(&connection.id, &cp.run_id).await?;
+    if let Some(parked) = &ports.parked {
+        requeue_parked(parked, &connection.id).await?;
+    }
     info!(
         connection = connection.id,
         scope = %scope.kind,
@@ -504,6 +522,32 @@ async fn finish_run(
         "discovery run finished"
     );
     Ok(summary)
+}
+
+/// Enqueues the connection's parked blobs to be ingested again, now that a finished run has
+/// recorded the drives it found (after the summary is saved, so ingest sees this run). A blob
+/// whose records still cannot be placed is parked again by that ingest.
+async fn requeue_parked(parked: &ParkedWork<'_>, connection: &str) -> Result<(), PortError> {
+    let blobs = parked.activity.parked_blobs(connection).await?;
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    let records: u64 = blobs.iter().map(|b| b.records).sum();
+    let jobs: Vec<BlobJob> = blobs
+        .into_iter()
+        .map(|p| BlobJob {
+            connection: connection.to_owned(),
+            blob: p.blob,
+        })
+        .collect();
+    parked.blob_queue.enqueue_blobs(&jobs).await?;
+    info!(
+        connection,
+        blobs = jobs.len(),
+        records,
+        "parked audit blobs enqueued again after discovery"
+    );
+    Ok(())
 }
 
 /// Records one step's lookups: new drives are inserted and enqueued while the cap allows,

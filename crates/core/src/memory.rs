@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::activity::{ActivityCheckpoint, BlobCounts, ContentBlob};
+use crate::activity::{ActivityCheckpoint, BlobCounts, BlobTotals, ContentBlob, ParkedBlob};
 use crate::audit::Quarantine;
 use crate::error::PortError;
 use crate::events::{EventRecord, FileHashes, HashOutcome};
@@ -43,6 +43,7 @@ pub struct MemoryState {
     /// (connection, content id) → kept until.
     blobs: Mutex<BTreeMap<(String, String), DateTime<Utc>>>,
     ingested: Mutex<BTreeMap<(String, String), BlobCounts>>,
+    parked: Mutex<BTreeMap<(String, String), ParkedBlob>>,
     exports: Mutex<HashMap<String, ExportCheckpoint>>,
     /// (connection, window) → marked at.
     stale_exports: Mutex<BTreeMap<(String, ExportWindow), DateTime<Utc>>>,
@@ -177,6 +178,48 @@ impl ActivityState for MemoryState {
     async fn record_blob_ingested(&self, connection: &str, content_id: &str, counts: &BlobCounts) -> PortResult<()> {
         lock(&self.ingested).insert((connection.to_owned(), content_id.to_owned()), counts.clone());
         Ok(())
+    }
+
+    async fn blob_counts(&self, connection: &str, content_id: &str) -> PortResult<Option<BlobCounts>> {
+        Ok(lock(&self.ingested)
+            .get(&(connection.to_owned(), content_id.to_owned()))
+            .cloned())
+    }
+
+    async fn park_blob(&self, connection: &str, parked: &ParkedBlob) -> PortResult<()> {
+        let mut map = lock(&self.parked);
+        let key = (connection.to_owned(), parked.blob.content_id.clone());
+        let mut entry = parked.clone();
+        if let Some(old) = map.get(&key) {
+            entry.parked_at = old.parked_at.min(entry.parked_at);
+        }
+        map.insert(key, entry);
+        Ok(())
+    }
+
+    async fn unpark_blob(&self, connection: &str, content_id: &str) -> PortResult<()> {
+        lock(&self.parked).remove(&(connection.to_owned(), content_id.to_owned()));
+        Ok(())
+    }
+
+    async fn parked_blobs(&self, connection: &str) -> PortResult<Vec<ParkedBlob>> {
+        let mut parked: Vec<ParkedBlob> = lock(&self.parked)
+            .iter()
+            .filter(|((c, _), _)| c == connection)
+            .map(|(_, p)| p.clone())
+            .collect();
+        parked.sort_by_key(|p| (p.parked_at, p.blob.content_id.clone()));
+        Ok(parked)
+    }
+
+    async fn ingest_totals(&self, connection: &str) -> PortResult<BlobTotals> {
+        let mut totals = BlobTotals::default();
+        for ((c, _), counts) in lock(&self.ingested).iter() {
+            if c == connection {
+                totals.add(counts);
+            }
+        }
+        Ok(totals)
     }
 
     /// Drives of the connection whose web URL (percent-decoded) has one of the site keys.

@@ -127,6 +127,11 @@ pub struct DiscoverySummary {
     /// In-scope drives not monitored because the connection's drive cap was reached.
     #[serde(default)]
     pub drives_over_cap: u64,
+    /// The version of the scope the run resolved ([`crate::scope::Scope::version`]): a record
+    /// of a OneDrive this run did not find is outside the scope only while the scope is the
+    /// same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_version: Option<String>,
 }
 
 fn scope_all() -> crate::scope::ScopeKind {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::activity::{ActivityCheckpoint, BlobCounts, ContentBlob, ContentPage};
+use crate::activity::{ActivityCheckpoint, BlobCounts, BlobTotals, ContentBlob, ContentPage, ParkedBlob};
 use crate::audit::Quarantine;
 use crate::error::PortError;
 use crate::events::{EventRecord, FileHashes, HashOutcome};
@@ -354,6 +354,17 @@ pub trait ActivityState: Send + Sync {
     ) -> PortResult<()>;
     /// Records what ingesting one blob produced (replacing an earlier record of the same blob).
     async fn record_blob_ingested(&self, connection: &str, content_id: &str, counts: &BlobCounts) -> PortResult<()>;
+    /// What the last pass over one blob recorded, `None` before its first.
+    async fn blob_counts(&self, connection: &str, content_id: &str) -> PortResult<Option<BlobCounts>>;
+    /// Keeps a blob whose records wait for their drive (replacing an earlier entry of the same
+    /// blob, but keeping its first `parked_at`).
+    async fn park_blob(&self, connection: &str, parked: &ParkedBlob) -> PortResult<()>;
+    /// Forgets a parked blob (every record placed, or the blob expired).
+    async fn unpark_blob(&self, connection: &str, content_id: &str) -> PortResult<()>;
+    /// The connection's parked blobs, oldest first (all pages, strongly consistent).
+    async fn parked_blobs(&self, connection: &str) -> PortResult<Vec<ParkedBlob>>;
+    /// What ingesting the connection's blobs produced, summed over the ingest records kept.
+    async fn ingest_totals(&self, connection: &str) -> PortResult<BlobTotals>;
     /// The connection's drives whose web URL has one of these personal site keys
     /// (`alice_contoso_com`), whatever their state.
     async fn drives_by_site_key(&self, connection: &str, site_keys: &[String]) -> PortResult<Vec<DriveRecord>>;

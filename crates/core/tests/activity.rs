@@ -12,7 +12,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use filetrail_core::PortError;
 use filetrail_core::activity::ingest::{IngestOutcome, IngestPorts, ingest_blob};
 use filetrail_core::activity::poll::{PollOutcome, PollPorts, PollSettings, poll_connection};
-use filetrail_core::activity::{ACTIVITY_ERROR_PREFIX, ContentBlob, ContentPage, SHAREPOINT_CONTENT_TYPE};
+use filetrail_core::activity::{
+    ACTIVITY_ERROR_PREFIX, BlobCounts, ContentBlob, ContentPage, SHAREPOINT_CONTENT_TYPE, drop_reason,
+};
 use filetrail_core::audit::{FileEventType, Quarantine, UnresolvedReason};
 use filetrail_core::budget::{Budget, Deadline};
 use filetrail_core::events::{EventRecord, FileHashes, HashOutcome, unavailable};
@@ -801,6 +803,282 @@ async fn an_expired_blob_is_recorded_and_not_retried() {
     ));
 
     assert_eq!(w.ingest("blob-1").await, IngestOutcome::Expired);
+}
+
+const CAROL_SITE: &str = "https://contoso-my.sharepoint.com/personal/carol_contoso_com";
+
+impl IngestWorld {
+    /// What a finished discovery run leaves behind: its summary on the connection (the scope
+    /// in force, started at `started`) and the drives it recorded.
+    async fn discovery_finished(&self, started: DateTime<Utc>, drives: &[DriveRecord]) {
+        self.state.insert_new_drives(drives).await.unwrap();
+        let scope = self.state.scope(CONN).await.unwrap();
+        let summary = DiscoverySummary {
+            run_id: format!("run-{}", started.timestamp()),
+            started_at: started,
+            finished_at: started + Duration::minutes(2),
+            users_seen: 3,
+            drives_found: 3,
+            drives_new: drives.len() as u64,
+            users_without_drive: 0,
+            scope: filetrail_core::scope::ScopeKind::All,
+            unresolved: Vec::new(),
+            drives_unmonitored: 0,
+            drives_returned: 0,
+            drives_over_cap: 0,
+            scope_version: Some(scope.map_or_else(|| "all".to_owned(), |s| s.version)),
+        };
+        self.state.set_last_discovery(CONN, &summary).await.unwrap();
+    }
+
+    async fn counts_of(&self, blob: &str) -> BlobCounts {
+        self.state.blob_counts(CONN, blob).unwrap()
+    }
+}
+
+/// Alice (monitored) edits her file; Carol, whose OneDrive no discovery has recorded yet,
+/// uploads one of hers. Both happened two hours ago.
+fn alice_and_carol(w: &IngestWorld) -> DateTime<Utc> {
+    let t = now() - Duration::hours(2);
+    w.feed.publish(
+        "blob-1",
+        now() - Duration::hours(1),
+        &[
+            record(
+                "r-1",
+                "FileModified",
+                "alice@contoso.com",
+                ALICE_SITE,
+                "Reports",
+                "q3.xlsx",
+                t,
+            ),
+            record(
+                "r-2",
+                "FileUploaded",
+                "carol@contoso.com",
+                CAROL_SITE,
+                "Plans",
+                "launch.pptx",
+                t,
+            ),
+        ],
+    );
+    w.resolver.add("d-carol", "/Plans/launch.pptx", "i-launch");
+    t
+}
+
+#[tokio::test]
+async fn records_of_a_onedrive_not_discovered_yet_are_parked_and_become_events_once_discovery_finds_it() {
+    let w = IngestWorld::new().await;
+    let t = alice_and_carol(&w);
+
+    let IngestOutcome::Ingested(first) = w.ingest("blob-1").await else {
+        panic!("not ingested")
+    };
+    assert_eq!((first.events_inserted, first.parked), (1, 1), "{first:?}");
+    assert!(first.dropped.is_empty(), "nothing is dropped: {first:?}");
+    assert_eq!(first.events_unmonitored, 0);
+    let parked = w.state.parked_blobs(CONN).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].blob.content_id, "blob-1");
+    assert_eq!(parked[0].records, 1);
+    assert_eq!(parked[0].site_keys, ["carol_contoso_com"]);
+    assert_eq!(parked[0].oldest_record, t);
+
+    // Discovery finds Carol's OneDrive, then enqueues the parked blob again.
+    w.discovery_finished(
+        now() - Duration::minutes(5),
+        &[drive("d-carol", "carol@contoso.com", CAROL_SITE, DriveState::Pending)],
+    )
+    .await;
+    let IngestOutcome::Ingested(second) = w.ingest("blob-1").await else {
+        panic!("not ingested")
+    };
+
+    assert_eq!(
+        (second.events_inserted, second.events_duplicate, second.parked),
+        (1, 1, 0)
+    );
+    let launch = w.events_of("d-carol", "i-launch").await;
+    assert_eq!(launch.len(), 1, "Carol's upload is an event");
+    assert_eq!(launch[0].event.event_type, FileEventType::Created);
+    assert_eq!(launch[0].event.owner_upn.as_deref(), Some("carol@contoso.com"));
+    assert_eq!(
+        w.events_of("d-alice", "i-q3").await.len(),
+        1,
+        "Alice's edit is not repeated"
+    );
+    assert!(
+        w.state.parked_blobs(CONN).await.unwrap().is_empty(),
+        "nothing waits any more"
+    );
+    let stored = w.counts_of("blob-1").await;
+    assert_eq!(
+        (
+            stored.events_inserted,
+            stored.events_duplicate,
+            stored.parked,
+            stored.passes
+        ),
+        (2, 0, 0, 2),
+        "the blob's record counts both passes: {stored:?}"
+    );
+    assert!(
+        w.queues.hashes.lock().unwrap().iter().any(|j| j.item_id == "i-launch"),
+        "the upload is hashed"
+    );
+}
+
+#[tokio::test]
+async fn a_record_is_dropped_as_outside_the_scope_only_after_a_discovery_of_the_same_scope_that_started_after_it() {
+    let w = IngestWorld::new().await;
+    let t = alice_and_carol(&w);
+
+    // A run that started before the record happened cannot have seen Carol: parked.
+    w.discovery_finished(t - Duration::minutes(30), &[]).await;
+    let IngestOutcome::Ingested(counts) = w.ingest("blob-1").await else {
+        panic!()
+    };
+    assert_eq!(counts.parked, 1, "{counts:?}");
+
+    // Neither can one that started within the directory's settling time after it.
+    w.discovery_finished(t + Duration::minutes(5), &[]).await;
+    let IngestOutcome::Ingested(counts) = w.ingest("blob-1").await else {
+        panic!()
+    };
+    assert_eq!(counts.parked, 1, "{counts:?}");
+
+    // A run of the scope in force, well after the record, did not find Carol's OneDrive: she is
+    // not monitored, and the record is dropped for that reason.
+    w.discovery_finished(t + Duration::minutes(30), &[]).await;
+    let IngestOutcome::Ingested(counts) = w.ingest("blob-1").await else {
+        panic!()
+    };
+    assert_eq!(counts.parked, 0, "{counts:?}");
+    assert_eq!(
+        counts.dropped,
+        BTreeMap::from([(drop_reason::OWNER_NOT_MONITORED.to_owned(), 1)]),
+        "{counts:?}"
+    );
+    assert!(w.state.parked_blobs(CONN).await.unwrap().is_empty());
+    assert!(w.events_of("d-carol", "i-launch").await.is_empty());
+    let totals = w.state.ingest_totals(CONN).await.unwrap();
+    assert_eq!(totals.dropped.get(drop_reason::OWNER_NOT_MONITORED), Some(&1));
+    assert_eq!(totals.parked, 0);
+}
+
+#[tokio::test]
+async fn a_scope_changed_since_the_last_discovery_keeps_unknown_records_parked() {
+    let w = IngestWorld::new().await;
+    let t = alice_and_carol(&w);
+    w.discovery_finished(t + Duration::minutes(30), &[]).await;
+    // An admin uploads a users CSV naming Carol; its discovery has not finished yet.
+    let scope = filetrail_core::scope::Scope {
+        kind: filetrail_core::scope::ScopeKind::Users,
+        entries: vec![filetrail_core::scope::ScopeEntry::User(
+            filetrail_core::scope::UserSelector::Email("carol@contoso.com".into()),
+        )],
+        version: "v-carol".into(),
+        applied_at: now() - Duration::minutes(1),
+        uploaded_at: now() - Duration::minutes(1),
+        source: None,
+    };
+    assert!(w.state.replace_scope(CONN, &scope).await.unwrap());
+
+    let IngestOutcome::Ingested(counts) = w.ingest("blob-1").await else {
+        panic!()
+    };
+
+    assert_eq!(counts.parked, 1, "the new scope may include Carol: {counts:?}");
+    assert!(counts.dropped.is_empty(), "{counts:?}");
+}
+
+#[tokio::test]
+async fn records_of_a_known_drive_outside_the_scope_are_dropped_with_that_reason_and_team_sites_with_theirs() {
+    let w = IngestWorld::new().await;
+    let t = now() - Duration::hours(2);
+    let mut team = record(
+        "r-3",
+        "FileModified",
+        "alice@contoso.com",
+        ALICE_SITE,
+        "Shared",
+        "x.docx",
+        t,
+    );
+    for (field, value) in [
+        ("Workload", "SharePoint"),
+        ("SiteUrl", "https://contoso.sharepoint.com/sites/Finance/"),
+        (
+            "ObjectId",
+            "https://contoso.sharepoint.com/sites/Finance/Shared Documents/x.docx",
+        ),
+    ] {
+        team[field] = json!(value);
+    }
+    w.feed.publish(
+        "blob-1",
+        now() - Duration::hours(1),
+        &[
+            record(
+                "r-1",
+                "FileModified",
+                "bob@contoso.com",
+                BOB_SITE,
+                "Notes",
+                "todo.txt",
+                t,
+            ),
+            record(
+                "r-2",
+                "FileModified",
+                "bob@contoso.com",
+                BOB_SITE,
+                "Notes",
+                "todo.txt",
+                t + Duration::seconds(5),
+            ),
+            team,
+        ],
+    );
+
+    let IngestOutcome::Ingested(counts) = w.ingest("blob-1").await else {
+        panic!()
+    };
+
+    assert_eq!(counts.parked, 0, "{counts:?}");
+    assert_eq!(
+        counts.dropped.get(drop_reason::DRIVE_NOT_MONITORED),
+        Some(&2),
+        "{counts:?}"
+    );
+    assert_eq!(counts.dropped.get("not_onedrive"), Some(&1), "{counts:?}");
+    assert_eq!(counts.records, 3);
+}
+
+#[tokio::test]
+async fn parked_records_whose_content_expires_are_counted_as_lost_with_that_reason() {
+    let w = IngestWorld::new().await;
+    alice_and_carol(&w);
+    w.ingest("blob-1").await;
+    *w.feed.blob_error.lock().unwrap() = Some(PortError::terminal(
+        "AF20051",
+        "Content has already expired",
+        "nothing to do",
+    ));
+
+    assert_eq!(w.ingest("blob-1").await, IngestOutcome::Expired);
+
+    let counts = w.counts_of("blob-1").await;
+    assert_eq!(counts.parked, 0);
+    assert_eq!(
+        counts.dropped.get(drop_reason::EXPIRED_WHILE_PARKED),
+        Some(&1),
+        "{counts:?}"
+    );
+    assert_eq!(counts.events_inserted, 1, "Alice's event stays counted");
+    assert!(w.state.parked_blobs(CONN).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -8,10 +8,11 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use filetrail_core::PortError;
+use filetrail_core::activity::{ContentBlob, ParkedBlob};
 use filetrail_core::budget::Deadline;
-use filetrail_core::discover::{DiscoverOutcome, DiscoverPorts, discover};
+use filetrail_core::discover::{DiscoverOutcome, DiscoverPorts, ParkedWork, discover};
 use filetrail_core::index::{IndexOutcome, IndexPorts, index_drive};
-use filetrail_core::jobs::IndexJob;
+use filetrail_core::jobs::{BlobJob, IndexJob};
 use filetrail_core::memory::{MemoryInventory, MemoryQueue, MemoryState};
 use filetrail_core::model::*;
 use filetrail_core::ports::*;
@@ -199,6 +200,7 @@ fn ports<'a>(state: &'a MemoryState, tenant: &'a FakeTenant, queue: &'a MemoryQu
         directory: tenant,
         finder: tenant,
         index_queue: queue,
+        parked: None,
     }
 }
 
@@ -250,6 +252,71 @@ async fn discovery_records_personal_drives_and_users_without_one() {
             .unwrap()
             .last_discovery
             .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_finished_run_enqueues_the_audit_blobs_parked_for_want_of_a_drive_and_a_continued_one_waits() {
+    let (state, tenant, queue) = (setup().await, FakeTenant::new(10), MemoryQueue::default());
+    let blob = ContentBlob {
+        content_type: "Audit.SharePoint".into(),
+        content_id: "blob-7".into(),
+        content_uri: "https://manage.office.com/api/v1.0/t/activity/feed/audit/blob-7$x".into(),
+        content_created: now() - chrono::Duration::minutes(30),
+        content_expiration: None,
+    };
+    let parked = ParkedBlob {
+        blob: blob.clone(),
+        parked_at: now() - chrono::Duration::minutes(20),
+        updated_at: now() - chrono::Duration::minutes(20),
+        records: 4,
+        oldest_record: now() - chrono::Duration::minutes(90),
+        site_keys: vec!["user7_contoso_com".into()],
+    };
+    state.park_blob("contoso", &parked).await.unwrap();
+    let p = DiscoverPorts {
+        parked: Some(ParkedWork {
+            activity: &state,
+            blob_queue: &queue,
+        }),
+        ..ports(&state, &tenant, &queue)
+    };
+
+    // A run cut short by its budget has not placed anything yet: nothing is enqueued.
+    let out = discover(
+        &p,
+        "contoso",
+        &Deadline::unlimited().with_max_units(Some(1)),
+        now,
+        || "run1".into(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, DiscoverOutcome::Continue { .. }), "{out:?}");
+    assert!(queue.blob_jobs().is_empty());
+
+    let out = discover(&p, "contoso", &Deadline::unlimited(), now, || "run1".into())
+        .await
+        .unwrap();
+    let DiscoverOutcome::Finished(summary) = out else {
+        panic!("not finished: {out:?}")
+    };
+    assert_eq!(
+        summary.scope_version.as_deref(),
+        Some("all"),
+        "ingest compares it with the scope in force"
+    );
+    assert_eq!(
+        queue.blob_jobs(),
+        [BlobJob {
+            connection: "contoso".into(),
+            blob
+        }],
+        "the parked blob goes back to ingest once the run's drives are recorded"
+    );
+    assert!(
+        state.drive("d7").await.unwrap().is_some(),
+        "the drive was recorded before the blob was enqueued"
     );
 }
 
@@ -1116,6 +1183,7 @@ async fn race(
         directory: &racing,
         finder: tenant,
         index_queue: queue,
+        parked: None,
     };
     discover(&p, "contoso", &Deadline::unlimited(), now, || "run-late".into())
         .await

@@ -14,7 +14,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
-use filetrail_core::discover::{DiscoverOutcome, DiscoverPorts, discover};
+use filetrail_core::discover::{DiscoverOutcome, DiscoverPorts, ParkedWork, discover};
 use filetrail_core::jobs::DiscoverJob;
 use filetrail_core::model::ConnectionKind;
 use filetrail_core::ports::{DiscoverQueue, StateStore};
@@ -28,6 +28,8 @@ pub struct Context {
     pub state: DynamoStateStore,
     pub discover_queue: SqsQueue,
     pub index_queue: SqsQueue,
+    /// Parked audit blobs go back to the activity queue when a run finishes.
+    pub activity_queue: SqsQueue,
     pub clients: ConnectionClients,
 }
 
@@ -42,7 +44,8 @@ impl Context {
         Ok(Self {
             state: DynamoStateStore::new(dynamo, resources.require_state_table()?),
             discover_queue: SqsQueue::new(sqs.clone(), resources.require_discover_queue_url()?),
-            index_queue: SqsQueue::new(sqs, resources.require_index_queue_url()?),
+            index_queue: SqsQueue::new(sqs.clone(), resources.require_index_queue_url()?),
+            activity_queue: SqsQueue::new(sqs, resources.require_activity_queue_url()?),
             clients: ConnectionClients::for_function(sdk, &resources, &settings)?,
             settings,
         })
@@ -130,6 +133,10 @@ async fn discover_one(ctx: &Context, connection_id: &str, reason: &str, deadline
         directory: &*graph,
         finder: &*graph,
         index_queue: &ctx.index_queue,
+        parked: Some(ParkedWork {
+            activity: &ctx.state,
+            blob_queue: &ctx.activity_queue,
+        }),
     };
     let budget = ctx.settings.budget(deadline);
     info!(connection = connection_id, reason, "discovery");

@@ -10,12 +10,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use filetrail_core::activity::{ActivityCheckpoint, BlobCounts, ContentBlob};
+use filetrail_core::activity::{ActivityCheckpoint, BlobCounts, BlobTotals, ContentBlob, ParkedBlob};
 use filetrail_core::audit::location::{percent_decode, personal_site_key};
 use filetrail_core::model::DriveRecord;
 use filetrail_core::ports::{ActivityState, PortResult, StateStore};
 use futures_util::{StreamExt, stream};
-use serde::Serialize;
 
 use super::{DynamoStateStore, EXPIRES_AT, GSI2, GSI2_PK, PK, SK, conn_pk, item_key, put_request};
 use crate::dynamo::{Item, json, key, n, s, ts};
@@ -29,6 +28,7 @@ pub const SITE_QUERY_CONCURRENCY: usize = 8;
 
 const BLOB_PREFIX: &str = "BLOB#";
 const INGESTED_PREFIX: &str = "INGESTED#";
+const PARKED_PREFIX: &str = "PARKED#";
 const DRIVE_PREFIX: &str = "DRIVE#";
 
 fn activity_sk(content_type: &str) -> String {
@@ -41,6 +41,10 @@ fn blob_sk(content_id: &str) -> String {
 
 fn ingested_sk(content_id: &str) -> String {
     format!("{INGESTED_PREFIX}{content_id}")
+}
+
+fn parked_sk(content_id: &str) -> String {
+    format!("{PARKED_PREFIX}{content_id}")
 }
 
 /// The personal site key of a drive's web URL (percent-decoded first, as the ingest use case
@@ -59,45 +63,14 @@ fn epoch(t: &DateTime<Utc>) -> u64 {
     u64::try_from(t.timestamp()).unwrap_or_default()
 }
 
-/// What ingesting a connection's blobs produced, summed over the ingest records kept (the last
-/// [`INGESTED_TTL_DAYS`] days).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct BlobTotals {
-    /// Blobs with an ingest record.
-    pub blobs: u64,
-    pub records: u64,
-    pub events_inserted: u64,
-    pub events_duplicate: u64,
-    pub events_unmonitored: u64,
-    pub skipped: u64,
-    pub quarantined: u64,
-    pub hash_jobs: u64,
-    pub index_jobs: u64,
-    /// Blobs that expired before they could be fetched.
-    pub expired: u64,
-    pub last_ingested_at: Option<DateTime<Utc>>,
-}
-
-impl BlobTotals {
-    fn add(&mut self, c: &BlobCounts) {
-        self.blobs += 1;
-        self.records += c.records;
-        self.events_inserted += c.events_inserted;
-        self.events_duplicate += c.events_duplicate;
-        self.events_unmonitored += c.events_unmonitored;
-        self.skipped += c.skipped;
-        self.quarantined += c.quarantined;
-        self.hash_jobs += c.hash_jobs;
-        self.index_jobs += c.index_jobs;
-        self.expired += u64::from(c.expired);
-        self.last_ingested_at = self.last_ingested_at.max(c.ingested_at);
-    }
-}
-
 impl DynamoStateStore {
     /// Sums the ingest records of a connection's blobs (for status): a Query of the connection's
     /// partition on the `INGESTED#` prefix, all pages (strongly consistent).
     pub async fn blob_totals(&self, connection: &str) -> PortResult<BlobTotals> {
+        self.ingest_totals(connection).await
+    }
+
+    async fn sum_ingested(&self, connection: &str) -> PortResult<BlobTotals> {
         let mut totals = BlobTotals::default();
         for item in self.query_prefix(conn_pk(connection), INGESTED_PREFIX).await? {
             let counts: BlobCounts = self.table.fields(&item, item_key(&item)).json("counts")?;
@@ -205,6 +178,61 @@ impl ActivityState for DynamoStateStore {
         item.insert("ingested_at".into(), ts(&at));
         item.insert(EXPIRES_AT.into(), n(epoch(&(at + Duration::days(INGESTED_TTL_DAYS)))));
         Ok(self.put(item).await?)
+    }
+
+    /// Sums the ingest records kept ([`INGESTED_TTL_DAYS`] days): a Query of the connection's
+    /// partition on the `INGESTED#` prefix, all pages.
+    async fn ingest_totals(&self, connection: &str) -> PortResult<BlobTotals> {
+        self.sum_ingested(connection).await
+    }
+
+    /// The same GetItem as [`DynamoStateStore::blob_ingested`].
+    async fn blob_counts(&self, connection: &str, content_id: &str) -> PortResult<Option<BlobCounts>> {
+        self.blob_ingested(connection, content_id).await
+    }
+
+    /// A GetItem (to keep the first `parked_at`) and a PutItem of the entry as JSON. The item
+    /// expires a day after the blob's content does: by then ingest has recorded the expiry.
+    async fn park_blob(&self, connection: &str, parked: &ParkedBlob) -> PortResult<()> {
+        let mut entry = parked.clone();
+        if let Some(old) = self
+            .get(conn_pk(connection), &parked_sk(&parked.blob.content_id))
+            .await?
+        {
+            let old: ParkedBlob = self.table.fields(&old, item_key(&old)).json("doc")?;
+            entry.parked_at = old.parked_at.min(entry.parked_at);
+        }
+        let mut item = key(conn_pk(connection), parked_sk(&entry.blob.content_id));
+        item.insert("doc".into(), json("parked blob", &entry)?);
+        item.insert(
+            EXPIRES_AT.into(),
+            n(epoch(&(entry.blob.expires_at() + Duration::days(1)))),
+        );
+        Ok(self.put(item).await?)
+    }
+
+    /// One DeleteItem (deleting an absent entry is not an error).
+    async fn unpark_blob(&self, connection: &str, content_id: &str) -> PortResult<()> {
+        self.table.counts.wrote();
+        self.table
+            .client
+            .delete_item()
+            .table_name(&self.table.name)
+            .set_key(Some(key(conn_pk(connection), parked_sk(content_id))))
+            .send()
+            .await
+            .map_err(|e| self.table.err("DeleteItem", e))?;
+        Ok(())
+    }
+
+    /// A Query of the connection's partition on the `PARKED#` prefix, all pages.
+    async fn parked_blobs(&self, connection: &str) -> PortResult<Vec<ParkedBlob>> {
+        let mut parked = Vec::new();
+        for item in self.query_prefix(conn_pk(connection), PARKED_PREFIX).await? {
+            parked.push(self.table.fields(&item, item_key(&item)).json::<ParkedBlob>("doc")?);
+        }
+        parked.sort_by(|a, b| (a.parked_at, &a.blob.content_id).cmp(&(b.parked_at, &b.blob.content_id)));
+        Ok(parked)
     }
 
     /// A Query of `gsi2` per site key ([`SITE_QUERY_CONCURRENCY`] at a time), then

@@ -11,7 +11,7 @@ use filetrail_aws::inventory::{DRIVE_ID, HASH_PREFIX, ITEM_ID};
 use filetrail_aws::objects::{QuarantineDocument, quarantine_key};
 use filetrail_aws::state::{EXPIRES_AT, PK, SK};
 use filetrail_aws::{BucketObjects, DynamoInventoryStore, DynamoStateStore};
-use filetrail_core::activity::{ActivityCheckpoint, BlobCounts, ContentBlob};
+use filetrail_core::activity::{ActivityCheckpoint, BlobCounts, ContentBlob, ParkedBlob};
 use filetrail_core::audit::{Quarantine, QuarantineReason};
 use filetrail_core::events::{FileHashes, HashOutcome};
 use filetrail_core::model::DriveState;
@@ -161,6 +161,100 @@ async fn ingest_records_replace_per_blob_and_sum_for_status() -> anyhow::Result<
         .unwrap_or_default();
     let expires = (ingested_at + Duration::days(filetrail_aws::state::activity::INGESTED_TTL_DAYS)).timestamp();
     assert_eq!(item.get(EXPIRES_AT), Some(&AttributeValue::N(expires.to_string())));
+    Ok(())
+}
+
+#[tokio::test]
+async fn parked_blobs_keep_their_first_parking_time_list_oldest_first_per_connection_and_expire_after_the_content()
+-> anyhow::Result<()> {
+    let (store, client, table) = state().await?;
+    let first_at = at("2026-11-22T09:00:00Z")?;
+    let parked = |id: &str, parked_at, records| -> anyhow::Result<ParkedBlob> {
+        Ok(ParkedBlob {
+            blob: blob(id)?,
+            parked_at,
+            updated_at: parked_at,
+            records,
+            oldest_record: at("2026-11-22T07:10:00Z")?,
+            site_keys: vec!["megan_contoso_com".into()],
+        })
+    };
+    store
+        .park_blob("contoso", &parked("b2", first_at + Duration::minutes(5), 3)?)
+        .await?;
+    store.park_blob("contoso", &parked("b1", first_at, 7)?).await?;
+    // b1 parked again by a later pass (fewer records wait now): its first parking time stays.
+    store
+        .park_blob("contoso", &parked("b1", first_at + Duration::hours(1), 2)?)
+        .await?;
+    store.park_blob("fabrikam", &parked("b9", first_at, 1)?).await?;
+
+    let listed = store.parked_blobs("contoso").await?;
+    let summary: Vec<(String, _, u64)> = listed
+        .iter()
+        .map(|p| (p.blob.content_id.clone(), p.parked_at, p.records))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("b1".to_owned(), first_at, 2),
+            ("b2".to_owned(), first_at + Duration::minutes(5), 3)
+        ]
+    );
+    assert_eq!(listed[0].updated_at, first_at + Duration::hours(1));
+    assert_eq!(
+        listed[0].blob,
+        blob("b1")?,
+        "the blob is enqueued again as it was listed"
+    );
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key(PK, AttributeValue::S("CONN#contoso".into()))
+        .key(SK, AttributeValue::S("PARKED#b1".into()))
+        .send()
+        .await?
+        .item
+        .unwrap_or_default();
+    let expires = (blob("b1")?.expires_at() + Duration::days(1)).timestamp();
+    assert_eq!(item.get(EXPIRES_AT), Some(&AttributeValue::N(expires.to_string())));
+
+    store.unpark_blob("contoso", "b1").await?;
+    store.unpark_blob("contoso", "never-parked").await?;
+    let left: Vec<String> = store
+        .parked_blobs("contoso")
+        .await?
+        .into_iter()
+        .map(|p| p.blob.content_id)
+        .collect();
+    assert_eq!(left, ["b2"]);
+    assert_eq!(store.parked_blobs("fabrikam").await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn ingest_totals_sum_drops_by_reason_and_records_parked_now() -> anyhow::Result<()> {
+    let (store, _, _) = state().await?;
+    let with = |dropped: &[(&str, u64)], parked| BlobCounts {
+        records: 10,
+        dropped: dropped.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
+        parked,
+        ..BlobCounts::default()
+    };
+    store
+        .record_blob_ingested(
+            "contoso",
+            "b1",
+            &with(&[("drive_not_monitored", 4), ("not_onedrive", 1)], 2),
+        )
+        .await?;
+    store
+        .record_blob_ingested("contoso", "b2", &with(&[("drive_not_monitored", 3)], 0))
+        .await?;
+    let totals = store.ingest_totals("contoso").await?;
+    assert_eq!(totals.dropped.get("drive_not_monitored"), Some(&7));
+    assert_eq!(totals.dropped.get("not_onedrive"), Some(&1));
+    assert_eq!((totals.parked, totals.records, totals.blobs), (2, 20, 2));
     Ok(())
 }
 

@@ -54,6 +54,7 @@ fn connection(id: &str) -> anyhow::Result<Connection> {
             drives_unmonitored: 4,
             drives_returned: 1,
             drives_over_cap: 0,
+            scope_version: Some("3f9a".into()),
         }),
         created_at: at("2026-11-01T12:00:00.000001Z")?,
         write_mode: true,
@@ -384,6 +385,7 @@ async fn connection_error_and_discovery_summary_are_set_and_cleared_in_place() -
         drives_unmonitored: 0,
         drives_returned: 0,
         drives_over_cap: 7,
+        scope_version: None,
     };
     store.set_last_discovery("contoso", &summary).await?;
 

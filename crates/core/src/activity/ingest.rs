@@ -1,9 +1,14 @@
 //! Ingesting one content blob: audit records in, file events of monitored drives out.
 //!
 //! Contract:
-//! - every record is accounted for: an event (inserted, or already stored), an event of a drive
-//!   that is not monitored, a skip by rule, or a quarantined record kept with its reason; one
-//!   bad record never fails the blob;
+//! - every record is accounted for: an event (inserted, or already stored), a record dropped for
+//!   a known reason (its OneDrive is known and outside the scope, no monitored user owns it, not
+//!   a personal site, a skip by rule), counted by reason, or a quarantined record kept with its
+//!   reason; one bad record never fails the blob;
+//! - a record of a OneDrive no discovery has recorded yet is never dropped: its blob is parked
+//!   until a discovery run of the scope in force, started after the record happened, has
+//!   finished (discovery then enqueues the parked blobs again), so whichever of discovery, the
+//!   poll and ingest runs first, the same events are stored;
 //! - events are written once, keyed by connection and record `Id`, with conditional writes, so
 //!   duplicate records and SQS redelivery never duplicate an event;
 //! - hash jobs are asked for every content-changing event and for every event of a file with no
@@ -18,12 +23,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::activity::BlobCounts;
+use crate::activity::{BlobCounts, ParkedBlob, drop_reason};
 use crate::audit::{self, FileEvent, ItemKind, NormaliseContext, TrustedDomains, UnresolvedReason};
 use crate::error::PortError;
 use crate::events::{EventRecord, HashOutcome, unavailable};
 use crate::jobs::{BlobJob, HashJob, IndexJob};
-use crate::model::{ConnectionKind, DriveRecord};
+use crate::model::{Connection, ConnectionKind, DriveRecord};
 use crate::ports::{
     ActivityFeed, ActivityState, EventStore, HashQueue, IndexQueue, InventoryHashes, ItemResolver, QuarantineStore,
     StateStore,
@@ -91,11 +96,25 @@ pub async fn ingest_blob(
                 connection = connection.id,
                 content_id, "content expired before it was fetched"
             );
-            let counts = BlobCounts {
-                expired: true,
-                ingested_at: Some(now),
-                ..BlobCounts::default()
-            };
+            let previous = ports.activity.blob_counts(&connection.id, content_id).await?;
+            let mut counts = previous.clone().unwrap_or_default();
+            counts.expired = true;
+            counts.ingested_at = Some(now);
+            if counts.parked > 0 {
+                warn!(
+                    connection = connection.id,
+                    content_id,
+                    records = counts.parked,
+                    "parked records expired with their content before discovery placed them"
+                );
+                *counts
+                    .dropped
+                    .entry(drop_reason::EXPIRED_WHILE_PARKED.to_owned())
+                    .or_default() += counts.parked;
+                counts.parked = 0;
+                ports.activity.unpark_blob(&connection.id, content_id).await?;
+            }
+            counts.passes += 1;
             ports
                 .activity
                 .record_blob_ingested(&connection.id, content_id, &counts)
@@ -138,6 +157,11 @@ pub async fn ingest_blob(
         let keys: Vec<String> = site_keys.into_iter().collect();
         ports.activity.drives_by_site_key(&connection.id, &keys).await?
     };
+    let known_sites: HashSet<String> = drives
+        .iter()
+        .filter_map(|d| d.web_url.as_deref())
+        .filter_map(|url| audit::location::personal_site_key(&audit::location::percent_decode(url)))
+        .collect();
     let monitored: Vec<&DriveRecord> = drives.iter().filter(|d| d.state.is_monitored()).collect();
     let outcome = if monitored.is_empty() {
         outcome
@@ -149,10 +173,29 @@ pub async fn ingest_blob(
 
     counts.records = outcome.records();
     counts.skipped = outcome.skipped.values().sum();
+    for (code, n) in &outcome.skipped {
+        *counts.dropped.entry((*code).to_owned()).or_default() += n;
+    }
     counts.quarantined = outcome.quarantined.len() as u64;
-    let (kept, unmonitored): (Vec<FileEvent>, Vec<FileEvent>) =
+    let (kept, elsewhere): (Vec<FileEvent>, Vec<FileEvent>) =
         outcome.events.into_iter().partition(|e| e.drive_id.is_some());
-    counts.events_unmonitored = unmonitored.len() as u64;
+    let placement = Placement::of(ports, &connection, &elsewhere).await?;
+    let mut parked: Vec<&FileEvent> = Vec::new();
+    for event in &elsewhere {
+        match event.site_key.as_deref() {
+            None => counts.drop_record(drop_reason::NOT_PERSONAL_SITE),
+            Some(key) if known_sites.contains(key) => {
+                counts.events_unmonitored += 1;
+                counts.drop_record(drop_reason::DRIVE_NOT_MONITORED);
+            }
+            Some(_) if placement.owner_not_monitored(event) => {
+                counts.events_unmonitored += 1;
+                counts.drop_record(drop_reason::OWNER_NOT_MONITORED);
+            }
+            Some(_) => parked.push(event),
+        }
+    }
+    counts.parked = parked.len() as u64;
 
     let events = resolve_items(ports.resolver, kept).await?;
     let stored = records(&connection.id, events.clone());
@@ -195,9 +238,31 @@ pub async fn ingest_blob(
             .put_quarantined(&connection.id, content_id, &outcome.quarantined)
             .await?;
     }
+    let previous = ports.activity.blob_counts(&connection.id, content_id).await?;
+    if let Some(oldest) = parked.iter().map(|e| e.observed_at).min() {
+        let site_keys: BTreeSet<String> = parked.iter().filter_map(|e| e.site_key.clone()).collect();
+        let entry = ParkedBlob {
+            blob: job.blob.clone(),
+            parked_at: now,
+            updated_at: now,
+            records: counts.parked,
+            oldest_record: oldest,
+            site_keys: site_keys.into_iter().collect(),
+        };
+        ports.activity.park_blob(&connection.id, &entry).await?;
+        info!(
+            connection = connection.id,
+            content_id,
+            records = entry.records,
+            sites = entry.site_keys.len(),
+            "records of OneDrives not discovered yet parked until discovery places them"
+        );
+    } else if previous.as_ref().is_some_and(|p| p.parked > 0) {
+        ports.activity.unpark_blob(&connection.id, content_id).await?;
+    }
     ports
         .activity
-        .record_blob_ingested(&connection.id, content_id, &counts)
+        .record_blob_ingested(&connection.id, content_id, &counts.clone().after(previous.as_ref()))
         .await?;
     info!(
         connection = connection.id,
@@ -206,12 +271,54 @@ pub async fn ingest_blob(
         inserted = counts.events_inserted,
         duplicate = counts.events_duplicate,
         unmonitored = counts.events_unmonitored,
+        parked = counts.parked,
         skipped = counts.skipped,
         quarantined = counts.quarantined,
         hash_jobs = counts.hash_jobs,
         "blob ingested"
     );
     Ok(IngestOutcome::Ingested(counts))
+}
+
+/// How long after a record happened a discovery run must have started to be sure it saw the
+/// record's owner: the directory is eventually consistent, so a user created or added to a
+/// group just before a run started may be missing from its listing.
+pub fn discovery_slack() -> chrono::Duration {
+    chrono::Duration::minutes(10)
+}
+
+/// Whether the connection's last finished discovery run can place a record whose OneDrive no
+/// drive record names: a run of the scope in force now, started after the record happened (and
+/// [`discovery_slack`]), listed every monitored user's OneDrive, so the record's owner is not
+/// monitored. Anything newer waits parked for the next run.
+struct Placement {
+    /// When the last finished run of the current scope started.
+    run_started: Option<DateTime<Utc>>,
+}
+
+impl Placement {
+    async fn of(ports: &IngestPorts<'_>, connection: &Connection, elsewhere: &[FileEvent]) -> Result<Self, PortError> {
+        let Some(run) = connection.last_discovery.as_ref() else {
+            return Ok(Self { run_started: None });
+        };
+        if elsewhere.iter().all(|e| e.site_key.is_none()) {
+            return Ok(Self { run_started: None });
+        }
+        let scope = ports
+            .state
+            .scope(&connection.id)
+            .await?
+            .unwrap_or_else(crate::scope::Scope::all_users);
+        let same_scope = run.scope_version.as_deref() == Some(scope.version.as_str());
+        Ok(Self {
+            run_started: same_scope.then_some(run.started_at),
+        })
+    }
+
+    fn owner_not_monitored(&self, event: &FileEvent) -> bool {
+        self.run_started
+            .is_some_and(|started| event.observed_at + discovery_slack() < started)
+    }
 }
 
 /// Gives each event of a monitored drive its item id, looked up by path per drive.
