@@ -40,13 +40,18 @@ pub enum ConnectionAddError {
     #[error("a connection named {0:?} already exists; choose another id or remove it first")]
     IdTaken(String),
     #[error(
-        "tenant {tenant} is already registered as a {kind} connection ({existing:?}); a tenant can be registered once per kind: deauthorize or remove {existing:?} first"
+        "tenant {tenant} is already registered as a {kind} connection ({existing:?}); a tenant can be registered once per kind: use {existing:?}, or remove it first (`filetrail connection remove {existing}`)"
     )]
     AlreadyRegistered {
         tenant: String,
         kind: String,
         existing: String,
     },
+    #[error(
+        "--tenant-id {0:?} is not a directory id: with --skip-checks give the tenant's Directory (tenant) ID, a GUID \
+         (Entra admin center > Overview > Tenant ID), or drop --skip-checks and filetrail reads it from the app's token"
+    )]
+    TenantNotAnId(String),
     #[error(transparent)]
     Store(#[from] filetrail_core::PortError),
 }
@@ -81,6 +86,23 @@ pub async fn check_unique(state: &dyn StateStore, new: &NewConnection) -> Result
         }
     }
     Ok(())
+}
+
+/// Whether `tenant` is a directory id (a GUID), not a domain name.
+pub fn is_tenant_guid(tenant: &str) -> bool {
+    let groups: Vec<&str> = tenant.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Refuses a tenant named by its domain when the credentials are not checked: only a token
+/// tells which directory a domain names, and a tenant is registered once per kind by its id.
+pub fn require_tenant_guid(tenant: &str) -> Result<(), ConnectionAddError> {
+    if is_tenant_guid(tenant) {
+        Ok(())
+    } else {
+        Err(ConnectionAddError::TenantNotAnId(tenant.to_owned()))
+    }
 }
 
 /// The record stored for a new connection whose secret lives at `secret_id`.
@@ -708,6 +730,25 @@ mod tests {
         assert!(lines[1].contains("active") && lines[1].ends_with("off"), "{text}");
         assert!(lines[2].contains("deauthorized") && lines[2].ends_with("on"), "{text}");
         assert!(lines[1].contains("2026-11-30 09:00 UTC"));
+    }
+
+    #[test]
+    fn a_tenant_id_is_a_guid_and_a_domain_is_not() {
+        assert!(is_tenant_guid("7a3c9d2e-41f5-4b6a-9c8d-2e1f0a9b8c7d"));
+        assert!(is_tenant_guid("7A3C9D2E-41F5-4B6A-9C8D-2E1F0A9B8C7D"));
+        for not in [
+            "contoso.onmicrosoft.com",
+            "7a3c9d2e41f54b6a9c8d2e1f0a9b8c7d",
+            "7a3c9d2e-41f5-4b6a-9c8d-2e1f0a9b8c7g",
+            "",
+        ] {
+            assert!(!is_tenant_guid(not), "{not}");
+            let e = require_tenant_guid(not)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(&format!("{not:?}")) && e.contains("GUID"), "{e}");
+        }
     }
 
     #[test]

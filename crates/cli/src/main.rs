@@ -836,9 +836,11 @@ async fn connection_add(args: AddArgs) -> anyhow::Result<()> {
         trusted_domains: args.trusted_domains,
         drive_cap: args.drive_cap,
     };
+    let mut new = new;
     connection::check_unique(&state, &new).await?;
     let secret = read_secret(args.secret_file.as_deref())?;
     if args.skip_checks {
+        connection::require_tenant_guid(&new.tenant_id)?;
         eprintln!(
             "Not checking the credentials (--skip-checks); `filetrail status` reports problems after the first discovery run."
         );
@@ -850,6 +852,13 @@ async fn connection_add(args: AddArgs) -> anyhow::Result<()> {
         let report = connection::check_credentials(&new, &secret, args.write_mode).await?;
         for (permission, note) in report.notes() {
             eprintln!("note: {}: {note}", permission.name());
+        }
+        // A tenant named by a domain is stored by its directory id, so the once-per-kind rule
+        // sees one tenant however it was named.
+        if let Some(tid) = report.tenant_id.filter(|tid| !tid.eq_ignore_ascii_case(&new.tenant_id)) {
+            eprintln!("Tenant {} is directory {tid}.", new.tenant_id);
+            new.tenant_id = tid;
+            connection::check_unique(&state, &new).await?;
         }
     }
     let secret_id = aws

@@ -237,6 +237,67 @@ async fn add_checks_the_credentials_and_permissions_then_registers_once_per_kind
     assert_eq!(d.state().await.connections().await.unwrap().len(), 1);
 }
 
+/// The same tenant named by its domain is the same tenant: refused once per kind, as by its id.
+/// (Accepted, its discovery changed the first connection's drives.) A first registration by
+/// domain is stored by the directory id its token names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_named_by_its_domain_is_stored_by_its_id_and_registered_once_per_kind() {
+    let d = Deployment::start("conn-domain").await;
+    let (login, graph) = (d.sim.login_url(), d.sim.graph_url());
+    let domain = d.sim.tenant_domain().to_owned();
+    let by_domain = |id: &'static str, extra: &'static [&'static str]| {
+        let mut args = vec![
+            "connection".to_owned(),
+            "add".to_owned(),
+            id.to_owned(),
+            "--tenant-id".to_owned(),
+            domain.clone(),
+            "--client-id".to_owned(),
+            d.sim.client_id().to_owned(),
+            "--login-url".to_owned(),
+            login.clone(),
+            "--graph-url".to_owned(),
+            graph.clone(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    };
+    let secret = format!("{}\n", d.sim.client_secret());
+    let run = |args: Vec<String>| {
+        let secret = secret.clone();
+        let d = &d;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            d.run(&args, &secret).await
+        }
+    };
+
+    let (ok, _, err) = run(by_domain("contoso", &[])).await;
+    assert!(ok, "{err}");
+    let stored = d.state().await.connection("contoso").await.unwrap().unwrap();
+    assert_eq!(
+        stored.tenant_id,
+        d.sim.tenant_id().to_ascii_lowercase(),
+        "stored by its directory id"
+    );
+
+    // Again by domain, and by id: the same tenant, refused.
+    let (ok, _, err) = run(by_domain("contoso-2", &[])).await;
+    assert!(
+        !ok && err.contains("already registered") && err.contains("\"contoso\""),
+        "{err}"
+    );
+    let (ok, _, err) = d.add_ok("contoso-3", &[]).await;
+    assert!(!ok && err.contains("already registered"), "{err}");
+    // Unchecked, a domain cannot be resolved: refused with what to give instead.
+    let (ok, _, err) = run(by_domain("contoso-4", &["--skip-checks", "--kind", "email"])).await;
+    assert!(
+        !ok && err.contains("not a directory id") && err.contains(&domain),
+        "{err}"
+    );
+    assert_eq!(d.state().await.connections().await.unwrap().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_with_a_wrong_secret_gives_entras_error_with_its_fix_and_stores_nothing() {
     let d = Deployment::start("conn-badsecret").await;

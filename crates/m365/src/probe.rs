@@ -118,6 +118,9 @@ pub enum Check {
 #[derive(Debug, Clone, Default)]
 pub struct ProbeReport {
     pub checks: Vec<(Permission, Check)>,
+    /// The directory id the Graph token was issued for (its `tid` claim): a tenant named by
+    /// its domain resolves to it.
+    pub tenant_id: Option<String>,
 }
 
 impl ProbeReport {
@@ -254,6 +257,22 @@ pub fn token_roles(token: &str) -> Option<Vec<String>> {
     serde_json::from_slice::<Claims>(&bytes).ok()?.roles
 }
 
+/// The `tid` claim of an access token (the directory id, a GUID, whatever name the token was
+/// asked for with), or `None` when it has none or is not a JWT. Read, never validated.
+#[must_use]
+pub fn token_tenant(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Claims {
+        tid: Option<String>,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<Claims>(&bytes)
+        .ok()?
+        .tid
+        .map(|t| t.to_ascii_lowercase())
+}
+
 /// Whether an Entra refusal is about the credentials an admin typed (wrong tenant, app id or
 /// secret), as opposed to a transient failure.
 #[must_use]
@@ -320,7 +339,10 @@ pub async fn probe(
 ) -> Result<ProbeReport, M365Error> {
     let token = graph.tokens().token().await?;
     let roles = token_roles(token.secret());
-    let mut report = ProbeReport::default();
+    let mut report = ProbeReport {
+        tenant_id: token_tenant(token.secret()),
+        ..ProbeReport::default()
+    };
 
     #[derive(Deserialize)]
     struct Page {
@@ -447,6 +469,18 @@ mod tests {
     }
 
     #[test]
+    fn the_tenant_is_read_from_the_token_tid_claim_in_lowercase() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"aud":"x","tid":"7A3C9D2E-41F5-4B6A-9C8D-2E1F0A9B8C7D"}"#);
+        assert_eq!(
+            token_tenant(&format!("h.{payload}.s")).as_deref(),
+            Some("7a3c9d2e-41f5-4b6a-9c8d-2e1f0a9b8c7d")
+        );
+        assert_eq!(token_tenant("not-a-jwt"), None);
+        let none = URL_SAFE_NO_PAD.encode(r#"{"aud":"x"}"#);
+        assert_eq!(token_tenant(&format!("h.{none}.s")), None);
+    }
+
+    #[test]
     fn roles_are_read_from_the_token_payload() {
         let payload = URL_SAFE_NO_PAD.encode(r#"{"aud":"x","roles":["Files.Read.All","Mail.Read"]}"#);
         let token = format!("eyJhbGciOiJub25lIn0.{payload}.sig");
@@ -462,6 +496,7 @@ mod tests {
     #[test]
     fn the_report_lists_every_missing_permission_with_how_to_grant_it() {
         let report = ProbeReport {
+            tenant_id: None,
             checks: vec![
                 (Permission::DirectoryRead, Check::Missing { detail: "403".into() }),
                 (Permission::FilesRead, Check::Granted),
@@ -495,6 +530,7 @@ mod tests {
     #[test]
     fn unknown_checks_are_notes_not_failures() {
         let report = ProbeReport {
+            tenant_id: None,
             checks: vec![(
                 Permission::FilesRead,
                 Check::Unknown {

@@ -164,7 +164,7 @@ pub(crate) struct TokenAuthority {
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
     pub(crate) tenant_id: String,
-    domain: String,
+    pub(crate) domain: String,
     service_principal_id: String,
     /// Application roles Graph tokens issued from now on carry; none means no `roles` claim.
     graph_roles: RwLock<Vec<String>>,

@@ -291,6 +291,13 @@ impl SimHandle {
         self.state.tenant.tenant_id()
     }
 
+    /// The tenant's initial domain (`contoso.onmicrosoft.com`): Entra accepts it in place of the
+    /// tenant id in token URLs.
+    #[must_use]
+    pub fn tenant_domain(&self) -> &str {
+        &self.state.auth.domain
+    }
+
     /// The registered application's client id.
     #[must_use]
     pub fn client_id(&self) -> &str {
