@@ -275,6 +275,61 @@ impl Table {
         Ok(())
     }
 
+    /// Puts `item` if `condition` holds (with `#name` → attribute and `:value` placeholders);
+    /// `Ok(false)` when it does not.
+    pub async fn put_if(
+        &self,
+        item: Item,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<bool, AwsError> {
+        self.counts.wrote();
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .condition_expression(condition);
+        for (placeholder, attr) in names {
+            request = request.expression_attribute_names(*placeholder, *attr);
+        }
+        for (placeholder, value) in values {
+            request = request.expression_attribute_values(placeholder, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e) => self.condition_failed("PutItem", e, |se| se.is_conditional_check_failed_exception()),
+        }
+    }
+
+    /// Deletes the item of `key` if `condition` holds; `Ok(false)` when it does not.
+    pub async fn delete_if(
+        &self,
+        key: Item,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<bool, AwsError> {
+        self.counts.wrote();
+        let mut request = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .set_key(Some(key))
+            .condition_expression(condition);
+        for (placeholder, attr) in names {
+            request = request.expression_attribute_names(*placeholder, *attr);
+        }
+        for (placeholder, value) in values {
+            request = request.expression_attribute_values(placeholder, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e) => self.condition_failed("DeleteItem", e, |se| se.is_conditional_check_failed_exception()),
+        }
+    }
+
     /// A Query of this table, to be completed with its key condition.
     pub fn query(&self) -> QueryFluentBuilder {
         self.client.query().table_name(&self.name)

@@ -74,6 +74,16 @@ impl SqsQueue {
     /// once every job was accepted; otherwise fails — possibly after earlier batches were sent,
     /// which is safe because every consumer is idempotent under redelivery.
     pub async fn send_jobs<T: Serialize>(&self, jobs: &[T], setting: &'static str) -> Result<(), AwsError> {
+        self.send_jobs_delayed(jobs, setting, 0).await
+    }
+
+    /// [`Self::send_jobs`] with `DelaySeconds` on every message (0 to 900).
+    pub async fn send_jobs_delayed<T: Serialize>(
+        &self,
+        jobs: &[T],
+        setting: &'static str,
+        delay_seconds: i32,
+    ) -> Result<(), AwsError> {
         let bodies = jobs
             .iter()
             .map(|j| {
@@ -95,12 +105,12 @@ impl SqsQueue {
                     fix: "this is a bug in filetrail: jobs must stay small".into(),
                 })));
             }
-            self.send_batch(batch, setting).await?;
+            self.send_batch(batch, setting, delay_seconds).await?;
         }
         Ok(())
     }
 
-    async fn send_batch(&self, batch: &[String], setting: &'static str) -> Result<(), AwsError> {
+    async fn send_batch(&self, batch: &[String], setting: &'static str, delay_seconds: i32) -> Result<(), AwsError> {
         // Entry ids are the body's index within the batch: unique per request, as SQS requires.
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         let mut delay = SEND_BACKOFF_START;
@@ -112,6 +122,7 @@ impl SqsQueue {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(&batch[i])
+                        .set_delay_seconds((delay_seconds > 0).then_some(delay_seconds))
                         .build()
                         .map_err(|e| AwsError::Encode {
                             what: "queue entry",
@@ -216,7 +227,16 @@ impl HashQueue for SqsQueue {
     async fn enqueue_hashes(&self, jobs: &[HashJob]) -> PortResult<()> {
         Ok(self.send_jobs(jobs, HASH_QUEUE_URL_VAR).await?)
     }
+
+    /// `DelaySeconds` on every entry (capped at SQS's 900).
+    async fn enqueue_hashes_after(&self, jobs: &[HashJob], delay: std::time::Duration) -> PortResult<()> {
+        let seconds = i32::try_from(delay.as_secs().min(MAX_DELAY_SECONDS)).unwrap_or(0);
+        Ok(self.send_jobs_delayed(jobs, HASH_QUEUE_URL_VAR, seconds).await?)
+    }
 }
+
+/// The longest `DelaySeconds` SQS accepts.
+const MAX_DELAY_SECONDS: u64 = 900;
 
 #[cfg(test)]
 mod tests {

@@ -226,25 +226,14 @@ impl DynamoStateStore {
     /// Returns whether it was written.
     async fn put_if_not_older(&self, mut item: Item, uploaded_ms: u64) -> Result<bool, AwsError> {
         item.insert("uploaded_ms".into(), n(uploaded_ms));
-        self.table.counts.wrote();
-        let result = self
-            .table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk) OR #t <= :t")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#t", "uploaded_ms")
-            .expression_attribute_values(":t", n(uploaded_ms))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => self
-                .table
-                .condition_failed("PutItem", e, |se| se.is_conditional_check_failed_exception()),
-        }
+        self.table
+            .put_if(
+                item,
+                "attribute_not_exists(#pk) OR #t <= :t",
+                &[("#pk", PK), ("#t", "uploaded_ms")],
+                vec![(":t", n(uploaded_ms))],
+            )
+            .await
     }
 
     /// The items of partition `pk` whose sort key starts with `prefix`, all pages.

@@ -4,6 +4,9 @@
 //! Contract:
 //! - a version already hashed (same cTag on the inventory row) is not downloaded again; its
 //!   digests are given to the events that lack them;
+//! - a version is downloaded by one job at a time ([`VersionLease`]): a second job for it (two
+//!   blobs named the same change) comes back after [`LEASE_WAIT`] and takes the digests; a
+//!   lease held by a worker that died lapses with its invocation;
 //! - nothing is written to disk: the content goes from the socket to the two digests;
 //! - a file larger than one invocation can hash stops at the budget with the hasher's state
 //!   ([`HashCheckpoint`]) and the offset in a continuation job; the next invocation resumes the
@@ -95,6 +98,55 @@ pub struct HashContinuation {
     pub ctag: String,
     pub offset: u64,
     pub state: HashCheckpoint,
+    /// The holder of the version's lease ([`VersionLease`]), which the continuation keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+}
+
+/// The right to download one version of a file: two hash jobs for the same version (two blobs
+/// named the same change, or a redelivery) download it once. The other job waits
+/// ([`HashFileOutcome::Waiting`]) and, when it comes back, finds the digests stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionLease {
+    pub connection: String,
+    pub drive_id: String,
+    pub item_id: String,
+    pub ctag: String,
+    /// Who holds it: one job and its continuations.
+    pub holder: String,
+    /// When it lapses if not released (a worker that died holding it).
+    pub until: DateTime<Utc>,
+}
+
+/// Leases on versions being downloaded.
+#[async_trait::async_trait]
+pub trait HashLeases: Send + Sync {
+    /// Takes (or renews) `lease`: `true` when it is free, lapsed before `now`, or held by
+    /// `lease.holder` already; `false` when another holder has it.
+    async fn take_hash_lease(&self, lease: &VersionLease, now: DateTime<Utc>) -> PortResult<bool>;
+    /// Gives `lease` up, if `lease.holder` still holds it.
+    async fn release_hash_lease(&self, lease: &VersionLease) -> PortResult<()>;
+}
+
+/// How long a job waits before it looks again for the digests of a version another job is
+/// downloading.
+pub const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a lease outlives the invocation that took it: a worker that died holding it
+/// delays the version by at most this much past its time budget.
+pub fn lease_slack() -> chrono::Duration {
+    chrono::Duration::minutes(1)
+}
+/// The longest a Lambda invocation runs (15 minutes): a lease never needs to outlast it.
+fn longest_invocation() -> chrono::Duration {
+    chrono::Duration::minutes(15)
+}
+
+/// A fresh lease holder id: random, so two jobs never share one.
+fn new_holder(now: DateTime<Utc>) -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(now.timestamp_nanos_opt().unwrap_or_default());
+    format!("{:016x}", h.finish())
 }
 
 /// The ports hashing needs; `content` belongs to the job's connection.
@@ -106,6 +158,8 @@ pub struct HashPorts<'a> {
     pub queue: &'a dyn HashQueue,
     /// Where windows already exported whose events got an outcome are noted for rewriting.
     pub exports: &'a dyn StaleExportMarks,
+    /// One download per version, whatever jobs run at once.
+    pub leases: &'a dyn HashLeases,
 }
 
 /// How hashing one file ended.
@@ -124,6 +178,9 @@ pub enum HashFileOutcome {
     Deleted,
     /// The item changed while it was downloaded; a fresh job was enqueued.
     Changed,
+    /// Another job is downloading this version; this one comes back after [`LEASE_WAIT`]
+    /// and takes its digests.
+    Waiting,
     /// Not a file (folder), or the connection is not active.
     Skipped {
         reason: String,
@@ -160,30 +217,104 @@ pub async fn hash_file(
             reason: "not a file".to_owned(),
         });
     };
-    let stored = ports.inventory.file_hashes(drive, &[item.to_owned()]).await?;
-    if let Some((_, hashes)) = stored.into_iter().find(|(_, h)| h.ctag == ctag) {
-        let (updated, events) = give_to_events(ports, drive, item, hashes.clone(), version.modified_at, now).await?;
-        if updated != hashes {
-            // A content change of this version arrived since: the version starts later.
-            ports
-                .inventory
-                .set_file_hash(&job.connection, drive, item, &HashOutcome::Hashed(updated))
-                .await?;
-        }
-        return Ok(HashFileOutcome::AlreadyHashed { events });
+    if let Some(done) = reuse_stored(ports, job, &version, &ctag, now).await? {
+        return Ok(done);
     }
 
-    let mut sink = match &job.continuation {
-        Some(c) if c.ctag == ctag => HasherSink {
+    let resumed = job.continuation.as_ref().filter(|c| c.ctag == ctag);
+    let lease = VersionLease {
+        connection: job.connection.clone(),
+        drive_id: drive.to_owned(),
+        item_id: item.to_owned(),
+        ctag: ctag.clone(),
+        holder: resumed.and_then(|c| c.lease.clone()).unwrap_or_else(|| new_holder(now)),
+        until: now + lease_term(budget) + lease_slack(),
+    };
+    if !ports.leases.take_hash_lease(&lease, now).await? {
+        info!(
+            drive,
+            item, ctag, "another job is downloading this version; waiting for its digests"
+        );
+        ports
+            .queue
+            .enqueue_hashes_after(std::slice::from_ref(job), LEASE_WAIT)
+            .await?;
+        return Ok(HashFileOutcome::Waiting);
+    }
+    let outcome = download_and_record(ports, job, &version, ctag, resumed, &lease, tuning, budget, now).await;
+    // A continuation keeps the lease; every other end gives it up (a failure too: a retry
+    // takes it again, and another job need not wait for the lease to lapse).
+    if !matches!(outcome, Ok(HashFileOutcome::Continued { .. })) {
+        ports.leases.release_hash_lease(&lease).await?;
+    }
+    outcome
+}
+
+/// When this version was hashed before: gives its digests to the events that lack them (and
+/// moves the version's start if a content change of it arrived since). `None` otherwise.
+async fn reuse_stored(
+    ports: &HashPorts<'_>,
+    job: &HashJob,
+    version: &ItemVersion,
+    ctag: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<HashFileOutcome>, PortError> {
+    let (drive, item) = (job.drive_id.as_str(), job.item_id.as_str());
+    let stored = ports.inventory.file_hashes(drive, &[item.to_owned()]).await?;
+    let Some((_, hashes)) = stored.into_iter().find(|(_, h)| h.ctag == ctag) else {
+        return Ok(None);
+    };
+    let (updated, events) = give_to_events(ports, drive, item, hashes.clone(), version.modified_at, now).await?;
+    if updated != hashes {
+        // A content change of this version arrived since: the version starts later.
+        ports
+            .inventory
+            .set_file_hash(&job.connection, drive, item, &HashOutcome::Hashed(updated))
+            .await?;
+    }
+    Ok(Some(HashFileOutcome::AlreadyHashed { events }))
+}
+
+/// How long this invocation may still run, at most a whole Lambda invocation.
+fn lease_term(budget: &dyn Budget) -> chrono::Duration {
+    budget
+        .stop_at()
+        .map(|at| at.saturating_duration_since(std::time::Instant::now()))
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .map_or(longest_invocation(), |d| d.min(longest_invocation()))
+}
+
+/// Downloads the version under the lease, and records its digests (or why there are none).
+#[allow(clippy::too_many_arguments)]
+async fn download_and_record(
+    ports: &HashPorts<'_>,
+    job: &HashJob,
+    version: &ItemVersion,
+    ctag: String,
+    resumed: Option<&HashContinuation>,
+    lease: &VersionLease,
+    tuning: HasherTuning,
+    budget: &dyn Budget,
+    now: DateTime<Utc>,
+) -> Result<HashFileOutcome, PortError> {
+    let (drive, item) = (job.drive_id.as_str(), job.item_id.as_str());
+    // Another job may have finished this version between our check and the lease.
+    if resumed.is_none()
+        && let Some(done) = reuse_stored(ports, job, version, &ctag, now).await?
+    {
+        return Ok(done);
+    }
+    let mut sink = match resumed {
+        Some(c) => HasherSink {
             hasher: DualHasher::resume(&c.state, tuning).map_err(hash_failed)?,
         },
-        _ => HasherSink {
+        None => HasherSink {
             hasher: DualHasher::with_tuning(tuning).map_err(hash_failed)?,
         },
     };
     let end = ports
         .content
-        .stream_content(drive, item, &version, &mut sink, budget)
+        .stream_content(drive, item, version, &mut sink, budget)
         .await?;
     let changed = || async {
         warn!(drive, item, "file changed while hashed; hashing again");
@@ -215,7 +346,12 @@ pub async fn hash_file(
             ports
                 .queue
                 .enqueue_hashes(&[HashJob {
-                    continuation: Some(HashContinuation { ctag, offset, state }),
+                    continuation: Some(HashContinuation {
+                        ctag,
+                        offset,
+                        state,
+                        lease: Some(lease.holder.clone()),
+                    }),
                     ..job.clone()
                 }])
                 .await?;

@@ -44,6 +44,8 @@ pub struct MemoryState {
     blobs: Mutex<BTreeMap<(String, String), DateTime<Utc>>>,
     ingested: Mutex<BTreeMap<(String, String), BlobCounts>>,
     parked: Mutex<BTreeMap<(String, String), ParkedBlob>>,
+    /// (connection, drive, item, cTag) → (holder, until).
+    leases: Mutex<BTreeMap<LeaseKey, (String, DateTime<Utc>)>>,
     exports: Mutex<HashMap<String, ExportCheckpoint>>,
     /// (connection, window) → marked at.
     stale_exports: Mutex<BTreeMap<(String, ExportWindow), DateTime<Utc>>>,
@@ -237,6 +239,40 @@ impl ActivityState for MemoryState {
             })
             .cloned()
             .collect())
+    }
+}
+
+#[async_trait]
+impl crate::hashing::HashLeases for MemoryState {
+    async fn take_hash_lease(&self, lease: &crate::hashing::VersionLease, now: DateTime<Utc>) -> PortResult<bool> {
+        let mut leases = lock(&self.leases);
+        let key = (
+            lease.connection.clone(),
+            lease.drive_id.clone(),
+            lease.item_id.clone(),
+            lease.ctag.clone(),
+        );
+        match leases.get(&key) {
+            Some((holder, until)) if *holder != lease.holder && *until >= now => Ok(false),
+            _ => {
+                leases.insert(key, (lease.holder.clone(), lease.until));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_hash_lease(&self, lease: &crate::hashing::VersionLease) -> PortResult<()> {
+        let mut leases = lock(&self.leases);
+        let key = (
+            lease.connection.clone(),
+            lease.drive_id.clone(),
+            lease.item_id.clone(),
+            lease.ctag.clone(),
+        );
+        if leases.get(&key).is_some_and(|(holder, _)| *holder == lease.holder) {
+            leases.remove(&key);
+        }
+        Ok(())
     }
 }
 
@@ -596,6 +632,9 @@ impl InventoryStore for MemoryInventory {
     }
 }
 
+/// A version lease's key: connection, drive, item, cTag.
+type LeaseKey = (String, String, String, String);
+
 /// A queue in memory that can be told to fail.
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
@@ -684,6 +723,11 @@ impl HashQueue for MemoryQueue {
         self.check()?;
         lock(&self.hashes).extend_from_slice(jobs);
         Ok(())
+    }
+
+    /// Delays are not modelled: the job is queued at once (tests take jobs explicitly).
+    async fn enqueue_hashes_after(&self, jobs: &[HashJob], _delay: std::time::Duration) -> PortResult<()> {
+        self.enqueue_hashes(jobs).await
     }
 }
 

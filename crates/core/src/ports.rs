@@ -421,6 +421,9 @@ pub trait BlobQueue: Send + Sync {
 #[async_trait]
 pub trait HashQueue: Send + Sync {
     async fn enqueue_hashes(&self, jobs: &[HashJob]) -> PortResult<()>;
+    /// Enqueues jobs that become visible only after `delay` (at most 15 minutes, SQS's
+    /// `DelaySeconds`): a job waiting for another worker's download of the same version.
+    async fn enqueue_hashes_after(&self, jobs: &[HashJob], delay: std::time::Duration) -> PortResult<()>;
 }
 
 /// Reads items' permissions (Graph `GET /drives/{d}/items/{i}/permissions`, batched).

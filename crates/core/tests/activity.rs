@@ -65,6 +65,8 @@ async fn state_with_connection() -> MemoryState {
 struct Queues {
     blobs: Mutex<Vec<BlobJob>>,
     hashes: Mutex<Vec<HashJob>>,
+    /// Jobs enqueued to come back later, with their delay.
+    delayed: Mutex<Vec<(HashJob, std::time::Duration)>>,
     index: Mutex<Vec<IndexJob>>,
     fail_blobs: Mutex<u32>,
 }
@@ -86,6 +88,14 @@ impl BlobQueue for Queues {
 impl HashQueue for Queues {
     async fn enqueue_hashes(&self, jobs: &[HashJob]) -> PortResult<()> {
         self.hashes.lock().unwrap().extend_from_slice(jobs);
+        Ok(())
+    }
+
+    async fn enqueue_hashes_after(&self, jobs: &[HashJob], delay: std::time::Duration) -> PortResult<()> {
+        self.delayed
+            .lock()
+            .unwrap()
+            .extend(jobs.iter().map(|j| (j.clone(), delay)));
         Ok(())
     }
 }
@@ -1155,6 +1165,8 @@ impl FileContent for FakeContent {
             let end = (at + 1000).min(bytes.len());
             sink.accept(Bytes::copy_from_slice(&bytes[at..end]))?;
             at = end;
+            // A chunk arrives from the network: other jobs run meanwhile.
+            tokio::task::yield_now().await;
         }
         // The file changed under the download: the last response's ETag tells.
         if let Some(next) = self.change_after_download.lock().unwrap().take() {
@@ -1234,6 +1246,7 @@ impl HashWorld {
             events: &self.events,
             queue: &self.queues,
             exports: &self.state,
+            leases: &self.state,
         }
     }
 
@@ -1339,6 +1352,111 @@ async fn a_file_is_hashed_once_and_its_digests_go_to_the_events_of_that_version(
     assert!(matches!(again, HashFileOutcome::AlreadyHashed { .. }), "{again:?}");
     assert_eq!(*w.content.downloads.lock().unwrap(), 1);
     assert_eq!(w.state.stale_windows(CONN).await.unwrap(), stale);
+}
+
+/// Two jobs for the same version (two blobs named the same change) run at once: one downloads,
+/// the other comes back later and takes the stored digests. One download.
+#[tokio::test]
+async fn two_jobs_for_one_version_download_it_once_and_the_second_takes_the_digests() {
+    let bytes = content_bytes(25_000, 3);
+    let modified = now() - Duration::hours(1);
+    let w = HashWorld::new(FakeContent::new("\"c:{Q3},7\"", bytes.clone(), modified)).await;
+    w.events
+        .insert_events(&[event("upload", FileEventType::Created, modified)])
+        .await
+        .unwrap();
+
+    let (job_a, job_b) = (job(), job());
+    let (budget_a, budget_b) = (Deadline::unlimited(), Deadline::unlimited());
+    let (a, b) = tokio::join!(w.hash(&job_a, &budget_a), w.hash(&job_b, &budget_b));
+
+    let outcomes = [&a, &b];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, HashFileOutcome::Hashed(_)))
+            .count(),
+        1,
+        "{a:?} {b:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, HashFileOutcome::Waiting))
+            .count(),
+        1,
+        "{a:?} {b:?}"
+    );
+    assert_eq!(*w.content.downloads.lock().unwrap(), 1);
+    let delayed = w.queues.delayed.lock().unwrap().clone();
+    assert_eq!(
+        delayed,
+        [(job(), filetrail_core::hashing::LEASE_WAIT)],
+        "the waiting job comes back"
+    );
+
+    // It comes back after the download: the digests are there, nothing is downloaded again.
+    let back = w.hash(&delayed[0].0, &Deadline::unlimited()).await;
+    assert!(matches!(back, HashFileOutcome::AlreadyHashed { events: 1 }), "{back:?}");
+    assert_eq!(*w.content.downloads.lock().unwrap(), 1);
+    let HashOutcome::Hashed(h) = w.stored().await[0].hash.clone().unwrap() else {
+        panic!("the upload has its digests")
+    };
+    assert_eq!(h.sha256, sha256_hex(&bytes));
+}
+
+/// A worker that died holding the lease delays the version only until the lease lapses; a
+/// large file's continuation keeps the lease, so a second job waits for it rather than
+/// downloading the same bytes again.
+#[tokio::test]
+async fn a_lapsed_lease_is_taken_over_and_a_continuation_keeps_its_own() {
+    use filetrail_core::hashing::{HashLeases as _, VersionLease};
+    let bytes = content_bytes(10_000, 4);
+    let modified = now() - Duration::hours(1);
+    let w = HashWorld::new(FakeContent::new("\"c:{Q3},8\"", bytes.clone(), modified)).await;
+    let dead = VersionLease {
+        connection: CONN.into(),
+        drive_id: "d-alice".into(),
+        item_id: "i-q3".into(),
+        ctag: "\"c:{Q3},8\"".into(),
+        holder: "a-worker-that-died".into(),
+        until: now() + Duration::minutes(3),
+    };
+    assert!(w.state.take_hash_lease(&dead, now()).await.unwrap());
+    assert_eq!(w.hash(&job(), &Deadline::unlimited()).await, HashFileOutcome::Waiting);
+    assert_eq!(*w.content.downloads.lock().unwrap(), 0);
+
+    // Lapsed: taken over (the lease's term is in the past for this clock).
+    let lapsed = VersionLease {
+        until: now() - Duration::seconds(1),
+        ..dead
+    };
+    assert!(
+        w.state
+            .take_hash_lease(&lapsed, now() - Duration::minutes(10))
+            .await
+            .unwrap()
+    );
+    let first = w.hash(&job(), &Deadline::unlimited().with_max_units(Some(1))).await;
+    let HashFileOutcome::Continued { .. } = first else {
+        panic!("the budget of one chunk stops it: {first:?}")
+    };
+    let continuation = w.queues.hashes.lock().unwrap().last().cloned().unwrap();
+    assert!(
+        continuation
+            .continuation
+            .as_ref()
+            .and_then(|c| c.lease.as_ref())
+            .is_some(),
+        "the continuation carries its lease"
+    );
+    // Meanwhile another job for the version waits; the continuation finishes it.
+    assert_eq!(w.hash(&job(), &Deadline::unlimited()).await, HashFileOutcome::Waiting);
+    let done = w.hash(&continuation, &Deadline::unlimited()).await;
+    assert!(matches!(done, HashFileOutcome::Hashed(_)), "{done:?}");
+    // Released: a new version or job is not held up.
+    let later = w.hash(&job(), &Deadline::unlimited()).await;
+    assert!(matches!(later, HashFileOutcome::AlreadyHashed { .. }), "{later:?}");
 }
 
 /// Export marks that fail from the `fail_from`-th call on.

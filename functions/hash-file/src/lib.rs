@@ -95,6 +95,7 @@ async fn run_job(ctx: &Context, job: &HashJob, deadline: Instant) -> Result<(), 
         events: &ctx.events,
         queue: &ctx.hash_queue,
         exports: &ctx.export_marks,
+        leases: &ctx.state,
     };
     let budget = ctx.settings.budget(deadline);
     match hash_file(&ports, job, HasherTuning::default(), &budget, chrono::Utc::now()).await {

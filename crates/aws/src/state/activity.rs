@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use filetrail_core::activity::{ActivityCheckpoint, BlobCounts, BlobTotals, ContentBlob, ParkedBlob};
 use filetrail_core::audit::location::{percent_decode, personal_site_key};
+use filetrail_core::hashing::{HashLeases, VersionLease};
 use filetrail_core::model::DriveRecord;
 use filetrail_core::ports::{ActivityState, PortResult, StateStore};
 use futures_util::{StreamExt, stream};
@@ -257,6 +258,50 @@ impl ActivityState for DynamoStateStore {
         let ids: Vec<String> = ids.into_iter().collect();
         let drives = self.drives(&ids).await?;
         Ok(drives.into_iter().filter(|d| d.connection == connection).collect())
+    }
+}
+
+/// Epoch milliseconds, compared as a number in conditions.
+fn millis(t: &DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp_millis()).unwrap_or_default()
+}
+
+/// The sort key of a version's hash lease, beside the connection (`CONN#{connection}`).
+fn lease_sk(lease: &VersionLease) -> String {
+    format!("HASHLEASE#{}#{}#{}", lease.drive_id, lease.item_id, lease.ctag)
+}
+
+#[async_trait]
+impl HashLeases for DynamoStateStore {
+    /// One conditional PutItem: the lease is written when absent, lapsed or ours. Kept a day
+    /// past its term by the table's TTL.
+    async fn take_hash_lease(&self, lease: &VersionLease, now: DateTime<Utc>) -> PortResult<bool> {
+        let mut item = key(conn_pk(&lease.connection), lease_sk(lease));
+        item.insert("holder".into(), s(&lease.holder));
+        item.insert("until_ms".into(), n(millis(&lease.until)));
+        item.insert(EXPIRES_AT.into(), n(epoch(&(lease.until + Duration::days(1)))));
+        Ok(self
+            .table
+            .put_if(
+                item,
+                "attribute_not_exists(#pk) OR #until < :now OR #holder = :holder",
+                &[("#pk", PK), ("#until", "until_ms"), ("#holder", "holder")],
+                vec![(":now", n(millis(&now))), (":holder", s(&lease.holder))],
+            )
+            .await?)
+    }
+
+    /// One DeleteItem conditioned on the holder (a lease taken over since is left alone).
+    async fn release_hash_lease(&self, lease: &VersionLease) -> PortResult<()> {
+        self.table
+            .delete_if(
+                key(conn_pk(&lease.connection), lease_sk(lease)),
+                "#holder = :holder",
+                &[("#holder", "holder")],
+                vec![(":holder", s(&lease.holder))],
+            )
+            .await?;
+        Ok(())
     }
 }
 

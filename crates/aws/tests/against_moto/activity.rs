@@ -474,3 +474,60 @@ async fn quarantined_records_of_a_blob_are_one_json_object_that_a_rewrite_replac
     assert_eq!(json["records"][0]["reason"]["kind"], "malformed");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_version_lease_is_held_by_one_holder_until_released_or_lapsed() -> anyhow::Result<()> {
+    use filetrail_core::hashing::{HashLeases, VersionLease};
+    let (store, _, _) = state().await?;
+    let now = at("2026-11-22T09:00:00Z")?;
+    let lease = |holder: &str, until| VersionLease {
+        connection: "contoso".into(),
+        drive_id: "b!alex".into(),
+        item_id: "01ITEM".into(),
+        ctag: "\"c:{A1},3\"".into(),
+        holder: holder.into(),
+        until,
+    };
+    let first = lease("job-a", now + Duration::minutes(15));
+    assert!(store.take_hash_lease(&first, now).await?);
+    assert!(
+        !store
+            .take_hash_lease(&lease("job-b", now + Duration::minutes(15)), now)
+            .await?
+    );
+    assert!(
+        store.take_hash_lease(&first, now + Duration::minutes(5)).await?,
+        "its holder renews it"
+    );
+    // Another version of the same file is another lease.
+    let other_version = VersionLease {
+        ctag: "\"c:{A1},4\"".into(),
+        ..lease("job-b", now + Duration::minutes(15))
+    };
+    assert!(store.take_hash_lease(&other_version, now).await?);
+    // Released only by its holder.
+    store.release_hash_lease(&lease("job-b", now)).await?;
+    assert!(
+        !store
+            .take_hash_lease(&lease("job-c", now + Duration::minutes(15)), now)
+            .await?
+    );
+    store.release_hash_lease(&first).await?;
+    assert!(
+        store
+            .take_hash_lease(&lease("job-c", now + Duration::minutes(15)), now)
+            .await?
+    );
+    // A holder that died: the lease lapses after its term.
+    assert!(
+        !store
+            .take_hash_lease(&lease("job-d", now + Duration::hours(1)), now + Duration::minutes(14))
+            .await?
+    );
+    assert!(
+        store
+            .take_hash_lease(&lease("job-d", now + Duration::hours(1)), now + Duration::minutes(16))
+            .await?
+    );
+    Ok(())
+}
