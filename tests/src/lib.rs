@@ -291,10 +291,10 @@ impl Stack {
                 break;
             }
         }
-        // Destination entries of moves and renames are index entries, not events; each must
-        // belong to a stored event.
+        // Destination entries of moves and renames and target entries of shares are index
+        // entries, not events; each must belong to a stored event.
         let (entries, keys): (Vec<String>, Vec<String>) =
-            (keys.into_iter()).partition(|k| k.ends_with(filetrail_aws::events::DESTINATION_SUFFIX));
+            (keys.into_iter()).partition(|k| filetrail_aws::events::event_key_of(k) != k);
         let mut events = BTreeMap::new();
         for chunk in keys.chunks(100) {
             for event in store.events_by_key(chunk).await? {
@@ -309,10 +309,7 @@ impl Stack {
         );
         for entry in &entries {
             let event = filetrail_aws::events::event_key_of(entry);
-            anyhow::ensure!(
-                events.contains_key(event),
-                "destination entry {entry} without its event"
-            );
+            anyhow::ensure!(events.contains_key(event), "index entry {entry} without its event");
         }
         Ok(events)
     }

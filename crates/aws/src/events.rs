@@ -10,8 +10,8 @@
 //! | `doc` | the [`EventRecord`] as JSON, without its `hash` | always |
 //! | `hash` | the [`HashOutcome`] as JSON | once hashed, or known to have no digest |
 //! | `event_type`, `low_signal` | the event's type (snake_case) and noise flag, for index filters | always |
-//! | `actor_pk` | `{connection}#{actor UPN, lowercase}` | the actor has a UPN |
-//! | `owner_pk` | `{connection}#{owner UPN, lowercase}` | the owner is known |
+//! | `actor_pk` | `{connection}#{user key of the actor's UPN, else address}` | the actor has either |
+//! | `owner_pk` | `{connection}#{user key of the owner's UPN}` | the owner is known |
 //! | `file_pk` | `{drive_id}#{item_id}` | the item is resolved |
 //! | `sha256`, `md5` | lowercase hex | hashed (sparse) |
 //! | `observed_sk` | `{observed_at, RFC 3339 UTC millis}#{record id}` | always |
@@ -28,10 +28,16 @@
 //! `--file-name` or `--path` search of the new name or place finds the event through it
 //! ([`event_key_of`] maps the entry to its event); the other indexes never see it.
 //!
+//! A share also has a *target entry* per person it names with an address (other than the
+//! owner), keyed `{connection}#{record id}~with{n}`, carrying `owner_pk` of that person: a
+//! `--user` search (which reads `by_actor` and `by_owner`) finds the files shared with them too.
+//! People are keyed by address, a guest's UPN (`dana_fabrikam.com#ext#@…`) by the address it
+//! was made from ([`filetrail_core::search::user_key`]), so a guest is found by `dana@fabrikam.com`.
+//!
 //! | index | partition | sort | projection | serves |
 //! |---|---|---|---|---|
 //! | `by_actor` | `actor_pk` | `observed_sk` | keys, `event_type`, `low_signal` | a user's activity in a time range, newest first |
-//! | `by_owner` | `owner_pk` | `observed_sk` | keys, `event_type`, `low_signal` | activity on a user's files in a time range |
+//! | `by_owner` | `owner_pk` | `observed_sk` | keys, `event_type`, `low_signal` | activity on a user's files, and shares with them, in a time range |
 //! | `by_file` | `file_pk` | `observed_sk` | keys, `event_type`, `low_signal` | a file's history ([`EventStore::file_events`]) |
 //! | `by_sha256` | `sha256` | `observed_sk` | keys, `event_type`, `low_signal` | events of a content by SHA-256 |
 //! | `by_md5` | `md5` | `observed_sk` | keys, `event_type`, `low_signal` | events of a content by MD5 |
@@ -95,6 +101,8 @@ pub const EXTERNAL_PK: &str = "external_pk";
 /// Ends the key of an event's destination entry (`{event key}~to`). Record ids are GUIDs (and
 /// filetrail's own ids are letters, digits and dashes), so no event key ends with it.
 pub const DESTINATION_SUFFIX: &str = "~to";
+/// Starts the suffix of an event's target entries (`{event key}~with{n}`).
+pub const TARGET_INFIX: &str = "~with";
 
 pub const BY_ACTOR: &str = "by_actor";
 pub const BY_OWNER: &str = "by_owner";
@@ -133,14 +141,14 @@ pub fn sort_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// `by_actor`'s partition of a connection's actor.
+/// `by_actor`'s partition of a connection's actor (a UPN or an address).
 pub fn actor_pk(connection: &str, upn: &str) -> String {
-    format!("{connection}#{}", upn.to_lowercase())
+    format!("{connection}#{}", filetrail_core::search::user_key(upn))
 }
 
-/// `by_owner`'s partition of a connection's file owner.
+/// `by_owner`'s partition of a connection's file owner (or of a person a share names).
 pub fn owner_pk(connection: &str, upn: &str) -> String {
-    format!("{connection}#{}", upn.to_lowercase())
+    format!("{connection}#{}", filetrail_core::search::user_key(upn))
 }
 
 /// `by_file`'s partition of a drive item.
@@ -175,10 +183,16 @@ pub fn day_shard_of(event_key: &str) -> u64 {
     shard_of(event_key) % DAY_SHARDS
 }
 
-/// The event an index entry stands for: the entry's own key, or for a destination entry
-/// (`{event key}~to`) the event it belongs to.
+/// The event an index entry stands for: the entry's own key, or for a destination or target
+/// entry (`{event key}~to`, `{event key}~with{n}`) the event it belongs to. Event keys hold no
+/// `~` (connection ids are slugs, record ids GUIDs).
 pub fn event_key_of(entry_key: &str) -> &str {
-    entry_key.strip_suffix(DESTINATION_SUFFIX).unwrap_or(entry_key)
+    entry_key.split_once('~').map_or(entry_key, |(event, _)| event)
+}
+
+/// The key of `event_key`'s `n`th target entry.
+pub fn target_key(event_key: &str, n: usize) -> String {
+    format!("{event_key}{TARGET_INFIX}{n}")
 }
 
 /// The key of `event_key`'s destination entry.
@@ -197,8 +211,11 @@ pub fn stored_keys(item: &Item) -> Vec<String> {
         _ => None,
     };
     let mut keys = vec![key.clone()];
-    if record.as_ref().is_some_and(|r| destination_item(r).is_some()) {
-        keys.push(destination_key(key));
+    if let Some(record) = &record {
+        keys.extend(entry_items(record).iter().filter_map(|i| match i.get(EVENT_KEY) {
+            Some(AttributeValue::S(k)) => Some(k.clone()),
+            _ => None,
+        }));
     }
     keys
 }
@@ -293,10 +310,10 @@ impl DynamoEventStore {
         Ok(record)
     }
 
-    /// Puts one event unless its key is stored (its destination entry first, if any);
-    /// `Some(key)` when inserted.
-    async fn insert_one(&self, key: String, item: Item, destination: Option<Item>) -> Result<Option<String>, AwsError> {
-        if let Some(entry) = destination {
+    /// Puts one event unless its key is stored (its destination and target entries first,
+    /// unconditionally, so a redelivery completes them); `Some(key)` when inserted.
+    async fn insert_one(&self, key: String, item: Item, entries: Vec<Item>) -> Result<Option<String>, AwsError> {
+        for entry in entries {
             self.table.put(entry).await?;
         }
         self.table.counts.wrote();
@@ -396,8 +413,12 @@ fn event_item(record: &EventRecord) -> Result<Item, AwsError> {
     item.insert(DOC.into(), json("event", &doc)?);
     item.insert(EVENT_TYPE.into(), s(event.event_type.as_str()));
     item.insert(LOW_SIGNAL.into(), AttributeValue::Bool(event.low_signal));
-    let upn = event.actor.upn.as_deref().filter(|u| !u.is_empty());
-    put_opt(&mut item, ACTOR_PK, upn.map(|u| s(actor_pk(&record.connection, u))));
+    let actor = (event.actor.upn.as_deref().filter(|u| !u.is_empty())).or(event
+        .actor
+        .email
+        .as_deref()
+        .filter(|e| !e.is_empty()));
+    put_opt(&mut item, ACTOR_PK, actor.map(|u| s(actor_pk(&record.connection, u))));
     let owner = event.owner_upn.as_deref().filter(|u| !u.is_empty());
     put_opt(&mut item, OWNER_PK, owner.map(|u| s(owner_pk(&record.connection, u))));
     if let (Some(drive), Some(file)) = (&event.drive_id, &event.item_id)
@@ -434,6 +455,35 @@ fn event_item(record: &EventRecord) -> Result<Item, AwsError> {
     }
     item.insert(EVENT_KEY.into(), s(key));
     Ok(item)
+}
+
+/// The entries an event has besides its item: its destination entry and its target entries.
+fn entry_items(record: &EventRecord) -> Vec<Item> {
+    let mut entries: Vec<Item> = destination_item(record).into_iter().collect();
+    entries.extend(target_items(record));
+    entries
+}
+
+/// One entry per person a share names with an address, other than the file's owner (whose
+/// `owner_pk` the event carries already), keyed in `by_owner` by that person.
+fn target_items(record: &EventRecord) -> Vec<Item> {
+    let event = &record.event;
+    let owner = event.owner_upn.as_deref().map(filetrail_core::search::user_key);
+    let sort = observed_sk(&event.observed_at, &event.id);
+    filetrail_core::search::sharing_targets(event)
+        .into_iter()
+        .filter(|person| Some(person) != owner.as_ref())
+        .enumerate()
+        .map(|(n, person)| {
+            let mut item = Item::new();
+            item.insert(EVENT_KEY.into(), s(target_key(&record.key(), n)));
+            item.insert(EVENT_TYPE.into(), s(event.event_type.as_str()));
+            item.insert(LOW_SIGNAL.into(), AttributeValue::Bool(event.low_signal));
+            item.insert(OWNER_PK.into(), s(owner_pk(&record.connection, &person)));
+            item.insert(OBSERVED_SK.into(), s(sort.clone()));
+            item
+        })
+        .collect()
 }
 
 /// The destination entry of a move, rename or copy (see the module docs): the `by_name` and
@@ -534,11 +584,11 @@ impl EventStore for DynamoEventStore {
         for record in events {
             let key = record.key();
             if seen.insert(key.clone()) {
-                items.push((key, event_item(record)?, destination_item(record)));
+                items.push((key, event_item(record)?, entry_items(record)));
             }
         }
         let results: Vec<Result<Option<String>, AwsError>> = stream::iter(items)
-            .map(|(key, item, destination)| self.insert_one(key, item, destination))
+            .map(|(key, item, entries)| self.insert_one(key, item, entries))
             .buffered(WRITE_CONCURRENCY)
             .collect()
             .await;

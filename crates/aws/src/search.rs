@@ -240,7 +240,9 @@ impl Run<'_> {
         let out = request.send().await.map_err(|e| table.err("Query", e))?;
         for item in out.items() {
             let f = table.fields(item, st.pk.clone());
-            st.buf.push_back((f.s(OBSERVED_SK)?, f.s(EVENT_KEY)?));
+            // A target entry (a share with this person) stands for its event.
+            st.buf
+                .push_back((f.s(OBSERVED_SK)?, event_key_of(&f.s(EVENT_KEY)?).to_owned()));
         }
         st.start = out.last_evaluated_key;
         st.done = st.start.is_none();

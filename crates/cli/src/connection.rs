@@ -40,6 +40,16 @@ pub enum ConnectionAddError {
     #[error("a connection named {0:?} already exists; choose another id or remove it first")]
     IdTaken(String),
     #[error(
+        "tenant {tenant} was registered as {existing:?}, removed with its history kept; delete that history with \
+         `filetrail connection remove {existing} --purge`, then register the tenant again"
+    )]
+    TenantOfRemoved { tenant: String, existing: String },
+    #[error(
+        "{0:?} names a removed connection whose history is kept and searchable; choose another id, or delete that \
+         history first with `filetrail connection remove {0} --purge`"
+    )]
+    IdOfRemoved(String),
+    #[error(
         "tenant {tenant} is already registered as a {kind} connection ({existing:?}); a tenant can be registered once per kind: use {existing:?}, or remove it first (`filetrail connection remove {existing}`)"
     )]
     AlreadyRegistered {
@@ -74,8 +84,19 @@ pub fn validate_id(id: &str) -> Result<(), ConnectionAddError> {
 pub async fn check_unique(state: &dyn StateStore, new: &NewConnection) -> Result<(), ConnectionAddError> {
     validate_id(&new.id)?;
     for c in state.connections().await? {
+        if c.id == new.id && c.state == ConnectionState::Removed {
+            return Err(ConnectionAddError::IdOfRemoved(new.id.clone()));
+        }
         if c.id == new.id {
             return Err(ConnectionAddError::IdTaken(new.id.clone()));
+        }
+        if c.kind == new.kind && c.tenant_id.eq_ignore_ascii_case(&new.tenant_id) && c.state == ConnectionState::Removed
+        {
+            // Its drives and checkpoints are still recorded under the tenant's ids.
+            return Err(ConnectionAddError::TenantOfRemoved {
+                tenant: new.tenant_id.clone(),
+                existing: c.id,
+            });
         }
         if c.kind == new.kind && c.tenant_id.eq_ignore_ascii_case(&new.tenant_id) {
             return Err(ConnectionAddError::AlreadyRegistered {
@@ -187,6 +208,11 @@ pub enum ManageError {
     AlreadyDeauthorized(String),
     #[error("connection {0:?} is active; only a deauthorized connection can be resumed")]
     AlreadyActive(String),
+    #[error(
+        "connection {0:?} was removed (its credentials are deleted, its history kept): `filetrail connection remove {0} \
+         --purge` deletes the history, then the tenant can be registered again"
+    )]
+    Removed(String),
     #[error(transparent)]
     Store(#[from] filetrail_core::PortError),
 }
@@ -208,6 +234,9 @@ pub async fn find(state: &dyn StateStore, id: &str) -> Result<Connection, Manage
 /// already deauthorized.
 pub async fn deauthorize(state: &dyn StateStore, id: &str) -> Result<Connection, ManageError> {
     let mut c = existing(state, id).await?;
+    if c.state == ConnectionState::Removed {
+        return Err(ManageError::Removed(id.to_owned()));
+    }
     if c.state == ConnectionState::Deauthorized {
         return Err(ManageError::AlreadyDeauthorized(id.to_owned()));
     }
@@ -220,6 +249,9 @@ pub async fn deauthorize(state: &dyn StateStore, id: &str) -> Result<Connection,
 /// activity poller continue from their stored checkpoints. Fails if it is unknown or active.
 pub async fn resume(state: &dyn StateStore, queue: &dyn DiscoverQueue, id: &str) -> Result<Connection, ManageError> {
     let mut c = existing(state, id).await?;
+    if c.state == ConnectionState::Removed {
+        return Err(ManageError::Removed(id.to_owned()));
+    }
     if c.state == ConnectionState::Active {
         return Err(ManageError::AlreadyActive(id.to_owned()));
     }
@@ -259,6 +291,7 @@ fn state_name(state: ConnectionState) -> String {
     match state {
         ConnectionState::Active => "active",
         ConnectionState::Deauthorized => "deauthorized",
+        ConnectionState::Removed => "removed",
     }
     .to_owned()
 }
@@ -681,17 +714,18 @@ pub async fn purge(
     Ok(purged)
 }
 
-/// Deletes only the connection record (`CONN#{id}` / `META`): `remove` without `--purge`, which
-/// keeps the history (drives, inventory, events) searchable.
-pub async fn delete_record(client: &aws_sdk_dynamodb::Client, state_table: &str, id: &str) -> anyhow::Result<()> {
-    client
-        .delete_item()
-        .table_name(state_table)
-        .key("pk", AttributeValue::S(format!("CONN#{id}")))
-        .key("sk", AttributeValue::S("META".to_owned()))
-        .send()
-        .await?;
-    Ok(())
+/// `remove` without `--purge`: the record stays, marked removed, so no work runs while the
+/// history (drives, inventory, events) stays searchable by the connection's name until a purge.
+/// Fails if it is unknown or already removed.
+pub async fn mark_removed(state: &dyn StateStore, id: &str) -> Result<Connection, ManageError> {
+    let mut c = existing(state, id).await?;
+    if c.state == ConnectionState::Removed {
+        return Err(ManageError::Removed(id.to_owned()));
+    }
+    c.state = ConnectionState::Removed;
+    c.last_error = None;
+    state.put_connection(&c).await?;
+    Ok(c)
 }
 
 #[cfg(test)]

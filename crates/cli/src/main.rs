@@ -909,6 +909,10 @@ async fn connection_remove(id: &str, purge: bool, yes: bool) -> anyhow::Result<(
             bail!("not confirmed; nothing was deleted");
         }
     }
+    if !purge {
+        // Marked first: every function drops the connection's work before its secret goes.
+        connection::mark_removed(&state, id).await?;
+    }
     let sm = aws_sdk_secretsmanager::Client::new(&aws.sdk);
     match sm
         .delete_secret()
@@ -947,9 +951,10 @@ async fn connection_remove(id: &str, purge: bool, yes: bool) -> anyhow::Result<(
             purged.state_items, purged.inventory_rows, purged.events, purged.objects
         );
     } else {
-        connection::delete_record(&ddb, aws.resources.require_state_table()?, id).await?;
-        println!("Removed {id:?}: its secret and registration. Its events and inventory stay searchable;");
-        println!("`filetrail connection remove {id} --purge` would delete them too.");
+        println!("Removed {id:?}: its secret is deleted and no work runs. Its events and inventory stay");
+        println!(
+            "searchable (`filetrail search --connection {id}`); `filetrail connection remove {id} --purge` deletes them."
+        );
     }
     Ok(())
 }

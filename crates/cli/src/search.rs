@@ -94,7 +94,7 @@ pub fn build(
         Some(u) if u.is_empty() || u.contains(char::is_whitespace) => {
             return Err(SearchError::BadUser(u.to_owned()).into());
         }
-        other => other.map(str::to_lowercase),
+        other => other.map(search::user_key),
     };
     let query = SearchQuery {
         connections: chosen.iter().map(|c| c.id.clone()).collect(),

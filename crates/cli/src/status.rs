@@ -367,6 +367,14 @@ pub fn render(statuses: &[ConnectionStatus], now: DateTime<Utc>) -> String {
                 cp.drives_found
             );
         }
+        if st.state == "removed" {
+            let _ = writeln!(
+                s,
+                "  removed           no work runs and its secret is deleted; its history stays searchable until \
+                 `filetrail connection remove {} --purge`",
+                st.connection
+            );
+        }
         if st.state == "deauthorized" {
             let _ = writeln!(
                 s,

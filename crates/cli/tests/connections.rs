@@ -442,17 +442,50 @@ async fn list_show_deauthorize_resume_and_remove_with_clear_errors() {
         "a discovery run was enqueued: {bodies:?}"
     );
 
-    // remove keeps the history; the secret goes.
+    // remove keeps the history, searchable by the connection's name as it says; the secret goes.
     let events = d.events().await;
     events.insert_events(&[file_event("contoso", "rec-1")]).await.unwrap();
     let (ok, out, err) = d.run(&["connection", "remove", "contoso"], "").await;
     assert!(ok, "{err}");
-    assert!(out.contains("stay searchable"), "{out}");
-    assert!(d.state().await.connection("contoso").await.unwrap().is_none());
+    assert!(out.contains("stay") && out.contains("searchable"), "{out}");
+    let stored = d.state().await.connection("contoso").await.unwrap().unwrap();
+    assert_eq!(stored.state, ConnectionState::Removed);
     assert!(d.secret_names().await.is_empty(), "the secret is deleted");
     assert_eq!(events.file_events("b!drive-1", "01ITEM", 10).await.unwrap().len(), 1);
-    let (ok, _, err) = d.run(&["connection", "remove", "contoso"], "").await;
-    assert!(!ok && err.contains("no connection named \"contoso\""), "{err}");
+    let (ok, out, err) = d
+        .run(
+            &["search", "--connection", "contoso", "--since", "2020-01-01", "--json"],
+            "",
+        )
+        .await;
+    assert!(ok, "search by the removed connection's name: {err}");
+    assert!(out.contains("rec-1"), "the removed connection's event is found: {out}");
+    let (_, out, _) = d.run(&["connection", "list"], "").await;
+    assert!(out.contains("removed"), "{out}");
+    let (ok, out, err) = d.run(&["status", "contoso"], "").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("history stays searchable until"), "{out}");
+    for (args, expected) in [
+        (&["connection", "remove", "contoso"][..], "was removed"),
+        (&["connection", "resume", "contoso"][..], "was removed"),
+        (&["connection", "deauthorize", "contoso"][..], "was removed"),
+    ] {
+        let (ok, _, err) = d.run(args, "").await;
+        assert!(
+            !ok && err.contains(expected) && err.contains("--purge"),
+            "{args:?}: {err}"
+        );
+    }
+    let (ok, _, err) = d.add_ok("contoso", &[]).await;
+    assert!(
+        !ok && err.contains("removed connection") && err.contains("--purge"),
+        "{err}"
+    );
+    let (ok, _, err) = d.add_ok("contoso-again", &[]).await;
+    assert!(
+        !ok && err.contains("removed with its history kept") && err.contains("--purge"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,4 +588,41 @@ async fn status_is_the_connection_dashboard_with_queues_and_dead_letters() {
     assert!(d.run(&["connection", "deauthorize", "contoso"], "").await.0);
     let (_, out, _) = d.run(&["status", "contoso"], "").await;
     assert!(out.contains("`filetrail connection resume contoso`"), "{out}");
+}
+
+/// A guest acts as `dana_fabrikam.com#EXT#@…` and is the target of a share: an analyst searching
+/// `--user dana@fabrikam.com` finds both (it found nothing when only UPNs were indexed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_by_a_guests_address_finds_what_they_did_and_what_was_shared_with_them() {
+    let d = Deployment::start("guest-search").await;
+    assert!(d.add_ok("contoso", &[]).await.0);
+    let guest_upn = "dana_fabrikam.com#ext#@contoso.onmicrosoft.com";
+    let mut download = file_event("contoso", "rec-guest-download");
+    download.event.event_type = filetrail_core::audit::FileEventType::Downloaded;
+    download.event.actor = serde_json::from_value(serde_json::json!({
+        "id": "dana_fabrikam.com#EXT#@contoso.onmicrosoft.com", "upn": guest_upn,
+        "email": "dana@fabrikam.com", "kind": "user", "external": true
+    }))
+    .unwrap();
+    let mut share = file_event("contoso", "rec-share-with-dana");
+    share.event.event_type = filetrail_core::audit::FileEventType::SharingSet;
+    share.event.sharing = Some(
+        serde_json::from_value(serde_json::json!({"external": true, "targets": [
+            {"name": "Dana", "kind": "user", "email": "dana@fabrikam.com", "external": true}]}))
+        .unwrap(),
+    );
+    let other = file_event("contoso", "rec-megan-edit");
+    d.events().await.insert_events(&[download, share, other]).await.unwrap();
+
+    for who in ["dana@fabrikam.com", "Dana_Fabrikam.com#EXT#@contoso.onmicrosoft.com"] {
+        let (ok, out, err) = d
+            .run(&["search", "--user", who, "--since", "2020-01-01", "--json"], "")
+            .await;
+        assert!(ok, "{err}");
+        assert!(
+            out.contains("rec-guest-download") && out.contains("rec-share-with-dana"),
+            "{who}: {out}"
+        );
+        assert!(!out.contains("rec-megan-edit"), "{who}: {out}");
+    }
 }

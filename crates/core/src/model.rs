@@ -25,6 +25,9 @@ pub enum ConnectionState {
     Active,
     /// Stopped by an admin; history stays searchable.
     Deauthorized,
+    /// Removed by an admin without `--purge`: its credentials are deleted and no work runs,
+    /// while its record stays so its history is searchable by its name until it is purged.
+    Removed,
 }
 
 /// A problem a person must fix, shown by `filetrail status` until it clears.
@@ -77,19 +80,24 @@ impl Connection {
     pub fn accepts_work(&self) -> bool {
         match self.state {
             ConnectionState::Active => true,
-            ConnectionState::Deauthorized => false,
+            ConnectionState::Deauthorized | ConnectionState::Removed => false,
         }
     }
 
     /// Why a job of this connection is dropped, or `None` when it [`Self::accepts_work`].
     #[must_use]
     pub fn why_no_work(&self) -> Option<String> {
-        (!self.accepts_work()).then(|| {
-            format!(
+        match self.state {
+            ConnectionState::Active => None,
+            ConnectionState::Deauthorized => Some(format!(
                 "connection {} is deauthorized; `filetrail connection resume {}` restarts its work",
                 self.id, self.id
-            )
-        })
+            )),
+            ConnectionState::Removed => Some(format!(
+                "connection {} was removed (its history is kept; `filetrail connection remove {} --purge` deletes it)",
+                self.id, self.id
+            )),
+        }
     }
 }
 

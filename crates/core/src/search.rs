@@ -141,12 +141,68 @@ pub fn parse_time(flag: &'static str, value: &str, now: DateTime<Utc>) -> Result
     })
 }
 
+/// How a person is keyed for `--user`: the lowercase address, with a guest's UPN
+/// (`dana_fabrikam.com#ext#@contoso.onmicrosoft.com`) turned back into the address it was made
+/// from (`dana@fabrikam.com`: Entra replaces the `@` with `_` and appends `#EXT#@` and the
+/// tenant's domain). Domains hold no `_`, so the last `_` before `#ext#` was the `@`.
+pub fn user_key(upn_or_email: &str) -> String {
+    let lower = upn_or_email.trim().to_lowercase();
+    if let Some((local, _)) = lower.split_once("#ext#")
+        && let Some(at) = local.rfind('_')
+        && at > 0
+        && at + 1 < local.len()
+    {
+        return format!("{}@{}", &local[..at], &local[at + 1..]);
+    }
+    lower
+}
+
+/// The people an event involves, as [`user_key`]s: the actor (by UPN, else address), the
+/// file's owner and, for a share, every target with an address.
+pub fn people_of(event: &crate::audit::FileEvent) -> Vec<String> {
+    let mut people = Vec::new();
+    if let Some(actor) = event
+        .actor
+        .upn
+        .as_deref()
+        .or(event.actor.email.as_deref())
+        .filter(|a| !a.is_empty())
+    {
+        people.push(user_key(actor));
+    }
+    if let Some(email) = event.actor.email.as_deref().filter(|a| !a.is_empty()) {
+        people.push(user_key(email));
+    }
+    if let Some(owner) = event.owner_upn.as_deref().filter(|o| !o.is_empty()) {
+        people.push(user_key(owner));
+    }
+    people.extend(sharing_targets(event));
+    people.sort();
+    people.dedup();
+    people
+}
+
+/// The [`user_key`]s of the people a share names (with an address), in order, once each.
+pub fn sharing_targets(event: &crate::audit::FileEvent) -> Vec<String> {
+    let mut targets: Vec<String> = Vec::new();
+    for target in event.sharing.iter().flat_map(|s| s.targets.iter()) {
+        if let Some(email) = target.email.as_deref().filter(|e| !e.is_empty()) {
+            let key = user_key(email);
+            if !targets.contains(&key) {
+                targets.push(key);
+            }
+        }
+    }
+    targets
+}
+
 /// One search, checked.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SearchQuery {
     /// The connections searched (all of them unless one was named; only those of `source`).
     pub connections: Vec<String>,
-    /// Lowercase UPN: events where they acted or whose file they own.
+    /// A [`user_key`]: events where they acted, whose file they own, or that shared a file
+    /// with them.
     pub user: Option<String>,
     pub file_name: Option<NamePattern>,
     /// Lowercase, from the drive root, no trailing `/`: the file or folder and everything under it.
@@ -372,11 +428,10 @@ impl SearchQuery {
         if !self.types.is_empty() && !self.types.contains(&e.event_type) {
             return false;
         }
-        if let Some(user) = &self.user {
-            let is = |u: &Option<String>| u.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(user));
-            if !is(&e.actor.upn) && !is(&e.owner_upn) {
-                return false;
-            }
+        if let Some(user) = &self.user
+            && !people_of(e).contains(&user_key(user))
+        {
+            return false;
         }
         let destination = e.destination.as_ref();
         if let Some(pattern) = &self.file_name {
@@ -447,6 +502,25 @@ mod tests {
             limit: 100,
             ..SearchQuery::default()
         }
+    }
+
+    #[test]
+    fn a_guest_upn_is_keyed_by_the_address_it_was_made_from_and_others_by_their_lowercase_address() {
+        assert_eq!(
+            user_key("dana_fabrikam.com#EXT#@contoso.onmicrosoft.com"),
+            "dana@fabrikam.com"
+        );
+        assert_eq!(
+            user_key("john_doe_fabrikam.co.uk#ext#@contoso.onmicrosoft.com"),
+            "john_doe@fabrikam.co.uk"
+        );
+        assert_eq!(user_key(" Alex@Contoso.com "), "alex@contoso.com");
+        assert_eq!(user_key("dana@fabrikam.com"), "dana@fabrikam.com");
+        // Not the guest shape: kept as written (lowercase).
+        assert_eq!(
+            user_key("#EXT#@contoso.onmicrosoft.com"),
+            "#ext#@contoso.onmicrosoft.com"
+        );
     }
 
     #[test]

@@ -40,6 +40,21 @@ fn a_deauthorized_connection_gets_no_work_and_the_reason_names_resume() {
 }
 
 #[test]
+fn a_removed_connection_gets_no_work_and_the_reason_names_purge() {
+    let c = connection(ConnectionState::Removed);
+    assert!(!c.accepts_work());
+    let why = c.why_no_work().unwrap_or_default();
+    assert!(
+        why.contains("removed") && why.contains("connection remove contoso --purge"),
+        "{why}"
+    );
+    assert_eq!(
+        serde_json::to_value(ConnectionState::Removed).ok(),
+        Some("removed".into())
+    );
+}
+
+#[test]
 fn records_stored_before_write_mode_existed_read_as_read_only() {
     let mut doc = serde_json::to_value(connection(ConnectionState::Active)).unwrap_or_default();
     if let Some(map) = doc.as_object_mut() {

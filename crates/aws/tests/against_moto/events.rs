@@ -252,6 +252,7 @@ async fn events_are_found_by_actor_owner_and_insertion_day_shard() -> anyhow::Re
     let e = event("rec-1", "b!1", "i1", "2026-11-22T09:00:00Z")?;
     let mut anonymous = event("rec-anon", "b!1", "i1", "2026-11-22T09:01:00Z")?;
     anonymous.event.actor.upn = None;
+    anonymous.event.actor.email = None;
     anonymous.event.owner_upn = None;
     f.store.insert_events(&[e.clone(), anonymous]).await?;
 

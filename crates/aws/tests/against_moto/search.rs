@@ -485,3 +485,108 @@ async fn a_move_or_rename_is_found_by_where_the_file_went_and_where_it_was() -> 
     assert_eq!(f.run(&q, &["by_actor", "by_owner"]).await?, want);
     Ok(())
 }
+
+/// An event from JSON fields over a minimal file event.
+fn person_event(
+    n: u32,
+    event_type: &str,
+    actor: serde_json::Value,
+    owner: &str,
+    sharing: serde_json::Value,
+) -> EventRecord {
+    let at = base() - Duration::minutes(i64::from(n));
+    let mut doc = serde_json::json!({
+        "id": format!("{n:08}-1111-4000-8000-000000000000"),
+        "event_type": event_type,
+        "low_signal": false,
+        "operation": "Op",
+        "record_type": 6,
+        "item_kind": "file",
+        "actor": actor,
+        "owner_upn": owner,
+        "file_name": format!("file{n}.docx"),
+        "path": format!("/Shared/file{n}.docx"),
+        "drive_id": "b!drive",
+        "item_id": format!("item-{n}"),
+        "observed_at": at,
+        "inserted_at": at,
+    });
+    if !sharing.is_null() {
+        doc["sharing"] = sharing;
+    }
+    EventRecord::onedrive("contoso", serde_json::from_value(doc).unwrap())
+}
+
+/// A guest acts under a UPN made from their address (`dana_fabrikam.com#EXT#@…`) and is named
+/// by their address as a share's target: `--user dana@fabrikam.com` finds both, and so does
+/// the guest UPN, through the same two indexes, each event once.
+#[tokio::test]
+async fn a_guest_is_found_by_their_address_as_actor_and_as_the_person_a_file_was_shared_with() -> anyhow::Result<()> {
+    let config = moto().await?.sdk_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = create_events_table(&client).await?;
+    let store = DynamoEventStore::new(client, table);
+    let guest_upn = "dana_fabrikam.com#EXT#@contoso.onmicrosoft.com";
+    let events = vec![
+        person_event(
+            1,
+            "downloaded",
+            serde_json::json!({"id": guest_upn, "upn": guest_upn.to_lowercase(), "email": "dana@fabrikam.com",
+                "kind": "user", "external": true}),
+            "alex@contoso.com",
+            serde_json::Value::Null,
+        ),
+        person_event(
+            2,
+            "sharing_set",
+            serde_json::json!({"id": "alex@contoso.com", "upn": "alex@contoso.com", "kind": "user"}),
+            "alex@contoso.com",
+            serde_json::json!({"external": true, "targets": [
+                {"name": "Dana", "kind": "user", "email": "dana@fabrikam.com", "external": true},
+                {"name": "Megan", "kind": "user", "email": "megan@contoso.com", "external": false},
+                {"name": "Alex", "kind": "user", "email": "alex@contoso.com", "external": false}]}),
+        ),
+        person_event(
+            3,
+            "modified",
+            serde_json::json!({"id": "megan@contoso.com", "upn": "megan@contoso.com", "kind": "user"}),
+            "megan@contoso.com",
+            serde_json::Value::Null,
+        ),
+    ];
+    store.insert_events(&events).await?;
+    // A redelivery writes no entry twice.
+    store.insert_events(&events).await?;
+    let ids = |page: filetrail_aws::search::SearchPage| -> Vec<String> {
+        page.events.iter().map(|r| r.event.id[..8].to_owned()).collect()
+    };
+    let search = |user: &str| {
+        let mut q = query(&["contoso"]);
+        q.user = Some(filetrail_core::search::user_key(user));
+        q
+    };
+
+    let dana = ids(store
+        .search(&search("dana@fabrikam.com"), base() - Duration::days(1))
+        .await?);
+    assert_eq!(dana, ["00000001", "00000002"], "as actor and as the share's target");
+    let by_upn = ids(store.search(&search(guest_upn), base() - Duration::days(1)).await?);
+    assert_eq!(by_upn, dana, "the guest UPN is the same person");
+    let megan = ids(store
+        .search(&search("megan@contoso.com"), base() - Duration::days(1))
+        .await?);
+    assert_eq!(megan, ["00000002", "00000003"], "shared with Megan, and her own edit");
+    let alex = ids(store
+        .search(&search("alex@contoso.com"), base() - Duration::days(1))
+        .await?);
+    assert_eq!(
+        alex,
+        ["00000001", "00000002"],
+        "each event once, though Alex is owner and target"
+    );
+    assert!(
+        store.file_events("b!drive", "item-2", 10).await?.len() == 1,
+        "a file's history holds the share once"
+    );
+    Ok(())
+}
