@@ -293,8 +293,10 @@ impl Stack {
         }
         // Destination entries of moves and renames and target entries of shares are index
         // entries, not events; each must belong to a stored event.
+        // Day markers are index entries of days, not of events.
+        let keys = keys.into_iter().filter(|k| !filetrail_aws::events::is_day_marker(k));
         let (entries, keys): (Vec<String>, Vec<String>) =
-            (keys.into_iter()).partition(|k| filetrail_aws::events::event_key_of(k) != k);
+            keys.partition(|k| filetrail_aws::events::event_key_of(k) != k);
         let mut events = BTreeMap::new();
         for chunk in keys.chunks(100) {
             for event in store.events_by_key(chunk).await? {

@@ -209,13 +209,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn timed_searches(
     store: &DynamoEventStore,
     queries: Vec<SearchQuery>,
-    earliest: DateTime<Utc>,
     expect_full_pages: bool,
 ) -> anyhow::Result<Vec<f64>> {
     let mut ms = Vec::with_capacity(queries.len());
     for q in queries {
         let started = Instant::now();
-        let page = store.search(&q, earliest).await?;
+        let page = store.search(&q).await?;
         ms.push(started.elapsed().as_secs_f64() * 1000.0);
         ensure!(!page.events.is_empty(), "a search found nothing: {q:?}");
         if expect_full_pages && page.events.len() < q.limit {
@@ -283,7 +282,7 @@ async fn bench(args: &Args, release: bool) -> anyhow::Result<()> {
     eprintln!("  {} events in {load_s:.0} s", records.len());
 
     if !args.skip_search {
-        search(args, release, &store, &dynamo, &table, now).await?;
+        search(args, release, &store, &dynamo, &table).await?;
     }
     if !args.skip_export {
         export(args, release, &sdk, &resources, &records, now).await?;
@@ -297,10 +296,8 @@ async fn search(
     store: &DynamoEventStore,
     dynamo: &aws_sdk_dynamodb::Client,
     table: &str,
-    now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let records_len = args.events;
-    let earliest = now - Duration::days(31);
     let mut mix = Mix(7);
     let base = SearchQuery {
         connections: vec![CONNECTION.to_owned()],
@@ -318,7 +315,6 @@ async fn search(
                 ..base.clone()
             })
             .collect(),
-        earliest,
         true,
     )
     .await?;
@@ -333,7 +329,6 @@ async fn search(
                 ..base.clone()
             })
             .collect(),
-        earliest,
         false,
     )
     .await?;

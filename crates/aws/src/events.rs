@@ -28,6 +28,13 @@
 //! `--file-name` or `--path` search of the new name or place finds the event through it
 //! ([`event_key_of`] maps the entry to its event); the other indexes never see it.
 //!
+//! Each day that holds events has a *day marker* (written with the events, unconditionally):
+//! `~day#{connection}#{yyyy-mm-dd}` in `by_day` under the partition `{connection}#days` (sort
+//! key the date) for days events happened, and `~ins#{connection}#{yyyy-mm-dd}` in
+//! `by_inserted` under the same partition name for days events were recorded. A search or
+//! export over a long range lists the days that hold events with one Query and reads only
+//! those, so its cost follows the events, not the calendar.
+//!
 //! A share also has a *target entry* per person it names with an address (other than the
 //! owner), keyed `{connection}#{record id}~with{n}`, carrying `owner_pk` of that person: a
 //! `--user` search (which reads `by_actor` and `by_owner`) finds the files shared with them too.
@@ -190,6 +197,95 @@ pub fn event_key_of(entry_key: &str) -> &str {
     entry_key.split_once('~').map_or(entry_key, |(event, _)| event)
 }
 
+/// The partition of a connection's day markers, in `by_day` (days events happened) and in
+/// `by_inserted` (days events were recorded).
+pub fn days_pk(connection: &str) -> String {
+    format!("{connection}#days")
+}
+
+/// Whether a table key is a day marker rather than an event or an index entry of one.
+pub fn is_day_marker(key: &str) -> bool {
+    key.starts_with(DAY_MARKER_PREFIX) || key.starts_with(INSERTED_MARKER_PREFIX)
+}
+
+const DAY_MARKER_PREFIX: &str = "~day#";
+const INSERTED_MARKER_PREFIX: &str = "~ins#";
+
+/// The table key of a connection's day marker: for a day events happened, or (`inserted`)
+/// were recorded.
+pub fn day_marker_key(connection: &str, day: chrono::NaiveDate, inserted: bool) -> String {
+    let prefix = if inserted {
+        INSERTED_MARKER_PREFIX
+    } else {
+        DAY_MARKER_PREFIX
+    };
+    format!("{prefix}{connection}#{}", day.format("%Y-%m-%d"))
+}
+
+/// The day markers of a batch of events: one per connection and day they happened, and one per
+/// connection and day they were recorded.
+fn day_markers(records: &[EventRecord]) -> Vec<Item> {
+    let mut observed = std::collections::BTreeSet::new();
+    let mut inserted = std::collections::BTreeSet::new();
+    for r in records {
+        observed.insert((r.connection.as_str(), r.event.observed_at.date_naive()));
+        inserted.insert((r.connection.as_str(), r.event.inserted_at.date_naive()));
+    }
+    let marker = |connection: &str, day: chrono::NaiveDate, inserted: bool| {
+        let (pk, sk) = if inserted {
+            (INSERTED_PK, INSERTED_SK)
+        } else {
+            (DAY_PK, OBSERVED_SK)
+        };
+        Item::from([
+            (EVENT_KEY.to_owned(), s(day_marker_key(connection, day, inserted))),
+            (pk.to_owned(), s(days_pk(connection))),
+            (sk.to_owned(), s(day.format("%Y-%m-%d").to_string())),
+        ])
+    };
+    let mut items: Vec<Item> = observed.into_iter().map(|(c, d)| marker(c, d, false)).collect();
+    items.extend(inserted.into_iter().map(|(c, d)| marker(c, d, true)));
+    items
+}
+
+/// The days of `connection` that hold events, newest first, between `from` and `to` (either
+/// open): one Query of the day markers' partition of `by_day` (days events happened) or of
+/// `by_inserted` (`inserted`: days events were recorded). Index reads are eventually
+/// consistent: a day whose first event was stored a moment ago may be missing.
+pub(crate) async fn query_days(
+    table: &Table,
+    connection: &str,
+    inserted: bool,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+) -> Result<Vec<chrono::NaiveDate>, AwsError> {
+    let (index, pk, sk) = if inserted {
+        (BY_INSERTED, INSERTED_PK, INSERTED_SK)
+    } else {
+        (BY_DAY, DAY_PK, OBSERVED_SK)
+    };
+    let date = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+    let request = table
+        .query()
+        .index_name(index)
+        .key_condition_expression("#p = :p AND #s BETWEEN :from AND :to")
+        .projection_expression("#s")
+        .expression_attribute_names("#p", pk)
+        .expression_attribute_names("#s", sk)
+        .expression_attribute_values(":p", s(days_pk(connection)))
+        .expression_attribute_values(":from", s(from.map_or_else(|| "0000".to_owned(), date)))
+        .expression_attribute_values(":to", s(to.map_or_else(|| "9999".to_owned(), date)))
+        .scan_index_forward(false);
+    let mut days = Vec::new();
+    for item in table.query_all(request).await? {
+        let text = table.fields(&item, days_pk(connection)).s(sk)?;
+        let day = chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .map_err(|e| table.malformed(days_pk(connection), format!("day marker {text:?}: {e}")))?;
+        days.push(day);
+    }
+    Ok(days)
+}
+
 /// The key of `event_key`'s `n`th target entry.
 pub fn target_key(event_key: &str, n: usize) -> String {
     format!("{event_key}{TARGET_INFIX}{n}")
@@ -301,6 +397,19 @@ impl DynamoEventStore {
         });
         events.truncate(limit);
         Ok(events)
+    }
+
+    /// The days of `connection` that hold events, newest first, between `from` and `to`
+    /// (inclusive, either open): days events happened (`inserted` false) or were recorded
+    /// (`inserted` true). See [`query_days`].
+    pub async fn days_with_events(
+        &self,
+        connection: &str,
+        inserted: bool,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> PortResult<Vec<chrono::NaiveDate>> {
+        Ok(query_days(&self.table, connection, inserted, from, to).await?)
     }
 
     pub(crate) fn decode(&self, item: &Item) -> Result<EventRecord, AwsError> {
@@ -579,6 +688,10 @@ impl EventStore for DynamoEventStore {
     /// crash between the two writes completes it) before the event: an entry without its event
     /// is skipped by search until the event lands.
     async fn insert_events(&self, events: &[EventRecord]) -> PortResult<Vec<String>> {
+        // The days first: a day with an event always has its marker.
+        for marker in day_markers(events) {
+            self.table.put(marker).await?;
+        }
         let mut seen = HashSet::new();
         let mut items = Vec::with_capacity(events.len());
         for record in events {

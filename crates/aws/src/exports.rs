@@ -78,6 +78,16 @@ fn inserted_sk(record: &EventRecord) -> String {
 
 #[async_trait]
 impl InsertedEvents for DynamoInsertedEvents {
+    /// One Query of the inserted-day markers ([`crate::events::query_days`]).
+    async fn days_with_events(
+        &self,
+        connection: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> PortResult<Vec<chrono::NaiveDate>> {
+        Ok(crate::events::query_days(&self.table, connection, true, Some(from), Some(to)).await?)
+    }
+
     fn shards(&self) -> u64 {
         INSERTED_SHARDS
     }

@@ -9,10 +9,10 @@
 //! prefix is read (keys and time only, ~250 bytes each, 4,000 per 1 MB page) and sorted by time;
 //! [`MAX_PREFIX_MATCHES`] bounds that.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
-use chrono::{DateTime, Duration, Utc};
+use chrono::NaiveDate;
 use filetrail_core::PortError;
 use filetrail_core::events::EventRecord;
 use filetrail_core::ports::PortResult;
@@ -23,7 +23,7 @@ use crate::dynamo::{Item, s};
 use crate::events::{
     ACTOR_PK, BY_ACTOR, BY_DAY, BY_EXTERNAL, BY_MD5, BY_NAME, BY_OWNER, BY_PATH, BY_SHA256, DAY_PK, DAY_SHARDS,
     DynamoEventStore, EVENT_KEY, EVENT_TYPE, EXTERNAL_PK, MD5, NAME_PK, NAME_SK, OBSERVED_SK, OWNER_PK, PATH_PK,
-    PATH_SK, SHA256, actor_pk, day_pk, event_key_of, name_pk, owner_pk, path_pk, sort_time,
+    PATH_SK, SHA256, actor_pk, day_pk, days_pk, event_key_of, name_pk, owner_pk, path_pk, sort_time,
 };
 
 /// Most index entries a prefix search (`--file-name`, `--path`) reads before asking for a
@@ -75,14 +75,14 @@ impl Stream {
 }
 
 impl DynamoEventStore {
-    /// Runs `query` (already validated). `earliest` bounds a search by time alone from below
-    /// when the query has no `since` (the oldest day any event can have: the connections'
-    /// creation minus the audit feed's retention).
+    /// Runs `query` (already validated). A search by time alone reads only the days that hold
+    /// events (their markers), so it needs no floor: without `since` it covers every recorded
+    /// day.
     ///
     /// # Errors
     /// DynamoDB failures, and a terminal error when a prefix matches more than
     /// [`MAX_PREFIX_MATCHES`] entries (the message says how to narrow it).
-    pub async fn search(&self, query: &SearchQuery, earliest: DateTime<Utc>) -> PortResult<SearchPage> {
+    pub async fn search(&self, query: &SearchQuery) -> PortResult<SearchPage> {
         let mut run = Run {
             store: self,
             query,
@@ -110,15 +110,27 @@ impl DynamoEventStore {
                 run.merged(streams, bounds).await?;
             }
             Access::Day => {
-                let floor = query.since.unwrap_or(earliest);
-                let mut day = query.upper().unwrap_or_else(Utc::now);
-                while run.page.events.len() < query.limit && day.date_naive() >= floor.date_naive() {
-                    let streams = (query.connections.iter())
-                        .flat_map(|c| (0..DAY_SHARDS).map(move |shard| (c, shard)))
-                        .map(|(c, shard)| Stream::new(BY_DAY, DAY_PK, day_pk(c, &day, shard)))
+                // Only the days that hold events, newest first: a search over years of calendar
+                // costs what its events cost.
+                let from = query.since.map(|t| t.date_naive());
+                let to = query.upper().map(|t| t.date_naive());
+                let mut days: BTreeMap<NaiveDate, Vec<&String>> = BTreeMap::new();
+                for c in &query.connections {
+                    run.page.plan.push(format!("Query {BY_DAY} {DAY_PK} = {}", days_pk(c)));
+                    for day in self.days_with_events(c, false, from, to).await? {
+                        days.entry(day).or_default().push(c);
+                    }
+                }
+                for (day, connections) in days.into_iter().rev() {
+                    if run.page.events.len() >= query.limit {
+                        break;
+                    }
+                    let at = day.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc();
+                    let streams = (connections.iter())
+                        .flat_map(|c| (0..DAY_SHARDS).map(move |shard| (*c, shard)))
+                        .map(|(c, shard)| Stream::new(BY_DAY, DAY_PK, day_pk(c, &at, shard)))
                         .collect();
                     run.merged(streams, bounds).await?;
-                    day -= Duration::days(1);
                 }
                 if run.page.events.len() == query.limit {
                     run.page.next = run.page.events.last().map(Position::of);

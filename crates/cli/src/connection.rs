@@ -605,7 +605,6 @@ async fn delete_keys(client: &aws_sdk_dynamodb::Client, table: &str, keys: Vec<K
 pub async fn purge(
     tables: &PurgeTables<'_>,
     connection: &Connection,
-    now: DateTime<Utc>,
     mut progress: impl FnMut(&str, u64),
 ) -> anyhow::Result<Purged> {
     let client = tables.client;
@@ -659,9 +658,11 @@ pub async fn purge(
     purged.state_items += n;
     progress("users without a OneDrive", n);
 
-    // Events: by insertion day (never before the connection was created) and shard.
-    let mut day = connection.created_at.date_naive();
-    while day <= now.date_naive() {
+    // Events: by the days that recorded them (their markers) and shard, then the markers.
+    let store = filetrail_aws::events::DynamoEventStore::new(client.clone(), tables.events);
+    let inserted_days = store.days_with_events(id, true, None, None).await?;
+    let observed_days = store.days_with_events(id, false, None, None).await?;
+    for day in &inserted_days {
         for shard in 0..filetrail_aws::events::INSERTED_SHARDS {
             let entries = query_keys(
                 client,
@@ -682,9 +683,17 @@ pub async fn purge(
             purged.events += n;
             progress("events", n);
         }
-        let Some(next) = day.succ_opt() else { break };
-        day = next;
     }
+    let markers = (observed_days.iter().map(|d| (d, false)))
+        .chain(inserted_days.iter().map(|d| (d, true)))
+        .map(|(day, inserted)| {
+            Key::from([(
+                filetrail_aws::events::EVENT_KEY.to_owned(),
+                AttributeValue::S(filetrail_aws::events::day_marker_key(id, *day, inserted)),
+            )])
+        })
+        .collect();
+    delete_keys(client, tables.events, markers).await?;
 
     // Objects: scope uploads and results, quarantine documents, event exports (`{id}-…` files
     // in the day/hour partitions shared by every connection).

@@ -6,15 +6,17 @@
 //! event. It leaves the schedule's checkpoint alone. Hours not settled yet are left to the
 //! schedule and said so.
 
+use std::collections::BTreeSet;
+
 use anyhow::{Context as _, bail};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::exports::{DynamoInsertedEvents, S3ExportSink};
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_aws::{BucketObjects, s3_client};
 use filetrail_core::export::{
-    ExportPorts, ExportSettings, ExportSink as _, ExportWindow, WindowExport, export_window, parse_time_arg,
-    range_windows, rfc3339, settled_until,
+    ExportPorts, ExportSettings, ExportSink as _, ExportWindow, InsertedEvents as _, WindowExport, export_window,
+    parse_time_arg, range_windows, rfc3339, settled_until, windows_on_days,
 };
 use filetrail_core::ports::StateStore as _;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -99,6 +101,30 @@ impl Exporter {
         }
     }
 
+    /// The settled insertion hours overlapping `[since, until)` on days that recorded events of
+    /// `connection`: a range of years costs what its events cost.
+    ///
+    /// # Errors
+    /// When reading the day markers fails.
+    pub async fn windows_with_events(
+        &self,
+        connection: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<ExportWindow>> {
+        let days: BTreeSet<NaiveDate> = self
+            .events
+            .days_with_events(connection, since.date_naive(), until.date_naive())
+            .await?
+            .into_iter()
+            .collect();
+        Ok(windows_on_days(
+            range_windows(since, until, now, self.settings.settle_margin),
+            &days,
+        ))
+    }
+
     /// Exports the insertion hour starting at (or containing) `window_start` of `connection`,
     /// settled or not, and returns how many events it wrote. Same keys as the schedule.
     ///
@@ -130,7 +156,7 @@ impl Exporter {
         mut progress: impl FnMut(&ExportWindow, &WindowExport) + Send,
     ) -> anyhow::Result<ExportSummary> {
         let settled = settled_until(now, self.settings.settle_margin);
-        let windows = range_windows(since, until, now, self.settings.settle_margin);
+        let windows = self.windows_with_events(connection, since, until, now).await?;
         let mut summary = ExportSummary {
             connection: connection.to_owned(),
             windows: 0,
@@ -192,7 +218,17 @@ pub async fn run(
     } else {
         now
     };
-    let hours = range_windows(since, until, settled_now, exporter.settings.settle_margin).len() as u64;
+    let hours = exporter
+        .windows_with_events(&args.connection, since, until, settled_now)
+        .await?
+        .len() as u64;
+    eprintln!(
+        "Exporting {hours} hour{} of the days that recorded events of {:?} between {} and {}…",
+        if hours == 1 { "" } else { "s" },
+        args.connection,
+        rfc3339(&since),
+        rfc3339(&until.min(settled_now))
+    );
     let bar = if show_progress {
         let bar = ProgressBar::new(hours);
         bar.set_style(

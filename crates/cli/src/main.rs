@@ -661,8 +661,8 @@ async fn search_command(args: SearchArgs) -> anyhow::Result<()> {
         limit: args.limit,
         page_token: args.page_token,
     };
-    let (query, earliest) = search::build(&filters, &connections, chrono::Utc::now())?;
-    let page = search::run(&aws.events()?, &query, earliest).await?;
+    let query = search::build(&filters, &connections, chrono::Utc::now())?;
+    let page = search::run(&aws.events()?, &query).await?;
     if args.explain {
         eprintln!("served by the {} index:", query.access().label());
         for read in &page.plan {
@@ -682,6 +682,8 @@ async fn search_command(args: SearchArgs) -> anyhow::Result<()> {
     } else {
         emit(&events::render(&page.events))?;
     }
+    eprintln!("{}", search::coverage(&query));
+    // Last, so the token ends the output.
     if let Some(next) = &page.next {
         eprintln!("more events: add --page-token {}", next.token());
     }
@@ -939,7 +941,7 @@ async fn connection_remove(id: &str, purge: bool, yes: bool) -> anyhow::Result<(
         };
         let bar = indicatif::ProgressBar::new_spinner();
         let mut total = 0u64;
-        let purged = connection::purge(&tables, &c, chrono::Utc::now(), |step, n| {
+        let purged = connection::purge(&tables, &c, |step, n| {
             total += n;
             bar.set_message(format!("{total} items deleted ({step})"));
             bar.tick();

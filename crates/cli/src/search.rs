@@ -2,17 +2,12 @@
 //! checked [`SearchQuery`], runs it on the events table (one index, never a scan) and prints
 //! the page as a table, JSON lines or CSV.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use filetrail_aws::events::DynamoEventStore;
 use filetrail_aws::search::SearchPage;
 use filetrail_core::events::{EventRecord, EventSource, HashOutcome};
 use filetrail_core::model::{Connection, ConnectionKind};
 use filetrail_core::search::{self, NamePattern, Position, SearchError, SearchQuery};
-
-/// How far before a connection was added its events can date: the audit feed keeps content for
-/// 7 days (Management Activity API reference), so a first poll reaches 7 days back; one more
-/// day covers the window edges.
-pub const OLDEST_EVENT_BEFORE_CONNECTION: Duration = Duration::days(8);
 
 /// The search filters as typed.
 #[derive(Debug, Clone, Default)]
@@ -48,16 +43,11 @@ pub enum Refused {
     NoConnections,
 }
 
-/// Checks the filters against the registered connections and builds the query; also returns
-/// the oldest time an event of those connections can have (the floor of a search by time).
+/// Checks the filters against the registered connections and builds the query.
 ///
 /// # Errors
 /// [`Refused`] naming the bad value and the accepted forms.
-pub fn build(
-    filters: &Filters,
-    connections: &[Connection],
-    now: DateTime<Utc>,
-) -> Result<(SearchQuery, DateTime<Utc>), Refused> {
+pub fn build(filters: &Filters, connections: &[Connection], now: DateTime<Utc>) -> Result<SearchQuery, Refused> {
     let source = match filters.source.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => None,
         Some("onedrive" | "cloud") => Some(EventSource::OneDrive),
@@ -119,13 +109,34 @@ pub fn build(
         before: filters.page_token.as_deref().map(Position::from_token).transpose()?,
     };
     query.validate()?;
-    let earliest = chosen.iter().map(|c| c.created_at).min().unwrap_or(now) - OLDEST_EVENT_BEFORE_CONNECTION;
-    Ok((query, earliest))
+    Ok(query)
 }
 
 /// Runs a built query.
-pub async fn run(store: &DynamoEventStore, query: &SearchQuery, earliest: DateTime<Utc>) -> anyhow::Result<SearchPage> {
-    Ok(store.search(query, earliest).await?)
+pub async fn run(store: &DynamoEventStore, query: &SearchQuery) -> anyhow::Result<SearchPage> {
+    Ok(store.search(query).await?)
+}
+
+/// What time range a search covered, and how to widen it: said after every search, so an
+/// empty answer is never mistaken for "nothing ever happened".
+pub fn coverage(query: &SearchQuery) -> String {
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match (query.since, query.until) {
+        (None, None) => "searched every recorded event of the connection(s)".to_owned(),
+        (Some(since), None) => format!(
+            "searched events from {} on; an earlier --since (or none) searches further back",
+            at(since)
+        ),
+        (None, Some(until)) => format!(
+            "searched events up to {}; a later --until (or none) searches newer ones",
+            at(until)
+        ),
+        (Some(since), Some(until)) => format!(
+            "searched events from {} to {}; widen --since / --until to search more",
+            at(since),
+            at(until)
+        ),
+    }
 }
 
 /// What the hash column says: the digests, why there are none, or that they are pending.
@@ -263,19 +274,44 @@ mod tests {
     }
 
     #[test]
+    fn the_coverage_line_says_the_range_searched_and_how_to_widen_it() {
+        let all = [connection("a", ConnectionKind::Cloud)];
+        let q = build(&filters(), &all, now()).unwrap();
+        assert_eq!(coverage(&q), "searched every recorded event of the connection(s)");
+        let f = Filters {
+            since: Some("7d".into()),
+            ..filters()
+        };
+        let line = coverage(&build(&f, &all, now()).unwrap());
+        assert!(
+            line.contains("from 2026-11-23T12:00:00Z on") && line.contains("earlier --since"),
+            "{line}"
+        );
+        let f = Filters {
+            since: Some("2026-11-01".into()),
+            until: Some("2026-11-02".into()),
+            ..filters()
+        };
+        let line = coverage(&build(&f, &all, now()).unwrap());
+        assert!(
+            line.contains("from 2026-11-01T00:00:00Z to 2026-11-02T00:00:00Z") && line.contains("widen"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn every_connection_is_searched_unless_one_or_a_source_is_named() {
         let all = [
             connection("a", ConnectionKind::Cloud),
             connection("m", ConnectionKind::Email),
         ];
-        let (q, earliest) = build(&filters(), &all, now()).unwrap();
+        let q = build(&filters(), &all, now()).unwrap();
         assert_eq!(q.connections, ["a", "m"]);
-        assert_eq!(earliest, now() - OLDEST_EVENT_BEFORE_CONNECTION);
         let f = Filters {
             source: Some("email".into()),
             ..filters()
         };
-        assert_eq!(build(&f, &all, now()).unwrap().0.connections, ["m"]);
+        assert_eq!(build(&f, &all, now()).unwrap().connections, ["m"]);
         let f = Filters {
             connection: Some("zz".into()),
             ..filters()

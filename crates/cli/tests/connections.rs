@@ -505,10 +505,18 @@ async fn remove_purge_asks_for_confirmation_and_deletes_events_and_state() {
         .insert_events(&[file_event("contoso", "rec-1"), renamed, file_event("fabrikam", "rec-3")])
         .await
         .unwrap();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let markers = |c: &str| [format!("~day#{c}#{today}"), format!("~ins#{c}#{today}")];
+    let mut expected: Vec<String> = ["contoso#rec-1", "contoso#rec-2", "contoso#rec-2~to", "fabrikam#rec-3"]
+        .map(String::from)
+        .into();
+    expected.extend(markers("contoso"));
+    expected.extend(markers("fabrikam"));
+    expected.sort();
     assert_eq!(
         d.event_table_keys().await,
-        ["contoso#rec-1", "contoso#rec-2", "contoso#rec-2~to", "fabrikam#rec-3"],
-        "the rename has its destination entry"
+        expected,
+        "the rename has its destination entry, each connection's day its markers"
     );
     let others_export = "exports/events/dt=2026-11-30/hour=09/fabrikam-20261130T10-0000.json.gz";
     for key in [
@@ -544,10 +552,13 @@ async fn remove_purge_asks_for_confirmation_and_deletes_events_and_state() {
     );
     assert!(d.state().await.connection("contoso").await.unwrap().is_none());
     assert!(d.state().await.scope("contoso").await.unwrap().is_none());
+    let mut left = vec!["fabrikam#rec-3".to_owned()];
+    left.extend(markers("fabrikam"));
+    left.sort();
     assert_eq!(
         d.event_table_keys().await,
-        ["fabrikam#rec-3"],
-        "contoso's events and the rename's destination entry are gone, fabrikam's stay"
+        left,
+        "contoso's events, the rename's destination entry and the day markers are gone, fabrikam's stay"
     );
     assert!(d.secret_names().await.is_empty());
 }
@@ -625,4 +636,78 @@ async fn search_by_a_guests_address_finds_what_they_did_and_what_was_shared_with
         );
         assert!(!out.contains("rec-megan-edit"), "{who}: {out}");
     }
+}
+
+/// Events dated long before the connection was made (records replayed late): a search with no
+/// time filter finds them and says what it covered; a range from 2020 reads only the days that
+/// hold events, and an export from 2020 says what it does and ends at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_and_exports_over_years_find_old_events_and_say_what_they_covered() {
+    let d = Deployment::start("long-range").await;
+    assert!(d.add_ok("contoso", &[]).await.0);
+    let mut old = file_event("contoso", "rec-2020");
+    old.event.observed_at = chrono::DateTime::parse_from_rfc3339("2020-03-04T05:06:07Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let recent = file_event("contoso", "rec-now");
+    d.events().await.insert_events(&[old, recent]).await.unwrap();
+
+    let (ok, out, err) = d.run(&["search", "--connection", "contoso", "--json"], "").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("rec-2020") && out.contains("rec-now"), "{out}");
+    assert!(err.contains("searched every recorded event"), "{err}");
+
+    let (ok, out, err) = d
+        .run(
+            &[
+                "search",
+                "--connection",
+                "contoso",
+                "--since",
+                "2020-01-01",
+                "--explain",
+                "--json",
+            ],
+            "",
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("rec-2020"), "{out}");
+    let reads = err.lines().filter(|l| l.trim_start().starts_with("Query")).count();
+    assert!(reads <= 1 + 2 * 8, "the marker partition and two days' shards: {err}");
+    assert!(err.contains("searched events from 2020-01-01T00:00:00Z on"), "{err}");
+
+    let (ok, out, err) = d
+        .run(
+            &[
+                "search",
+                "--connection",
+                "contoso",
+                "--since",
+                "1d",
+                "--type",
+                "deleted",
+            ],
+            "",
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("No events match."), "{out}");
+    assert!(
+        err.contains("an earlier --since (or none) searches further back"),
+        "{err}"
+    );
+
+    let (ok, out, err) = d
+        .run(
+            &["export", "contoso", "--since", "2020-02-01", "--include-open-hours"],
+            "",
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(" of the days that recorded events of \"contoso\" between 2020-02-01T00:00:00"),
+        "{err}"
+    );
+    assert!(out.contains("Exported 2 events"), "{out}");
 }

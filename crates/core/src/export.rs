@@ -530,6 +530,20 @@ pub trait InsertedEvents: Send + Sync {
         after: Option<&EventRecord>,
         limit: usize,
     ) -> PortResult<InsertedPage>;
+    /// The days between `from` and `to` (inclusive) on which events of `connection` were
+    /// recorded, in any order: an export over a long range reads only those days' hours.
+    async fn days_with_events(&self, connection: &str, from: NaiveDate, to: NaiveDate) -> PortResult<Vec<NaiveDate>>;
+}
+
+/// The windows among `windows` whose day holds recorded events (`days`).
+pub fn windows_on_days(
+    windows: impl IntoIterator<Item = ExportWindow>,
+    days: &std::collections::BTreeSet<NaiveDate>,
+) -> Vec<ExportWindow> {
+    windows
+        .into_iter()
+        .filter(|w| days.contains(&w.start().date_naive()))
+        .collect()
 }
 
 /// Where exported objects go.
@@ -774,7 +788,24 @@ pub async fn export_connection(
         superseded: false,
         rewritten: 0,
     };
+    // Only the hours of days that recorded events are read; the others are empty and the
+    // checkpoint moves past them with the next window written (or at the end).
+    let days: std::collections::BTreeSet<NaiveDate> = if checkpoint.next_window < until {
+        ports
+            .events
+            .days_with_events(&connection.id, checkpoint.next_window.date_naive(), until.date_naive())
+            .await?
+            .into_iter()
+            .collect()
+    } else {
+        std::collections::BTreeSet::new()
+    };
     for window in windows_between(checkpoint.next_window, until) {
+        if !days.contains(&window.start().date_naive()) {
+            checkpoint.next_window = window.end();
+            run.next_window = window.end();
+            continue;
+        }
         if !budget.has_time_for_more() {
             return Ok(run);
         }
@@ -804,6 +835,21 @@ pub async fn export_connection(
         run.objects += done.objects.len() as u64;
         run.next_window = next.next_window;
         expected = Some(next.clone());
+        checkpoint = next;
+    }
+    if expected.as_ref().is_none_or(|e| e.next_window < checkpoint.next_window) {
+        // Empty hours at the end: the checkpoint moves past them.
+        let next = ExportCheckpoint {
+            last_run_at: Some(now),
+            ..checkpoint.clone()
+        };
+        if !checkpoints
+            .save_export_checkpoint(&connection.id, expected.as_ref(), &next)
+            .await?
+        {
+            run.superseded = true;
+            return Ok(run);
+        }
         checkpoint = next;
     }
     run.caught_up = true;
@@ -1034,6 +1080,22 @@ mod tests {
                 events: rest.into_iter().take(limit).collect(),
                 more,
             })
+        }
+
+        async fn days_with_events(
+            &self,
+            connection: &str,
+            from: NaiveDate,
+            to: NaiveDate,
+        ) -> PortResult<Vec<NaiveDate>> {
+            let mut days: Vec<NaiveDate> = (self.events.iter())
+                .filter(|e| e.connection == connection)
+                .map(|e| e.event.inserted_at.date_naive())
+                .filter(|d| (from..=to).contains(d))
+                .collect();
+            days.sort();
+            days.dedup();
+            Ok(days)
         }
     }
 
@@ -1315,6 +1377,47 @@ mod tests {
             .unwrap();
         assert_eq!((run.windows, run.caught_up), (2, true));
         assert_eq!(sink.lines().len(), 120);
+    }
+
+    /// A connection resumed after a month: the export reads only the hours of the two days that
+    /// recorded events, not the 720 hours between, and its checkpoint still reaches the present.
+    #[tokio::test]
+    async fn an_export_over_a_month_reads_only_the_days_that_recorded_events() {
+        let mut events = three_hours();
+        events.push(event("late", "2026-12-20T08:00:00Z", "2026-12-20T09:15:00Z"));
+        let events = MemoryEvents::new(4, events);
+        let checkpoints = crate::memory::MemoryState::default();
+        let conn = connection("2026-11-22T09:00:00Z");
+        let now = t("2026-12-22T13:00:00Z");
+        let sink = MemorySink::default();
+        let ports = ExportPorts {
+            events: &events,
+            sink: &sink,
+        };
+        let run = export_connection(
+            &ports,
+            &checkpoints,
+            &conn,
+            &ExportSettings::default(),
+            &Deadline::unlimited(),
+            now,
+        )
+        .await
+        .unwrap();
+
+        assert!(run.caught_up);
+        assert_eq!(sink.lines().len(), 121, "every event, once");
+        // 24 hours of each of the two days, 4 shards each (an empty window costs one read per
+        // shard): not 30 days of hours.
+        let reads = *events.reads.lock().unwrap();
+        assert!(reads <= 2 * 24 * 4 + 8, "{reads} reads");
+        let cp = checkpoints.export_checkpoint("contoso").await.unwrap().unwrap();
+        assert_eq!(
+            cp.next_window,
+            t("2026-12-22T12:00:00Z"),
+            "past the empty hours to the last settled one"
+        );
+        assert_eq!(cp.events_exported, 121);
     }
 
     #[tokio::test]

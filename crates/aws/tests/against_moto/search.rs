@@ -211,7 +211,7 @@ impl Fixture {
     /// other request was a BatchGetItem by key.
     async fn run(&self, q: &SearchQuery, indexes: &[&str]) -> anyhow::Result<Vec<String>> {
         self.wire.take();
-        let page = self.store.search(q, base() - Duration::days(30)).await?;
+        let page = self.store.search(q).await?;
         let wire = self.wire.take();
         assert!(!wire.is_empty());
         for (operation, used) in &wire {
@@ -359,7 +359,7 @@ async fn pages_follow_each_other_without_gaps_or_repeats() -> anyhow::Result<()>
         q.limit = 7;
         let mut got = Vec::new();
         loop {
-            let page = f.store.search(&q, base() - Duration::days(30)).await?;
+            let page = f.store.search(&q).await?;
             assert!(page.events.len() <= 7);
             got.extend(page.events.iter().map(|r| r.event.id.clone()));
             match page.next {
@@ -379,7 +379,7 @@ async fn a_search_reads_about_a_page_of_index_entries_not_the_whole_user_history
     q.user = Some("alex@contoso.com".into());
     q.limit = 5;
     let before = f.store.read_requests();
-    let page = f.store.search(&q, base() - Duration::days(30)).await?;
+    let page = f.store.search(&q).await?;
     assert_eq!(page.events.len(), 5);
     assert!(page.next.is_some());
     // One Query per index partition and one BatchGetItem: the limit bounds the reads.
@@ -566,19 +566,13 @@ async fn a_guest_is_found_by_their_address_as_actor_and_as_the_person_a_file_was
         q
     };
 
-    let dana = ids(store
-        .search(&search("dana@fabrikam.com"), base() - Duration::days(1))
-        .await?);
+    let dana = ids(store.search(&search("dana@fabrikam.com")).await?);
     assert_eq!(dana, ["00000001", "00000002"], "as actor and as the share's target");
-    let by_upn = ids(store.search(&search(guest_upn), base() - Duration::days(1)).await?);
+    let by_upn = ids(store.search(&search(guest_upn)).await?);
     assert_eq!(by_upn, dana, "the guest UPN is the same person");
-    let megan = ids(store
-        .search(&search("megan@contoso.com"), base() - Duration::days(1))
-        .await?);
+    let megan = ids(store.search(&search("megan@contoso.com")).await?);
     assert_eq!(megan, ["00000002", "00000003"], "shared with Megan, and her own edit");
-    let alex = ids(store
-        .search(&search("alex@contoso.com"), base() - Duration::days(1))
-        .await?);
+    let alex = ids(store.search(&search("alex@contoso.com")).await?);
     assert_eq!(
         alex,
         ["00000001", "00000002"],
@@ -588,5 +582,77 @@ async fn a_guest_is_found_by_their_address_as_actor_and_as_the_person_a_file_was
         store.file_events("b!drive", "item-2", 10).await?.len() == 1,
         "a file's history holds the share once"
     );
+    Ok(())
+}
+
+/// Two years of calendar holding 30 days of events: a connection-wide search by time reads
+/// the day markers once and then only those 30 days (it walked every calendar day, 20,000
+/// Queries for a range from 2020; and without --since it stopped at the connection's creation).
+#[tokio::test]
+async fn a_search_over_years_reads_only_the_days_that_hold_events() -> anyhow::Result<()> {
+    let config = moto().await?.sdk_config().await;
+    let plain = aws_sdk_dynamodb::Client::new(&config);
+    let table = create_events_table(&plain).await?;
+    let days: Vec<DateTime<Utc>> = (0..30).map(|d| base() - Duration::days(24 * d)).collect();
+    let events: Vec<EventRecord> = days
+        .iter()
+        .enumerate()
+        .flat_map(|(d, day)| {
+            (0..5).map(move |i| {
+                let mut e = person_event(
+                    (d * 10 + i) as u32,
+                    "modified",
+                    serde_json::json!({"id": "adele@contoso.com", "upn": "adele@contoso.com", "kind": "user"}),
+                    "adele@contoso.com",
+                    serde_json::Value::Null,
+                );
+                e.event.observed_at = *day - Duration::minutes(i as i64);
+                e
+            })
+        })
+        .collect();
+    DynamoEventStore::new(plain, table.clone())
+        .insert_events(&events)
+        .await?;
+    let wire = Wire::default();
+    let store = DynamoEventStore::new(
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&config)
+                .interceptor(wire.clone())
+                .build(),
+        ),
+        table,
+    );
+    let event_days: std::collections::BTreeSet<String> =
+        days.iter().map(|d| d.format("%Y-%m-%d").to_string()).collect();
+
+    for since in [Some(base() - Duration::days(2 * 365 + 30)), None] {
+        let mut q = query(&["contoso"]);
+        q.since = since;
+        wire.take();
+        let page = store.search(&q).await?;
+        let sent = wire.take();
+        assert_eq!(
+            page.events.len(),
+            events.len(),
+            "every event, the oldest too ({since:?})"
+        );
+        let queries = sent.iter().filter(|(op, _)| op == "Query").count();
+        assert!(
+            queries <= 1 + 30 * filetrail_aws::events::DAY_SHARDS as usize,
+            "{queries} Queries for 30 days of events"
+        );
+        assert!(
+            (queries as f64) / (page.events.len() as f64) <= 2.0,
+            "{queries} Queries for {} events",
+            page.events.len()
+        );
+        for read in page.plan.iter().filter(|p| !p.ends_with("#days")) {
+            assert!(
+                event_days.iter().any(|d| read.contains(d.as_str())),
+                "read a day without events: {read}"
+            );
+        }
+    }
     Ok(())
 }
