@@ -612,6 +612,24 @@ impl InventoryStore for MemoryInventory {
             .collect())
     }
 
+    async fn count_rows(&self, drive_id: &str) -> PortResult<(u64, u64)> {
+        let map = lock(&self.rows);
+        let rows = map.values().filter(|r| r.drive_id == drive_id);
+        let (folders, files): (Vec<&InventoryRow>, Vec<&InventoryRow>) = rows.partition(|r| r.is_folder);
+        Ok((files.len() as u64, folders.len() as u64))
+    }
+
+    async fn existing_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<HashMap<String, bool>> {
+        let map = lock(&self.rows);
+        Ok(item_ids
+            .iter()
+            .filter_map(|id| {
+                map.get(&(drive_id.to_owned(), id.clone()))
+                    .map(|r| (id.clone(), r.is_folder))
+            })
+            .collect())
+    }
+
     /// Deletes the old rows and their hash outcomes; returns how many rows.
     async fn delete_older_than(&self, drive_id: &str, generation: u64) -> PortResult<u64> {
         let mut map = lock(&self.rows);

@@ -9,7 +9,7 @@ use crate::audit::Quarantine;
 use crate::error::PortError;
 use crate::events::{EventRecord, FileHashes, HashOutcome};
 use crate::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::model::{
     Connection, ConnectionError, DeltaPage, DirectoryUser, DiscoverySummary, DriveLookup, DriveRecord, DriveState,
@@ -273,6 +273,10 @@ pub trait InventoryStore: Send + Sync {
     async fn paths(&self, drive_id: &str, item_ids: &[String]) -> PortResult<Vec<(String, String)>>;
     /// Deletes the rows of a drive whose generation is older than `generation`; returns how many.
     async fn delete_older_than(&self, drive_id: &str, generation: u64) -> PortResult<u64>;
+    /// The drive's rows now: `(files, folders)` (status shows rows, not delta entries).
+    async fn count_rows(&self, drive_id: &str) -> PortResult<(u64, u64)>;
+    /// Which of `item_ids` have a row, and whether each is a folder.
+    async fn existing_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<HashMap<String, bool>>;
 }
 
 /// Queues work for the index-drive function.

@@ -596,6 +596,64 @@ async fn a_full_walk_writes_one_row_per_item_with_paths_and_no_hashes() {
     assert_eq!((d.index.files, d.index.folders, d.index.bytes), (3, 2, 60));
 }
 
+/// The counts status shows are rows, not delta entries: an item listed on two pages (an older
+/// and a newer version), an item listed and then deleted, and an incremental round with a new
+/// file, an edited one, a deletion and the deletion of an item never indexed.
+#[tokio::test]
+async fn item_counts_are_the_rows_the_inventory_holds_not_the_entries_delta_listed() {
+    let (state, inv) = (MemoryState::default(), MemoryInventory::default());
+    let delta = FakeDelta::new(vec![
+        (
+            "",
+            vec![
+                folder("root", None, "root"),
+                folder("docs", Some("root"), "Documents"),
+                file("a", "docs", "a.docx", 10),
+                file("b", "docs", "b.docx", 10),
+                file("tmp", "docs", "~tmp.docx", 1),
+            ],
+            DeltaNext::NextLink("p2".into()),
+        ),
+        (
+            "p2",
+            // A newer version of b, and tmp deleted: two entries that are no new rows.
+            vec![file("b", "docs", "b.docx", 12), deleted("tmp")],
+            DeltaNext::DeltaLink("delta1".into()),
+        ),
+        (
+            "delta1",
+            vec![
+                file("new", "docs", "new.txt", 5),
+                file("a", "docs", "a.docx", 11),
+                deleted("b"),
+                deleted("never-indexed"),
+            ],
+            DeltaNext::DeltaLink("delta2".into()),
+        ),
+    ]);
+    drive_in(&state, DriveState::Indexing).await;
+    let p = IndexPorts {
+        state: &state,
+        inventory: &inv,
+        delta: &delta,
+        sharing: None,
+    };
+    index_drive(&p, "d1", &Deadline::unlimited(), now).await.unwrap();
+    let d = state.drive("d1").await.unwrap().unwrap();
+    assert_eq!(inv.rows("d1").len(), 3, "docs, a, b");
+    assert_eq!((d.index.items, d.index.files, d.index.folders), (3, 2, 1));
+
+    index_drive(&p, "d1", &Deadline::unlimited(), now).await.unwrap();
+    let d = state.drive("d1").await.unwrap().unwrap();
+    assert_eq!(
+        d.index.delta_link.as_deref(),
+        Some("delta2"),
+        "the incremental round ran"
+    );
+    assert_eq!(inv.rows("d1").len(), 3, "docs, a, new");
+    assert_eq!((d.index.items, d.index.files, d.index.folders), (3, 2, 1));
+}
+
 #[tokio::test]
 async fn resumes_from_next_link_after_the_budget_runs_out() {
     let (state, inv, delta) = (MemoryState::default(), MemoryInventory::default(), three_pages());

@@ -126,3 +126,41 @@ async fn deleting_rows_removes_them_and_ignores_unknown_ids() -> anyhow::Result<
     assert!(store.row("b!x", "b").await?.is_some());
     Ok(())
 }
+
+/// The counts status shows come from the rows alone: a drive's hash siblings (and whatever
+/// else lives beside the rows under `~`) and other drives are not counted.
+#[tokio::test]
+async fn rows_are_counted_by_kind_without_their_siblings_and_found_by_id() -> anyhow::Result<()> {
+    use filetrail_core::events::{FileHashes, HashOutcome};
+    use filetrail_core::ports::InventoryHashes as _;
+    let store = store().await?;
+    let mut folder = row("b!count", "folder", "/Docs", 1)?;
+    folder.is_folder = true;
+    store
+        .put_rows(&[
+            folder,
+            row("b!count", "f1", "/Docs/a.txt", 1)?,
+            row("b!count", "f2", "/Docs/b.txt", 1)?,
+            row("b!other", "f9", "/x.txt", 1)?,
+        ])
+        .await?;
+    let hashes = FileHashes {
+        md5: "0cc175b9c0f1b6a831c399e269772661".into(),
+        sha256: "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb".into(),
+        ctag: "\"c:{f1},1\"".into(),
+        size: 1,
+        modified_at: None,
+        hashed_at: chrono::Utc::now(),
+    };
+    store
+        .set_file_hash("contoso", "b!count", "f1", &HashOutcome::Hashed(hashes))
+        .await?;
+
+    assert_eq!(store.count_rows("b!count").await?, (2, 1));
+    let found = store
+        .existing_rows("b!count", &["folder".into(), "f2".into(), "gone".into(), "f2".into()])
+        .await?;
+    assert_eq!(found.len(), 2);
+    assert_eq!((found.get("folder"), found.get("f2")), (Some(&true), Some(&false)));
+    Ok(())
+}
