@@ -496,20 +496,16 @@ impl InventoryStore for DynamoInventoryStore {
 
 #[async_trait]
 impl InventoryHashes for DynamoInventoryStore {
-    /// One BatchGetItem (100 keys per call, strongly consistent) of the rows and their hash
-    /// siblings: items hashed and still in the inventory, in the order of `item_ids`.
+    /// One BatchGetItem (100 keys per call, strongly consistent) of the hash siblings: the
+    /// items hashed, in the order of `item_ids`. A sibling counts without its row: hash-file
+    /// may hash a new upload before an index round writes the row, and its cTag says which
+    /// version the digests are of (a deleted item's sibling goes with its row).
     async fn file_hashes(&self, drive_id: &str, item_ids: &[String]) -> PortResult<Vec<(String, FileHashes)>> {
         let mut seen = HashSet::new();
         let keys: Vec<Item> = item_ids
             .iter()
             .filter(|id| seen.insert(id.as_str()))
-            .flat_map(|id| {
-                [
-                    row_key(drive_id, id),
-                    hash_key(drive_id, id),
-                    crate::sharing::share_key(drive_id, id),
-                ]
-            })
+            .map(|id| hash_key(drive_id, id))
             .collect();
         let items = self
             .table
@@ -527,25 +523,19 @@ impl InventoryHashes for DynamoInventoryStore {
                 ]),
             )
             .await?;
-        let mut rows = HashSet::new();
         let mut hashes = HashMap::new();
         for item in &items {
             let sk = self.table.fields(item, row_label(item)).s(ITEM_ID)?;
-            match sk.strip_prefix(HASH_PREFIX) {
-                Some(id) => {
-                    if let HashOutcome::Hashed(h) = self.decode_hash(item)? {
-                        hashes.insert(id.to_owned(), h);
-                    }
-                }
-                None => {
-                    rows.insert(sk);
-                }
+            if let Some(id) = sk.strip_prefix(HASH_PREFIX)
+                && let HashOutcome::Hashed(h) = self.decode_hash(item)?
+            {
+                hashes.insert(id.to_owned(), h);
             }
         }
         let mut seen = HashSet::new();
         Ok(item_ids
             .iter()
-            .filter(|id| seen.insert(id.as_str()) && rows.contains(id.as_str()))
+            .filter(|id| seen.insert(id.as_str()))
             .filter_map(|id| hashes.remove(id).map(|h| (id.clone(), h)))
             .collect())
     }

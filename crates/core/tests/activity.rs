@@ -768,6 +768,63 @@ async fn a_read_of_a_hashed_version_takes_its_digests_without_a_download() {
     assert_eq!(events[0].hashes(), Some(&hashes));
 }
 
+/// A read older than the version hashed arrives after hash-file ran: it is marked as of a
+/// version that is gone, as hash-file marks the older events it finds (ingest had left it
+/// without any outcome, so the result depended on which ran first).
+#[tokio::test]
+async fn a_late_read_of_an_older_version_is_marked_as_such_whichever_ran_first() {
+    let w = IngestWorld::new().await;
+    let version_start = now() - Duration::hours(3);
+    let hashes = FileHashes {
+        md5: "0".repeat(32),
+        sha256: "1".repeat(64),
+        ctag: "\"c:{A},3\"".into(),
+        size: 10,
+        modified_at: Some(version_start),
+        hashed_at: now() - Duration::hours(2),
+    };
+    w.inventory
+        .set_file_hash(CONN, "d-alice", "i-plan", &HashOutcome::Hashed(hashes.clone()))
+        .await
+        .unwrap();
+    let read = |id: &str, at| {
+        record(
+            id,
+            "FileDownloaded",
+            "alice@contoso.com",
+            ALICE_SITE,
+            "Reports",
+            "plan.docx",
+            at,
+        )
+    };
+    w.feed.publish(
+        "blob-1",
+        now() - Duration::hours(1),
+        &[
+            read("r-old", version_start - Duration::hours(1)),
+            read("r-new", version_start + Duration::minutes(5)),
+        ],
+    );
+
+    w.ingest("blob-1").await;
+
+    let by_id: HashMap<String, Option<HashOutcome>> = w
+        .events_of("d-alice", "i-plan")
+        .await
+        .into_iter()
+        .map(|e| (e.event.id.clone(), e.hash))
+        .collect();
+    assert_eq!(by_id["r-new"], Some(HashOutcome::Hashed(hashes)));
+    assert_eq!(
+        by_id["r-old"],
+        Some(HashOutcome::Unavailable {
+            reason: unavailable::CHANGED_BEFORE_HASHING.into()
+        })
+    );
+    assert!(w.queues.hashes.lock().unwrap().is_empty(), "nothing to download");
+}
+
 #[tokio::test]
 async fn a_file_that_cannot_be_located_keeps_its_event_with_the_reason() {
     let w = IngestWorld::new().await;

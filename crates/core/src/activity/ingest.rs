@@ -384,20 +384,28 @@ async fn request_hashes(ports: &IngestPorts<'_>, connection: &str, events: &[Fil
 
     let mut jobs = Vec::new();
     let mut reuse: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut older = Vec::new();
+    let mut older_files = BTreeSet::new();
     for ((drive, item), changed) in &files {
         let key = (drive.clone(), item.clone());
         match stored.get(&key) {
             Some(hashes) if !changed => {
-                // Reads and shares of a hashed version take its digests, when the event is
-                // not older than that version.
+                // Reads and shares of a hashed version take its digests; an event older than
+                // that version concerns one that is gone, as hash-file says of the events it
+                // finds (so the outcome does not depend on which ran first).
                 let since = hashes.modified_at;
-                let keys = events
+                for e in events
                     .iter()
                     .filter(|e| e.drive_id.as_ref() == Some(drive) && e.item_id.as_ref() == Some(item))
-                    .filter(|e| since.is_none_or(|s| e.observed_at >= s))
-                    .map(|e| crate::events::event_key(connection, &e.id))
-                    .collect::<Vec<_>>();
-                reuse.entry(key).or_default().extend(keys);
+                {
+                    let event_key = crate::events::event_key(connection, &e.id);
+                    if since.is_none_or(|s| e.observed_at >= s) {
+                        reuse.entry(key.clone()).or_default().push(event_key);
+                    } else {
+                        older.push(event_key);
+                        older_files.insert(key.clone());
+                    }
+                }
             }
             _ => jobs.push(HashJob {
                 connection: connection.to_owned(),
@@ -415,6 +423,28 @@ async fn request_hashes(ports: &IngestPorts<'_>, connection: &str, events: &[Fil
                 .events
                 .set_event_hash(&keys, &HashOutcome::Hashed(hashes.clone()))
                 .await?;
+        }
+    }
+    if !older.is_empty() {
+        // Only those without an outcome: an event that took its own version's digests keeps them.
+        let older: HashSet<String> = older.into_iter().collect();
+        let mut unmarked = Vec::new();
+        for (drive, item) in &older_files {
+            for stored in ports
+                .events
+                .file_events(drive, item, crate::hashing::MAX_EVENTS_PER_FILE)
+                .await?
+            {
+                if stored.hash.is_none() && older.contains(&stored.key()) {
+                    unmarked.push(stored.key());
+                }
+            }
+        }
+        if !unmarked.is_empty() {
+            let gone_by = HashOutcome::Unavailable {
+                reason: unavailable::CHANGED_BEFORE_HASHING.to_owned(),
+            };
+            ports.events.set_event_hash(&unmarked, &gone_by).await?;
         }
     }
     if !jobs.is_empty() {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -472,6 +472,11 @@ impl AuditLog {
         now: DateTime<Utc>,
         content_created: DateTime<Utc>,
     ) -> usize {
+        // The API states times to the millisecond (`contentCreated`, and the `nextPage` cursor
+        // built from it): a finer time would make two blobs of one millisecond page forever.
+        let content_created = content_created
+            .duration_trunc(TimeDelta::milliseconds(1))
+            .unwrap_or(content_created);
         let seq = blobs.all.len() as u64;
         let content_id = self.content_id(content_type, seq, content_created);
         blobs.by_id.insert(content_id.clone(), blobs.all.len());
