@@ -331,7 +331,10 @@ async fn two_thousand_operations_become_events_of_monitored_drives_once_each_wit
     }
     assert!(inventory.iter().all(|i| monitored.contains(&i.drive_id)));
     // Status counts those rows, not the entries delta listed on the way (versions, deletions).
-    let shown = status::collect(&stack.state(), Some(CONNECTION)).await.unwrap().remove(0);
+    let shown = status::collect(&stack.state(), Some(CONNECTION))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(shown.indexing.items_indexed, inventory.len() as u64);
 
     // Nothing was lost to a dead-letter queue, nothing was quarantined, every blob the

@@ -1,0 +1,256 @@
+//! The order in which functions run never changes what is recorded: each scenario runs under
+//! many seeded interleavings of the schedules and of SQS deliveries (reordered, delivered twice,
+//! killed part way, run at the same time; see `filetrail_e2e::interleave`) and must end with the
+//! same events, item ids, digests, inventory and drops every time, equal to what the simulated
+//! tenant did.
+//!
+//! `FILETRAIL_INTERLEAVINGS` sets the orderings per scenario (200 unless set).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration as StdDuration;
+
+use chrono::{Duration, DurationRound as _};
+use filetrail_core::audit::operations::NOT_RECORDED;
+use filetrail_core::scope::{Scope, ScopeEntry, ScopeKind, UserSelector};
+use filetrail_e2e::interleave::{CONNECTION, Disorder, Outcome, World};
+use m365_sim::{ActivityConfig, ActivityOutcome, ActivityRequest, FilesPerDrive, RandomActivity, SimConfig};
+
+fn orderings() -> u64 {
+    std::env::var("FILETRAIL_INTERLEAVINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
+
+fn tenant(duplicate_rate: f64) -> SimConfig {
+    SimConfig {
+        seed: 13,
+        users: 4,
+        no_drive_ratio: 0.0,
+        team_sites: 0,
+        groups: 0,
+        files_per_drive: FilesPerDrive::Range { min: 2, max: 4 },
+        activity: ActivityConfig {
+            publication_delay: StdDuration::from_millis(0),
+            duplicate_rate,
+            late_rate: 0.1,
+            late_extra_delay: StdDuration::from_secs(90),
+            content_page_size: 3,
+            ..ActivityConfig::default()
+        },
+        ..SimConfig::default()
+    }
+}
+
+/// 40 operations on the tenant's OneDrives, 30 minutes before the run: activity a new
+/// connection finds waiting.
+fn activity(world: &World, users: &[u64]) -> Vec<ActivityOutcome> {
+    let model = world.sim.tenant();
+    let drives = users.iter().map(|i| model.drive_of_user(*i).unwrap().id).collect();
+    let start = world.now().duration_trunc(Duration::seconds(1)).unwrap() - Duration::minutes(30);
+    world
+        .sim
+        .inject_activity(&ActivityRequest {
+            operations: Vec::new(),
+            random: Some(RandomActivity {
+                count: 40,
+                seed: 21,
+                drives,
+                mix: None,
+                start: Some(start),
+                step_ms: 20_000,
+            }),
+            return_records: true,
+        })
+        .unwrap()
+        .operations
+}
+
+/// The events the records of `drives` must become.
+fn expected(operations: &[ActivityOutcome], drives: &BTreeSet<String>) -> BTreeSet<String> {
+    let not_recorded: BTreeSet<&str> = NOT_RECORDED.iter().map(|(op, _)| *op).collect();
+    operations
+        .iter()
+        .filter(|op| drives.contains(&op.drive_id))
+        .flat_map(|op| op.audit_records.as_ref().unwrap())
+        .filter(|r| !not_recorded.contains(r["Operation"].as_str().unwrap()))
+        .map(|r| format!("{CONNECTION}#{}", r["Id"].as_str().unwrap()))
+        .collect()
+}
+
+/// Runs `scenario` under every ordering and checks each outcome against the first and against
+/// `check`. Returns the first outcome.
+async fn under_every_ordering<F, Fut>(name: &str, scenario: F, check: impl Fn(&World, &Outcome)) -> Outcome
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = (World, Outcome)>,
+{
+    let mut first: Option<Outcome> = None;
+    for seed in 0..orderings() {
+        let (world, outcome) = scenario(seed).await;
+        assert_eq!(outcome.dead_letters, 0, "{name}, ordering {seed}: dead letters");
+        assert_eq!(outcome.parked, 0, "{name}, ordering {seed}: records still parked");
+        check(&world, &outcome);
+        match &first {
+            None => first = Some(outcome),
+            Some(f) => assert!(
+                *f == outcome,
+                "{name}: ordering {seed} ended differently from ordering 0:\n{}",
+                difference(f, &outcome)
+            ),
+        }
+    }
+    first.unwrap()
+}
+
+/// What differs between two outcomes, briefly.
+fn difference(a: &Outcome, b: &Outcome) -> String {
+    let mut lines = Vec::new();
+    for (key, value) in &a.events {
+        match b.events.get(key) {
+            None => lines.push(format!("missing {key} {value:?}")),
+            Some(other) if other != value => lines.push(format!("{key}: {value:?} then {other:?}")),
+            Some(_) => {}
+        }
+    }
+    for key in b.events.keys().filter(|k| !a.events.contains_key(*k)) {
+        lines.push(format!("extra {key}"));
+    }
+    if a.inventory != b.inventory {
+        lines.push(format!(
+            "inventory {} rows then {}",
+            a.inventory.len(),
+            b.inventory.len()
+        ));
+    }
+    if a.digests != b.digests {
+        lines.push("inventory digests differ".into());
+    }
+    if a.drives != b.drives {
+        lines.push(format!("drives {:?} then {:?}", a.drives, b.drives));
+    }
+    if a.dropped != b.dropped {
+        lines.push(format!("dropped {:?} then {:?}", a.dropped, b.dropped));
+    }
+    lines.truncate(12);
+    lines.join("\n")
+}
+
+/// Activity before the first discovery: whether the poll or discovery runs first, and however
+/// the deliveries go, every record of every OneDrive becomes its event, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_before_the_first_discovery_is_recorded_whatever_runs_first() {
+    let outcome = under_every_ordering(
+        "activity before discovery",
+        |seed| async move {
+            let world = World::start(tenant(0.05), None).await.unwrap();
+            let ops = activity(&world, &[0, 1, 2, 3]);
+            let outcome = world
+                .run(seed, &[true, false, false, true, false], Disorder::default())
+                .await
+                .unwrap();
+            let drives = ops.iter().map(|o| o.drive_id.clone()).collect();
+            let want = expected(&ops, &drives);
+            let got: BTreeSet<String> = outcome.events.keys().cloned().collect();
+            assert_eq!(got, want, "ordering {seed}: the events are the tenant's records");
+            (world, outcome)
+        },
+        |_, outcome| {
+            // Events of files deleted or moved before their records arrived may lack their
+            // item (resolving them through the inventory is still to come); the rest have it.
+            let resolved = outcome.events.values().filter(|(item, _)| item.is_some()).count();
+            assert!(
+                resolved * 2 > outcome.events.len(),
+                "{resolved} of {} events resolved",
+                outcome.events.len()
+            );
+        },
+    )
+    .await;
+    assert!(outcome.events.len() > 30, "{} events", outcome.events.len());
+}
+
+/// A users scope set after the activity happened (an admin's CSV): the listed users' records
+/// become events, the others are dropped as outside the scope, never parked for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_scope_records_exactly_its_users_whatever_runs_first() {
+    under_every_ordering(
+        "users scope",
+        |seed| async move {
+            let probe = m365_sim::spawn(tenant(0.05)).await.unwrap();
+            let upn = |i: u64| probe.tenant().user(i).user_principal_name;
+            let scope = Scope {
+                kind: ScopeKind::Users,
+                entries: [0, 2]
+                    .iter()
+                    .map(|i| ScopeEntry::User(UserSelector::Email(upn(*i))))
+                    .collect(),
+                version: "v-csv".into(),
+                applied_at: chrono::Utc::now(),
+                uploaded_at: chrono::Utc::now(),
+                source: None,
+            };
+            let world = World::start(tenant(0.05), Some(scope)).await.unwrap();
+            let ops = activity(&world, &[0, 1, 2, 3]);
+            let outcome = world
+                .run(seed, &[false, true, false, true], Disorder::default())
+                .await
+                .unwrap();
+            let model = world.sim.tenant();
+            let monitored: BTreeSet<String> = [0, 2].iter().map(|i| model.drive_of_user(*i).unwrap().id).collect();
+            let got: BTreeSet<String> = outcome.events.keys().cloned().collect();
+            assert_eq!(got, expected(&ops, &monitored), "ordering {seed}");
+            (world, outcome)
+        },
+        |_, outcome| {
+            assert!(
+                outcome.dropped.get("owner_not_monitored").copied().unwrap_or(0) > 0,
+                "the other users' records are dropped for that reason: {:?}",
+                outcome.dropped
+            );
+        },
+    )
+    .await;
+}
+
+/// The same records in two blobs (the feed repeats content) and hash jobs run at the same time:
+/// one download per file version, and the same digests on every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_file_in_two_blobs_is_downloaded_once_per_version_whatever_runs_at_once() {
+    let disorder = Disorder {
+        kill: 0,
+        redeliver: 30,
+        concurrent: 60,
+    };
+    under_every_ordering(
+        "same file in two blobs",
+        |seed| async move {
+            let world = World::start(tenant(0.5), None).await.unwrap();
+            activity(&world, &[0, 1]);
+            let outcome = world.run(seed, &[true, false, false], disorder).await.unwrap();
+            (world, outcome)
+        },
+        |world, outcome| {
+            let hashed: BTreeSet<(String, String)> = outcome
+                .events
+                .values()
+                .filter_map(|(item, hash)| {
+                    let (ctag, _) = hash.strip_prefix("hashed ")?.split_once(' ')?;
+                    Some((item.clone()?, ctag.to_owned()))
+                })
+                .collect();
+            // A download resumed with `Range` (a continuation) is the same download.
+            let stats = world.sim.stats();
+            let downloads = stats.content_downloads - stats.content_range;
+            assert_eq!(
+                downloads,
+                hashed.len() as u64,
+                "one download per version hashed ({} versions)",
+                hashed.len()
+            );
+        },
+    )
+    .await;
+}
