@@ -217,8 +217,10 @@ pub struct Disorder {
     pub kill: u64,
     /// Percent of deliveries whose delete is lost (the message comes back after it ran).
     pub redeliver: u64,
-    /// Percent of deliveries run at the same time as another message.
+    /// Percent of deliveries run at the same time as other messages.
     pub concurrent: u64,
+    /// How many messages run at once when they do (workers of one function).
+    pub width: usize,
 }
 
 impl Default for Disorder {
@@ -227,6 +229,7 @@ impl Default for Disorder {
             kill: 10,
             redeliver: 10,
             concurrent: 20,
+            width: 2,
         }
     }
 }
@@ -504,14 +507,23 @@ impl World {
                     None => continue,
                 }
             };
-            if rng.chance(disorder.concurrent)
-                && let Some(second) = self.queues.take(&mut rng, now)
-            {
-                let (mut a, mut b) = (rng.clone(), Rng::new(rng.next_u64()));
-                tokio::join!(self.step(&mut a, first, disorder), self.step(&mut b, second, disorder));
-                rng = a;
+            let mut batch = vec![first];
+            if rng.chance(disorder.concurrent) {
+                while batch.len() < disorder.width.max(1) {
+                    match self.queues.take(&mut rng, now) {
+                        Some(m) => batch.push(m),
+                        None => break,
+                    }
+                }
+            }
+            if batch.len() == 1 {
+                self.step(&mut rng, batch.remove(0), disorder).await;
             } else {
-                self.step(&mut rng, first, disorder).await;
+                let runs = batch.into_iter().map(|m| {
+                    let mut own = Rng::new(rng.next_u64());
+                    async move { self.step(&mut own, m, disorder).await }
+                });
+                futures_util::future::join_all(runs).await;
             }
         }
         // The schedules keep firing: settle.
@@ -540,6 +552,7 @@ impl World {
             kill: 0,
             redeliver: 0,
             concurrent: 0,
+            width: 1,
         };
         for _ in 0..10_000 {
             let now = self.now();

@@ -221,8 +221,9 @@ async fn a_users_scope_records_exactly_its_users_whatever_runs_first() {
 async fn the_same_file_in_two_blobs_is_downloaded_once_per_version_whatever_runs_at_once() {
     let disorder = Disorder {
         kill: 0,
-        redeliver: 30,
+        redeliver: 10,
         concurrent: 60,
+        width: 4,
     };
     under_every_ordering(
         "same file in two blobs",
