@@ -130,6 +130,8 @@ struct FakeFeed {
     /// Errors the next `content_page` calls return, in order.
     page_errors: Mutex<VecDeque<PortError>>,
     subscription_error: Mutex<Option<PortError>>,
+    /// Hands back the cursor it was given instead of the next one.
+    stuck_cursor: Mutex<bool>,
     blob_error: Mutex<Option<PortError>>,
     windows: Mutex<Vec<(DateTime<Utc>, DateTime<Utc>)>>,
 }
@@ -188,7 +190,11 @@ impl ActivityFeed for FakeFeed {
         inside.sort_by(|a, b| (a.content_created, &a.content_id).cmp(&(b.content_created, &b.content_id)));
         let from: usize = next_page.map_or(0, |p| p.trim_start_matches("page=").parse().unwrap());
         let blobs: Vec<ContentBlob> = inside.iter().skip(from).take(2).cloned().collect();
-        let next_page = (from + 2 < inside.len()).then(|| format!("page={}", from + 2));
+        let mut next_page = (from + 2 < inside.len()).then(|| format!("page={}", from + 2));
+        if *self.stuck_cursor.lock().unwrap() && from > 0 {
+            // A broken feed: the cursor it was given, again.
+            next_page = Some(format!("page={from}"));
+        }
         Ok(ContentPage { blobs, next_page })
     }
 
@@ -363,6 +369,44 @@ async fn a_poll_leaves_errors_of_other_components_alone() {
     poll(&state, &FakeFeed::default(), &Queues::default(), &Deadline::unlimited()).await;
 
     assert_eq!(state.connection(CONN).await.unwrap().unwrap().last_error, Some(cap));
+}
+
+/// A feed that hands back the cursor it was given would keep a poll paging until its Lambda
+/// times out, every five minutes: the poll stops there, shows the problem, skips nothing, and
+/// lists the rest once the feed pages again.
+#[tokio::test]
+async fn a_feed_that_repeats_a_page_cursor_blocks_the_poll_visibly_and_loses_nothing() {
+    let (state, feed, queues) = (state_with_connection().await, FakeFeed::default(), Queues::default());
+    for i in 0..6 {
+        feed.publish(
+            &format!("b{i}"),
+            now() - Duration::hours(2) + Duration::minutes(i),
+            &no_records(),
+        );
+    }
+    *feed.stuck_cursor.lock().unwrap() = true;
+
+    let outcome = poll(&state, &feed, &queues, &Deadline::unlimited()).await;
+    let PollOutcome::Blocked(problem) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(problem.code.ends_with("feed_cursor_repeated"), "{problem:?}");
+    assert!(problem.fix.contains("nothing is skipped"), "{problem:?}");
+    // page=0 (b0, b1), page=2 (b2, b3) named page=2 again: stopped there.
+    assert_eq!(queues.blob_ids(), ["b0", "b1", "b2", "b3"]);
+    let again = poll(&state, &feed, &queues, &Deadline::unlimited()).await;
+    assert!(matches!(again, PollOutcome::Blocked(_)), "{again:?}");
+
+    *feed.stuck_cursor.lock().unwrap() = false;
+    let fixed = poll(&state, &feed, &queues, &Deadline::unlimited()).await;
+    assert!(matches!(fixed, PollOutcome::Caught { .. }), "{fixed:?}");
+    assert_eq!(
+        queues.blob_ids(),
+        ["b0", "b1", "b2", "b3", "b4", "b5"],
+        "nothing skipped"
+    );
+    let c = state.connection(CONN).await.unwrap().unwrap();
+    assert_eq!(c.last_error, None, "the problem clears once the feed pages");
 }
 
 #[tokio::test]

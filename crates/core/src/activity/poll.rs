@@ -114,6 +114,8 @@ pub async fn poll_connection(
 
     let mut pages = 0u64;
     let mut enqueued = 0u64;
+    // Cursors followed in this poll: a feed that hands one back again would page for ever.
+    let mut followed: std::collections::HashSet<String> = std::collections::HashSet::new();
     // An open window older than the retention cannot be continued: list from the floor.
     let mut window = cp
         .window
@@ -140,6 +142,9 @@ pub async fn poll_connection(
                 .await?;
             return Ok(PollOutcome::OutOfTime { pages, enqueued });
         }
+        if let Some(asked) = &next_page {
+            followed.insert(asked.clone());
+        }
         let page = match ports
             .feed
             .content_page(content_type, start, end, next_page.as_deref())
@@ -155,7 +160,28 @@ pub async fn poll_connection(
         let fresh = enqueue_new(ports, connection, &page.blobs, settings).await?;
         enqueued += fresh;
         cp.blobs_enqueued += fresh;
-        match page.next_page {
+        if page.next_page.as_ref().is_some_and(|n| followed.contains(n)) {
+            // A feed that hands back a cursor already followed would keep the poll paging until
+            // its Lambda times out, every run. Nothing is skipped: the window stays open at the
+            // cursor, the connection shows the problem, and each poll tries again.
+            cp.window = next_page.map(|next_page| OpenWindow { start, end, next_page });
+            let e = PortError::terminal(
+                "feed_cursor_repeated",
+                format!(
+                    "the Management Activity API handed back a page cursor it had already given ({}), listing content \
+                     created between {start} and {end}",
+                    page.next_page.unwrap_or_default()
+                ),
+                "nothing is skipped: each poll asks for that page again; if this persists for hours, open a \
+                 Microsoft support case for the tenant's Management Activity API (content listing paging)",
+            );
+            return fail(ports, connection, content_type, cp, e, pages, enqueued).await;
+        }
+        if let Some(n) = &page.next_page {
+            followed.insert(n.clone());
+        }
+        let next_page = page.next_page;
+        match next_page {
             Some(next_page) => {
                 cp.window = Some(OpenWindow {
                     start,
