@@ -377,7 +377,8 @@ impl InventoryStore for DynamoInventoryStore {
     }
 
     /// Queries of the drive's rows (below the siblings' `~` keys), projecting `is_folder`, all
-    /// pages (strongly consistent): about one read unit per 8 rows.
+    /// pages (strongly consistent): a read unit per 4 KB of rows, about 8 rows, once per index
+    /// round.
     async fn count_rows(&self, drive_id: &str) -> PortResult<(u64, u64)> {
         let (projection, mut names) = projection_of(&["is_folder"]);
         names.insert("#d".into(), DRIVE_ID.into());
@@ -400,23 +401,6 @@ impl InventoryStore for DynamoInventoryStore {
             }
         }
         Ok((files, folders))
-    }
-
-    /// BatchGetItem (100 per call, strongly consistent) projecting `item_id` and `is_folder`.
-    async fn existing_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<HashMap<String, bool>> {
-        let mut seen = HashSet::new();
-        let keys = item_ids
-            .iter()
-            .filter(|id| seen.insert(id.as_str()))
-            .map(|id| row_key(drive_id, id))
-            .collect();
-        let items = self.table.batch_get(keys, Some(&[ITEM_ID, "is_folder"])).await?;
-        let mut out = HashMap::with_capacity(items.len());
-        for item in &items {
-            let f = self.table.fields(item, row_label(item));
-            out.insert(f.s(ITEM_ID)?, f.bool("is_folder")?);
-        }
-        Ok(out)
     }
 
     /// BatchGetItem (100 per call, strongly consistent) projecting `item_id` and `path`; the

@@ -171,41 +171,16 @@ pub async fn index_drive(
         if let Some(root) = items.iter().find(|i| i.is_root && !i.deleted) {
             progress.root_id = Some(root.id.clone());
         }
-        // An incremental round (the drive was walked whole before) counts rows exactly: an
-        // item is new only if it had no row, a deletion counts only if it had one. A full walk
-        // counts as it goes (for progress) and recounts its rows when it completes.
-        let incremental = progress.completed_at.is_some() && !progress.reconcile;
-        let before = if incremental {
-            let ids: Vec<String> = items.iter().filter(|i| !i.is_root).map(|i| i.id.clone()).collect();
-            Some(ports.inventory.existing_rows(drive_id, &ids).await.map_err(err)?)
-        } else {
-            None
-        };
         let applied = apply_page(ports, &drive, &progress, &mut cache, &items, now())
             .await
             .map_err(err)?;
         progress.pages += 1;
+        // Entries as they come, for progress; the round's end recounts the rows.
+        progress.items += applied.files + applied.folders;
+        progress.files += applied.files;
+        progress.folders += applied.folders;
         progress.bytes += applied.bytes;
         progress.deleted += applied.deleted;
-        match &before {
-            Some(existing) => {
-                for item in items.iter().filter(|i| !i.is_root) {
-                    match (item.deleted, existing.get(&item.id)) {
-                        (false, None) if item.is_folder => progress.folders += 1,
-                        (false, None) => progress.files += 1,
-                        (true, Some(true)) => progress.folders = progress.folders.saturating_sub(1),
-                        (true, Some(false)) => progress.files = progress.files.saturating_sub(1),
-                        _ => {}
-                    }
-                }
-                progress.items = progress.files + progress.folders;
-            }
-            None => {
-                progress.items += applied.files + applied.folders;
-                progress.files += applied.files;
-                progress.folders += applied.folders;
-            }
-        }
         pages_this_run += 1;
         items_this_run += applied.files + applied.folders;
 
@@ -235,14 +210,13 @@ pub async fn index_drive(
                     );
                     progress.reconcile = false;
                 }
-                if before.is_none() {
-                    // A whole walk: the rows it left are the drive's items (an item listed on
-                    // two pages, or listed and then deleted, counted as it went).
-                    let (files, folders) = ports.inventory.count_rows(drive_id).await.map_err(err)?;
-                    progress.files = files;
-                    progress.folders = folders;
-                    progress.items = files + folders;
-                }
+                // The rows the round left are the drive's items: delta lists an item once per
+                // version and lists deletions, and a page applied again after a crash must not
+                // count twice, so the count is read, not added up.
+                let (files, folders) = ports.inventory.count_rows(drive_id).await.map_err(err)?;
+                progress.files = files;
+                progress.folders = folders;
+                progress.items = files + folders;
                 progress.next_link = None;
                 progress.delta_link = Some(delta);
                 if progress.completed_at.is_none() || drive.state == DriveState::Indexing {

@@ -617,17 +617,6 @@ impl InventoryStore for MemoryInventory {
         Ok((files.len() as u64, folders.len() as u64))
     }
 
-    async fn existing_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<HashMap<String, bool>> {
-        let map = lock(&self.rows);
-        Ok(item_ids
-            .iter()
-            .filter_map(|id| {
-                map.get(&(drive_id.to_owned(), id.clone()))
-                    .map(|r| (id.clone(), r.is_folder))
-            })
-            .collect())
-    }
-
     /// Deletes the old rows and their hash outcomes; returns how many rows.
     async fn delete_older_than(&self, drive_id: &str, generation: u64) -> PortResult<u64> {
         let mut map = lock(&self.rows);

@@ -9,7 +9,7 @@ use crate::audit::Quarantine;
 use crate::error::PortError;
 use crate::events::{EventRecord, FileHashes, HashOutcome};
 use crate::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::model::{
     Connection, ConnectionError, DeltaPage, DirectoryUser, DiscoverySummary, DriveLookup, DriveRecord, DriveState,
@@ -275,8 +275,6 @@ pub trait InventoryStore: Send + Sync {
     async fn delete_older_than(&self, drive_id: &str, generation: u64) -> PortResult<u64>;
     /// The drive's rows now: `(files, folders)` (status shows rows, not delta entries).
     async fn count_rows(&self, drive_id: &str) -> PortResult<(u64, u64)>;
-    /// Which of `item_ids` have a row, and whether each is a folder.
-    async fn existing_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<HashMap<String, bool>>;
 }
 
 /// Queues work for the index-drive function.
