@@ -19,7 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, DurationRound as _, NaiveDateTime, Utc};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -537,7 +537,8 @@ fn start(req: &Req<'_>, body: &[u8]) -> Response {
         bump(&req.counters().subscriptions_start_repeated);
     }
     if let Some((_, open @ None)) = sub.stopped.last_mut() {
-        *open = Some(now);
+        // To the millisecond, as contentCreated is (a blob created at the restart is listed).
+        *open = Some(to_millis(now));
     }
     sub.started = true;
     sub.disabled = None;
@@ -616,7 +617,7 @@ fn stop(req: &Req<'_>) -> Response {
     match subs.get_mut(&content_type) {
         Some(s) if s.started => {
             s.started = false;
-            s.stopped.push((now, None));
+            s.stopped.push((to_millis(now), None));
             StatusCode::OK.into_response()
         }
         _ => {
@@ -673,6 +674,11 @@ fn parse_next_page(token: &str) -> Option<(DateTime<Utc>, u64)> {
     let (time, seq) = token.split_once('R')?;
     let created = NaiveDateTime::parse_from_str(time, "%Y%m%d%H%M%S%3f").ok()?.and_utc();
     Some((created, seq.parse().ok()?))
+}
+
+/// An instant to the millisecond, the precision of the API's times.
+fn to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(chrono::TimeDelta::milliseconds(1)).unwrap_or(t)
 }
 
 fn time_text(t: DateTime<Utc>) -> String {

@@ -633,7 +633,11 @@ mod tests {
         let a = log.publish(ContentType::SharePoint, record(1), now);
         let b = log.publish(ContentType::SharePoint, record(2), now);
         assert_eq!(a.content_id, b.content_id);
-        assert_eq!(a.available_at, now + TimeDelta::seconds(2));
+        // To the millisecond, as the API states contentCreated.
+        let expected = (now + TimeDelta::seconds(2))
+            .duration_trunc(TimeDelta::milliseconds(1))
+            .unwrap();
+        assert_eq!(a.available_at, expected);
         assert!(
             log.available(ContentType::SharePoint, now, now + TimeDelta::hours(1), now)
                 .is_empty()
