@@ -179,9 +179,17 @@ async fn two_thousand_operations_become_events_of_monitored_drives_once_each_wit
         ..FaultConfig::default()
     });
 
-    // A worker dies midway: its messages come back after the visibility timeout. (The first
-    // blobs become available half a second after publication.)
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A worker dies midway: its messages come back after the visibility timeout. It starts with
+    // the blobs published so far listed (each available half a second after publication, and
+    // listed once its second is over), so it has work enough to die in however fast the
+    // machine injected the activity.
+    let published = stack.sim.audit().blobs().iter().map(|b| b.content_created).max();
+    if let Some(last) = published {
+        let wait = (last + chrono::Duration::milliseconds(1_500) - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        tokio::time::sleep(wait.min(Duration::from_secs(10))).await;
+    }
     let crashing = stack
         .runner(&[], |o| {
             o.abort_after_invocations = Some(25);
