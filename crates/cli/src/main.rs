@@ -531,7 +531,12 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 emit(&filetrail_cli::exposure::render(&files))?;
                 let count: std::collections::HashSet<_> = files.iter().map(|f| (&f.drive_id, &f.item_id)).collect();
-                println!("{} files exposed by {} permissions.", count.len(), files.len());
+                // Through emit: a reader that stopped early (`| head`) ends the command quietly.
+                emit(&format!(
+                    "{} files exposed by {} permissions.\n",
+                    count.len(),
+                    files.len()
+                ))?;
             }
         }
         Command::Sharing(SharingCommand::Revoke {
@@ -678,7 +683,7 @@ async fn search_command(args: SearchArgs) -> anyhow::Result<()> {
         search::write_csv(&mut csv, &page.events)?;
         emit(&String::from_utf8_lossy(&csv))?;
     } else if page.events.is_empty() {
-        println!("No events match.");
+        emit("No events match.\n")?;
     } else {
         emit(&events::render(&page.events))?;
     }
