@@ -442,11 +442,12 @@ fn render_feed(feed: &FeedStatus, now: DateTime<Utc>) -> String {
             .map(|(reason, n)| format!("{n} {}", drop_reason::describe(reason)))
             .collect();
         out.push_str(&format!(
-            "  audit records     {} in {} blob{} (last month): {} events, {} dropped{}, {} quarantined, {} parked\n",
+            "  audit records     {} in {} blob{} (last month): {} events, {} repeats, {} dropped{}, {} quarantined, {} parked\n",
             t.records,
             t.blobs,
             if t.blobs == 1 { "" } else { "s" },
             t.events_inserted,
+            t.events_duplicate,
             dropped,
             if why.is_empty() {
                 String::new()
@@ -866,7 +867,7 @@ mod tests {
              2 hours to write again with digests recorded since",
             "3 messages of ft-IndexQueue failed repeatedly and wait on ft-IndexDeadLetterQueue",
             "aws sqs start-message-move-task",
-            "audit records     150 in 12 blobs (last month): 100 events, 42 dropped (30 the OneDrive is outside \
+            "audit records     150 in 12 blobs (last month): 100 events, 0 repeats, 42 dropped (30 the OneDrive is outside \
              the connection's scope; 12 a team or communication site, or another workload), 5 quarantined, 3 parked",
             "parked            3 records in 1 blob wait for discovery to find their OneDrive, the oldest for 45m; \
              ingested again when a discovery run finishes (the first blob's content expires at Microsoft \
