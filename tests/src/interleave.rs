@@ -17,7 +17,7 @@
 //! the run's [`Outcome`] is what an analyst would see: the events with their items and digests,
 //! the inventory, the records dropped and parked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration as StdDuration;
 
@@ -42,7 +42,7 @@ use filetrail_core::scope::Scope;
 use filetrail_m365::{
     ActivityClient, ClientSecret, Cloud, Credentials, GraphClient, HttpTimeouts, RetryPolicy, http_client,
 };
-use m365_sim::{SimConfig, SimHandle};
+use m365_sim::{ActivityOutcome, SimConfig, SimHandle};
 
 /// Receives after which a message goes to the dead letters (the template's `maxReceiveCount`).
 pub const MAX_RECEIVES: u32 = 5;
@@ -208,6 +208,35 @@ pub struct Outcome {
     pub parked: u64,
     /// Messages that failed [`MAX_RECEIVES`] times.
     pub dead_letters: usize,
+}
+
+impl Outcome {
+    /// The file versions the events carry digests of: (item, cTag).
+    pub fn hashed_versions(&self) -> BTreeSet<(String, String)> {
+        self.events
+            .values()
+            .filter_map(|(item, hash)| {
+                let (ctag, _) = hash.strip_prefix("hashed ")?.split_once(' ')?;
+                Some((item.clone()?, ctag.to_owned()))
+            })
+            .collect()
+    }
+}
+
+/// The event keys the audit records of injected `operations` call for: those of the OneDrives
+/// `drives` (every drive when `None`) whose operation filetrail records.
+pub fn expected_event_keys(operations: &[ActivityOutcome], drives: Option<&BTreeSet<String>>) -> BTreeSet<String> {
+    let not_recorded: BTreeSet<&str> = filetrail_core::audit::operations::NOT_RECORDED
+        .iter()
+        .map(|(op, _)| *op)
+        .collect();
+    operations
+        .iter()
+        .filter(|op| drives.is_none_or(|d| d.contains(&op.drive_id)))
+        .flat_map(|op| op.audit_records.iter().flatten())
+        .filter(|r| !not_recorded.contains(r["Operation"].as_str().unwrap_or_default()))
+        .map(|r| format!("{CONNECTION}#{}", r["Id"].as_str().unwrap_or_default()))
+        .collect()
 }
 
 /// How a run may be disturbed.

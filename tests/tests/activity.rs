@@ -19,6 +19,7 @@ use filetrail_core::audit::FileEventType as T;
 use filetrail_core::audit::operations::NOT_RECORDED;
 use filetrail_core::events::{EventRecord, HashOutcome, unavailable};
 use filetrail_core::scope::ScopeKind;
+use filetrail_e2e::interleave::expected_event_keys;
 use filetrail_e2e::{CONNECTION, Item, Stack};
 use m365_sim::{
     ActivityConfig, ActivityKind, ActivityOutcome, ActivityRequest, FaultConfig, FilesPerDrive, RandomActivity,
@@ -363,18 +364,6 @@ async fn two_thousand_operations_become_events_of_monitored_drives_once_each_wit
     );
 }
 
-/// The events every recorded operation on these drives must become, by key.
-fn expected_event_keys(injected: &[ActivityOutcome], drives: &BTreeSet<String>) -> BTreeSet<String> {
-    let not_recorded: BTreeSet<&str> = NOT_RECORDED.iter().map(|(op, _)| *op).collect();
-    injected
-        .iter()
-        .filter(|op| drives.contains(&op.drive_id))
-        .flat_map(|op| op.audit_records.as_ref().unwrap())
-        .filter(|r| !not_recorded.contains(r["Operation"].as_str().unwrap()))
-        .map(|r| format!("{CONNECTION}#{}", r["Id"].as_str().unwrap()))
-        .collect()
-}
-
 /// The stored events are exactly `expected` (by key), naming a few of the missing and extra.
 fn assert_events_are(events: &BTreeMap<String, EventRecord>, expected: &BTreeSet<String>) {
     let stored: BTreeSet<String> = events.keys().cloned().collect();
@@ -445,7 +434,7 @@ async fn a_connection_made_on_a_busy_tenant_stores_every_event_although_ingest_r
         .unwrap()
         .remove(0);
     let feed = before.feed.clone().expect("a cloud connection has a feed status");
-    let expected = expected_event_keys(&injected.operations, &drives);
+    let expected = expected_event_keys(&injected.operations, Some(&drives));
     assert!(feed.parked_blobs > 0, "{feed:?}");
     assert!(feed.parked_records >= expected.len() as u64, "{feed:?}");
     assert!(feed.totals.dropped.is_empty(), "nothing dropped: {feed:?}");

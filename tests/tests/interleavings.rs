@@ -12,9 +12,8 @@ use std::collections::BTreeSet;
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, DurationRound as _};
-use filetrail_core::audit::operations::NOT_RECORDED;
 use filetrail_core::scope::{Scope, ScopeEntry, ScopeKind, UserSelector};
-use filetrail_e2e::interleave::{CONNECTION, Disorder, Outcome, World};
+use filetrail_e2e::interleave::{Disorder, Outcome, World, expected_event_keys};
 use m365_sim::{ActivityConfig, ActivityOutcome, ActivityRequest, FilesPerDrive, RandomActivity, SimConfig};
 
 fn orderings() -> u64 {
@@ -66,18 +65,6 @@ fn activity(world: &World, users: &[u64]) -> Vec<ActivityOutcome> {
         })
         .unwrap()
         .operations
-}
-
-/// The events the records of `drives` must become.
-fn expected(operations: &[ActivityOutcome], drives: &BTreeSet<String>) -> BTreeSet<String> {
-    let not_recorded: BTreeSet<&str> = NOT_RECORDED.iter().map(|(op, _)| *op).collect();
-    operations
-        .iter()
-        .filter(|op| drives.contains(&op.drive_id))
-        .flat_map(|op| op.audit_records.as_ref().unwrap())
-        .filter(|r| !not_recorded.contains(r["Operation"].as_str().unwrap()))
-        .map(|r| format!("{CONNECTION}#{}", r["Id"].as_str().unwrap()))
-        .collect()
 }
 
 /// Runs `scenario` under every ordering and checks each outcome against the first and against
@@ -152,7 +139,7 @@ async fn activity_before_the_first_discovery_is_recorded_whatever_runs_first() {
                 .await
                 .unwrap();
             let drives = ops.iter().map(|o| o.drive_id.clone()).collect();
-            let want = expected(&ops, &drives);
+            let want = expected_event_keys(&ops, Some(&drives));
             let got: BTreeSet<String> = outcome.events.keys().cloned().collect();
             assert_eq!(got, want, "ordering {seed}: the events are the tenant's records");
             (world, outcome)
@@ -201,7 +188,7 @@ async fn a_users_scope_records_exactly_its_users_whatever_runs_first() {
             let model = world.sim.tenant();
             let monitored: BTreeSet<String> = [0, 2].iter().map(|i| model.drive_of_user(*i).unwrap().id).collect();
             let got: BTreeSet<String> = outcome.events.keys().cloned().collect();
-            assert_eq!(got, expected(&ops, &monitored), "ordering {seed}");
+            assert_eq!(got, expected_event_keys(&ops, Some(&monitored)), "ordering {seed}");
             (world, outcome)
         },
         |_, outcome| {
@@ -234,14 +221,7 @@ async fn the_same_file_in_two_blobs_is_downloaded_once_per_version_whatever_runs
             (world, outcome)
         },
         |world, outcome| {
-            let hashed: BTreeSet<(String, String)> = outcome
-                .events
-                .values()
-                .filter_map(|(item, hash)| {
-                    let (ctag, _) = hash.strip_prefix("hashed ")?.split_once(' ')?;
-                    Some((item.clone()?, ctag.to_owned()))
-                })
-                .collect();
+            let hashed = outcome.hashed_versions();
             // A download resumed with `Range` (a continuation) is the same download.
             let stats = world.sim.stats();
             let downloads = stats.content_downloads - stats.content_range;

@@ -27,11 +27,10 @@ use filetrail_aws::template::Template;
 use filetrail_bench::cli::ResultsArgs;
 use filetrail_bench::report::{Figure, Goal, merge_into_results, render_table};
 use filetrail_bench::step;
-use filetrail_core::audit::operations::NOT_RECORDED;
 use filetrail_core::events::EventRecord;
 use filetrail_core::ports::EventStore as _;
 use filetrail_core::search::SearchQuery;
-use filetrail_e2e::interleave::{CONNECTION, Disorder, World};
+use filetrail_e2e::interleave::{CONNECTION, Disorder, World, expected_event_keys};
 use filetrail_e2e::repo_root;
 use m365_sim::{ActivityConfig, ActivityRequest, FilesPerDrive, RandomActivity, SimConfig};
 use std::collections::BTreeSet;
@@ -143,14 +142,7 @@ async fn new_connection(args: &Args) -> anyhow::Result<Vec<Figure>> {
             return_records: true,
         })
         .map_err(|e| anyhow::anyhow!("injecting activity: {e:?}"))?;
-    let not_recorded: BTreeSet<&str> = NOT_RECORDED.iter().map(|(op, _)| *op).collect();
-    let expected: BTreeSet<String> = injected
-        .operations
-        .iter()
-        .flat_map(|op| op.audit_records.clone().unwrap_or_default())
-        .filter(|r| !not_recorded.contains(r["Operation"].as_str().unwrap_or_default()))
-        .map(|r| format!("{CONNECTION}#{}", r["Id"].as_str().unwrap_or_default()))
-        .collect();
+    let expected = expected_event_keys(&injected.operations, None);
     let disorder = Disorder {
         kill: 0,
         redeliver: 10,
@@ -165,14 +157,7 @@ async fn new_connection(args: &Args) -> anyhow::Result<Vec<Figure>> {
     let lost = expected.difference(&stored).count();
     let extra = stored.difference(&expected).count();
     ensure!(extra == 0, "{extra} events the tenant's records do not call for");
-    let versions: BTreeSet<(String, String)> = outcome
-        .events
-        .values()
-        .filter_map(|(item, hash)| {
-            let (ctag, _) = hash.strip_prefix("hashed ")?.split_once(' ')?;
-            Some((item.clone()?, ctag.to_owned()))
-        })
-        .collect();
+    let versions = outcome.hashed_versions();
     let stats = world.sim.stats();
     let downloads = stats.content_downloads - stats.content_range;
     ensure!(!versions.is_empty(), "nothing was hashed");
