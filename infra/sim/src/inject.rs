@@ -745,6 +745,19 @@ impl Target {
     }
 }
 
+/// The id of a drive's document library: the records' `ListId`, `sharepointIds.listId`.
+pub(crate) fn list_id(seed: u64, d: DriveRef) -> String {
+    guid(hash3(seed, K_LIST, d.key()), hash4(seed, K_LIST, d.key(), 1))
+}
+
+/// An item's list item unique id: the records' `ListItemUniqueId` and the item's
+/// `sharepointIds.listItemUniqueId` on Graph. Fixed for the item's life (renames and moves
+/// keep it); a copy is a new item with its own.
+pub(crate) fn list_item_unique_id(seed: u64, d: DriveRef, item_id: &str) -> String {
+    let h = siphash24(seed, K_LIST_ITEM, item_id.as_bytes());
+    guid(h, hash4(seed, K_LIST_ITEM, d.key(), h))
+}
+
 fn resolve_drive(state: &SimState, drive: &str) -> Result<Target, InjectError> {
     let tenant = &state.tenant;
     let d = match tenant.decode_drive_id(drive) {
@@ -1100,17 +1113,11 @@ struct RecordCtx<'a> {
 
 impl RecordCtx<'_> {
     fn list_id(&self) -> String {
-        let seed = self.state.tenant.seed();
-        guid(
-            hash3(seed, K_LIST, self.t.d.key()),
-            hash4(seed, K_LIST, self.t.d.key(), 1),
-        )
+        list_id(self.state.tenant.seed(), self.t.d)
     }
 
     fn list_item_id(&self, item_id: &str) -> String {
-        let seed = self.state.tenant.seed();
-        let h = siphash24(seed, K_LIST_ITEM, item_id.as_bytes());
-        guid(h, hash4(seed, K_LIST_ITEM, self.t.d.key(), h))
+        list_item_unique_id(self.state.tenant.seed(), self.t.d, item_id)
     }
 
     /// The link's `UniqueSharingId`, also the id of its permission (`crate::sharing`).

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use common::{Reply, Sim, read, start};
+use common::{Reply, Sim, dedup_last_wins, read, start};
 use m365_sim::{FilesPerDrive, SimConfig, SimDrive};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -638,4 +638,49 @@ async fn two_thousand_random_activities_leave_drives_as_the_ground_truth_says() 
             );
         }
     }
+}
+
+#[tokio::test]
+async fn delta_names_each_file_by_the_list_item_id_its_records_carry_when_selected() {
+    let sim = start(config()).await;
+    let token = sim.token().await;
+    let d = drive(&sim, 3);
+    let file = nested_file(&sim, &d);
+    let ops = inject_ok(
+        &sim,
+        &json!({"return_records": true, "operations": [
+            {"op": "download", "drive": d.id, "item": file.id},
+            {"op": "rename", "drive": d.id, "item": file.id, "name": "renamed.docx"},
+        ]}),
+    )
+    .await;
+    let record_id = records(&ops[0])[0]["ListItemUniqueId"].clone();
+    assert!(is_guid(record_id.as_str().expect("ListItemUniqueId")), "{record_id}");
+    assert_eq!(records(&ops[1])[0]["ListItemUniqueId"], record_id, "a rename keeps it");
+
+    let select = "id,name,sharepointIds";
+    let (items, _) = sim
+        .delta_all(&token, &format!("/drives/{}/root/delta?$select={select}", d.id))
+        .await;
+    let renamed = dedup_last_wins(&items)
+        .into_iter()
+        .find(|i| i["id"] == file.id.as_str())
+        .expect("the file in delta");
+    assert_eq!(renamed["name"], "renamed.docx");
+    assert_eq!(renamed["sharepointIds"]["listItemUniqueId"], record_id);
+    assert_eq!(renamed["sharepointIds"]["listId"], records(&ops[0])[0]["ListId"]);
+    // Every file has its own.
+    let ids: HashSet<&str> = items
+        .iter()
+        .filter_map(|i| i["sharepointIds"]["listItemUniqueId"].as_str())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        dedup_last_wins(&items).len() - 1,
+        "one id per item but the root"
+    );
+
+    // Not returned by default.
+    let (plain, _) = sim.delta_all(&token, &format!("/drives/{}/root/delta", d.id)).await;
+    assert!(plain.iter().all(|i| i.get("sharepointIds").is_none()));
 }

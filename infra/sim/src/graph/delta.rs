@@ -63,6 +63,7 @@ const SELECTABLE: &[&str] = &[
     "deleted",
     "fileSystemInfo",
     "shared",
+    "sharepointIds",
 ];
 
 /// The `Prefer` values that together ask delta for sharing changes (driveitem-delta.md: "The use
@@ -177,6 +178,26 @@ fn link(ctx: &Ctx<'_>, drive: &SimDrive, cursor: &Cursor, select: Option<&str>) 
         url.push_str(&format!("&$select={}", encode_query_value(sel)));
     }
     url
+}
+
+/// An item's `sharepointIds` (sharepointids.md): the ids its audit records carry.
+fn sharepoint_ids(ctx: &Ctx<'_>, d: DriveRef, drive: &SimDrive, item_id: &str) -> Value {
+    let seed = ctx.state.tenant.seed();
+    let mut parts = drive.site_id.split(',').skip(1);
+    let site_guid = parts.next().unwrap_or_default();
+    let web_guid = parts.next().unwrap_or_default();
+    let site_url = drive
+        .web_url
+        .rsplit_once('/')
+        .map_or(drive.web_url.as_str(), |(s, _)| s);
+    json!({
+        "listId": crate::inject::list_id(seed, d),
+        "listItemUniqueId": crate::inject::list_item_unique_id(seed, d, item_id),
+        "siteId": site_guid,
+        "siteUrl": site_url,
+        "tenantId": ctx.state.tenant.tenant_id(),
+        "webId": web_guid,
+    })
 }
 
 fn deleted_json(drive: &SimDrive, id: &str, parent_id: Option<&str>, is_folder: bool, at: DateTime<Utc>) -> Value {
@@ -465,8 +486,14 @@ pub(crate) fn delta(
         feed.shared_changed.clear();
     }
 
+    // `sharepointIds` only when selected, as Graph returns it (driveitem.md: "This property is
+    // not returned by default and must be selected using the $select query parameter").
+    let with_ids = select.as_ref().is_some_and(|keep| keep.contains(&"sharepointIds"));
     let with_sharing = |item: &SimItem, ordinal: Option<usize>| -> Value {
         let mut v = item_json(&drive, item, Style::Delta);
+        if let (true, Some(obj)) = (with_ids && !item.is_root, v.as_object_mut()) {
+            obj.insert("sharepointIds".into(), sharepoint_ids(ctx, d, &drive, &item.id));
+        }
         let shared = crate::sharing::shared_with_ordinal(ctx.state, d, &drive, item, Some(&sharing_tree), ordinal);
         if let (Some(facet), Some(obj)) = (crate::sharing::shared_facet(&drive, &shared), v.as_object_mut()) {
             obj.insert("shared".into(), facet);
