@@ -23,6 +23,7 @@ use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
+use filetrail_core::activity::ResolvePorts;
 use filetrail_core::activity::ingest::{IngestPorts, ingest_blob};
 use filetrail_core::activity::poll::{PollPorts, PollSettings, poll_connection};
 use filetrail_core::budget::Deadline;
@@ -433,6 +434,12 @@ impl World {
                     inventory: &self.inventory,
                     delta: &self.graph,
                     sharing: None,
+                    pending: Some(ResolvePorts {
+                        identities: &self.inventory,
+                        events: &self.events,
+                        hash_queue: &self.queues,
+                        exports: &self.state,
+                    }),
                 };
                 if let IndexOutcome::Continue { .. } = index_drive(&ports, drive_id, &budget, || now).await? {
                     self.queues.enqueue_index(std::slice::from_ref(index)).await?;
@@ -445,6 +452,7 @@ impl World {
                     activity: &self.state,
                     feed: &self.feed,
                     resolver: &self.graph,
+                    identities: &self.inventory,
                     events: &self.events,
                     inventory: &self.inventory,
                     quarantine: &self.quarantine,

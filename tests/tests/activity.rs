@@ -22,8 +22,8 @@ use filetrail_core::scope::ScopeKind;
 use filetrail_e2e::interleave::expected_event_keys;
 use filetrail_e2e::{CONNECTION, Item, Stack};
 use m365_sim::{
-    ActivityConfig, ActivityKind, ActivityOutcome, ActivityRequest, FaultConfig, FilesPerDrive, RandomActivity,
-    SimConfig,
+    Activity, ActivityConfig, ActivityKind, ActivityOutcome, ActivityRequest, FaultConfig, FilesPerDrive,
+    RandomActivity, SimConfig,
 };
 use md5::Digest as _;
 
@@ -566,4 +566,179 @@ async fn audit_log_off_then_permission_missing_show_on_the_status_with_their_fix
     };
     let item = injected.operations[0].item_id.clone().unwrap();
     assert_eq!((h.md5, h.sha256), digests_of(&drive_id, &item, &h.ctag, h.size));
+}
+
+/// The records of one injected activity, by event key.
+fn keys_of(op: &ActivityOutcome) -> Vec<String> {
+    op.records.iter().map(|r| format!("{CONNECTION}#{}", r.id)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_renamed_moved_or_deleted_before_their_records_were_ingested_keep_one_history_each() {
+    let stack = Stack::start(SimConfig {
+        seed: 31,
+        users: 2,
+        no_drive_ratio: 0.0,
+        team_sites: 0,
+        groups: 0,
+        files_per_drive: FilesPerDrive::Range { min: 12, max: 16 },
+        activity: ActivityConfig {
+            publication_delay: Duration::from_millis(200),
+            duplicate_rate: 0.0,
+            late_rate: 0.0,
+            ..ActivityConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    stack.register(stack.sim.client_secret()).await.unwrap();
+    let runner = stack
+        .runner(&[], |o| o.visibility_timeout = Some(Duration::from_secs(5)))
+        .unwrap();
+    // The inventory knows the drive's files before anything happens to them.
+    assert_eq!(
+        stack.discover_and_index(&runner).await.unwrap().reason,
+        StopReason::Idle
+    );
+    let tenant_model = stack.sim.tenant();
+    let drive = tenant_model.drive_of_user(0).unwrap().id;
+    let other = tenant_model.user(1).user_principal_name;
+    let items: Vec<m365_sim::SimItem> = tenant_model.drive_items(&drive).filter(|i| !i.is_root).collect();
+    let files: Vec<&m365_sim::SimItem> = items.iter().filter(|i| !i.is_folder).collect();
+    let (plan, doomed) = (files[0].clone(), files[1].clone());
+    let plan_folder = plan.path.rsplit_once('/').unwrap().0.to_owned();
+    let elsewhere = items
+        .iter()
+        .find(|i| i.is_folder && i.path != plan_folder)
+        .expect("a folder to move the file to")
+        .id
+        .clone();
+
+    // A file read, changed, renamed and moved, another read then deleted: all before the
+    // audit poll, and an index round (as the hourly discovery runs one) sees the end state.
+    let start = Utc::now().duration_trunc(chrono::Duration::seconds(1)).unwrap() - chrono::Duration::minutes(5);
+    let at = |s: i64| Some(start + chrono::Duration::seconds(s));
+    let on = |op: ActivityKind, item: &str, s: i64| {
+        let mut a = Activity::new(op, drive.clone()).item(item);
+        a.at = at(s);
+        a
+    };
+    let first = stack
+        .sim
+        .inject_activity(&ActivityRequest {
+            operations: vec![
+                on(ActivityKind::Download, &plan.id, 0).actor(other.clone()),
+                on(ActivityKind::Modify, &plan.id, 10),
+                on(ActivityKind::Rename, &plan.id, 20).name("Plan FINAL.docx"),
+                on(ActivityKind::Download, &plan.id, 30).actor(other.clone()),
+                on(ActivityKind::Move, &plan.id, 40).folder(elsewhere.clone()),
+                on(ActivityKind::Access, &plan.id, 50),
+                on(ActivityKind::Download, &doomed.id, 60).actor(other.clone()),
+                on(ActivityKind::Preview, &doomed.id, 70),
+                on(ActivityKind::Delete, &doomed.id, 80),
+            ],
+            random: None,
+            return_records: false,
+        })
+        .unwrap();
+    stack.enqueue_index(&drive).await.unwrap();
+    assert_eq!(runner.run().await.reason, StopReason::Idle);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    poll_until_caught_up(&stack, &runner).await;
+
+    let events = stack.events().await.unwrap();
+    let plan_keys: Vec<String> = first.operations[..6].iter().flat_map(keys_of).collect();
+    for key in &plan_keys {
+        let e = &events.get(key).unwrap_or_else(|| panic!("no event {key}")).event;
+        assert_eq!(
+            e.item_id.as_deref(),
+            Some(plan.id.as_str()),
+            "{} of {:?}",
+            e.operation,
+            e.path
+        );
+        assert_eq!(e.unresolved, None, "{}", e.operation);
+    }
+    // `filetrail file` shows the whole history, whatever path each record named.
+    let trail = filetrail_cli::file::trail(
+        &stack.state(),
+        &stack.inventory_store(),
+        &stack.event_store(),
+        &drive,
+        &plan.id,
+    )
+    .await
+    .unwrap();
+    let shown: BTreeSet<String> = trail.events.iter().map(EventRecord::key).collect();
+    assert_eq!(shown, plan_keys.iter().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(
+        trail.inventory.unwrap().row.path,
+        format!(
+            "{}/Plan FINAL.docx",
+            items.iter().find(|i| i.id == elsewhere).unwrap().path
+        )
+    );
+
+    // The deleted file's events name it and say why they have no digests.
+    for key in first.operations[6..].iter().flat_map(keys_of) {
+        let record = &events[&key];
+        assert_eq!(
+            record.event.item_id.as_deref(),
+            Some(doomed.id.as_str()),
+            "{}",
+            record.event.operation
+        );
+        if record.event.operation != "FileDeleted" {
+            assert_eq!(
+                record.hash,
+                Some(HashOutcome::Unavailable {
+                    reason: unavailable::DELETED_BEFORE_HASHING.to_owned()
+                }),
+                "{}",
+                record.event.operation
+            );
+        }
+    }
+
+    // A file uploaded and renamed before any index round saw it: its upload names a path where
+    // nothing is, so the event waits for the round the upload asks for, which learns the file's
+    // id, gives the event its item and has it hashed.
+    let second = stack
+        .sim
+        .inject_activity(&ActivityRequest {
+            operations: vec![
+                {
+                    let mut a = Activity::new(ActivityKind::Upload, drive.clone()).name("Fresh upload.xlsx");
+                    a.at = Some(Utc::now() - chrono::Duration::seconds(20));
+                    a
+                },
+                {
+                    let mut a = Activity::new(ActivityKind::Rename, drive.clone())
+                        .item("/Fresh upload.xlsx")
+                        .name("Fresh renamed.xlsx");
+                    a.at = Some(Utc::now() - chrono::Duration::seconds(10));
+                    a
+                },
+            ],
+            random: None,
+            return_records: false,
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    poll_until_caught_up(&stack, &runner).await;
+    let events = stack.events().await.unwrap();
+    let upload = &second.operations[0];
+    let fresh = upload.item_id.clone().unwrap();
+    let stored = &events[&keys_of(upload)[0]];
+    assert_eq!(stored.event.item_id.as_deref(), Some(fresh.as_str()));
+    assert_eq!(stored.event.unresolved, None);
+    let Some(HashOutcome::Hashed(h)) = &stored.hash else {
+        panic!("the upload of a file that exists is hashed: {:?}", stored.hash);
+    };
+    assert_eq!(
+        (h.md5.clone(), h.sha256.clone()),
+        digests_of(&drive, &fresh, upload.ctag.as_ref().unwrap(), upload.size.unwrap())
+    );
+    assert!(stack.dead_letters().await.unwrap().values().all(|n| *n == 0));
 }

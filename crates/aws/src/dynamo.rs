@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Select, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, Select, WriteRequest};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -646,6 +646,30 @@ impl Fields<'_> {
             Some(_) => Err(self.wrong_type(name, "a map")),
         }
     }
+}
+
+/// A BatchWriteItem put of `item`.
+pub(crate) fn put_request(item: Item) -> Result<WriteRequest, AwsError> {
+    let put = PutRequest::builder()
+        .set_item(Some(item))
+        .build()
+        .map_err(|e| AwsError::Encode {
+            what: "put request",
+            detail: e.to_string(),
+        })?;
+    Ok(WriteRequest::builder().put_request(put).build())
+}
+
+/// A BatchWriteItem delete of `key`.
+pub(crate) fn delete_request(key: Item) -> Result<WriteRequest, AwsError> {
+    let delete = DeleteRequest::builder()
+        .set_key(Some(key))
+        .build()
+        .map_err(|e| AwsError::Encode {
+            what: "delete request",
+            detail: e.to_string(),
+        })?;
+    Ok(WriteRequest::builder().delete_request(delete).build())
 }
 
 #[cfg(test)]

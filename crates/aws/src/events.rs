@@ -449,6 +449,11 @@ impl DynamoEventStore {
     async fn set_hash_one(&self, key: &str, outcome: &HashOutcome) -> Result<bool, AwsError> {
         let mut update = hash_update(outcome)?;
         let condition = format!("attribute_exists({})", update.name(EVENT_KEY));
+        self.update_if(key, update, condition).await
+    }
+
+    /// Applies `update` to the event with `key` if `condition` holds; `false` when it did not.
+    async fn update_if(&self, key: &str, update: Update, condition: String) -> Result<bool, AwsError> {
         let (expression, names, values) = update.into_parts();
         self.table.counts.wrote();
         let result = self
@@ -738,6 +743,53 @@ impl EventStore for DynamoEventStore {
             result?;
         }
         Ok(())
+    }
+
+    /// A read of the event, then one UpdateItem that rewrites `doc` with the item, sets
+    /// `file_pk` (so `by_file` lists it) and sets or removes the hash outcome, on the condition
+    /// that the event still has no item. An event that has this item already is returned as
+    /// it is, so a repeat after a crash finds what the first run did.
+    async fn resolve_item(
+        &self,
+        key: &str,
+        item_id: &str,
+        outcome: Option<&HashOutcome>,
+    ) -> PortResult<Option<EventRecord>> {
+        let Some(mut record) = self.events_by_key(&[key.to_owned()]).await?.pop() else {
+            return Ok(None);
+        };
+        if let Some(current) = &record.event.item_id {
+            return Ok((current == item_id).then_some(record));
+        }
+        let Some(drive_id) = record.event.drive_id.clone().filter(|d| !d.is_empty()) else {
+            return Ok(None);
+        };
+        record.event.item_id = Some(item_id.to_owned());
+        record.event.unresolved = None;
+        record.hash = outcome.cloned();
+        let mut update = match outcome {
+            Some(outcome) => hash_update(outcome)?,
+            None => {
+                let mut update = Update::default();
+                update.remove(HASH);
+                update.remove(MD5);
+                update.remove(SHA256);
+                update
+            }
+        };
+        let doc = EventRecord {
+            hash: None,
+            ..record.clone()
+        };
+        update.set(DOC, json("event", &doc)?);
+        update.set(FILE_PK, s(file_pk(&drive_id, item_id)));
+        let condition = format!(
+            "attribute_exists({}) AND attribute_not_exists({})",
+            update.name(EVENT_KEY),
+            update.name(FILE_PK)
+        );
+        // A failed condition: resolved meanwhile by another round (to the item its id names).
+        Ok(self.update_if(key, update, condition).await?.then_some(record))
     }
 }
 

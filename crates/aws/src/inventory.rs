@@ -12,19 +12,28 @@
 //! has the key condition `item_id < "~"` and never reads a sibling. Deleting rows deletes their
 //! siblings too. An item's sharing state is another sibling, `~share#{item_id}`
 //! (`crate::sharing`).
+//!
+//! [`ItemIdentities`]: a file with a list item unique id has a sibling `~uid#{uid}`
+//! ([`UID_PREFIX`]) naming its item (`of_item`), `path` and `connection`, rewritten with every
+//! row write, so a rename or move keeps it current. Deleting the row turns it into a tombstone
+//! (`deleted_at`, and `expires_at` [`TOMBSTONE_DAYS`] later for the table's TTL): audit records
+//! of a file deleted or moved before they were ingested still find it by one BatchGetItem per
+//! 100 ids. An event stored without its item waits as `~pending#{uid}#{event key}`
+//! ([`PENDING_PREFIX`], `connection`, `since`, `expires_at`), read by one Query per index round.
+//! Folders have no `~uid#` sibling: their events are placed by path.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
-use chrono::Utc;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
 use filetrail_core::events::{FileHashes, HashOutcome};
-use filetrail_core::model::{InventoryRow, UserRef};
-use filetrail_core::ports::{InventoryHashes, InventoryStore, PortResult};
+use filetrail_core::model::{InventoryRow, KnownItem, PENDING_ITEM_DAYS, PendingItem, TOMBSTONE_DAYS, UserRef};
+use filetrail_core::ports::{InventoryHashes, InventoryStore, ItemIdentities, PortResult};
 
 use crate::config::INVENTORY_TABLE_VAR;
-use crate::dynamo::{Fields, Item, Table, n, projection_of, put_opt, s, ts};
+use crate::dynamo::{Fields, Item, Table, delete_request, n, projection_of, put_opt, put_request, s, ts};
 use crate::error::AwsError;
 
 /// Partition key attribute of the inventory table.
@@ -35,6 +44,10 @@ pub const ITEM_ID: &str = "item_id";
 pub const HASH_PREFIX: &str = "~hash#";
 /// Row sort keys are below this bound, hash siblings at or above it.
 pub const SIBLING_BOUND: &str = "~";
+/// Sort key prefix of a file's identity sibling: `~uid#{list item unique id}`.
+pub const UID_PREFIX: &str = "~uid#";
+/// Sort key prefix of an event waiting for its item: `~pending#{uid}#{event key}`.
+pub const PENDING_PREFIX: &str = "~pending#";
 
 /// An inventory row with the hash outcome recorded for its item merged in: `md5`/`sha256` set
 /// and `hash_unavailable` cleared when hashed, `hash_unavailable` set to the reason otherwise.
@@ -207,6 +220,7 @@ impl DynamoInventoryStore {
             created_by: self.decode_user(&f, "created_by", item)?,
             modified_by: self.decode_user(&f, "modified_by", item)?,
             mime_type: f.opt_s("mime_type")?,
+            list_item_uid: f.opt_s("list_item_uid")?,
             md5: f.opt_s("md5")?,
             sha256: f.opt_s("sha256")?,
             hash_unavailable: f.opt_s("hash_unavailable")?,
@@ -229,6 +243,61 @@ impl DynamoInventoryStore {
         let requests = keys.into_iter().map(delete_request).collect::<Result<Vec<_>, _>>()?;
         self.table.batch_write(requests).await
     }
+
+    /// Puts the tombstones of the files among `rows` (items projecting `item_id`, `path`,
+    /// `is_folder`, `list_item_uid`, `connection`), then deletes the rows and their siblings.
+    /// A crash between the two leaves the rows, which a retry deletes with their tombstones.
+    async fn bury(&self, drive_id: &str, rows: &[Item], at: DateTime<Utc>) -> Result<u64, AwsError> {
+        let mut tombstones = Vec::new();
+        let mut keys = Vec::with_capacity(rows.len() * 3);
+        for item in rows {
+            let f = self.table.fields(item, row_label(item));
+            let item_id = f.s(ITEM_ID)?;
+            if let Some(uid) = f.opt_s("list_item_uid")?
+                && f.opt_bool("is_folder")? != Some(true)
+            {
+                let mut stone = uid_item(
+                    drive_id,
+                    &uid,
+                    &item_id,
+                    &f.s("path")?,
+                    &f.opt_s("connection")?.unwrap_or_default(),
+                );
+                stone.insert("deleted_at".into(), ts(&at));
+                stone.insert(
+                    "expires_at".into(),
+                    n((at + chrono::Duration::days(TOMBSTONE_DAYS)).timestamp().max(0) as u64),
+                );
+                tombstones.push(put_request(stone)?);
+            }
+            keys.extend([
+                row_key(drive_id, &item_id),
+                hash_key(drive_id, &item_id),
+                crate::sharing::share_key(drive_id, &item_id),
+            ]);
+        }
+        self.table.batch_write(tombstones).await?;
+        self.delete_keys(keys).await?;
+        Ok(rows.len() as u64)
+    }
+}
+
+/// The attributes [`DynamoInventoryStore::bury`] reads of a row.
+const BURY_PROJECTION: &[&str] = &[ITEM_ID, "path", "is_folder", "list_item_uid", "connection"];
+
+/// A file's identity sibling: where the item with this list item unique id is.
+fn uid_item(drive_id: &str, uid: &str, item_id: &str, path: &str, connection: &str) -> Item {
+    let mut item = row_key(drive_id, &format!("{UID_PREFIX}{uid}"));
+    item.insert("of_item".into(), s(item_id));
+    item.insert("path".into(), s(path));
+    if !connection.is_empty() {
+        item.insert("connection".into(), s(connection));
+    }
+    item
+}
+
+fn pending_key(drive_id: &str, p: &PendingItem) -> Item {
+    row_key(drive_id, &format!("{PENDING_PREFIX}{}#{}", p.uid, p.event_key))
 }
 
 fn row_key(drive_id: &str, item_id: &str) -> Item {
@@ -317,21 +386,11 @@ fn row_item(row: &InventoryRow) -> Item {
     put_opt(&mut item, "created_by", row.created_by.as_ref().map(user_attr));
     put_opt(&mut item, "modified_by", row.modified_by.as_ref().map(user_attr));
     put_opt(&mut item, "mime_type", row.mime_type.as_deref().map(s));
+    put_opt(&mut item, "list_item_uid", row.list_item_uid.as_deref().map(s));
     put_opt(&mut item, "md5", row.md5.as_deref().map(s));
     put_opt(&mut item, "sha256", row.sha256.as_deref().map(s));
     put_opt(&mut item, "hash_unavailable", row.hash_unavailable.as_deref().map(s));
     item
-}
-
-fn delete_request(key: Item) -> Result<WriteRequest, AwsError> {
-    let delete = DeleteRequest::builder()
-        .set_key(Some(key))
-        .build()
-        .map_err(|e| AwsError::Encode {
-            what: "delete request",
-            detail: e.to_string(),
-        })?;
-    Ok(WriteRequest::builder().delete_request(delete).build())
 }
 
 #[async_trait]
@@ -343,37 +402,30 @@ impl InventoryStore for DynamoInventoryStore {
             .iter()
             .map(|r| ((r.drive_id.as_str(), r.item_id.as_str()), r))
             .collect();
-        let mut requests = Vec::with_capacity(unique.len());
+        let mut requests = Vec::with_capacity(unique.len() * 2);
         for row in unique.into_values() {
-            let put = PutRequest::builder()
-                .set_item(Some(row_item(row)))
-                .build()
-                .map_err(|e| AwsError::Encode {
-                    what: "put request",
-                    detail: e.to_string(),
-                })?;
-            requests.push(WriteRequest::builder().put_request(put).build());
+            requests.push(put_request(row_item(row))?);
+            if let Some(uid) = row.list_item_uid.as_deref().filter(|_| !row.is_folder) {
+                requests.push(put_request(uid_item(
+                    &row.drive_id,
+                    uid,
+                    &row.item_id,
+                    &row.path,
+                    &row.connection,
+                ))?);
+            }
         }
         Ok(self.table.batch_write(requests).await?)
     }
 
-    /// BatchWriteItem deletes of the rows and their hash siblings, 25 per call.
-    async fn delete_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<()> {
+    /// BatchGetItem of the rows (100 per call), then BatchWriteItem of the files' tombstones
+    /// and deletes of the rows and their siblings, 25 per call.
+    async fn delete_rows(&self, drive_id: &str, item_ids: &[String], at: DateTime<Utc>) -> PortResult<()> {
         let unique: HashSet<&str> = item_ids.iter().map(String::as_str).collect();
-        Ok(self
-            .delete_keys(
-                unique
-                    .into_iter()
-                    .flat_map(|id| {
-                        [
-                            row_key(drive_id, id),
-                            hash_key(drive_id, id),
-                            crate::sharing::share_key(drive_id, id),
-                        ]
-                    })
-                    .collect(),
-            )
-            .await?)
+        let keys = unique.into_iter().map(|id| row_key(drive_id, id)).collect();
+        let rows = self.table.batch_get(keys, Some(BURY_PROJECTION)).await?;
+        self.bury(drive_id, &rows, at).await?;
+        Ok(())
     }
 
     /// Queries of the drive's rows (below the siblings' `~` keys), projecting `is_folder`, all
@@ -424,12 +476,12 @@ impl InventoryStore for DynamoInventoryStore {
             .collect())
     }
 
-    /// Queries the drive's rows page by page (projecting `item_id`, filtering on
+    /// Queries the drive's rows page by page (projecting what a tombstone needs, filtering on
     /// `generation < generation`; hash siblings are outside the key condition) and
-    /// batch-deletes each page's rows and their siblings before reading the next, so memory
+    /// buries each page's rows (tombstones, then deletes) before reading the next, so memory
     /// stays bounded. Returns the number of rows deleted. Safe to repeat.
-    async fn delete_older_than(&self, drive_id: &str, generation: u64) -> PortResult<u64> {
-        let (projection, mut names) = projection_of(&[ITEM_ID]);
+    async fn delete_older_than(&self, drive_id: &str, generation: u64, at: DateTime<Utc>) -> PortResult<u64> {
+        let (projection, mut names) = projection_of(BURY_PROJECTION);
         names.insert("#d".into(), DRIVE_ID.into());
         names.insert("#g".into(), "generation".into());
         let mut deleted = 0u64;
@@ -453,23 +505,7 @@ impl InventoryStore for DynamoInventoryStore {
                 .send()
                 .await
                 .map_err(|e| self.table.err("Query", e))?;
-            let ids = out
-                .items()
-                .iter()
-                .map(|i| self.table.fields(i, row_label(i)).s(ITEM_ID))
-                .collect::<Result<Vec<_>, _>>()?;
-            deleted += ids.len() as u64;
-            let keys = ids
-                .iter()
-                .flat_map(|id| {
-                    [
-                        row_key(drive_id, id),
-                        hash_key(drive_id, id),
-                        crate::sharing::share_key(drive_id, id),
-                    ]
-                })
-                .collect();
-            self.delete_keys(keys).await?;
+            deleted += self.bury(drive_id, out.items(), at).await?;
             start = out.last_evaluated_key;
             if start.is_none() {
                 return Ok(deleted);
@@ -547,6 +583,91 @@ impl InventoryHashes for DynamoInventoryStore {
     }
 }
 
+#[async_trait]
+impl ItemIdentities for DynamoInventoryStore {
+    /// BatchGetItem of the `~uid#` siblings, 100 per call (strongly consistent).
+    async fn items_by_uid(&self, drive_id: &str, uids: &[String]) -> PortResult<Vec<KnownItem>> {
+        let mut seen = HashSet::new();
+        let keys = uids
+            .iter()
+            .filter(|u| seen.insert(u.as_str()))
+            .map(|u| row_key(drive_id, &format!("{UID_PREFIX}{u}")))
+            .collect();
+        let items = self.table.batch_get(keys, None).await?;
+        let mut known = Vec::with_capacity(items.len());
+        for item in &items {
+            let f = self.table.fields(item, row_label(item));
+            let key = f.s(ITEM_ID)?;
+            known.push(KnownItem {
+                uid: key.trim_start_matches(UID_PREFIX).to_owned(),
+                item_id: f.s("of_item")?,
+                path: f.s("path")?,
+                deleted_at: f.opt_time("deleted_at")?,
+            });
+        }
+        Ok(known)
+    }
+
+    /// BatchWriteItem puts, 25 per call; a second write of an entry renews it.
+    async fn add_pending(&self, drive_id: &str, pending: &[PendingItem]) -> PortResult<()> {
+        let mut requests = Vec::with_capacity(pending.len());
+        let mut seen = HashSet::new();
+        for p in pending
+            .iter()
+            .filter(|p| seen.insert((p.uid.as_str(), p.event_key.as_str())))
+        {
+            let mut item = pending_key(drive_id, p);
+            item.insert("connection".into(), s(&p.connection));
+            item.insert("since".into(), ts(&p.since));
+            item.insert(
+                "expires_at".into(),
+                n((p.since + chrono::Duration::days(PENDING_ITEM_DAYS)).timestamp().max(0) as u64),
+            );
+            requests.push(put_request(item)?);
+        }
+        Ok(self.table.batch_write(requests).await?)
+    }
+
+    /// A Query of the drive's `~pending#` keys, all pages (strongly consistent).
+    async fn pending(&self, drive_id: &str) -> PortResult<Vec<PendingItem>> {
+        let request = self
+            .table
+            .query()
+            .key_condition_expression("#d = :d AND begins_with(#item_id, :p)")
+            .expression_attribute_names("#d", DRIVE_ID)
+            .expression_attribute_names("#item_id", ITEM_ID)
+            .expression_attribute_values(":d", s(drive_id))
+            .expression_attribute_values(":p", s(PENDING_PREFIX))
+            .consistent_read(true);
+        let mut pending = Vec::new();
+        for item in self.table.query_all(request).await? {
+            let f = self.table.fields(&item, row_label(&item));
+            let key = f.s(ITEM_ID)?;
+            let rest = key.trim_start_matches(PENDING_PREFIX);
+            let Some((uid, event_key)) = rest.split_once('#') else {
+                return Err(self
+                    .table
+                    .malformed(row_label(&item), "a pending key without its event key")
+                    .into());
+            };
+            pending.push(PendingItem {
+                uid: uid.to_owned(),
+                event_key: event_key.to_owned(),
+                connection: f.s("connection")?,
+                since: f.time("since")?,
+            });
+        }
+        Ok(pending)
+    }
+
+    /// BatchWriteItem deletes, 25 per call.
+    async fn remove_pending(&self, drive_id: &str, pending: &[PendingItem]) -> PortResult<()> {
+        Ok(self
+            .delete_keys(pending.iter().map(|p| pending_key(drive_id, p)).collect())
+            .await?)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -555,6 +676,7 @@ mod tests {
     #[test]
     fn absent_optional_fields_are_absent_attributes() {
         let row = InventoryRow {
+            list_item_uid: None,
             drive_id: "b!1".into(),
             item_id: "root".into(),
             connection: "contoso".into(),

@@ -41,7 +41,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use filetrail_core::PortError;
 use filetrail_core::model::{
@@ -52,7 +52,9 @@ use filetrail_core::scope::{Scope, ScopeUploadResult};
 use futures_util::{StreamExt, stream};
 
 use crate::config::STATE_TABLE_VAR;
-use crate::dynamo::{Item, Table, Update, decode_cursor, encode_cursor, json, key, n, put_opt, s, ts};
+use crate::dynamo::{
+    Item, Table, Update, decode_cursor, delete_request, encode_cursor, json, key, n, put_opt, put_request, s, ts,
+};
 use crate::error::AwsError;
 
 pub mod activity;
@@ -504,28 +506,6 @@ fn drive_item(d: &DriveRecord) -> Item {
         put_opt(&mut item, name, value);
     }
     item
-}
-
-fn put_request(item: Item) -> Result<WriteRequest, AwsError> {
-    let put = PutRequest::builder()
-        .set_item(Some(item))
-        .build()
-        .map_err(|e| AwsError::Encode {
-            what: "put request",
-            detail: e.to_string(),
-        })?;
-    Ok(WriteRequest::builder().put_request(put).build())
-}
-
-fn delete_request(key: Item) -> Result<WriteRequest, AwsError> {
-    let delete = DeleteRequest::builder()
-        .set_key(Some(key))
-        .build()
-        .map_err(|e| AwsError::Encode {
-            what: "delete request",
-            detail: e.to_string(),
-        })?;
-    Ok(WriteRequest::builder().delete_request(delete).build())
 }
 
 #[async_trait]

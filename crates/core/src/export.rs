@@ -171,6 +171,38 @@ pub fn may_be_exported(window: ExportWindow, now: DateTime<Utc>) -> bool {
     window.is_settled(now + CLOCK_SLACK, SETTLE_MARGIN)
 }
 
+/// Marks the export windows of `changed` events that an export may have written already, so
+/// the next export writes them again with what changed. Returns how many windows were marked.
+///
+/// # Errors
+/// A failure of the marks' store.
+pub async fn mark_changed_windows_stale(
+    marks: &dyn StaleExportMarks,
+    changed: &[&EventRecord],
+    now: DateTime<Utc>,
+) -> crate::ports::PortResult<usize> {
+    let mut by_connection: std::collections::BTreeMap<&str, std::collections::BTreeSet<ExportWindow>> =
+        std::collections::BTreeMap::new();
+    for e in changed {
+        let window = ExportWindow::containing(e.event.inserted_at);
+        if may_be_exported(window, now) {
+            by_connection.entry(e.connection.as_str()).or_default().insert(window);
+        }
+    }
+    let mut marked = 0;
+    for (connection, windows) in by_connection {
+        let windows: Vec<ExportWindow> = windows.into_iter().collect();
+        tracing::info!(
+            connection,
+            windows = windows.len(),
+            "exported windows marked to be written again"
+        );
+        marks.mark_stale(connection, &windows, now).await?;
+        marked += windows.len();
+    }
+    Ok(marked)
+}
+
 /// A window whose events changed after it may have been exported (a hash recorded after the
 /// export wrote the window): the next scheduled export writes it again, to the same keys.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use crate::budget::Budget;
 use crate::error::PortError;
 use crate::events::{EventRecord, FileHashes, HashOutcome, unavailable};
-use crate::export::{ExportWindow, StaleExportMarks, may_be_exported};
+use crate::export::StaleExportMarks;
 use crate::hash::{DualHasher, HashCheckpoint, HasherTuning};
 use crate::jobs::HashJob;
 use crate::model::ConnectionKind;
@@ -474,23 +474,7 @@ async fn store_outcomes(
 /// Marks the export windows of `changed` events that the export may have written already, so
 /// it writes them again with their new outcomes.
 async fn mark_exports_stale(ports: &HashPorts<'_>, changed: &[&EventRecord], now: DateTime<Utc>) -> PortResult<()> {
-    let mut by_connection: std::collections::BTreeMap<&str, std::collections::BTreeSet<ExportWindow>> =
-        std::collections::BTreeMap::new();
-    for e in changed {
-        let window = ExportWindow::containing(e.event.inserted_at);
-        if may_be_exported(window, now) {
-            by_connection.entry(e.connection.as_str()).or_default().insert(window);
-        }
-    }
-    for (connection, windows) in by_connection {
-        let windows: Vec<ExportWindow> = windows.into_iter().collect();
-        info!(
-            connection,
-            windows = windows.len(),
-            "exported windows marked to be written again with the digests"
-        );
-        ports.exports.mark_stale(connection, &windows, now).await?;
-    }
+    crate::export::mark_changed_windows_stale(ports.exports, changed, now).await?;
     Ok(())
 }
 

@@ -9,7 +9,11 @@
 //! - a 410 resync restarts the walk under a new generation; when that walk completes, rows the
 //!   new walk did not see are removed (reconciliation);
 //! - the first complete walk stores the delta link and marks the drive indexed; later runs on an
-//!   indexed drive apply incremental changes from that link.
+//!   indexed drive apply incremental changes from that link;
+//! - a deleted file leaves a tombstone (its id, list item unique id and last path), so audit
+//!   records that arrive after the deletion still name the file;
+//! - each completed round resolves the drive's events that waited for their item
+//!   ([`crate::activity::resolve_pending`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -34,6 +38,9 @@ pub struct IndexPorts<'a> {
     /// (`@microsoft.graph.sharedChanged`) get their sharing state refreshed after their page
     /// is committed: the only items whose permissions are listed.
     pub sharing: Option<crate::exposure::SharingPorts<'a>>,
+    /// When set, each completed round gives the drive's events that waited for their item
+    /// (renamed or moved before the inventory knew them) the items it learned.
+    pub pending: Option<crate::activity::ResolvePorts<'a>>,
 }
 
 /// How an indexing invocation ended.
@@ -199,7 +206,7 @@ pub async fn index_drive(
                 if progress.reconcile {
                     let removed = ports
                         .inventory
-                        .delete_older_than(drive_id, progress.generation)
+                        .delete_older_than(drive_id, progress.generation, now())
                         .await
                         .map_err(err)?;
                     info!(
@@ -227,6 +234,13 @@ pub async fn index_drive(
                     .map_err(err)?
                 {
                     return Ok(IndexOutcome::Superseded);
+                }
+                // After the checkpoint: a crash here leaves the events waiting for the next
+                // round, which finds the ids this one wrote.
+                if let Some(pending) = &ports.pending {
+                    crate::activity::resolve_pending(pending, drive_id, now())
+                        .await
+                        .map_err(err)?;
                 }
                 info!(
                     drive_id,
@@ -359,6 +373,7 @@ async fn apply_page(
             created_by: item.created_by.clone(),
             modified_by: item.modified_by.clone(),
             mime_type: item.mime_type.clone(),
+            list_item_uid: item.list_item_uid.clone(),
             md5: None,
             sha256: None,
             hash_unavailable: (!item.is_folder).then(|| HASH_NOT_MODIFIED_SINCE_INITIAL_INDEXING.to_owned()),
@@ -370,7 +385,7 @@ async fn apply_page(
         ports.inventory.put_rows(&rows).await?;
     }
     if !deleted.is_empty() {
-        ports.inventory.delete_rows(&drive.drive_id, &deleted).await?;
+        ports.inventory.delete_rows(&drive.drive_id, &deleted, now).await?;
     }
     if let Some(sharing) = &ports.sharing {
         let mut seen = HashSet::new();

@@ -2,7 +2,7 @@
 //! dry runs. They keep the same contracts as the DynamoDB and SQS adapters (conditional
 //! checkpoint saves, idempotent inserts), so a use-case test here means the same thing there.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Mutex;
 
@@ -17,11 +17,12 @@ use crate::export::{ExportCheckpoint, ExportCheckpoints, ExportWindow, StaleExpo
 use crate::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
 use crate::model::{
     Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveRecord, DriveState, IndexProgress, InventoryRow,
+    KnownItem, PendingItem,
 };
 use crate::ports::{
     ActivityState, BlobQueue, CheckpointVersion, DiscoverQueue, DiscoveryCheckpoint, EventStore, HashQueue, IndexQueue,
-    InventoryHashes, InventoryStore, PortResult, QuarantineStore, RunPage, RunSeen, ScopeObjects, StateStore,
-    UploadRead,
+    InventoryHashes, InventoryStore, ItemIdentities, PortResult, QuarantineStore, RunPage, RunSeen, ScopeObjects,
+    StateStore, UploadRead,
 };
 use crate::scope::{Scope, ScopeUploadResult};
 
@@ -525,6 +526,10 @@ pub struct MemoryInventory {
     puts: Mutex<u64>,
     /// Hash outcomes, apart from the rows (as the DynamoDB adapter keeps them).
     hashes: Mutex<BTreeMap<(String, String), HashOutcome>>,
+    /// Files by drive and list item unique id, tombstones of deleted ones included.
+    identities: Mutex<BTreeMap<(String, String), KnownItem>>,
+    /// Events waiting for their item, by drive.
+    pending: Mutex<BTreeSet<(String, PendingItem)>>,
 }
 
 impl MemoryInventory {
@@ -546,6 +551,68 @@ impl MemoryInventory {
         lock(&self.hashes)
             .get(&(drive_id.to_owned(), item_id.to_owned()))
             .cloned()
+    }
+
+    /// Removes rows, their hash outcomes, and keeps tombstones of the files among them.
+    fn remove(&self, keys: &[(String, String)], at: DateTime<Utc>) -> u64 {
+        let mut map = lock(&self.rows);
+        let mut hashes = lock(&self.hashes);
+        let mut identities = lock(&self.identities);
+        let mut removed = 0;
+        for key in keys {
+            hashes.remove(key);
+            let Some(row) = map.remove(key) else { continue };
+            removed += 1;
+            if let Some(uid) = row.list_item_uid.filter(|_| !row.is_folder) {
+                identities.insert(
+                    (row.drive_id.clone(), uid.clone()),
+                    KnownItem {
+                        uid,
+                        item_id: row.item_id,
+                        path: row.path,
+                        deleted_at: Some(at),
+                    },
+                );
+            }
+        }
+        removed
+    }
+}
+
+#[async_trait]
+impl ItemIdentities for MemoryInventory {
+    async fn items_by_uid(&self, drive_id: &str, uids: &[String]) -> PortResult<Vec<KnownItem>> {
+        let identities = lock(&self.identities);
+        let mut seen = HashSet::new();
+        Ok(uids
+            .iter()
+            .filter(|u| seen.insert(u.as_str()))
+            .filter_map(|u| identities.get(&(drive_id.to_owned(), u.clone())).cloned())
+            .collect())
+    }
+
+    async fn add_pending(&self, drive_id: &str, pending: &[PendingItem]) -> PortResult<()> {
+        let mut map = lock(&self.pending);
+        for p in pending {
+            // One entry per event; a second write renews it (as a DynamoDB put would).
+            map.retain(|(d, q)| d != drive_id || q.event_key != p.event_key);
+            map.insert((drive_id.to_owned(), p.clone()));
+        }
+        Ok(())
+    }
+
+    async fn pending(&self, drive_id: &str) -> PortResult<Vec<PendingItem>> {
+        Ok(lock(&self.pending)
+            .iter()
+            .filter(|(d, _)| d == drive_id)
+            .map(|(_, p)| p.clone())
+            .collect())
+    }
+
+    async fn remove_pending(&self, drive_id: &str, pending: &[PendingItem]) -> PortResult<()> {
+        let mut map = lock(&self.pending);
+        map.retain(|(d, p)| d != drive_id || !pending.iter().any(|q| q.event_key == p.event_key));
+        Ok(())
     }
 }
 
@@ -581,21 +648,29 @@ impl InventoryHashes for MemoryInventory {
 impl InventoryStore for MemoryInventory {
     async fn put_rows(&self, rows: &[InventoryRow]) -> PortResult<()> {
         let mut map = lock(&self.rows);
+        let mut identities = lock(&self.identities);
         for r in rows {
             map.insert((r.drive_id.clone(), r.item_id.clone()), r.clone());
+            if let Some(uid) = r.list_item_uid.as_ref().filter(|_| !r.is_folder) {
+                identities.insert(
+                    (r.drive_id.clone(), uid.clone()),
+                    KnownItem {
+                        uid: uid.clone(),
+                        item_id: r.item_id.clone(),
+                        path: r.path.clone(),
+                        deleted_at: None,
+                    },
+                );
+            }
         }
         *lock(&self.puts) += rows.len() as u64;
         Ok(())
     }
 
-    /// Deletes the rows and their hash outcomes.
-    async fn delete_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<()> {
-        let mut map = lock(&self.rows);
-        let mut hashes = lock(&self.hashes);
-        for id in item_ids {
-            map.remove(&(drive_id.to_owned(), id.clone()));
-            hashes.remove(&(drive_id.to_owned(), id.clone()));
-        }
+    /// Deletes the rows and their hash outcomes, keeping tombstones.
+    async fn delete_rows(&self, drive_id: &str, item_ids: &[String], at: DateTime<Utc>) -> PortResult<()> {
+        let keys: Vec<(String, String)> = item_ids.iter().map(|id| (drive_id.to_owned(), id.clone())).collect();
+        self.remove(&keys, at);
         Ok(())
     }
 
@@ -617,23 +692,14 @@ impl InventoryStore for MemoryInventory {
         Ok((files.len() as u64, folders.len() as u64))
     }
 
-    /// Deletes the old rows and their hash outcomes; returns how many rows.
-    async fn delete_older_than(&self, drive_id: &str, generation: u64) -> PortResult<u64> {
-        let mut map = lock(&self.rows);
-        let before = map.len();
-        let mut gone = Vec::new();
-        map.retain(|key, r| {
-            let keep = key.0 != drive_id || r.generation >= generation;
-            if !keep {
-                gone.push(key.clone());
-            }
-            keep
-        });
-        let mut hashes = lock(&self.hashes);
-        for key in &gone {
-            hashes.remove(key);
-        }
-        Ok((before - map.len()) as u64)
+    /// Deletes the old rows and their hash outcomes, keeping tombstones; returns how many rows.
+    async fn delete_older_than(&self, drive_id: &str, generation: u64, at: DateTime<Utc>) -> PortResult<u64> {
+        let gone: Vec<(String, String)> = lock(&self.rows)
+            .iter()
+            .filter(|(key, r)| key.0 == drive_id && r.generation < generation)
+            .map(|(key, _)| key.clone())
+            .collect();
+        Ok(self.remove(&gone, at))
     }
 }
 
@@ -800,6 +866,25 @@ impl EventStore for MemoryEvents {
             }
         }
         Ok(())
+    }
+
+    async fn resolve_item(
+        &self,
+        key: &str,
+        item_id: &str,
+        outcome: Option<&HashOutcome>,
+    ) -> PortResult<Option<EventRecord>> {
+        let mut map = lock(&self.events);
+        match map.get_mut(key) {
+            Some(e) if e.event.item_id.is_none() && e.event.drive_id.is_some() => {
+                e.event.item_id = Some(item_id.to_owned());
+                e.event.unresolved = None;
+                e.hash = outcome.cloned();
+                Ok(Some(e.clone()))
+            }
+            Some(e) if e.event.item_id.as_deref() == Some(item_id) => Ok(Some(e.clone())),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -998,6 +1083,7 @@ mod tests {
     async fn file_hashes_count_before_their_row_and_go_with_it() {
         let inventory = MemoryInventory::default();
         let row = InventoryRow {
+            list_item_uid: None,
             drive_id: "b!1".into(),
             item_id: "i1".into(),
             connection: "contoso".into(),
@@ -1039,7 +1125,10 @@ mod tests {
         // A file hashed before an index round wrote its row (a new upload) is hashed all the same.
         assert_eq!(found, ["i1", "no-row"]);
 
-        inventory.delete_rows("b!1", &["i1".into()]).await.unwrap();
+        inventory
+            .delete_rows("b!1", &["i1".into()], chrono::Utc::now())
+            .await
+            .unwrap();
         assert_eq!(inventory.hash("b!1", "i1"), None);
     }
 

@@ -277,6 +277,10 @@ pub struct InventoryRow {
     pub modified_by: Option<UserRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
+    /// The file's SharePoint list item unique id (`sharepointIds.listItemUniqueId`), the
+    /// `ListItemUniqueId` of its audit records: unlike the path it survives renames and moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_item_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md5: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -345,6 +349,9 @@ pub struct DeltaItem {
     pub created_by: Option<UserRef>,
     pub modified_by: Option<UserRef>,
     pub mime_type: Option<String>,
+    /// `sharepointIds.listItemUniqueId`, normalised by [`list_item_uid`]; absent on deletions
+    /// (ODB omits all but the id and the `deleted` facet).
+    pub list_item_uid: Option<String>,
     /// The scope of the item's `shared` facet (`anonymous`, `organization`, `users`, or what
     /// else Graph sends) when it is shared; `None` when the facet is absent or has no scope.
     pub shared_scope: Option<String>,
@@ -369,3 +376,46 @@ pub enum DeltaNext {
     /// The walk is complete; store this link for the next incremental round.
     DeltaLink(String),
 }
+
+/// A list item unique id as filetrail keys it: the GUID in lowercase without braces. Audit
+/// records (`ListItemUniqueId`) and Graph (`sharepointIds.listItemUniqueId`) spell the same id;
+/// `None` for an empty one.
+pub fn list_item_uid(raw: &str) -> Option<String> {
+    let id = raw.trim().trim_start_matches('{').trim_end_matches('}').trim();
+    (!id.is_empty()).then(|| id.to_ascii_lowercase())
+}
+
+/// A file as the inventory knows it by its list item unique id: where it is now, or where it
+/// was when it was deleted (a tombstone, kept for [`TOMBSTONE_DAYS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownItem {
+    /// The list item unique id ([`list_item_uid`]).
+    pub uid: String,
+    pub item_id: String,
+    /// The item's path now, or its last path before it was deleted.
+    pub path: String,
+    /// When indexing learned the item was deleted; `None` while it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// How long a deleted file's tombstone is kept: the Management API keeps content 7 days, and a
+/// parked blob or a late index round may come a few days after that.
+pub const TOMBSTONE_DAYS: i64 = 30;
+
+/// An event stored without its item although its record named the file's list item unique id:
+/// the item was renamed or moved before the inventory knew it. The next index round of the
+/// drive that learns the id gives the event its item ([`crate::activity::resolve_pending`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PendingItem {
+    pub uid: String,
+    /// The stored event's key.
+    pub event_key: String,
+    pub connection: ConnectionId,
+    /// When the event was stored without its item.
+    pub since: DateTime<Utc>,
+}
+
+/// How long an event waits for its item: past the feed's 7-day retention no record of the file
+/// comes any more, and an index round runs at least hourly.
+pub const PENDING_ITEM_DAYS: i64 = 14;

@@ -125,6 +125,7 @@ mod tests {
 
     fn item(id: &str, parent: Option<&str>, name: &str) -> DeltaItem {
         DeltaItem {
+            list_item_uid: None,
             id: id.into(),
             name: Some(name.into()),
             parent_id: parent.map(Into::into),

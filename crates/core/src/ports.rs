@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use crate::model::{
     Connection, ConnectionError, DeltaPage, DirectoryUser, DiscoverySummary, DriveLookup, DriveRecord, DriveState,
-    InventoryRow,
+    InventoryRow, KnownItem, PendingItem,
 };
 use crate::scope::{DirectoryGroup, GroupSelector, Scope, ScopeUploadResult, UnresolvedEntry, UserSelector};
 
@@ -267,12 +267,15 @@ impl DiscoveryCheckpoint {
 pub trait InventoryStore: Send + Sync {
     /// Writes rows (upsert by drive + item). Idempotent.
     async fn put_rows(&self, rows: &[InventoryRow]) -> PortResult<()>;
-    /// Deletes rows by item id (missing ones are fine).
-    async fn delete_rows(&self, drive_id: &str, item_ids: &[String]) -> PortResult<()>;
+    /// Deletes rows by item id (missing ones are fine), keeping a tombstone ([`KnownItem`] with
+    /// `deleted_at`) for each file with a list item unique id, so late audit records of a file
+    /// deleted meanwhile still find it.
+    async fn delete_rows(&self, drive_id: &str, item_ids: &[String], at: DateTime<Utc>) -> PortResult<()>;
     /// Paths of the given items where they are known (folders seen on earlier pages).
     async fn paths(&self, drive_id: &str, item_ids: &[String]) -> PortResult<Vec<(String, String)>>;
-    /// Deletes the rows of a drive whose generation is older than `generation`; returns how many.
-    async fn delete_older_than(&self, drive_id: &str, generation: u64) -> PortResult<u64>;
+    /// Deletes the rows of a drive whose generation is older than `generation` (with
+    /// tombstones, as [`InventoryStore::delete_rows`]); returns how many.
+    async fn delete_older_than(&self, drive_id: &str, generation: u64, at: DateTime<Utc>) -> PortResult<u64>;
     /// The drive's rows now: `(files, folders)` (status shows rows, not delta entries).
     async fn count_rows(&self, drive_id: &str) -> PortResult<(u64, u64)>;
 }
@@ -381,6 +384,30 @@ pub trait EventStore: Send + Sync {
     async fn file_events(&self, drive_id: &str, item_id: &str, limit: usize) -> PortResult<Vec<EventRecord>>;
     /// Records the hash outcome on the events with these keys.
     async fn set_event_hash(&self, keys: &[String], outcome: &HashOutcome) -> PortResult<()>;
+    /// Gives a stored event without an item its item, clearing its `unresolved` reason, with
+    /// `outcome` as its hash outcome (`None` removes the one it had, so hash-file sets it).
+    /// Returns the event as now stored; `None` when there is no such event or it has an item
+    /// already (an event's item, once set, never changes).
+    async fn resolve_item(
+        &self,
+        key: &str,
+        item_id: &str,
+        outcome: Option<&HashOutcome>,
+    ) -> PortResult<Option<EventRecord>>;
+}
+
+/// The inventory's files by list item unique id, and the events waiting for one.
+#[async_trait]
+pub trait ItemIdentities: Send + Sync {
+    /// The drive's files (and tombstones of deleted ones) with these ids; unknown ids are left
+    /// out.
+    async fn items_by_uid(&self, drive_id: &str, uids: &[String]) -> PortResult<Vec<KnownItem>>;
+    /// Records events stored without their item (idempotent).
+    async fn add_pending(&self, drive_id: &str, pending: &[PendingItem]) -> PortResult<()>;
+    /// The drive's events waiting for their item.
+    async fn pending(&self, drive_id: &str) -> PortResult<Vec<PendingItem>>;
+    /// Forgets these waiting events (missing ones are fine).
+    async fn remove_pending(&self, drive_id: &str, pending: &[PendingItem]) -> PortResult<()>;
 }
 
 /// Where records that could not be normalised are kept, with their reason.

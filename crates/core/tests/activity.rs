@@ -577,6 +577,7 @@ impl IngestWorld {
             activity: &self.state,
             feed: &self.feed,
             resolver: &self.resolver,
+            identities: &self.inventory,
             events: &self.events,
             inventory: &self.inventory,
             quarantine: &self.quarantine,
@@ -1364,6 +1365,7 @@ impl HashWorld {
 
 fn inventory_row(drive: &str, item: &str, path: &str) -> InventoryRow {
     InventoryRow {
+        list_item_uid: None,
         drive_id: drive.into(),
         item_id: item.into(),
         connection: CONN.into(),
@@ -1769,4 +1771,106 @@ async fn a_rename_after_the_last_change_does_not_split_the_version_and_a_late_ch
         hashed(&events, "rename"),
         Some(HashOutcome::Hashed(moved_on[0].1.clone()))
     );
+}
+
+/// A file's row as indexing writes it, with its list item unique id.
+fn row_with_uid(item: &str, path: &str, uid: &str) -> InventoryRow {
+    let mut row = inventory_row("d-alice", item, path);
+    row.list_item_uid = Some(uid.into());
+    row
+}
+
+#[tokio::test]
+async fn events_resolve_by_list_item_id_to_moved_deleted_and_not_yet_indexed_files() {
+    use filetrail_core::activity::{ResolvePorts, resolve_pending};
+    use filetrail_core::ports::{InventoryStore as _, ItemIdentities as _};
+    let w = IngestWorld::new().await;
+    let t = now() - Duration::hours(2);
+    let with_uid = |id: &str, op: &str, file: &str, uid: &str| {
+        let mut r = record(id, op, "eve@fabrikam.com", ALICE_SITE, "Old", file, t);
+        r["ListItemUniqueId"] = json!(uid);
+        r
+    };
+    const MOVED: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+    const DELETED: &str = "{BBBBBBBB-0000-4000-8000-000000000002}";
+    const UNSEEN: &str = "cccccccc-0000-4000-8000-000000000003";
+    // The inventory knows one file moved since (nothing is at the old path any more) and one
+    // deleted since.
+    w.inventory
+        .put_rows(&[
+            row_with_uid("i-moved", "/New/moved.docx", MOVED),
+            row_with_uid("i-deleted", "/Old/deleted.docx", "bbbbbbbb-0000-4000-8000-000000000002"),
+        ])
+        .await
+        .unwrap();
+    w.inventory
+        .delete_rows("d-alice", &["i-deleted".into()], now() - Duration::hours(1))
+        .await
+        .unwrap();
+    w.feed.publish(
+        "blob-uid",
+        now() - Duration::minutes(30),
+        &[
+            with_uid("r-m", "FileDownloaded", "moved.docx", MOVED),
+            with_uid("r-d", "FileDownloaded", "deleted.docx", DELETED),
+            with_uid("r-u", "FileModified", "unseen.docx", UNSEEN),
+        ],
+    );
+    let IngestOutcome::Ingested(counts) = w.ingest("blob-uid").await else {
+        panic!("not ingested")
+    };
+    assert_eq!(counts.events_inserted, 3);
+
+    let moved = w.events.get(&format!("{CONN}#r-m")).unwrap();
+    assert_eq!(
+        moved.event.item_id.as_deref(),
+        Some("i-moved"),
+        "by id, not by the old path"
+    );
+    let deleted = w.events.get(&format!("{CONN}#r-d")).unwrap();
+    assert_eq!(deleted.event.item_id.as_deref(), Some("i-deleted"));
+    assert_eq!(
+        deleted.hash,
+        Some(HashOutcome::Unavailable {
+            reason: unavailable::DELETED_BEFORE_HASHING.into()
+        })
+    );
+    let unseen = w.events.get(&format!("{CONN}#r-u")).unwrap();
+    assert_eq!(unseen.event.item_id, None);
+    let hashed: Vec<String> = w
+        .queues
+        .hashes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|j| j.item_id.clone())
+        .collect();
+    assert_eq!(hashed, ["i-moved"], "nothing is downloaded for a deleted file");
+    let waiting = w.inventory.pending("d-alice").await.unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(
+        (waiting[0].uid.as_str(), waiting[0].event_key.as_str()),
+        (UNSEEN, "contoso#r-u")
+    );
+
+    // The index round that learns the file gives the waiting event its item and asks for its
+    // digests; a second round finds nothing left to do.
+    w.inventory
+        .put_rows(&[row_with_uid("i-unseen", "/New/renamed.docx", UNSEEN)])
+        .await
+        .unwrap();
+    let ports = ResolvePorts {
+        identities: &w.inventory,
+        events: &w.events,
+        hash_queue: &w.queues,
+        exports: &w.state,
+    };
+    let done = resolve_pending(&ports, "d-alice", now()).await.unwrap();
+    assert_eq!((done.resolved, done.waiting), (1, 0));
+    let unseen = w.events.get(&format!("{CONN}#r-u")).unwrap();
+    assert_eq!(unseen.event.item_id.as_deref(), Some("i-unseen"));
+    assert_eq!((unseen.event.unresolved, unseen.hash), (None, None));
+    assert!(w.queues.hashes.lock().unwrap().iter().any(|j| j.item_id == "i-unseen"));
+    assert!(w.inventory.pending("d-alice").await.unwrap().is_empty());
+    assert_eq!(resolve_pending(&ports, "d-alice", now()).await.unwrap().resolved, 0);
 }

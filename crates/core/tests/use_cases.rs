@@ -440,6 +440,7 @@ async fn a_bad_secret_is_recorded_with_its_fix_and_parked_work_resumes_once_fixe
 
 fn folder(id: &str, parent: Option<&str>, name: &str) -> DeltaItem {
     DeltaItem {
+        list_item_uid: None,
         id: id.into(),
         name: Some(name.into()),
         parent_id: parent.map(Into::into),
@@ -567,6 +568,7 @@ async fn a_full_walk_writes_one_row_per_item_with_paths_and_no_hashes() {
     let (state, inv, delta) = (MemoryState::default(), MemoryInventory::default(), three_pages());
     drive_in(&state, DriveState::Indexing).await;
     let p = IndexPorts {
+        pending: None,
         state: &state,
         inventory: &inv,
         delta: &delta,
@@ -633,6 +635,7 @@ async fn item_counts_are_the_rows_the_inventory_holds_not_the_entries_delta_list
     ]);
     drive_in(&state, DriveState::Indexing).await;
     let p = IndexPorts {
+        pending: None,
         state: &state,
         inventory: &inv,
         delta: &delta,
@@ -659,6 +662,7 @@ async fn resumes_from_next_link_after_the_budget_runs_out() {
     let (state, inv, delta) = (MemoryState::default(), MemoryInventory::default(), three_pages());
     drive_in(&state, DriveState::Indexing).await;
     let p = IndexPorts {
+        pending: None,
         state: &state,
         inventory: &inv,
         delta: &delta,
@@ -685,6 +689,7 @@ async fn a_stale_worker_stops_when_the_checkpoint_moved() {
     let (state, inv, delta) = (MemoryState::default(), MemoryInventory::default(), three_pages());
     drive_in(&state, DriveState::Indexing).await;
     let p = IndexPorts {
+        pending: None,
         state: &state,
         inventory: &inv,
         delta: &delta,
@@ -712,6 +717,7 @@ async fn a_410_restarts_the_walk_and_reconciles_items_no_longer_present() {
     let first = three_pages();
     index_drive(
         &IndexPorts {
+            pending: None,
             state: &state,
             inventory: &inv,
             delta: &first,
@@ -742,6 +748,7 @@ async fn a_410_restarts_the_walk_and_reconciles_items_no_longer_present() {
     ]);
     second.gone.lock().unwrap().insert("delta1".into());
     let p = IndexPorts {
+        pending: None,
         state: &state,
         inventory: &inv,
         delta: &second,
@@ -763,6 +770,7 @@ async fn unmonitored_drives_get_no_work() {
     drive_in(&state, DriveState::Unmonitored).await;
     let out = index_drive(
         &IndexPorts {
+            pending: None,
             state: &state,
             inventory: &inv,
             delta: &delta,
@@ -795,6 +803,7 @@ async fn children_of_the_root_resolve_after_a_hand_over_although_the_root_has_no
         ),
     ]);
     let p = IndexPorts {
+        pending: None,
         state: &state,
         inventory: &inv,
         delta: &delta,

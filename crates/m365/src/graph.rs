@@ -35,9 +35,11 @@ pub const DEFAULT_BATCH_CONCURRENCY: usize = 4;
 pub const USER_SELECT: &str = "id,userPrincipalName,displayName,mail";
 /// Properties read from `/users/{id}/drive`.
 pub const DRIVE_SELECT: &str = "id,driveType,webUrl";
-/// Properties the inventory needs from delta (FACTS §4, §5).
+/// Properties the inventory needs from delta (FACTS §4, §5). `sharepointIds` is returned only
+/// when selected; its `listItemUniqueId` is the `ListItemUniqueId` of the file's audit records
+/// (<https://learn.microsoft.com/en-us/graph/api/resources/driveitem#properties>).
 pub const DELTA_SELECT: &str = "id,name,size,createdDateTime,lastModifiedDateTime,eTag,cTag,createdBy,lastModifiedBy,\
-                                parentReference,file,folder,root,deleted,shared";
+                                parentReference,file,folder,root,deleted,shared,sharepointIds";
 /// Sent on every delta request: sharing changes annotated `@microsoft.graph.sharedChanged`
 /// (FACTS §5; the service needs all three values together, and honours them only for an app
 /// holding `Sites.FullControl.All` — otherwise the preference is ignored and delta answers as
@@ -976,6 +978,15 @@ struct WireItem {
     shared: Option<Value>,
     #[serde(rename = "@microsoft.graph.sharedChanged", default)]
     shared_changed: Option<Value>,
+    #[serde(rename = "sharepointIds", default)]
+    sharepoint_ids: Option<WireSharepointIds>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireSharepointIds {
+    #[serde(default)]
+    list_item_unique_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1043,6 +1054,11 @@ impl WireItem {
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned),
+            list_item_uid: self
+                .sharepoint_ids
+                .and_then(|ids| ids.list_item_unique_id)
+                .as_deref()
+                .and_then(filetrail_core::model::list_item_uid),
             // "True" as Graph sends it; a JSON boolean would mean the same.
             sharing_changed: match &self.shared_changed {
                 Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),

@@ -12,6 +12,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use filetrail_aws::config::AwsResources;
+use filetrail_aws::events::DynamoEventStore;
+use filetrail_aws::exports::DynamoExportCheckpoints;
 use filetrail_aws::inventory::DynamoInventoryStore;
 use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
@@ -30,6 +32,13 @@ pub struct Context {
     pub state: DynamoStateStore,
     pub inventory: DynamoInventoryStore,
     pub index_queue: SqsQueue,
+    /// Events that waited for their item get it at the end of a round ([`resolve_pending`]).
+    ///
+    /// [`resolve_pending`]: filetrail_core::activity::resolve_pending
+    pub events: DynamoEventStore,
+    pub hash_queue: SqsQueue,
+    /// Exported windows whose events got their item since (the export writes them again).
+    pub export_marks: DynamoExportCheckpoints,
     pub clients: ConnectionClients,
 }
 
@@ -42,8 +51,11 @@ impl Context {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         Ok(Self {
             state: DynamoStateStore::new(dynamo.clone(), resources.require_state_table()?),
+            export_marks: DynamoExportCheckpoints::new(dynamo.clone(), resources.require_state_table()?),
+            events: DynamoEventStore::new(dynamo.clone(), resources.require_events_table()?),
             inventory: DynamoInventoryStore::new(dynamo, resources.require_inventory_table()?),
             index_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_index_queue_url()?),
+            hash_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_hash_queue_url()?),
             clients: ConnectionClients::for_function(sdk, &resources, &settings)?,
             settings,
         })
@@ -92,6 +104,12 @@ async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), 
             reader: &*graph,
             store: &ctx.inventory,
             trusted: filetrail_core::audit::TrustedDomains::new(&connection.trusted_domains),
+        }),
+        pending: Some(filetrail_core::activity::ResolvePorts {
+            identities: &ctx.inventory,
+            events: &ctx.events,
+            hash_queue: &ctx.hash_queue,
+            exports: &ctx.export_marks,
         }),
     };
     let budget = ctx.settings.budget(deadline);

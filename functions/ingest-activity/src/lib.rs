@@ -92,6 +92,7 @@ async fn run_job(ctx: &Context, job: &BlobJob) -> Result<(), RecordError> {
         activity: &ctx.state,
         feed: &*feed,
         resolver: &*graph,
+        identities: &ctx.inventory,
         events: &ctx.events,
         inventory: &ctx.inventory,
         quarantine: &ctx.quarantine,

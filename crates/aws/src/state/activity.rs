@@ -17,8 +17,8 @@ use filetrail_core::model::DriveRecord;
 use filetrail_core::ports::{ActivityState, PortResult, StateStore};
 use futures_util::{StreamExt, stream};
 
-use super::{DynamoStateStore, EXPIRES_AT, GSI2, GSI2_PK, PK, SK, conn_pk, item_key, put_request};
-use crate::dynamo::{Item, json, key, n, s, ts};
+use super::{DynamoStateStore, EXPIRES_AT, GSI2, GSI2_PK, PK, SK, conn_pk, item_key};
+use crate::dynamo::{Item, json, key, n, put_request, s, ts};
 use crate::error::AwsError;
 
 /// How long the record of an ingested blob is kept: [`DynamoStateStore::blob_totals`] sums the

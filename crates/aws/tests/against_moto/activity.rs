@@ -368,7 +368,7 @@ async fn hash_siblings_stay_out_of_listings_and_generation_sweeps() -> anyhow::R
         "listed rows carry their recorded hashes"
     );
 
-    let deleted = store.delete_older_than("b!s", 2).await?;
+    let deleted = store.delete_older_than("b!s", 2, chrono::Utc::now()).await?;
 
     assert_eq!(deleted, 4, "only rows are counted, never their siblings");
     let out = client
@@ -398,7 +398,7 @@ async fn hash_siblings_stay_out_of_listings_and_generation_sweeps() -> anyhow::R
         ],
         "the swept rows' siblings went with them; the kept rows' stayed"
     );
-    assert_eq!(store.delete_older_than("b!s", 2).await?, 0);
+    assert_eq!(store.delete_older_than("b!s", 2, chrono::Utc::now()).await?, 0);
     Ok(())
 }
 
@@ -410,7 +410,7 @@ async fn deleting_a_row_deletes_its_hash() -> anyhow::Result<()> {
         .set_file_hash("contoso", "b!d", "gone", &HashOutcome::Hashed(hashes("c:gone")?))
         .await?;
 
-    store.delete_rows("b!d", &["gone".into()]).await?;
+    store.delete_rows("b!d", &["gone".into()], chrono::Utc::now()).await?;
     store.put_rows(&[row("b!d", "gone", "/gone.txt", 2)?]).await?;
 
     assert!(store.file_hashes("b!d", &["gone".into()]).await?.is_empty());

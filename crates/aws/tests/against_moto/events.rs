@@ -291,3 +291,54 @@ async fn events_are_found_by_actor_owner_and_insertion_day_shard() -> anyhow::Re
     assert_eq!(exported, e, "the export index carries the whole record");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_event_stored_without_its_item_gets_it_once_and_joins_the_files_history() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let mut waiting = event("rec-w", "b!1", "unused", "2026-11-22T09:00:00Z")?;
+    waiting.event.item_id = None;
+    waiting.event.unresolved = Some(filetrail_core::audit::UnresolvedReason::ItemNotFound);
+    waiting.hash = Some(HashOutcome::Unavailable {
+        reason: "file could not be located in the drive".into(),
+    });
+    f.store.insert_events(std::slice::from_ref(&waiting)).await?;
+    assert!(f.store.file_events("b!1", "i-9", 10).await?.is_empty());
+
+    let resolved = f
+        .store
+        .resolve_item(&waiting.key(), "i-9", None)
+        .await?
+        .expect("resolved");
+    assert_eq!(resolved.event.item_id.as_deref(), Some("i-9"));
+    assert_eq!(resolved.event.unresolved, None);
+    // As stored: in the file's history, without the old outcome, so hash-file gives it one.
+    let history = f.store.file_events("b!1", "i-9", 10).await?;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].event.item_id.as_deref(), Some("i-9"));
+    assert_eq!(history[0].event.unresolved, None);
+    assert_eq!(history[0].hash, None);
+
+    // Again with the same item (a repeat after a crash): the event as it is; another item or
+    // an unknown key: nothing.
+    assert!(f.store.resolve_item(&waiting.key(), "i-9", None).await?.is_some());
+    assert!(f.store.resolve_item(&waiting.key(), "i-other", None).await?.is_none());
+    assert!(
+        f.store
+            .resolve_item("contoso#no-such-record", "i-9", None)
+            .await?
+            .is_none()
+    );
+    assert!(f.store.file_events("b!1", "i-other", 10).await?.is_empty());
+
+    // A deleted file's event takes its outcome with its item.
+    let mut gone = event("rec-g", "b!1", "unused", "2026-11-22T09:05:00Z")?;
+    gone.event.item_id = None;
+    f.store.insert_events(std::slice::from_ref(&gone)).await?;
+    let outcome = HashOutcome::Unavailable {
+        reason: "file deleted before it could be hashed".into(),
+    };
+    f.store.resolve_item(&gone.key(), "i-gone", Some(&outcome)).await?;
+    let stored = f.store.file_events("b!1", "i-gone", 10).await?;
+    assert_eq!(stored[0].hash, Some(outcome));
+    Ok(())
+}

@@ -91,7 +91,7 @@ async fn delete_older_than_removes_exactly_the_old_generation() -> anyhow::Resul
     rows.push(row("b!neighbour", "old00", "/old/0", 1)?);
     store.put_rows(&rows).await?;
 
-    let deleted = store.delete_older_than("b!g", 2).await?;
+    let deleted = store.delete_older_than("b!g", 2, chrono::Utc::now()).await?;
 
     assert_eq!(deleted, 40);
     let all: Vec<String> = rows.iter().map(|r| r.item_id.clone()).collect();
@@ -104,7 +104,7 @@ async fn delete_older_than_removes_exactly_the_old_generation() -> anyhow::Resul
         "other drives untouched"
     );
     assert_eq!(
-        store.delete_older_than("b!g", 2).await?,
+        store.delete_older_than("b!g", 2, chrono::Utc::now()).await?,
         0,
         "repeating deletes nothing more"
     );
@@ -119,7 +119,11 @@ async fn deleting_rows_removes_them_and_ignores_unknown_ids() -> anyhow::Result<
         .await?;
 
     store
-        .delete_rows("b!x", &["a".into(), "never-existed".into(), "a".into()])
+        .delete_rows(
+            "b!x",
+            &["a".into(), "never-existed".into(), "a".into()],
+            chrono::Utc::now(),
+        )
         .await?;
 
     assert_eq!(store.row("b!x", "a").await?, None);
@@ -157,5 +161,94 @@ async fn rows_are_counted_by_kind_without_their_siblings() -> anyhow::Result<()>
         .await?;
 
     assert_eq!(store.count_rows("b!count").await?, (2, 1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_file_is_found_by_its_list_item_id_where_it_is_now_and_after_it_is_deleted() -> anyhow::Result<()> {
+    use chrono::TimeZone as _;
+    use filetrail_core::ports::ItemIdentities as _;
+    let store = store().await?;
+    let uid = "6e5d4c3b-2a19-4f08-9e7d-6c5b4a392817".to_owned();
+    let mut file = row("b!u", "file", "/Docs/plan.docx", 1)?;
+    file.list_item_uid = Some(uid.clone());
+    let mut folder = row("b!u", "folder", "/Docs", 1)?;
+    folder.is_folder = true;
+    folder.list_item_uid = Some("0f0f0f0f-0000-4000-8000-000000000001".into());
+    store.put_rows(&[file.clone(), folder.clone()]).await?;
+    let ids = [
+        uid.clone(),
+        "0f0f0f0f-0000-4000-8000-000000000001".to_owned(),
+        "unknown".to_owned(),
+    ];
+    let found = store.items_by_uid("b!u", &ids).await?;
+    assert_eq!(found.len(), 1, "folders are placed by path: {found:?}");
+    assert_eq!(
+        (found[0].item_id.as_str(), found[0].path.as_str()),
+        ("file", "/Docs/plan.docx")
+    );
+    assert_eq!(found[0].deleted_at, None);
+    assert_eq!(
+        store.row("b!u", "file").await?.and_then(|r| r.list_item_uid),
+        Some(uid.clone())
+    );
+
+    // Moved: the id follows; the siblings are not rows.
+    file.path = "/Archive/plan FINAL.docx".into();
+    store.put_rows(std::slice::from_ref(&file)).await?;
+    assert_eq!(
+        store.items_by_uid("b!u", &ids).await?[0].path,
+        "/Archive/plan FINAL.docx"
+    );
+    assert_eq!(store.count_rows("b!u").await?, (1, 1));
+
+    // Deleted: the row goes, a tombstone stays with the last path and when.
+    let when = chrono::Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap();
+    store.delete_rows("b!u", &["file".into()], when).await?;
+    assert!(store.row("b!u", "file").await?.is_none());
+    assert_eq!(store.count_rows("b!u").await?, (0, 1));
+    let stone = store.items_by_uid("b!u", &ids).await?;
+    assert_eq!(stone.len(), 1);
+    assert_eq!(stone[0].item_id, "file");
+    assert_eq!(stone[0].path, "/Archive/plan FINAL.docx");
+    assert_eq!(stone[0].deleted_at, Some(when));
+
+    // Reconciliation after a resync buries the same way.
+    let mut old = row("b!u", "old", "/old.txt", 1)?;
+    old.list_item_uid = Some("11111111-2222-4333-8444-555555555555".into());
+    store.put_rows(&[old, row("b!u", "new", "/new.txt", 2)?]).await?;
+    assert_eq!(store.delete_older_than("b!u", 2, when).await?, 2, "old and the folder");
+    let stone = store
+        .items_by_uid("b!u", &["11111111-2222-4333-8444-555555555555".to_owned()])
+        .await?;
+    assert_eq!(stone[0].deleted_at, Some(when));
+    Ok(())
+}
+
+#[tokio::test]
+async fn events_waiting_for_their_item_are_kept_once_each_until_removed() -> anyhow::Result<()> {
+    use chrono::TimeZone as _;
+    use filetrail_core::model::PendingItem;
+    use filetrail_core::ports::ItemIdentities as _;
+    let store = store().await?;
+    let since = chrono::Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap();
+    let waiting = |uid: &str, key: &str| PendingItem {
+        uid: uid.into(),
+        event_key: key.into(),
+        connection: "contoso".into(),
+        since,
+    };
+    let a = waiting("6e5d4c3b-2a19-4f08-9e7d-6c5b4a392817", "contoso#rec-1");
+    let b = waiting("6e5d4c3b-2a19-4f08-9e7d-6c5b4a392817", "contoso#rec-2");
+    store.add_pending("b!p", &[a.clone(), b.clone(), a.clone()]).await?;
+    store.add_pending("b!p", std::slice::from_ref(&a)).await?;
+    store.put_rows(&[row("b!p", "file", "/x.txt", 1)?]).await?;
+    let mut listed = store.pending("b!p").await?;
+    listed.sort();
+    assert_eq!(listed, [a.clone(), b.clone()]);
+    assert!(store.pending("b!other").await?.is_empty());
+    assert_eq!(store.count_rows("b!p").await?, (1, 0), "waiting events are not rows");
+    store.remove_pending("b!p", std::slice::from_ref(&a)).await?;
+    assert_eq!(store.pending("b!p").await?, [b]);
     Ok(())
 }

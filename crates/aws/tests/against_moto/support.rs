@@ -257,6 +257,7 @@ pub fn drive(connection: &str, drive_id: &str, state: DriveState) -> anyhow::Res
 pub fn row(drive_id: &str, item_id: &str, path: &str, generation: u64) -> anyhow::Result<InventoryRow> {
     let name = path.rsplit('/').next().unwrap_or_default().to_owned();
     Ok(InventoryRow {
+        list_item_uid: None,
         drive_id: drive_id.to_owned(),
         item_id: item_id.to_owned(),
         connection: "contoso".into(),

@@ -23,15 +23,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::activity::{BlobCounts, ParkedBlob, drop_reason};
-use crate::audit::{self, FileEvent, ItemKind, NormaliseContext, TrustedDomains, UnresolvedReason};
+use crate::activity::{BlobCounts, ParkedBlob, drop_reason, resolve};
+use crate::audit::{self, FileEvent, ItemKind, NormaliseContext, TrustedDomains};
 use crate::error::PortError;
 use crate::events::{EventRecord, HashOutcome, unavailable};
 use crate::jobs::{BlobJob, HashJob, IndexJob};
 use crate::model::{Connection, ConnectionKind, DriveRecord};
 use crate::ports::{
-    ActivityFeed, ActivityState, EventStore, HashQueue, IndexQueue, InventoryHashes, ItemResolver, QuarantineStore,
-    StateStore,
+    ActivityFeed, ActivityState, EventStore, HashQueue, IndexQueue, InventoryHashes, ItemIdentities, ItemResolver,
+    QuarantineStore, StateStore,
 };
 
 /// The feed's error code for content past its expiration (FACTS §12).
@@ -43,6 +43,8 @@ pub struct IngestPorts<'a> {
     pub activity: &'a dyn ActivityState,
     pub feed: &'a dyn ActivityFeed,
     pub resolver: &'a dyn ItemResolver,
+    /// The inventory's files by list item unique id, and the events waiting for one.
+    pub identities: &'a dyn ItemIdentities,
     pub events: &'a dyn EventStore,
     pub inventory: &'a dyn InventoryHashes,
     pub quarantine: &'a dyn QuarantineStore,
@@ -197,13 +199,24 @@ pub async fn ingest_blob(
     }
     counts.parked = parked.len() as u64;
 
-    let events = resolve_items(ports.resolver, kept).await?;
-    let stored = records(&connection.id, events.clone());
+    let resolution = resolve::resolve_items(ports.identities, ports.resolver, kept).await?;
+    let stored = records(&connection.id, resolution.events.clone(), &resolution.deleted);
     let inserted: HashSet<String> = ports.events.insert_events(&stored).await?.into_iter().collect();
     counts.events_inserted = inserted.len() as u64;
     counts.events_duplicate = stored.len() as u64 - counts.events_inserted;
 
-    counts.hash_jobs = request_hashes(ports, &connection.id, &events).await?;
+    // Events that wait for their item are recorded before the index round this blob asks for
+    // (below), so that round finds them whatever ran first.
+    for (drive, pending) in resolution.pending(&connection.id, now) {
+        ports.identities.add_pending(&drive, &pending).await?;
+    }
+    let events = resolution.events;
+    let live: Vec<FileEvent> = events
+        .iter()
+        .filter(|e| !resolution.deleted.contains(&e.id))
+        .cloned()
+        .collect();
+    counts.hash_jobs = request_hashes(ports, &connection.id, &live).await?;
     if let Some((reader, store)) = ports.sharing {
         let shared: Vec<&FileEvent> = events
             .iter()
@@ -321,43 +334,6 @@ impl Placement {
     }
 }
 
-/// Gives each event of a monitored drive its item id, looked up by path per drive.
-async fn resolve_items(resolver: &dyn ItemResolver, events: Vec<FileEvent>) -> Result<Vec<FileEvent>, PortError> {
-    let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for e in &events {
-        if let (Some(drive), Some(path), None) = (&e.drive_id, e.lookup_path(), &e.item_id) {
-            if e.unresolved == Some(UnresolvedReason::ItemNotLookedUp) || e.unresolved.is_none() {
-                wanted.entry(drive.clone()).or_default().insert(path.to_owned());
-            }
-        }
-    }
-    let mut found: HashMap<(String, String), String> = HashMap::new();
-    for (drive, paths) in wanted {
-        let paths: Vec<String> = paths.into_iter().collect();
-        for (path, item) in resolver.resolve_paths(&drive, &paths).await? {
-            found.insert((drive.clone(), path), item);
-        }
-    }
-    Ok(events
-        .into_iter()
-        .map(|mut e| {
-            if e.item_id.is_none()
-                && matches!(e.unresolved, None | Some(UnresolvedReason::ItemNotLookedUp))
-                && let (Some(drive), Some(path)) = (e.drive_id.clone(), e.lookup_path().map(str::to_owned))
-            {
-                match found.get(&(drive, path)) {
-                    Some(item) => {
-                        e.item_id = Some(item.clone());
-                        e.unresolved = None;
-                    }
-                    None => e.unresolved = Some(UnresolvedReason::ItemNotFound),
-                }
-            }
-            e
-        })
-        .collect())
-}
-
 /// Asks hash-file for the files of these events that need it, and gives the others the hash
 /// already stored for their version. Returns how many hash jobs were enqueued.
 async fn request_hashes(ports: &IngestPorts<'_>, connection: &str, events: &[FileEvent]) -> Result<u64, PortError> {
@@ -453,15 +429,21 @@ async fn request_hashes(ports: &IngestPorts<'_>, connection: &str, events: &[Fil
     Ok(jobs.len() as u64)
 }
 
-/// The stored form of the kept events, with the reason those without content have no digest.
-fn records(connection: &str, events: Vec<FileEvent>) -> Vec<EventRecord> {
+/// The stored form of the kept events, with the reason those without content have no digest
+/// (`deleted`: ids of events resolved to a file deleted since).
+fn records(connection: &str, events: Vec<FileEvent>, deleted: &HashSet<String>) -> Vec<EventRecord> {
     events
         .into_iter()
         .map(|e| {
             let no_content = e.item_kind != ItemKind::File;
             let unresolved = e.item_id.is_none();
+            let gone = deleted.contains(&e.id);
             let mut record = EventRecord::onedrive(connection, e);
-            if no_content {
+            if gone && !no_content {
+                record.hash = Some(HashOutcome::Unavailable {
+                    reason: unavailable::DELETED_BEFORE_HASHING.to_owned(),
+                });
+            } else if no_content {
                 record.hash = Some(HashOutcome::Unavailable {
                     reason: unavailable::NO_CONTENT.to_owned(),
                 });

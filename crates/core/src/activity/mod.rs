@@ -16,6 +16,9 @@
 
 pub mod ingest;
 pub mod poll;
+pub mod resolve;
+
+pub use resolve::{PendingResolved, ResolvePorts, resolve_pending};
 
 use std::collections::BTreeMap;
 
