@@ -184,6 +184,9 @@ impl FaultConfig {
     }
 }
 
+/// Versions kept per file by default (OneDrive: "a minimum of 500 major versions").
+pub const VERSIONS_KEPT_DEFAULT: usize = 500;
+
 /// Everything that shapes a simulated tenant and its server.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -228,6 +231,9 @@ pub struct SimConfig {
     /// Lifetime of the pre-authenticated download URLs (`@microsoft.graph.downloadUrl`, the
     /// `Location` of `…/content`); default one hour (FACTS.md §4).
     pub download_url_lifetime: Duration,
+    /// Versions kept per file (`…/versions`), the oldest deleted first; OneDrive's default
+    /// keeps "a minimum of 500 major versions" (FACTS-notifications §9).
+    pub versions_kept: usize,
     /// The Management Activity API: publication delay, blob grouping, duplicates, late blobs,
     /// paging, audit log on/off, `AF429`/`AF50000` faults (`crate::activity`).
     pub activity: crate::activity::ActivityConfig,
@@ -262,6 +268,7 @@ impl SimConfig {
             delta_repeat_rate: 0.01,
             port: 0,
             download_url_lifetime: Duration::from_secs(crate::content::DOWNLOAD_URL_LIFETIME_DEFAULT_SECS),
+            versions_kept: VERSIONS_KEPT_DEFAULT,
             activity: crate::activity::ActivityConfig::default(),
         }
     }

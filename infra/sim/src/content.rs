@@ -206,9 +206,12 @@ struct TempAuth {
     expires: i64,
     drive_id: String,
     item_id: String,
+    /// A previous version's id (`2.0`) for a URL from `…/versions/{id}/content`; empty for the
+    /// current content.
+    version: String,
 }
 
-fn seal_tempauth(state: &SimState, drive_id: &str, item_id: &str) -> String {
+fn seal_tempauth(state: &SimState, drive_id: &str, item_id: &str, version: &str) -> String {
     let now = Utc::now().timestamp();
     let lifetime = i64::try_from(state.content.lifetime().as_secs()).unwrap_or(i64::MAX);
     let mut p = Vec::with_capacity(32 + drive_id.len() + item_id.len());
@@ -218,7 +221,9 @@ fn seal_tempauth(state: &SimState, drive_id: &str, item_id: &str) -> String {
     p.extend_from_slice(&now.saturating_add(lifetime).to_le_bytes());
     p.push(u8::try_from(drive_id.len()).unwrap_or(u8::MAX));
     p.extend_from_slice(drive_id.as_bytes());
+    p.push(u8::try_from(item_id.len()).unwrap_or(u8::MAX));
     p.extend_from_slice(item_id.as_bytes());
+    p.extend_from_slice(version.as_bytes());
     state.seal(&p)
 }
 
@@ -230,13 +235,17 @@ fn open_tempauth(state: &SimState, token: &str) -> Option<TempAuth> {
     let expires = i64::from_le_bytes(rest.get(12..20)?.try_into().ok()?);
     let drive_len = usize::from(*rest.get(20)?);
     let drive_id = std::str::from_utf8(rest.get(21..21 + drive_len)?).ok()?.to_owned();
-    let item_id = std::str::from_utf8(rest.get(21 + drive_len..)?).ok()?.to_owned();
+    let rest = rest.get(21 + drive_len..)?;
+    let item_len = usize::from(*rest.first()?);
+    let item_id = std::str::from_utf8(rest.get(1..1 + item_len)?).ok()?.to_owned();
+    let version = std::str::from_utf8(rest.get(1 + item_len..)?).ok()?.to_owned();
     Some(TempAuth {
         epoch,
         not_before,
         expires,
         drive_id,
         item_id,
+        version,
     })
 }
 
@@ -252,6 +261,12 @@ fn unique_id(item: &SimItem) -> &str {
 /// served by this simulator. The same value goes into `@microsoft.graph.downloadUrl` and the
 /// `Location` of `/content`.
 pub(crate) fn download_url(state: &SimState, drive: &SimDrive, item: &SimItem) -> String {
+    download_url_of(state, drive, item, "")
+}
+
+/// [`download_url`] of a previous version (`version` its id) or, with an empty one, of the
+/// current content.
+fn download_url_of(state: &SimState, drive: &SimDrive, item: &SimItem, version: &str) -> String {
     // The site path of the drive's web URL: `/personal/{name}` or `/sites/{name}`.
     let site = drive
         .web_url
@@ -263,8 +278,22 @@ pub(crate) fn download_url(state: &SimState, drive: &SimDrive, item: &SimItem) -
         "{}/{site}/_layouts/15/download.aspx?UniqueId={}&Translate=false&tempauth={}&ApiVersion=2.0",
         state.base_url,
         unique_id(item),
-        seal_tempauth(state, &drive.id, &item.id)
+        seal_tempauth(state, &drive.id, &item.id, version)
     )
+}
+
+/// The 302 of `…/versions/{version}/content` (the version exists and is not the current one).
+pub(crate) fn version_redirect(ctx: &Ctx<'_>, drive: &SimDrive, item: &SimItem, version: &str) -> GraphResponse {
+    let state = ctx.state;
+    if let Some(fault) = content_fault(state) {
+        return ctx.fault(&fault);
+    }
+    bump(&state.counters.content_redirects);
+    GraphResponse {
+        status: StatusCode::FOUND,
+        headers: vec![("Location".to_owned(), download_url_of(state, drive, item, version))],
+        body: None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -500,11 +529,24 @@ pub(crate) async fn download(
     }
     let found = resolve(&ctx, &DriveSel::Drive(auth.drive_id.clone()))
         .ok()
-        .and_then(|(d, drive)| current_item(&ctx, d, &drive, &auth.item_id).map(|item| (drive, item)));
-    let Some((drive, item)) = found else {
+        .and_then(|(d, drive)| current_item(&ctx, d, &drive, &auth.item_id).map(|item| (d, drive, item)));
+    let Some((d, drive, item)) = found else {
         return drives::item_not_found(&ctx).into_http(&ctx);
     };
-    let Some(content) = Content::of(&drive.id, &item) else {
+    let content = if auth.version.is_empty() {
+        Content::of(&drive.id, &item)
+    } else {
+        // A previous version: its bytes while it is kept.
+        crate::graph::versions::history(&state, d, &drive, &item.id)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| v.label == auth.version)
+            .map(|v| {
+                bump(&state.counters.version_downloads);
+                Content::new(&drive.id, &item.id, &v.ctag, v.size)
+            })
+    };
+    let Some(content) = content else {
         return drives::item_not_found(&ctx).into_http(&ctx);
     };
     let size = content.size();
@@ -551,11 +593,13 @@ pub(crate) async fn download(
         "attachment; filename*=UTF-8''{}",
         utf8_percent_encode(&item.name, NON_ALPHANUMERIC)
     );
-    for (name, value) in [
-        (header::ETAG, item.etag.clone()),
-        (header::CONTENT_DISPOSITION, disposition),
-        (header::LAST_MODIFIED, httpdate_of(item.modified)),
-    ] {
+    let mut sent = vec![(header::CONTENT_DISPOSITION, disposition)];
+    if auth.version.is_empty() {
+        // A previous version's bytes are not the item's current eTag.
+        sent.push((header::ETAG, item.etag.clone()));
+        sent.push((header::LAST_MODIFIED, httpdate_of(item.modified)));
+    }
+    for (name, value) in sent {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
         }

@@ -49,6 +49,8 @@ pub(crate) struct SimState {
     /// The audit log and Management Activity API state (`crate::activity`).
     pub(crate) activity: crate::activity::AuditLog,
     pub(crate) page_size_default: u64,
+    /// Versions kept per file (`crate::graph::versions`).
+    pub(crate) versions_kept: usize,
     pub(crate) delta_repeat_rate: f64,
     /// Key sealing skiptokens and delta tokens.
     pub(crate) link_key: (u64, u64),
@@ -86,6 +88,7 @@ impl SimState {
             drives: DriveStates::default(),
             trees: TreeCache::default(),
             page_size_default: config.page_size_default,
+            versions_kept: config.versions_kept,
             delta_repeat_rate: config.delta_repeat_rate,
             link_key: (hash3(config.seed, K_LINK_KEY, 0), hash3(config.seed, K_LINK_KEY, 1)),
             content: ContentState::new(config.download_url_lifetime),

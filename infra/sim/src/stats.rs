@@ -113,6 +113,9 @@ pub struct Stats {
     /// Requests to download URLs (any outcome; also counted in `http_requests`).
     #[serde(default)]
     pub content_downloads: u64,
+    /// Of those, downloads of a previous version (a URL from `…/versions/{id}/content`).
+    #[serde(default)]
+    pub version_downloads: u64,
     /// Download requests answered 206 Partial Content (a satisfiable `Range`).
     #[serde(default)]
     pub content_range: u64,
@@ -223,6 +226,7 @@ pub(crate) struct Counters {
     pub(crate) content_redirects: AtomicU64,
     pub(crate) content_not_modified: AtomicU64,
     pub(crate) content_downloads: AtomicU64,
+    pub(crate) version_downloads: AtomicU64,
     pub(crate) content_range: AtomicU64,
     pub(crate) content_range_unsatisfiable: AtomicU64,
     pub(crate) content_expired: AtomicU64,
@@ -304,6 +308,7 @@ impl Counters {
             content_redirects: g(&self.content_redirects),
             content_not_modified: g(&self.content_not_modified),
             content_downloads: g(&self.content_downloads),
+            version_downloads: g(&self.version_downloads),
             content_range: g(&self.content_range),
             content_range_unsatisfiable: g(&self.content_range_unsatisfiable),
             content_expired: g(&self.content_expired),
@@ -367,6 +372,7 @@ impl Counters {
             &self.content_redirects,
             &self.content_not_modified,
             &self.content_downloads,
+            &self.version_downloads,
             &self.content_range,
             &self.content_range_unsatisfiable,
             &self.content_expired,

@@ -420,3 +420,90 @@ async fn content_and_downloads_are_throttled_with_retry_after() {
     assert_eq!(stats.faults.content_throttled, 40);
     assert_eq!(stats.content_redirects, 1);
 }
+
+/// All of a response's bytes, following nothing.
+async fn bytes_at(url: &str) -> (StatusCode, Vec<u8>) {
+    let resp = plain().get(url).send().await.unwrap();
+    (resp.status(), resp.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn previous_versions_are_listed_newest_first_and_served_while_kept() {
+    use m365_sim::{Activity, ActivityKind, ActivityRequest};
+    let sim = start(SimConfig {
+        versions_kept: 3,
+        ..config()
+    })
+    .await;
+    let token = sim.token().await;
+    let (drive, files) = files(&sim, 1);
+    let file = &files[0];
+    let modify = |size: u64| {
+        let mut a = Activity::new(ActivityKind::Modify, drive.clone()).item(file.id.clone());
+        a.size = Some(size);
+        a
+    };
+    let ops = sim
+        .handle
+        .inject_activity(&ActivityRequest {
+            operations: vec![modify(1_000), modify(2_000), modify(3_000)],
+            random: None,
+            return_records: false,
+        })
+        .unwrap()
+        .operations;
+
+    // Four versions made, three kept: 2.0 (1,000 bytes), 3.0, and 4.0 the current one.
+    let listed = sim
+        .get(&token, &format!("/drives/{drive}/items/{}/versions", file.id))
+        .await;
+    assert_eq!(listed.status, StatusCode::OK);
+    let value = listed.body["value"].as_array().unwrap();
+    let ids: Vec<&str> = value.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["4.0", "3.0", "2.0"]);
+    let sizes: Vec<u64> = value.iter().map(|v| v["size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [3_000, 2_000, 1_000]);
+    assert!(value[0]["lastModifiedDateTime"].as_str().is_some());
+    assert!(value[0]["lastModifiedBy"]["user"]["displayName"].as_str().is_some());
+
+    // A previous version's bytes are those the activity left then.
+    let resp = content(
+        &sim,
+        &token,
+        &format!("/drives/{drive}/items/{}/versions/2.0/content", file.id),
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let (status, body) = bytes_at(resp.headers()["location"].to_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut expected = Vec::new();
+    m365_sim::content::Content::new(&drive, &file.id, ops[0].ctag.as_deref().unwrap(), 1_000)
+        .reader()
+        .read_to_end(&mut expected)
+        .unwrap();
+    assert_eq!(body, expected);
+    assert_eq!(sim.handle.stats().version_downloads, 1);
+
+    // The current version only through the item; 1.0 is no longer kept.
+    let current = content(
+        &sim,
+        &token,
+        &format!("/drives/{drive}/items/{}/versions/4.0/content", file.id),
+        &[],
+    )
+    .await;
+    assert_eq!(current.status(), StatusCode::BAD_REQUEST);
+    let gone = content(
+        &sim,
+        &token,
+        &format!("/drives/{drive}/items/{}/versions/1.0/content", file.id),
+        &[],
+    )
+    .await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let missing = sim
+        .get(&token, &format!("/drives/{drive}/items/01NOSUCHITEM/versions"))
+        .await;
+    assert_eq!(graph_error_code(&missing), "itemNotFound");
+}

@@ -17,7 +17,7 @@ pub(crate) fn iso(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn identity_json(who: &SimIdentity) -> Value {
+pub(crate) fn identity_json(who: &SimIdentity) -> Value {
     let mut user = Map::new();
     if let Some(email) = &who.email {
         user.insert("email".into(), json!(email));

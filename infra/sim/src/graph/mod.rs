@@ -8,6 +8,7 @@ pub(crate) mod filter;
 pub(crate) mod groups;
 pub(crate) mod permissions;
 pub(crate) mod users;
+pub(crate) mod versions;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -311,6 +312,15 @@ pub(crate) enum DrivePart {
     },
     /// `items/{id}/content`: the 302 to the item's download URL.
     Content(String),
+    /// `items/{id}/versions`: the file's kept versions.
+    Versions(String),
+    /// `items/{id}/versions/{version-id}/content`: the 302 to a previous version's download URL.
+    VersionContent {
+        /// The item.
+        item: String,
+        /// The version id (`2.0`).
+        version: String,
+    },
     /// `root:/{path}` or `root:/{path}:`: an item addressed by its path from the drive root.
     ItemByPath(String),
     /// `items/{id}/permissions` (or `root/permissions`): the item's permissions.
@@ -421,7 +431,8 @@ impl Route {
             Self::Site(_) | Self::SiteDrives(_) | Self::Drive(_, DrivePart::Drive) => Kind::Drive,
             Self::Drive(_, DrivePart::Item(_) | DrivePart::ItemByPath(_)) => Kind::Item,
             Self::Drive(_, DrivePart::Delta { .. }) => Kind::Delta,
-            Self::Drive(_, DrivePart::Content(_)) => Kind::Content,
+            Self::Drive(_, DrivePart::Content(_) | DrivePart::VersionContent { .. }) => Kind::Content,
+            Self::Drive(_, DrivePart::Versions(_)) => Kind::Item,
             Self::Drive(_, DrivePart::Permissions(_) | DrivePart::Permission { .. }) => Kind::Permissions,
             Self::Batch => Kind::Batch,
             Self::Me | Self::Unknown(_) => Kind::Other,
@@ -487,6 +498,11 @@ fn drive_route(sel: DriveSel, s: &[&str], l: &[&str]) -> Result<Route, usize> {
         ["root"] => DrivePart::Item("root".into()),
         ["items", _] => DrivePart::Item(s[1].to_owned()),
         ["items", _, "content"] => DrivePart::Content(s[1].to_owned()),
+        ["items", _, "versions"] => DrivePart::Versions(s[1].to_owned()),
+        ["items", _, "versions", _, "content"] => DrivePart::VersionContent {
+            item: s[1].to_owned(),
+            version: s[3].to_owned(),
+        },
         ["root", "permissions"] => DrivePart::Permissions("root".into()),
         ["items", _, "permissions"] => DrivePart::Permissions(s[1].to_owned()),
         ["root", "permissions", _] => DrivePart::Permission {
@@ -610,6 +626,8 @@ pub(crate) fn dispatch(ctx: &Ctx<'_>, method: &Method, route: &Route, query: &st
         Route::Drive(sel, DrivePart::Drive) => drives::drive(ctx, sel),
         Route::Drive(sel, DrivePart::Item(item)) => drives::item(ctx, sel, item),
         Route::Drive(sel, DrivePart::Content(item)) => crate::content::redirect(ctx, sel, item),
+        Route::Drive(sel, DrivePart::Versions(item)) => versions::list(ctx, sel, item),
+        Route::Drive(sel, DrivePart::VersionContent { item, version }) => versions::content(ctx, sel, item, version),
         Route::Drive(sel, DrivePart::ItemByPath(path)) => drives::item_by_path(ctx, sel, path),
         Route::Drive(sel, DrivePart::Permissions(item)) => permissions::list(ctx, sel, item),
         Route::Drive(sel, DrivePart::Permission { item, id }) if deletes_permission => {
