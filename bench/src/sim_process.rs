@@ -117,6 +117,7 @@ pub fn stats_delta(after: &Stats, before: &Stats) -> Stats {
         content_redirects: d(after.content_redirects, before.content_redirects),
         content_not_modified: d(after.content_not_modified, before.content_not_modified),
         content_downloads: d(after.content_downloads, before.content_downloads),
+        version_downloads: d(after.version_downloads, before.version_downloads),
         content_range: d(after.content_range, before.content_range),
         content_range_unsatisfiable: d(after.content_range_unsatisfiable, before.content_range_unsatisfiable),
         content_expired: d(after.content_expired, before.content_expired),

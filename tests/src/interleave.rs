@@ -615,7 +615,11 @@ impl World {
             .into_iter()
             .map(|e| {
                 let hash = match &e.hash {
-                    Some(HashOutcome::Hashed(h)) => format!("hashed {} {}", h.ctag, h.sha256),
+                    // A previous version (no cTag) by its version id.
+                    Some(HashOutcome::Hashed(h)) => match &h.version {
+                        Some(v) => format!("hashed version:{v} {}", h.sha256),
+                        None => format!("hashed {} {}", h.ctag, h.sha256),
+                    },
                     Some(HashOutcome::Unavailable { reason }) => reason.clone(),
                     None => "none".into(),
                 };

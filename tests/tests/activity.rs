@@ -262,16 +262,40 @@ async fn two_thousand_operations_become_events_of_monitored_drives_once_each_wit
         check_primary(op, expected, event);
     }
 
-    // Every content event carries the digests of the bytes served for the version it names;
-    // and each surviving file's latest content event names the file's final version.
+    // Every content event carries the digests of the bytes served for the version it names: the
+    // current version by its cTag, a previous one (through `…/versions`) by the version the
+    // event's own activity left; and each surviving file's latest content event names the
+    // file's final version.
+    let made_by: BTreeMap<String, &ActivityOutcome> = injected
+        .operations
+        .iter()
+        .flat_map(|op| op.records.iter().map(move |r| (r.id.clone(), op)))
+        .collect();
     let mut last_content: BTreeMap<(String, String), &EventRecord> = BTreeMap::new();
+    let (mut content_events, mut previous_hashed) = (0, 0);
     for event in events.values() {
         let e = &event.event;
         if !e.needs_hash() {
             continue;
         }
+        content_events += 1;
         let (drive_id, item_id) = (e.drive_id.clone().unwrap(), e.item_id.clone());
         match &event.hash {
+            Some(HashOutcome::Hashed(h)) if h.version.is_some() => {
+                let op = made_by[&e.id];
+                let item = item_id.clone().unwrap();
+                assert_eq!(op.item_id.as_deref(), Some(item.as_str()), "{}", e.operation);
+                assert_eq!(h.size, op.size.unwrap(), "{} {:?}", e.operation, e.path);
+                assert_eq!(
+                    (h.md5.clone(), h.sha256.clone()),
+                    digests_of(&drive_id, &item, op.ctag.as_ref().unwrap(), h.size),
+                    "{} {:?} version {:?}",
+                    e.operation,
+                    e.path,
+                    h.version
+                );
+                previous_hashed += 1;
+            }
             Some(HashOutcome::Hashed(h)) => {
                 let item = item_id.clone().unwrap();
                 assert_eq!(
@@ -286,7 +310,8 @@ async fn two_thousand_operations_become_events_of_monitored_drives_once_each_wit
                 [
                     unavailable::CHANGED_BEFORE_HASHING,
                     unavailable::DELETED_BEFORE_HASHING,
-                    unavailable::ITEM_NOT_RESOLVED
+                    unavailable::ITEM_NOT_RESOLVED,
+                    unavailable::VERSION_NOT_KEPT
                 ]
                 .contains(&reason.as_str()),
                 "{reason}"
@@ -317,6 +342,11 @@ async fn two_thousand_operations_become_events_of_monitored_drives_once_each_wit
         assert_eq!(row.hash, Some(HashOutcome::Hashed(h.clone())), "{:?}", now.path);
     }
     assert!(hashed_files > 50, "{hashed_files} files hashed");
+    // Versions replaced before hash-file ran were hashed through `…/versions`.
+    assert!(
+        previous_hashed * 20 > content_events,
+        "{previous_hashed} of {content_events} content events hashed as previous versions"
+    );
 
     // The inventory follows: each monitored drive holds what the simulator holds now.
     let inventory = stack.inventory().await.unwrap();
@@ -701,9 +731,9 @@ async fn files_renamed_moved_or_deleted_before_their_records_were_ingested_keep_
         }
     }
 
-    // A file uploaded and renamed before any index round saw it: its upload names a path where
-    // nothing is, so the event waits for the round the upload asks for, which learns the file's
-    // id, gives the event its item and has it hashed.
+    // A file uploaded, edited and renamed before any index round saw it: its upload names a path
+    // where nothing is, so the event waits for the round the upload asks for, which learns the
+    // file's id, gives the event its item and has it hashed.
     let second = stack
         .sim
         .inject_activity(&ActivityRequest {
@@ -711,6 +741,13 @@ async fn files_renamed_moved_or_deleted_before_their_records_were_ingested_keep_
                 {
                     let mut a = Activity::new(ActivityKind::Upload, drive.clone()).name("Fresh upload.xlsx");
                     a.at = Some(Utc::now() - chrono::Duration::seconds(20));
+                    a
+                },
+                {
+                    // Edited seconds later: the upload's own version is replaced before any
+                    // hash job runs.
+                    let mut a = Activity::new(ActivityKind::Modify, drive.clone()).item("/Fresh upload.xlsx");
+                    a.at = Some(Utc::now() - chrono::Duration::seconds(16));
                     a
                 },
                 {
@@ -733,6 +770,8 @@ async fn files_renamed_moved_or_deleted_before_their_records_were_ingested_keep_
     let stored = &events[&keys_of(upload)[0]];
     assert_eq!(stored.event.item_id.as_deref(), Some(fresh.as_str()));
     assert_eq!(stored.event.unresolved, None);
+    // The upload carries the digests of the version it made (kept by OneDrive, hashed through
+    // `…/versions`), the edit those of the current one.
     let Some(HashOutcome::Hashed(h)) = &stored.hash else {
         panic!("the upload of a file that exists is hashed: {:?}", stored.hash);
     };
@@ -740,5 +779,15 @@ async fn files_renamed_moved_or_deleted_before_their_records_were_ingested_keep_
         (h.md5.clone(), h.sha256.clone()),
         digests_of(&drive, &fresh, upload.ctag.as_ref().unwrap(), upload.size.unwrap())
     );
+    assert_eq!(h.version.as_deref(), Some("1.0"));
+    let edit = &second.operations[1];
+    let Some(HashOutcome::Hashed(h)) = &events[&keys_of(edit)[0]].hash else {
+        panic!("the edit is hashed");
+    };
+    assert_eq!((h.md5.clone(), h.sha256.clone(), h.version.clone()), {
+        let (md5, sha) = digests_of(&drive, &fresh, edit.ctag.as_ref().unwrap(), edit.size.unwrap());
+        (md5, sha, None)
+    });
+    assert_ne!(upload.ctag, edit.ctag);
     assert!(stack.dead_letters().await.unwrap().values().all(|n| *n == 0));
 }

@@ -186,6 +186,7 @@ async fn a_deauthorized_connection_gets_no_work_and_resume_continues_from_its_ch
     stack
         .queue("HashQueue")
         .enqueue_hashes(&[HashJob {
+            previous_versions: false,
             connection: CONNECTION.to_owned(),
             drive_id: drive.clone(),
             item_id: item.item_id.clone(),

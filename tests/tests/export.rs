@@ -140,6 +140,7 @@ async fn record_events(stack: &Stack, now: DateTime<Utc>) -> (BTreeSet<String>, 
     // stored as given and exported lowercase), some without digest; the rest stay pending.
     let hashed: Vec<String> = records.iter().step_by(3).map(EventRecord::key).collect();
     let outcome = HashOutcome::Hashed(FileHashes {
+        version: None,
         md5: "9E107D9D372BB6826BD81D3542A419D6".into(),
         sha256: "D7A8FBB307D7809469CA9ABCB0082E4F8D5651E46D3CDB762D02D0BF37C9E592".into(),
         ctag: "c:{AAAA},3".into(),
@@ -577,6 +578,7 @@ async fn a_file_hashed_after_its_hour_was_exported_is_exported_again_with_its_di
     stack
         .queue("HashQueue")
         .enqueue_hashes(&[HashJob {
+            previous_versions: false,
             connection: CONNECTION.to_owned(),
             drive_id: file.drive_id.clone(),
             item_id: file.item_id.clone(),

@@ -187,6 +187,7 @@ fn events(args: &Args, now: DateTime<Utc>) -> Vec<EventRecord> {
             if hashed {
                 let (md5, sha256) = sha_of(content);
                 record.hash = Some(HashOutcome::Hashed(FileHashes {
+                    version: None,
                     md5,
                     sha256,
                     ctag: "\"c:{BENCH},1\"".into(),

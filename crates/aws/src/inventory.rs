@@ -199,6 +199,7 @@ impl DynamoInventoryStore {
             size: f.n("hashed_size")?,
             modified_at: f.opt_time("modified_at")?,
             hashed_at: f.time("hashed_at")?,
+            version: f.opt_s("hashed_version")?,
         }))
     }
 
@@ -326,6 +327,7 @@ fn hash_item(connection: &str, drive_id: &str, item_id: &str, outcome: &HashOutc
             item.insert("hashed_size".into(), n(h.size));
             put_opt(&mut item, "modified_at", h.modified_at.as_ref().map(ts));
             item.insert("hashed_at".into(), ts(&h.hashed_at));
+            put_opt(&mut item, "hashed_version", h.version.as_deref().map(s));
         }
         HashOutcome::Unavailable { reason } => {
             item.insert("hash_unavailable".into(), s(reason));

@@ -415,6 +415,7 @@ async fn file_shows_the_row_its_digests_and_its_events_newest_first_and_events_l
     .unwrap();
     inventory.put_rows(&[row]).await.unwrap();
     let hashes = FileHashes {
+        version: None,
         md5: "9e107d9d372bb6826bd81d3542a419d6".into(),
         sha256: "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592".into(),
         ctag: "\"c:{Q3},4\"".into(),
@@ -492,6 +493,7 @@ async fn search_prints_matching_events_as_a_table_json_or_csv_with_pages_and_nam
     );
     let mut modified = file_event("rec-modified", "modified", "FileModified", 30);
     modified.hash = Some(HashOutcome::Hashed(FileHashes {
+        version: None,
         md5: "9e107d9d372bb6826bd81d3542a419d6".into(),
         sha256: "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592".into(),
         ctag: "\"c:{Q3},4\"".into(),

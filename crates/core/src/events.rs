@@ -43,6 +43,10 @@ pub struct FileHashes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_at: Option<DateTime<Utc>>,
     pub hashed_at: DateTime<Utc>,
+    /// A previous version hashed through `…/versions` (its id, `2.0`): Graph gives previous
+    /// versions no cTag, so `ctag` is empty then. `None` for the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// The outcome of hashing, as recorded on events and inventory rows.
@@ -66,6 +70,9 @@ pub mod unavailable {
     pub const NO_CONTENT: &str = "no file content (folder, list or drive)";
     /// The event's item could not be resolved to a drive item.
     pub const ITEM_NOT_RESOLVED: &str = "file could not be located in the drive";
+    /// The event's version was replaced before it was hashed, and OneDrive no longer keeps it
+    /// (its version history is off or limited).
+    pub const VERSION_NOT_KEPT: &str = "OneDrive no longer keeps the version this event concerns";
 }
 
 /// One stored file event.

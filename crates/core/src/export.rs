@@ -318,7 +318,10 @@ pub struct ExportLine {
     pub hash_unavailable_reason: Option<String>,
     /// Bytes hashed.
     pub hashed_size: Option<u64>,
+    /// The cTag of the current version hashed; absent for a previous version.
     pub hashed_ctag: Option<String>,
+    /// A previous version hashed through `…/versions` (its id, `2.0`).
+    pub hashed_version: Option<String>,
     pub hashed_at: Option<String>,
     /// `anonymous`, `organization` or `specific_people`.
     pub link_scope: Option<String>,
@@ -348,13 +351,17 @@ impl ExportLine {
                 Some(h.sha256.to_lowercase()),
                 None,
                 Some(h.size),
-                Some(h.ctag.clone()),
+                Some(h.ctag.clone()).filter(|c| !c.is_empty()),
                 Some(rfc3339(&h.hashed_at)),
             ),
             Some(HashOutcome::Unavailable { reason }) => {
                 ("unavailable", None, None, Some(reason.clone()), None, None, None)
             }
             None => ("pending", None, None, None, None, None, None),
+        };
+        let hashed_version = match &record.hash {
+            Some(HashOutcome::Hashed(h)) => h.version.clone(),
+            _ => None,
         };
         let sharing = e.sharing.as_ref();
         Self {
@@ -393,6 +400,7 @@ impl ExportLine {
             hash_unavailable_reason: reason,
             hashed_size: size,
             hashed_ctag: ctag,
+            hashed_version,
             hashed_at,
             link_scope: sharing.and_then(|s| s.link_scope).map(|l| variant(&l)),
             sharing_permission: sharing.and_then(|s| s.permission).map(|p| variant(&p)),
@@ -1226,6 +1234,7 @@ mod tests {
     fn a_line_is_flat_with_every_column_and_rfc3339_utc_times() {
         let mut record = event("id-1", "2026-11-22T09:10:11.5Z", "2026-11-22T10:00:00Z");
         record.hash = Some(HashOutcome::Hashed(FileHashes {
+            version: None,
             md5: "ABC".into(),
             sha256: "DEF".into(),
             ctag: "c:{X},2".into(),
@@ -1478,6 +1487,7 @@ mod tests {
         let hashed = events.iter_mut().find(|e| e.event.id == "id-10-005").unwrap();
         let window = ExportWindow::containing(hashed.event.inserted_at);
         hashed.hash = Some(HashOutcome::Hashed(FileHashes {
+            version: None,
             md5: "aa".into(),
             sha256: "bb".into(),
             ctag: "c".into(),

@@ -50,6 +50,16 @@ pub struct ItemVersion {
     pub is_file: bool,
 }
 
+/// A version of a file as OneDrive lists it (`…/versions`): a label like `3.0`, when it was
+/// saved, its size. OneDrive keeps versions as the library's settings say, so one per change is
+/// not guaranteed (<https://learn.microsoft.com/en-us/graph/api/driveitem-list-versions>).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptVersion {
+    pub id: String,
+    pub modified_at: Option<DateTime<Utc>>,
+    pub size: u64,
+}
+
 /// Where a download stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamEnd {
@@ -87,6 +97,20 @@ pub trait FileContent: Send + Sync {
         drive_id: &str,
         item_id: &str,
         expected: &ItemVersion,
+        sink: &mut dyn ChunkSink,
+        budget: &dyn Budget,
+    ) -> PortResult<StreamEnd>;
+    /// The versions OneDrive keeps of the file, newest first, the current one included; `None`
+    /// when the item does not exist.
+    async fn versions(&self, drive_id: &str, item_id: &str) -> PortResult<Option<Vec<KeptVersion>>>;
+    /// Streams a previous version (never the current one: Graph serves that only through the
+    /// item) from `sink.offset()`, as [`FileContent::stream_content`]; [`StreamEnd::Gone`] when
+    /// the version is no longer kept.
+    async fn stream_previous(
+        &self,
+        drive_id: &str,
+        item_id: &str,
+        version: &KeptVersion,
         sink: &mut dyn ChunkSink,
         budget: &dyn Budget,
     ) -> PortResult<StreamEnd>;
@@ -181,6 +205,12 @@ pub enum HashFileOutcome {
     /// Another job is downloading this version; this one comes back after [`LEASE_WAIT`]
     /// and takes its digests.
     Waiting,
+    /// Previous versions hashed for the events that concern them (`hashed`), and events whose
+    /// version OneDrive no longer keeps marked so (`not_kept`).
+    PreviousVersions {
+        hashed: usize,
+        not_kept: usize,
+    },
     /// Not a file (folder), or the connection is not active.
     Skipped {
         reason: String,
@@ -207,6 +237,9 @@ pub async fn hash_file(
                 reason: format!("connection {} is not an active cloud connection", job.connection),
             });
         }
+    }
+    if job.previous_versions {
+        return hash_previous_versions(ports, job, tuning, budget, now).await;
     }
     let Some(version) = ports.content.item_version(drive, item).await? else {
         record_gone(ports, &job.connection, drive, item, now).await?;
@@ -264,7 +297,10 @@ async fn reuse_stored(
     let Some((_, hashes)) = stored.into_iter().find(|(_, h)| h.ctag == ctag) else {
         return Ok(None);
     };
-    let (updated, events) = give_to_events(ports, drive, item, hashes.clone(), version.modified_at, now).await?;
+    let (updated, events, older) = give_to_events(ports, drive, item, hashes.clone(), version.modified_at, now).await?;
+    if older {
+        ask_for_previous_versions(ports, job).await?;
+    }
     if updated != hashes {
         // A content change of this version arrived since: the version starts later.
         ports
@@ -364,6 +400,7 @@ async fn download_and_record(
             }
             let digests = sink.hasher.finish().map_err(hash_failed)?;
             let hashes = FileHashes {
+                version: None,
                 md5: digests.md5_hex(),
                 sha256: digests.sha256_hex(),
                 ctag,
@@ -371,9 +408,10 @@ async fn download_and_record(
                 modified_at: None,
                 hashed_at: now,
             };
-            let hashes = give_to_events(ports, drive, item, hashes, version.modified_at, now)
-                .await?
-                .0;
+            let (hashes, _, older) = give_to_events(ports, drive, item, hashes, version.modified_at, now).await?;
+            if older {
+                ask_for_previous_versions(ports, job).await?;
+            }
             ports
                 .inventory
                 .set_file_hash(&job.connection, drive, item, &HashOutcome::Hashed(hashes.clone()))
@@ -391,6 +429,182 @@ async fn download_and_record(
     }
 }
 
+/// Enqueues the job that hashes the previous versions of the file's older events.
+async fn ask_for_previous_versions(ports: &HashPorts<'_>, job: &HashJob) -> PortResult<()> {
+    ports
+        .queue
+        .enqueue_hashes(&[HashJob {
+            continuation: None,
+            previous_versions: true,
+            ..job.clone()
+        }])
+        .await
+}
+
+/// The previous versions a file's events concern, as [`previous_version_plan`] matched them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionPlan {
+    /// Each previous version to hash, with the keys of the events that concern it.
+    pub hash: Vec<(KeptVersion, Vec<String>)>,
+    /// Events whose version OneDrive no longer lists.
+    pub not_kept: Vec<String>,
+}
+
+/// Matches the file's events still without the digests of their version (none, or "changed
+/// again before this version could be hashed") to the previous versions OneDrive keeps
+/// (`versions`, newest first, the current one first). Each content change (upload,
+/// modification, copy, restore) made the version saved when it happened: the one kept version
+/// saved from a second before the change (audit times have whole seconds) until the next
+/// content change, within [`clock_slack`] of the change. Its events are the change and those
+/// after it until the next content change. No version there: the events are "not kept". Where
+/// the match is not certain (two content changes in the same second, or several versions
+/// between two changes: a change whose record has not arrived), the events stay as they are:
+/// no digest is better than another version's.
+pub fn previous_version_plan(events: &[EventRecord], versions: &[KeptVersion]) -> VersionPlan {
+    let waiting = |e: &EventRecord| match &e.hash {
+        None => true,
+        Some(HashOutcome::Unavailable { reason }) => reason == unavailable::CHANGED_BEFORE_HASHING,
+        Some(HashOutcome::Hashed(_)) => false,
+    };
+    let mut changes: std::collections::BTreeMap<DateTime<Utc>, usize> = std::collections::BTreeMap::new();
+    for e in events.iter().filter(|e| e.event.event_type.may_change_content()) {
+        *changes.entry(e.event.observed_at).or_default() += 1;
+    }
+    let starts: Vec<(DateTime<Utc>, usize)> = changes.into_iter().collect();
+    let previous = versions.get(1..).unwrap_or_default();
+    let mut plan = VersionPlan::default();
+    for (i, (start, count)) in starts.iter().enumerate() {
+        let next = starts.get(i + 1).map(|(t, _)| *t);
+        let keys: Vec<String> = events
+            .iter()
+            .filter(|e| waiting(e))
+            .filter(|e| e.event.observed_at >= *start && next.is_none_or(|n| e.event.observed_at < n))
+            .map(EventRecord::key)
+            .collect();
+        if keys.is_empty() || *count > 1 {
+            continue;
+        }
+        let from = *start - chrono::Duration::seconds(1);
+        let candidates: Vec<&KeptVersion> = previous
+            .iter()
+            .filter(|v| v.modified_at.is_some_and(|m| m >= from && next.is_none_or(|n| m < n)))
+            .collect();
+        match candidates.as_slice() {
+            [] => plan.not_kept.extend(keys),
+            [v] if v.modified_at.is_some_and(|m| m < *start + clock_slack()) => {
+                match plan.hash.iter_mut().find(|(h, _)| h.id == v.id) {
+                    Some((_, existing)) => existing.extend(keys),
+                    None => plan.hash.push(((*v).clone(), keys)),
+                }
+            }
+            _ => {}
+        }
+    }
+    plan
+}
+
+/// Hashes the previous versions the file's older events concern, one download per version
+/// (under the version's lease), and gives each its events; events whose version is no longer
+/// kept are told so. Out of time between two versions, it hands the rest to a new job (a
+/// version cut by the budget starts over: previous versions have no continuation).
+async fn hash_previous_versions(
+    ports: &HashPorts<'_>,
+    job: &HashJob,
+    tuning: HasherTuning,
+    budget: &dyn Budget,
+    now: DateTime<Utc>,
+) -> Result<HashFileOutcome, PortError> {
+    let (drive, item) = (job.drive_id.as_str(), job.item_id.as_str());
+    let Some(versions) = ports.content.versions(drive, item).await? else {
+        return Ok(HashFileOutcome::Skipped {
+            reason: "the file no longer exists, nor its versions".to_owned(),
+        });
+    };
+    let events = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
+    let plan = previous_version_plan(&events, &versions);
+    let by_key: std::collections::HashMap<String, &EventRecord> = events.iter().map(|e| (e.key(), e)).collect();
+    let of = |keys: &[String]| -> Vec<&EventRecord> { keys.iter().filter_map(|k| by_key.get(k).copied()).collect() };
+    let not_kept = HashOutcome::Unavailable {
+        reason: unavailable::VERSION_NOT_KEPT.to_owned(),
+    };
+    let mut gone: Vec<String> = plan.not_kept.clone();
+    let mut hashed = 0;
+    for (version, keys) in &plan.hash {
+        if !budget.has_time_for_more() {
+            ports.queue.enqueue_hashes(std::slice::from_ref(job)).await?;
+            break;
+        }
+        let lease = VersionLease {
+            connection: job.connection.clone(),
+            drive_id: drive.to_owned(),
+            item_id: item.to_owned(),
+            ctag: format!("version {}", version.id),
+            holder: new_holder(now),
+            until: now + lease_term(budget) + lease_slack(),
+        };
+        if !ports.leases.take_hash_lease(&lease, now).await? {
+            ports
+                .queue
+                .enqueue_hashes_after(std::slice::from_ref(job), LEASE_WAIT)
+                .await?;
+            return Ok(HashFileOutcome::Waiting);
+        }
+        let mut sink = HasherSink {
+            hasher: DualHasher::with_tuning(tuning).map_err(hash_failed)?,
+        };
+        let end = ports
+            .content
+            .stream_previous(drive, item, version, &mut sink, budget)
+            .await;
+        ports.leases.release_hash_lease(&lease).await?;
+        match end? {
+            StreamEnd::Complete if sink.offset() == version.size => {
+                let digests = sink.hasher.finish().map_err(hash_failed)?;
+                let outcome = HashOutcome::Hashed(FileHashes {
+                    md5: digests.md5_hex(),
+                    sha256: digests.sha256_hex(),
+                    ctag: String::new(),
+                    size: version.size,
+                    modified_at: version.modified_at,
+                    hashed_at: now,
+                    version: Some(version.id.clone()),
+                });
+                store_outcomes(ports, &of(keys), &[(keys, &outcome)], now).await?;
+                info!(
+                    drive,
+                    item,
+                    version = version.id,
+                    events = keys.len(),
+                    "previous version hashed"
+                );
+                hashed += 1;
+            }
+            StreamEnd::Gone => gone.extend(keys.iter().cloned()),
+            StreamEnd::OutOfTime => {
+                ports.queue.enqueue_hashes(std::slice::from_ref(job)).await?;
+                break;
+            }
+            // A previous version's bytes do not change; a different size is the service's
+            // doing: leave the events as they are rather than give them other bytes' digests.
+            StreamEnd::Complete | StreamEnd::Changed => {
+                warn!(
+                    drive,
+                    item,
+                    version = version.id,
+                    "previous version's size differs from its listing; not recorded"
+                );
+            }
+        }
+    }
+    if !gone.is_empty() {
+        store_outcomes(ports, &of(&gone), &[(&gone, &not_kept)], now).await?;
+    }
+    Ok(HashFileOutcome::PreviousVersions {
+        hashed,
+        not_kept: gone.len(),
+    })
+}
+
 /// How much later than Graph's `lastModifiedDateTime` the audit record of the same change may
 /// be dated (the two clocks differ by seconds).
 pub fn clock_slack() -> chrono::Duration {
@@ -399,7 +613,8 @@ pub fn clock_slack() -> chrono::Duration {
 
 /// Gives `hashes` to the events of the version hashed and marks the events of older versions
 /// (see the module doc). Returns the hashes with `modified_at` set to when the version began,
-/// when the events tell, and how many events carry the digests now.
+/// when the events tell, how many events carry the digests now, and whether events of older
+/// versions were marked (their versions may still be kept: [`hash_previous_versions`]).
 async fn give_to_events(
     ports: &HashPorts<'_>,
     drive: &str,
@@ -407,7 +622,7 @@ async fn give_to_events(
     mut hashes: FileHashes,
     graph_modified: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Result<(FileHashes, usize), PortError> {
+) -> Result<(FileHashes, usize, bool), PortError> {
     let events = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
     let bound = graph_modified.map(|m| m + clock_slack());
     let content_changes = events
@@ -447,7 +662,7 @@ async fn give_to_events(
         reason: unavailable::CHANGED_BEFORE_HASHING.to_owned(),
     };
     store_outcomes(ports, &changed, &[(&give, &current), (&older, &gone_by)], now).await?;
-    Ok((hashes, carrying))
+    Ok((hashes, carrying, !older.is_empty()))
 }
 
 /// Stores outcomes on events (`writes`: keys and the outcome they get; `changed`: those

@@ -69,4 +69,8 @@ pub struct HashJob {
     /// Where a previous invocation stopped hashing a file too large for its time budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuation: Option<crate::hashing::HashContinuation>,
+    /// Hash the previous versions the file's older events concern (through `…/versions`)
+    /// instead of the current one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub previous_versions: bool,
 }

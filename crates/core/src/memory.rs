@@ -1022,6 +1022,7 @@ mod tests {
 
     fn hashed() -> HashOutcome {
         HashOutcome::Hashed(FileHashes {
+            version: None,
             md5: "m".into(),
             sha256: "s".into(),
             ctag: "c".into(),

@@ -20,7 +20,9 @@ use filetrail_core::budget::{Budget, Deadline};
 use filetrail_core::events::{EventRecord, FileHashes, HashOutcome, unavailable};
 use filetrail_core::export::{ExportCheckpoints as _, ExportWindow, StaleExportMarks};
 use filetrail_core::hash::HasherTuning;
-use filetrail_core::hashing::{ChunkSink, FileContent, HashFileOutcome, HashPorts, ItemVersion, StreamEnd, hash_file};
+use filetrail_core::hashing::{
+    ChunkSink, FileContent, HashFileOutcome, HashPorts, ItemVersion, KeptVersion, StreamEnd, hash_file,
+};
 use filetrail_core::jobs::{BlobJob, HashJob, IndexJob};
 use filetrail_core::memory::{MemoryEvents, MemoryInventory, MemoryState};
 use filetrail_core::model::*;
@@ -776,6 +778,7 @@ async fn a_redelivered_blob_writes_no_event_twice_but_still_asks_for_the_hashes(
 async fn a_read_of_a_hashed_version_takes_its_digests_without_a_download() {
     let w = IngestWorld::new().await;
     let hashes = FileHashes {
+        version: None,
         md5: "0".repeat(32),
         sha256: "1".repeat(64),
         ctag: "\"c:{A},2\"".into(),
@@ -821,6 +824,7 @@ async fn a_late_read_of_an_older_version_is_marked_as_such_whichever_ran_first()
     let w = IngestWorld::new().await;
     let version_start = now() - Duration::hours(3);
     let hashes = FileHashes {
+        version: None,
         md5: "0".repeat(32),
         sha256: "1".repeat(64),
         ctag: "\"c:{A},3\"".into(),
@@ -867,7 +871,13 @@ async fn a_late_read_of_an_older_version_is_marked_as_such_whichever_ran_first()
             reason: unavailable::CHANGED_BEFORE_HASHING.into()
         })
     );
-    assert!(w.queues.hashes.lock().unwrap().is_empty(), "nothing to download");
+    // The current version is not downloaded again; the old read's version is looked up.
+    let asked = w.queues.hashes.lock().unwrap().clone();
+    assert!(
+        asked.iter().all(|j| j.previous_versions && j.item_id == "i-plan"),
+        "{asked:?}"
+    );
+    assert_eq!(asked.len(), 1);
 }
 
 #[tokio::test]
@@ -1220,6 +1230,9 @@ struct FakeContent {
     /// Replaces the version after the first download completes (a change during hashing).
     change_after_download: Mutex<Option<(ItemVersion, Vec<u8>)>>,
     downloads: Mutex<u32>,
+    /// Previous versions OneDrive keeps, oldest first, with their bytes.
+    previous: Mutex<Vec<(KeptVersion, Vec<u8>)>>,
+    previous_downloads: Mutex<u32>,
 }
 
 impl FakeContent {
@@ -1228,6 +1241,8 @@ impl FakeContent {
             version: Mutex::new(Some((version(ctag, bytes.len(), modified_at), bytes))),
             change_after_download: Mutex::new(None),
             downloads: Mutex::new(0),
+            previous: Mutex::new(Vec::new()),
+            previous_downloads: Mutex::new(0),
         }
     }
 }
@@ -1278,6 +1293,44 @@ impl FileContent for FakeContent {
         if current != Some(expected.ctag.clone()) {
             return Ok(StreamEnd::Changed);
         }
+        Ok(StreamEnd::Complete)
+    }
+
+    /// The current version first (labelled after the previous ones), then the previous ones.
+    async fn versions(&self, _drive_id: &str, _item_id: &str) -> PortResult<Option<Vec<KeptVersion>>> {
+        let Some((current, _)) = self.version.lock().unwrap().clone() else {
+            return Ok(None);
+        };
+        let previous = self.previous.lock().unwrap();
+        let mut listed = vec![KeptVersion {
+            id: format!("{}.0", previous.len() + 10),
+            modified_at: current.modified_at,
+            size: current.size,
+        }];
+        listed.extend(previous.iter().rev().map(|(v, _)| v.clone()));
+        Ok(Some(listed))
+    }
+
+    async fn stream_previous(
+        &self,
+        _drive_id: &str,
+        _item_id: &str,
+        version: &KeptVersion,
+        sink: &mut dyn ChunkSink,
+        _budget: &dyn Budget,
+    ) -> PortResult<StreamEnd> {
+        *self.previous_downloads.lock().unwrap() += 1;
+        let found = self
+            .previous
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(v, _)| v.id == version.id)
+            .cloned();
+        let Some((_, bytes)) = found else {
+            return Ok(StreamEnd::Gone);
+        };
+        sink.accept(Bytes::from(bytes))?;
         Ok(StreamEnd::Complete)
     }
 }
@@ -1391,6 +1444,7 @@ fn inventory_row(drive: &str, item: &str, path: &str) -> InventoryRow {
 
 fn job() -> HashJob {
     HashJob {
+        previous_versions: false,
         connection: CONN.into(),
         drive_id: "d-alice".into(),
         item_id: "i-q3".into(),
@@ -1873,4 +1927,112 @@ async fn events_resolve_by_list_item_id_to_moved_deleted_and_not_yet_indexed_fil
     assert!(w.queues.hashes.lock().unwrap().iter().any(|j| j.item_id == "i-unseen"));
     assert!(w.inventory.pending("d-alice").await.unwrap().is_empty());
     assert_eq!(resolve_pending(&ports, "d-alice", now()).await.unwrap().resolved, 0);
+}
+
+#[tokio::test]
+async fn each_content_event_gets_the_digests_of_the_version_it_made_while_onedrive_keeps_it() {
+    // Uploaded, then edited seconds later, then edited again: hash-file ran after the last.
+    let (v1, v2, v3) = (content_bytes(700, 1), content_bytes(900, 2), content_bytes(1_100, 3));
+    let uploaded = now() - Duration::hours(3);
+    let edited = uploaded + Duration::seconds(4);
+    let last = uploaded + Duration::minutes(30);
+    let w = HashWorld::new(FakeContent::new("\"c:{Q3},3\"", v3.clone(), last)).await;
+    *w.content.previous.lock().unwrap() = vec![
+        (
+            KeptVersion {
+                id: "1.0".into(),
+                modified_at: Some(uploaded + Duration::milliseconds(400)),
+                size: 700,
+            },
+            v1.clone(),
+        ),
+        (
+            KeptVersion {
+                id: "2.0".into(),
+                modified_at: Some(edited + Duration::milliseconds(300)),
+                size: 900,
+            },
+            v2.clone(),
+        ),
+    ];
+    w.events
+        .insert_events(&[
+            event("upload", FileEventType::Created, uploaded),
+            event("edit", FileEventType::Modified, edited),
+            event("read", FileEventType::Downloaded, edited + Duration::minutes(1)),
+            event("edit-again", FileEventType::Modified, last),
+        ])
+        .await
+        .unwrap();
+
+    // The current version first: the older events are told they concern a version since
+    // replaced, and a job for their versions is asked for.
+    let HashFileOutcome::Hashed(current) = w.hash(&job(), &Deadline::unlimited()).await else {
+        panic!()
+    };
+    assert_eq!(current.sha256, sha256_hex(&v3));
+    let asked: Vec<HashJob> = w.queues.hashes.lock().unwrap().clone();
+    assert!(asked.iter().any(|j| j.previous_versions), "{asked:?}");
+
+    let previous = HashJob {
+        previous_versions: true,
+        ..job()
+    };
+    let outcome = w.hash(&previous, &Deadline::unlimited()).await;
+    assert_eq!(outcome, HashFileOutcome::PreviousVersions { hashed: 2, not_kept: 0 });
+    let by_id: HashMap<String, Option<HashOutcome>> = w
+        .stored()
+        .await
+        .into_iter()
+        .map(|e| (e.event.id.clone(), e.hash))
+        .collect();
+    let sha = |id: &str| match &by_id[id] {
+        Some(HashOutcome::Hashed(h)) => (h.sha256.clone(), h.version.clone()),
+        other => panic!("{id}: {other:?}"),
+    };
+    assert_eq!(sha("upload"), (sha256_hex(&v1), Some("1.0".into())));
+    assert_eq!(sha("edit"), (sha256_hex(&v2), Some("2.0".into())));
+    assert_eq!(
+        sha("read"),
+        (sha256_hex(&v2), Some("2.0".into())),
+        "a read takes the version it read"
+    );
+    assert_eq!(sha("edit-again"), (sha256_hex(&v3), None));
+
+    // Once hashed, a repeat downloads nothing; a version OneDrive no longer keeps is said so.
+    let downloads = *w.content.previous_downloads.lock().unwrap();
+    assert_eq!(downloads, 2);
+    assert_eq!(
+        w.hash(&previous, &Deadline::unlimited()).await,
+        HashFileOutcome::PreviousVersions { hashed: 0, not_kept: 0 }
+    );
+    assert_eq!(*w.content.previous_downloads.lock().unwrap(), downloads);
+    w.events
+        .insert_events(&[event(
+            "early-edit",
+            FileEventType::Modified,
+            uploaded - Duration::days(1),
+        )])
+        .await
+        .unwrap();
+    w.events
+        .set_event_hash(
+            &[format!("{CONN}#early-edit")],
+            &HashOutcome::Unavailable {
+                reason: unavailable::CHANGED_BEFORE_HASHING.into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        w.hash(&previous, &Deadline::unlimited()).await,
+        HashFileOutcome::PreviousVersions { hashed: 0, not_kept: 1 }
+    );
+    let early = w.events.get(&format!("{CONN}#early-edit")).unwrap();
+    assert_eq!(
+        early.hash,
+        Some(HashOutcome::Unavailable {
+            reason: unavailable::VERSION_NOT_KEPT.into()
+        })
+    );
 }

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use filetrail_core::hash::{DualHasher, HashError};
+use filetrail_core::hashing::KeptVersion;
 use percent_encoding::utf8_percent_encode;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, RANGE};
@@ -129,6 +130,9 @@ pub struct DownloadRequest {
     pub expected: Option<FileVersion>,
     /// When to stop (between chunks) and report how far it got.
     pub deadline: Option<Instant>,
+    /// A previous version (its id and size, from `…/versions`) instead of the current content:
+    /// fetched through `…/versions/{id}/content`, never changing under the download.
+    pub previous: Option<(String, u64)>,
 }
 
 impl DownloadRequest {
@@ -140,7 +144,15 @@ impl DownloadRequest {
             offset: 0,
             expected: None,
             deadline: None,
+            previous: None,
         }
+    }
+
+    /// A previous version of the item (`id` as `…/versions` lists it, `size` its bytes); a
+    /// version no longer kept ends with [`DownloadOutcome::NotFound`].
+    pub fn previous_version(mut self, id: &str, size: u64) -> Self {
+        self.previous = Some((id.to_owned(), size));
+        self
     }
 
     /// Continues a download of `version` after its first `offset` bytes.
@@ -224,6 +236,24 @@ struct WireFileItem {
     download_url: Option<String>,
 }
 
+/// A page of `…/versions`.
+#[derive(Debug, Deserialize)]
+struct WireVersions {
+    #[serde(default)]
+    value: Vec<WireVersion>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next_link: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireVersion {
+    id: String,
+    #[serde(rename = "lastModifiedDateTime", default)]
+    modified_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
 /// The item as the download sees it.
 enum ItemState {
     Missing,
@@ -293,13 +323,25 @@ impl GraphClient {
             url_refreshes: 0,
             ranges_ignored: 0,
         };
-        let (version, mut url) = match self.file_item(drive_id, item_id).await? {
-            ItemState::Missing => return Ok(report),
-            ItemState::Present { info, .. } if !info.is_file => {
-                report.outcome = DownloadOutcome::NotAFile;
-                return Ok(report);
-            }
-            ItemState::Present { info, download_url } => (info.version, download_url),
+        let previous = request.previous.as_ref().map(|(id, _)| id.as_str());
+        let (version, mut url) = match &request.previous {
+            // A previous version's bytes never change: no eTag to compare, its size to reach.
+            Some((_, size)) => (
+                FileVersion {
+                    etag: None,
+                    ctag: None,
+                    size: *size,
+                },
+                None,
+            ),
+            None => match self.file_item(drive_id, item_id).await? {
+                ItemState::Missing => return Ok(report),
+                ItemState::Present { info, .. } if !info.is_file => {
+                    report.outcome = DownloadOutcome::NotAFile;
+                    return Ok(report);
+                }
+                ItemState::Present { info, download_url } => (info.version, download_url),
+            },
         };
         let changed = request.expected.as_ref().is_some_and(|e| !e.same_content(&version));
         if changed || request.offset > version.size {
@@ -324,7 +366,7 @@ impl GraphClient {
                 }
                 refreshes_in_a_row += 1;
                 report.url_refreshes += 1;
-                match self.content_location(drive_id, item_id).await? {
+                match self.content_location(drive_id, item_id, previous).await? {
                     Located::Url(u) => url = Some(u),
                     Located::Missing => {
                         report.outcome = DownloadOutcome::NotFound;
@@ -633,6 +675,33 @@ impl GraphClient {
         }
     }
 
+    /// `GET /drives/{d}/items/{i}/versions`: the versions OneDrive keeps of the file, newest
+    /// first, the current one included (next links followed); `None` when the item does not
+    /// exist. Which versions exist depends on the library's settings and limits
+    /// (<https://learn.microsoft.com/en-us/graph/api/driveitem-list-versions>).
+    pub async fn versions(&self, drive_id: &str, item_id: &str) -> Result<Option<Vec<KeptVersion>>, M365Error> {
+        let mut next = Some(format!(
+            "/drives/{}/items/{}/versions",
+            utf8_percent_encode(drive_id, PATH_SEGMENT),
+            utf8_percent_encode(item_id, PATH_SEGMENT)
+        ));
+        let mut versions = Vec::new();
+        while let Some(path) = next.take() {
+            let page: WireVersions = match self.get_json(&path).await {
+                Ok(page) => page,
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            versions.extend(page.value.into_iter().map(|v| KeptVersion {
+                id: v.id,
+                modified_at: v.modified_at,
+                size: v.size.unwrap_or_default(),
+            }));
+            next = page.next_link;
+        }
+        Ok(Some(versions))
+    }
+
     /// `GET /drives/{d}/items/{i}`: the item's version and download URL.
     async fn file_item(&self, drive_id: &str, item_id: &str) -> Result<ItemState, M365Error> {
         let path = format!(
@@ -663,16 +732,25 @@ impl GraphClient {
         })
     }
 
-    /// `GET …/items/{i}/content`: the 302's `Location`, read here rather than followed, through
-    /// the retry policy (429/503 with `Retry-After`, 5xx, one token refresh).
-    async fn content_location(&self, drive_id: &str, item_id: &str) -> Result<Located, M365Error> {
+    /// `GET …/items/{i}/content` (or `…/items/{i}/versions/{v}/content` for a previous version):
+    /// the 302's `Location`, read here rather than followed, through the retry policy (429/503
+    /// with `Retry-After`, 5xx, one token refresh).
+    async fn content_location(
+        &self,
+        drive_id: &str,
+        item_id: &str,
+        previous: Option<&str>,
+    ) -> Result<Located, M365Error> {
+        let version_path = previous
+            .map(|v| format!("/versions/{}", utf8_percent_encode(v, PATH_SEGMENT)))
+            .unwrap_or_default();
         let url = format!(
-            "{}/drives/{}/items/{}/content",
+            "{}/drives/{}/items/{}{version_path}/content",
             self.base_url(),
             utf8_percent_encode(drive_id, PATH_SEGMENT),
             utf8_percent_encode(item_id, PATH_SEGMENT)
         );
-        let operation = format!("GET /drives/{drive_id}/items/{item_id}/content");
+        let operation = format!("GET /drives/{drive_id}/items/{item_id}{version_path}/content");
         let reply = self
             .pipeline()
             .execute(

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use filetrail_core::budget::Budget;
-use filetrail_core::hashing::{ChunkSink, FileContent, ItemVersion, StreamEnd};
+use filetrail_core::hashing::{ChunkSink, FileContent, ItemVersion, KeptVersion, StreamEnd};
 use filetrail_core::model::{DeltaPage, DirectoryUser, DriveLookup};
 use filetrail_core::ports::{DeltaError, Directory, DriveDelta, DriveFinder, ItemResolver, PortResult, UsersPage};
 use filetrail_core::scope::{DirectoryGroup, GroupSelector, UserSelector};
@@ -97,21 +97,51 @@ impl FileContent for GraphClient {
             ctag: expected.ctag.clone(),
             size: expected.size,
         };
-        let mut request = DownloadRequest::new(drive_id, item_id).starting_at(sink.offset(), version);
-        if let Some(at) = budget.stop_at() {
-            request = request.until(at);
-        }
-        let mut forward = |chunk: Bytes| sink.accept(chunk);
-        match self.download_from(&request, &mut forward).await {
-            Ok(download) => Ok(match download.outcome {
-                DownloadOutcome::Complete { .. } => StreamEnd::Complete,
-                DownloadOutcome::Stopped { .. } => StreamEnd::OutOfTime,
-                DownloadOutcome::NotFound | DownloadOutcome::NotAFile => StreamEnd::Gone,
-                DownloadOutcome::Changed { .. } => StreamEnd::Changed,
-            }),
-            Err(DownloadError::Service(e)) => Err(e.into()),
-            Err(DownloadError::Sink(e)) => Err(e),
-        }
+        let request = DownloadRequest::new(drive_id, item_id).starting_at(sink.offset(), version);
+        stream(self, request, sink, budget).await
+    }
+
+    /// See [`GraphClient::versions`].
+    async fn versions(&self, drive_id: &str, item_id: &str) -> PortResult<Option<Vec<KeptVersion>>> {
+        Ok(GraphClient::versions(self, drive_id, item_id).await?)
+    }
+
+    /// [`GraphClient::download_from`] of a previous version: through
+    /// `…/versions/{id}/content`, resumed with `Range`, refreshed when its URL expires.
+    async fn stream_previous(
+        &self,
+        drive_id: &str,
+        item_id: &str,
+        version: &KeptVersion,
+        sink: &mut dyn ChunkSink,
+        budget: &dyn Budget,
+    ) -> PortResult<StreamEnd> {
+        let mut request = DownloadRequest::new(drive_id, item_id).previous_version(&version.id, version.size);
+        request.offset = sink.offset();
+        stream(self, request, sink, budget).await
+    }
+}
+
+/// Runs a download into the sink until the budget's deadline, as [`StreamEnd`] tells it.
+async fn stream(
+    client: &GraphClient,
+    mut request: DownloadRequest,
+    sink: &mut dyn ChunkSink,
+    budget: &dyn Budget,
+) -> PortResult<StreamEnd> {
+    if let Some(at) = budget.stop_at() {
+        request = request.until(at);
+    }
+    let mut forward = |chunk: Bytes| sink.accept(chunk);
+    match client.download_from(&request, &mut forward).await {
+        Ok(download) => Ok(match download.outcome {
+            DownloadOutcome::Complete { .. } => StreamEnd::Complete,
+            DownloadOutcome::Stopped { .. } => StreamEnd::OutOfTime,
+            DownloadOutcome::NotFound | DownloadOutcome::NotAFile => StreamEnd::Gone,
+            DownloadOutcome::Changed { .. } => StreamEnd::Changed,
+        }),
+        Err(DownloadError::Service(e)) => Err(e.into()),
+        Err(DownloadError::Sink(e)) => Err(e),
     }
 }
 

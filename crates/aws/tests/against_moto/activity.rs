@@ -51,6 +51,7 @@ fn blob(id: &str) -> anyhow::Result<ContentBlob> {
 
 fn hashes(ctag: &str) -> anyhow::Result<FileHashes> {
     Ok(FileHashes {
+        version: None,
         md5: "0cc175b9c0f1b6a831c399e269772661".into(),
         sha256: "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb".into(),
         ctag: ctag.to_owned(),

@@ -102,6 +102,7 @@ fn event(id: &str, drive: &str, item: &str, observed: &str) -> anyhow::Result<Ev
 
 fn hashed() -> anyhow::Result<HashOutcome> {
     Ok(HashOutcome::Hashed(FileHashes {
+        version: None,
         md5: MD5_HEX.into(),
         sha256: SHA256_HEX.into(),
         ctag: "\"c:{A1},3\"".into(),

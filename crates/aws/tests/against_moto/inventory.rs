@@ -149,6 +149,7 @@ async fn rows_are_counted_by_kind_without_their_siblings() -> anyhow::Result<()>
         ])
         .await?;
     let hashes = FileHashes {
+        version: None,
         md5: "0cc175b9c0f1b6a831c399e269772661".into(),
         sha256: "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb".into(),
         ctag: "\"c:{f1},1\"".into(),

@@ -129,6 +129,7 @@ async fn blob_and_hash_jobs_arrive_as_their_json_in_batches_of_ten() -> anyhow::
         .collect();
     let hash_jobs: Vec<HashJob> = (0..3)
         .map(|i| HashJob {
+            previous_versions: false,
             connection: "contoso".into(),
             drive_id: "b!1".into(),
             item_id: format!("item-{i}"),

@@ -151,6 +151,7 @@ fn corpus() -> Vec<EventRecord> {
             if i % 3 == 0 {
                 let (md5, sha256) = digest(i % 4);
                 record.hash = Some(HashOutcome::Hashed(FileHashes {
+                    version: None,
                     md5,
                     sha256,
                     ctag: "c".into(),

@@ -384,6 +384,7 @@ async fn request_hashes(ports: &IngestPorts<'_>, connection: &str, events: &[Fil
                 }
             }
             _ => jobs.push(HashJob {
+                previous_versions: false,
                 connection: connection.to_owned(),
                 drive_id: drive.clone(),
                 item_id: item.clone(),
@@ -406,6 +407,7 @@ async fn request_hashes(ports: &IngestPorts<'_>, connection: &str, events: &[Fil
         let older: HashSet<String> = older.into_iter().collect();
         let mut unmarked = Vec::new();
         for (drive, item) in &older_files {
+            let before = unmarked.len();
             for stored in ports
                 .events
                 .file_events(drive, item, crate::hashing::MAX_EVENTS_PER_FILE)
@@ -414,6 +416,16 @@ async fn request_hashes(ports: &IngestPorts<'_>, connection: &str, events: &[Fil
                 if stored.hash.is_none() && older.contains(&stored.key()) {
                     unmarked.push(stored.key());
                 }
+            }
+            if unmarked.len() > before {
+                // Their version may still be kept: hash-file looks it up.
+                jobs.push(HashJob {
+                    connection: connection.to_owned(),
+                    drive_id: drive.clone(),
+                    item_id: item.clone(),
+                    continuation: None,
+                    previous_versions: true,
+                });
             }
         }
         if !unmarked.is_empty() {

@@ -236,6 +236,7 @@ pub async fn resolve_pending(
         let jobs: Vec<HashJob> = jobs
             .into_iter()
             .map(|(connection, item_id)| HashJob {
+                previous_versions: false,
                 connection,
                 drive_id: drive_id.to_owned(),
                 item_id,
