@@ -48,9 +48,14 @@ fn tenant(duplicate_rate: f64) -> SimConfig {
 /// 40 operations on the tenant's OneDrives, 30 minutes before the run: activity a new
 /// connection finds waiting.
 fn activity(world: &World, users: &[u64]) -> Vec<ActivityOutcome> {
+    let start = world.now().duration_trunc(Duration::seconds(1)).unwrap() - Duration::minutes(30);
+    activity_from(world, users, start)
+}
+
+/// 40 operations on these users' OneDrives, 20 s apart from `start`.
+fn activity_from(world: &World, users: &[u64], start: chrono::DateTime<chrono::Utc>) -> Vec<ActivityOutcome> {
     let model = world.sim.tenant();
     let drives = users.iter().map(|i| model.drive_of_user(*i).unwrap().id).collect();
-    let start = world.now().duration_trunc(Duration::seconds(1)).unwrap() - Duration::minutes(30);
     world
         .sim
         .inject_activity(&ActivityRequest {
@@ -171,6 +176,54 @@ async fn activity_before_the_first_discovery_is_recorded_whatever_runs_first() {
                 resolved * 2 > outcome.events.len(),
                 "{resolved} of {} events resolved",
                 outcome.events.len()
+            );
+        },
+    )
+    .await;
+    assert!(outcome.events.len() > 30, "{} events", outcome.events.len());
+}
+
+/// Users created and active between two discoveries: the first discovery ran before they
+/// existed, so their records are parked, not dropped as outside the scope, whatever runs first,
+/// and the next discovery places them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_created_between_two_discoveries_are_recorded_whatever_runs_first() {
+    let outcome = under_every_ordering(
+        "users created between discoveries",
+        |seed| async move {
+            let world = World::start(tenant(0.05), None).await.unwrap();
+            let before = activity(&world, &[0, 1]);
+            world.run(seed, &[true, false], Disorder::default()).await.unwrap();
+            // Two new hires start working after that discovery.
+            let model = world.sim.tenant();
+            let first = model.user_count();
+            model.hire(2);
+            let start = world.now().duration_trunc(Duration::seconds(1)).unwrap() + Duration::seconds(5);
+            let after = activity_from(&world, &[first, first + 1], start);
+            world.advance(Duration::minutes(15));
+            let outcome = world
+                .run(seed ^ 0x5eed, &[false, true, false, false, true], Disorder::default())
+                .await
+                .unwrap();
+            let ops: Vec<ActivityOutcome> = before.into_iter().chain(after).collect();
+            let drives = ops.iter().map(|o| o.drive_id.clone()).collect();
+            let got: BTreeSet<String> = outcome.events.keys().cloned().collect();
+            assert_eq!(got, expected_event_keys(&ops, Some(&drives)), "ordering {seed}");
+            let hired: BTreeSet<String> = [first, first + 1]
+                .iter()
+                .map(|i| model.drive_of_user(*i).unwrap().id)
+                .collect();
+            assert!(
+                ops.iter().any(|o| hired.contains(&o.drive_id)),
+                "the new hires were active"
+            );
+            (world, outcome)
+        },
+        |_, outcome| {
+            assert!(
+                !outcome.dropped.contains_key("owner_not_monitored"),
+                "nothing dropped as outside the scope: {:?}",
+                outcome.dropped
             );
         },
     )

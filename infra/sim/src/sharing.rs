@@ -370,7 +370,7 @@ fn random_guest_email(rng: &mut Rng) -> String {
 }
 
 fn other_member(tenant: &Tenant, rng: &mut Rng, owner: u64) -> Option<u64> {
-    let users = tenant.user_count();
+    let users = tenant.generated_users();
     if users < 2 {
         return None;
     }

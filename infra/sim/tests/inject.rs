@@ -684,3 +684,40 @@ async fn delta_names_each_file_by_the_list_item_id_its_records_carry_when_select
     let (plain, _) = sim.delta_all(&token, &format!("/drives/{}/root/delta", d.id)).await;
     assert!(plain.iter().all(|i| i.get("sharepointIds").is_none()));
 }
+
+#[tokio::test]
+async fn users_hired_at_run_time_are_listed_found_and_get_a_onedrive_without_changing_the_others() {
+    let sim = start(SimConfig {
+        no_drive_ratio: 0.0,
+        ..config()
+    })
+    .await;
+    let token = sim.token().await;
+    let tenant = sim.handle.tenant();
+    let before = tenant.user_count();
+    let first_drive = sim
+        .get(&token, &format!("/drives/{}/root/delta", drive(&sim, 0).id))
+        .await;
+
+    let hired = tenant.hire(2);
+    assert_eq!(tenant.user_count(), before + 2);
+    let upn = &hired[1].user_principal_name;
+    let found = sim.get(&token, &format!("/users/{upn}")).await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+    assert_eq!(found.body["id"], hired[1].id.as_str());
+    let onedrive = sim.get(&token, &format!("/users/{upn}/drive")).await;
+    assert_eq!(onedrive.status, StatusCode::OK, "{}", onedrive.body);
+    let listed = sim.get(&token, "/users?$top=999&$select=id").await;
+    let ids: HashSet<&str> = listed.body["value"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["id"].as_str())
+        .collect();
+    assert!(hired.iter().all(|u| ids.contains(u.id.as_str())));
+    // What was generated before stays as it was.
+    let again = sim
+        .get(&token, &format!("/drives/{}/root/delta", drive(&sim, 0).id))
+        .await;
+    assert_eq!(first_drive.body["value"], again.body["value"]);
+}

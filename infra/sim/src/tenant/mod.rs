@@ -59,7 +59,11 @@ pub struct Tenant {
 #[derive(Debug)]
 struct TenantInner {
     seed: u64,
+    /// Users generated with the tenant: generated content (trees, sharing, groups) draws from
+    /// these only, so hiring more never changes what was served.
     users: u64,
+    /// Users created since ([`Tenant::hire`]), after the generated ones in directory order.
+    hired: std::sync::atomic::AtomicU64,
     files_per_drive: FilesPerDrive,
     no_drive_ratio: f64,
     team_sites: u32,
@@ -239,6 +243,7 @@ impl Tenant {
             inner: Arc::new(TenantInner {
                 seed: config.seed,
                 users: config.users,
+                hired: std::sync::atomic::AtomicU64::new(0),
                 files_per_drive: config.files_per_drive,
                 no_drive_ratio: config.no_drive_ratio,
                 team_sites: config.team_sites,
@@ -282,10 +287,22 @@ impl Tenant {
         format!("https://{}-my.sharepoint.com", self.inner.sharepoint_name)
     }
 
-    /// Number of users.
+    /// Number of users in the directory now (those hired at run time included).
     #[must_use]
     pub fn user_count(&self) -> u64 {
+        self.inner.users + self.inner.hired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Number of users the tenant was generated with: what generated content draws from.
+    pub(crate) fn generated_users(&self) -> u64 {
         self.inner.users
+    }
+
+    /// Creates `n` users (appended to the directory, in no group), as an admin adding new hires
+    /// would; each has a OneDrive unless `no_drive_ratio` decides otherwise. Returns them.
+    pub fn hire(&self, n: u64) -> Vec<SimUser> {
+        let first = self.inner.users + self.inner.hired.fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+        (first..first + n).map(|i| self.user(i)).collect()
     }
 
     /// Number of team sites.
@@ -300,13 +317,13 @@ impl Tenant {
 
     /// All users, generated lazily in directory order.
     pub fn users(&self) -> impl Iterator<Item = SimUser> + '_ {
-        (0..self.inner.users).map(|i| self.user(i))
+        (0..self.user_count()).map(|i| self.user(i))
     }
 
     /// Number of users that have a OneDrive (walks every user: O(users)).
     #[must_use]
     pub fn users_with_drive(&self) -> u64 {
-        (0..self.inner.users).filter(|i| self.has_drive(*i)).count() as u64
+        (0..self.user_count()).filter(|i| self.has_drive(*i)).count() as u64
     }
 
     /// A GUID whose low 48 bits are `perm(index)` and whose other bits are a hash of the index.
@@ -429,7 +446,7 @@ impl Tenant {
             }
             let digits = local.len() - local.trim_end_matches(|c: char| c.is_ascii_digit()).len();
             let index: u64 = local[local.len() - digits..].parse().ok()?;
-            if index >= self.inner.users {
+            if index >= self.user_count() {
                 return None;
             }
             let user = self.user(index);
@@ -437,7 +454,7 @@ impl Tenant {
         } else {
             self.decode_keyed_guid(K_USER_ID, id_or_upn)?
         };
-        (index < self.inner.users).then(|| self.user(index))
+        (index < self.user_count()).then(|| self.user(index))
     }
 
     /// The identity (`{id, displayName, email}`) of user `index`.
@@ -482,7 +499,7 @@ impl Tenant {
 
     pub(crate) fn drive_exists(&self, drive: DriveRef) -> bool {
         match drive {
-            DriveRef::User(i) => i < self.inner.users && self.has_drive(i),
+            DriveRef::User(i) => i < self.user_count() && self.has_drive(i),
             DriveRef::Site(j) => j < self.inner.team_sites,
         }
     }

@@ -108,7 +108,7 @@ impl DriveTree {
         } else {
             rng.range(n_files / 12, n_files / 4 + 1)
         };
-        let users = tenant.user_count();
+        let users = tenant.generated_users();
         let owner_share = match drive {
             DriveRef::User(_) => 0.85,
             DriveRef::Site(_) => 0.0,
