@@ -2,8 +2,13 @@
 //! in the local stack, plus the SDK configuration binaries use for either AWS or moto.
 //!
 //! `moto_server` comes from the project virtualenv that `infra/local/setup` creates
-//! (`<workspace>/.venv`), from `FILETRAIL_MOTO_SERVER`, or from `PATH`.
+//! (`<workspace>/.venv`), from `FILETRAIL_MOTO_SERVER`, or from `PATH`. Found in the virtualenv
+//! or on `PATH`, it runs through `partitioned_query.py` under its own Python: moto answers a
+//! DynamoDB Query by sorting the whole table, DynamoDB reads one partition, and the script makes
+//! moto read one partition too (same results), so a per-drive Query of a large inventory costs
+//! what it costs in AWS rather than the whole table.
 
+use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -49,10 +54,10 @@ impl MotoServer {
     /// `moto_server` cannot be found or does not come up within 30 s; the error names the log
     /// file and the fix (`run infra/local/setup`).
     pub async fn start() -> anyhow::Result<Self> {
-        let program = find_moto_server()?;
+        let command = MotoCommand::find()?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_with(&program).await {
+            match Self::start_with(&command).await {
                 Ok(server) => return Ok(server),
                 Err(e) => last_error = Some(e),
             }
@@ -60,7 +65,7 @@ impl MotoServer {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto did not start")))
     }
 
-    async fn start_with(program: &Path) -> anyhow::Result<Self> {
+    async fn start_with(command: &MotoCommand) -> anyhow::Result<Self> {
         let port = free_port()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let log = std::env::temp_dir().join(format!("filetrail-moto-{}-{port}.log", std::process::id()));
@@ -79,13 +84,14 @@ wait "$moto""#;
             .arg("-c")
             .arg(script)
             .arg("filetrail-moto")
-            .arg(program)
+            .arg(&command.program)
+            .args(&command.args)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::piped())
             .stdout(log_file)
             .stderr(log_err)
             .spawn()
-            .with_context(|| format!("cannot spawn {} (through sh)", program.display()))?;
+            .with_context(|| format!("cannot spawn {} (through sh)", command.program.display()))?;
         let lifeline = wrapper.stdin.take();
         let mut server = Self {
             wrapper,
@@ -192,6 +198,71 @@ pub async fn sdk_config_for(endpoint: Option<&str>) -> SdkConfig {
             loader.endpoint_url(url).region(region).load().await
         }
     }
+}
+
+/// How moto is started: a program and the arguments that come before moto_server's own.
+#[derive(Debug)]
+struct MotoCommand {
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
+impl MotoCommand {
+    /// `FILETRAIL_MOTO_SERVER` as given; else the `moto_server` [`find_moto_server`] finds, run
+    /// through [`PARTITIONED_QUERY`] by the Python it was installed for (its shebang, else the
+    /// `python3` beside it), or as is when that Python cannot be found.
+    fn find() -> anyhow::Result<Self> {
+        let moto_server = find_moto_server()?;
+        if std::env::var_os(MOTO_SERVER_VAR).is_some() {
+            return Ok(Self::plain(moto_server));
+        }
+        match python_of(&moto_server) {
+            Some(python) => Ok(Self {
+                program: python,
+                args: vec!["-c".into(), PARTITIONED_QUERY.into()],
+            }),
+            None => {
+                tracing::warn!(
+                    moto_server = %moto_server.display(),
+                    "cannot tell which Python runs moto_server; it runs as is, and DynamoDB Queries \
+                     cost the whole table"
+                );
+                Ok(Self::plain(moto_server))
+            }
+        }
+    }
+
+    fn plain(program: PathBuf) -> Self {
+        Self {
+            program,
+            args: Vec::new(),
+        }
+    }
+}
+
+/// moto_server with DynamoDB Query reading the queried partition only (see the script).
+const PARTITIONED_QUERY: &str = include_str!("partitioned_query.py");
+
+/// The interpreter of a console script: its `#!` line when that names an existing file, else
+/// `python3` in the script's directory (a virtualenv's `bin`).
+fn python_of(script: &Path) -> Option<PathBuf> {
+    let text = std::fs::read(script).ok()?;
+    let first = text.split(|b| *b == b'\n').next()?;
+    if let Some(rest) = first.strip_prefix(b"#!") {
+        let interpreter = String::from_utf8_lossy(rest);
+        let mut words = interpreter.split_whitespace();
+        if let Some(path) = words.next().map(PathBuf::from)
+            && words.next().is_none()
+            && path.is_file()
+            && path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+        {
+            return Some(path);
+        }
+    }
+    let beside = script.parent()?.join("python3");
+    beside.is_file().then_some(beside)
 }
 
 /// `FILETRAIL_MOTO_SERVER`, else `.venv/bin/moto_server` in the nearest ancestor of this crate
