@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::repo_root;
+use crate::report::Provenance;
 
 /// Where the figures go and whether they may be written.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,6 +26,16 @@ impl ResultsArgs {
         self.results
             .clone()
             .unwrap_or_else(|| repo_root().join("bench/results.json"))
+    }
+
+    /// Where the figures of this run will be recorded from, checked before the run so that a
+    /// long one does not end in a refusal: `None` with `--no-write`, else the checkout's commit
+    /// ([`Provenance::of_checkout`] fails when the code differs from it).
+    pub fn provenance(&self) -> anyhow::Result<Option<Provenance>> {
+        if self.no_write {
+            return Ok(None);
+        }
+        Ok(Some(Provenance::of_checkout(&repo_root())?))
     }
 
     /// Whether this is a release build. Fails in a debug build without `--allow-debug`, naming

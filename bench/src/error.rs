@@ -52,4 +52,7 @@ pub enum BenchError {
     /// The results file could not be read or written.
     #[error("results file {path}: {detail}; fix: make it a JSON object (metric name -> number) or delete it")]
     Results { path: String, detail: String },
+    /// The checkout cannot name the commit its figures would be recorded against.
+    #[error("cannot record figures: {detail}; fix: {fix}")]
+    Provenance { detail: String, fix: &'static str },
 }

@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use filetrail_bench::audit_feed::{BlobWatch, audit_tenant, drive_ids, inject_random, percentile, polling_wait};
 use filetrail_bench::cli::{ResultsArgs, TenantArgs};
-use filetrail_bench::report::{Figure, median, merge_into_results, render_table};
+use filetrail_bench::report::{Figure, Provenance, median, merge_into_results, render_table};
 use filetrail_bench::step;
 use filetrail_cli::local::runner::StopReason;
 use filetrail_cli::pipeline::POLL_ACTIVITY_FUNCTION;
@@ -91,6 +91,8 @@ fn secs(s: f64) -> anyhow::Result<Duration> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let release = args.output.release("bench/run activity")?;
+    // Where the figures are recorded from: none in a debug build or with --no-write.
+    let recording = args.output.provenance()?.filter(|_| release);
     args.tenant.check()?;
     ensure!(
         args.bursts >= 1 && args.burst_operations >= 1,
@@ -101,10 +103,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?
-        .block_on(bench(&args, release))
+        .block_on(bench(&args, recording))
 }
 
-async fn bench(args: &Args, release: bool) -> anyhow::Result<()> {
+async fn bench(args: &Args, recording: Option<Provenance>) -> anyhow::Result<()> {
     step("starting moto server and m365-sim (in process), provisioning template.yaml");
     let stack = Stack::start(audit_tenant(args.tenant.seed, args.tenant.users)).await?;
     stack.register(stack.sim.client_secret()).await?;
@@ -367,12 +369,12 @@ async fn bench(args: &Args, release: bool) -> anyhow::Result<()> {
         }
         bail!("incomplete run: {}", refusals.join("; "));
     }
-    if args.output.no_write || !release {
+    let Some(provenance) = recording else {
         println!("\nresults not written (--no-write or a debug build)");
         return Ok(());
-    }
+    };
     let results_path = args.output.path();
-    merge_into_results(&results_path, &figures)?;
+    merge_into_results(&results_path, &figures, &provenance)?;
     println!("\nupdated {}", results_path.display());
     Ok(())
 }

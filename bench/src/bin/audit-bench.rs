@@ -120,6 +120,7 @@ struct Pass {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let release = args.output.release("bench/run audit")?;
+    let provenance = args.output.provenance()?;
     args.tenant.check()?;
     ensure!(args.passes >= 1, "--passes must be at least 1");
     ensure!(args.operations >= 1, "--operations must be at least 1");
@@ -247,16 +248,16 @@ fn main() -> anyhow::Result<()> {
         passes.iter().map(|p| round3(p.normalise.cpu)).collect::<Vec<_>>()
     );
 
-    if args.output.no_write || !release {
+    let Some(provenance) = provenance.filter(|_| release) else {
         println!("\nresults not written (--no-write or a debug build)");
         return Ok(());
-    }
+    };
     if args.operations < MIN_RECORDED_OPERATIONS {
         println!("\nresults not written: under {MIN_RECORDED_OPERATIONS} activities is a smoke run, not a benchmark");
         return Ok(());
     }
     let results_path = args.output.path();
-    merge_into_results(&results_path, &[figure])?;
+    merge_into_results(&results_path, &[figure], &provenance)?;
     println!("\nupdated {}", results_path.display());
     Ok(())
 }

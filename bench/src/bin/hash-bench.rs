@@ -570,6 +570,7 @@ struct Pass {
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
     let release = !cfg!(debug_assertions);
+    let provenance = args.out.provenance()?;
     if !release && !args.out.allow_debug {
         bail!(
             "this is a debug build, whose throughput means nothing; run `cargo run --release -p filetrail-bench --bin hash-bench`, or pass --allow-debug"
@@ -777,15 +778,15 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         println!("\nresults not written: hash_peak_rss_mb_4gib needs --rss-size-mib 4096");
         return Ok(());
     }
-    if args.out.no_write || !release {
+    let Some(provenance) = provenance.filter(|_| release) else {
         println!("\nresults not written (--no-write or a debug build)");
         return Ok(());
-    }
+    };
     if args.size_mib < 1024 || args.rss_size_mib == 0 {
         println!("\nresults not written: a smaller stream or no memory run makes a smoke run, not a benchmark");
         return Ok(());
     }
-    merge_into_results(&results_path, &written)?;
+    merge_into_results(&results_path, &written, &provenance)?;
     println!("\nupdated {}", results_path.display());
     Ok(())
 }

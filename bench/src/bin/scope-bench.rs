@@ -144,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let release = !cfg!(debug_assertions);
+    let provenance = args.out.provenance()?;
     if !release && !args.out.allow_debug {
         bail!(
             "this is a debug build, whose figures mean nothing; run `cargo run --release -p filetrail-bench --bin scope-bench` (bench/run scope does), or pass --allow-debug"
@@ -454,10 +455,10 @@ async fn main() -> anyhow::Result<()> {
         })).collect::<Vec<_>>(),
     });
 
-    if args.out.no_write || !release {
+    let Some(provenance) = provenance.filter(|_| release) else {
         println!("\nresults not written (--no-write or a debug build)");
         return Ok(());
-    }
+    };
     if truth.users < args.min_users {
         println!(
             "\nresults not written: the scope covers {} users, fewer than --min-users {}; a smoke run, not a benchmark",
@@ -465,7 +466,7 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    merge_into_results(&results_path, &figures)?;
+    merge_into_results(&results_path, &figures, &provenance)?;
     std::fs::write(&details_path, format!("{}\n", serde_json::to_string_pretty(&details)?))
         .with_context(|| format!("writing {}", details_path.display()))?;
     println!(

@@ -33,7 +33,7 @@ use filetrail_aws::moto::MotoServer;
 use filetrail_aws::provision::provision;
 use filetrail_aws::template::Template;
 use filetrail_bench::cli::ResultsArgs;
-use filetrail_bench::report::{Figure, median, merge_into_results, render_table};
+use filetrail_bench::report::{Figure, Provenance, median, merge_into_results, render_table};
 use filetrail_bench::{repo_root, step};
 use filetrail_core::audit::{Actor, ActorKind, FileEvent, FileEventType, ItemKind};
 use filetrail_core::events::{EventRecord, FileHashes, HashOutcome};
@@ -74,6 +74,8 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let release = args.output.release("bench/run search")?;
+    // Where the figures are recorded from: none in a debug build or with --no-write.
+    let recording = args.output.provenance()?.filter(|_| release);
     ensure!(
         args.events >= 1_000 && args.users >= 10,
         "--events >= 1000 and --users >= 10"
@@ -82,7 +84,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?
-        .block_on(bench(&args, release))
+        .block_on(bench(&args, recording.as_ref()))
 }
 
 /// A deterministic pseudo-random sequence (SplitMix64): the same table every run.
@@ -104,6 +106,12 @@ impl Mix {
 
 fn upn(user: usize) -> String {
     format!("user{user:04}@contoso.com")
+}
+
+/// Distinct file contents the hashed events carry: 5,000 at the recorded scale (a digest found
+/// ~13 times in 200,000 events), fewer in a smaller table so that every looked-up digest is there.
+fn contents(events: usize) -> usize {
+    (events / 40).clamp(1, 5_000)
 }
 
 fn sha_of(content: usize) -> (String, String) {
@@ -146,7 +154,7 @@ fn events(args: &Args, now: DateTime<Utc>) -> Vec<EventRecord> {
             let late = if mix.below(20) == 0 { 7 * 86_400 } else { 2 * 3_600 };
             let observed = inserted - Duration::seconds(mix.below(late) as i64);
             let hashed = mix.below(3) == 0;
-            let content = mix.below(5_000);
+            let content = mix.below(contents(args.events));
             let event = FileEvent {
                 id: format!("{i:08x}-bench-4000-8000-{:012x}", mix.next() & 0xffff_ffff_ffff),
                 event_type: TYPES[mix.below(TYPES.len())],
@@ -259,7 +267,7 @@ async fn scan_ms(
     Ok((started.elapsed().as_secs_f64() * 1000.0, found))
 }
 
-async fn bench(args: &Args, release: bool) -> anyhow::Result<()> {
+async fn bench(args: &Args, recording: Option<&Provenance>) -> anyhow::Result<()> {
     step("starting moto server, provisioning template.yaml");
     let moto = MotoServer::start().await?;
     let sdk = moto.sdk_config().await;
@@ -283,17 +291,17 @@ async fn bench(args: &Args, release: bool) -> anyhow::Result<()> {
     eprintln!("  {} events in {load_s:.0} s", records.len());
 
     if !args.skip_search {
-        search(args, release, &store, &dynamo, &table).await?;
+        search(args, recording, &store, &dynamo, &table).await?;
     }
     if !args.skip_export {
-        export(args, release, &sdk, &resources, &records, now).await?;
+        export(args, recording, &sdk, &resources, &records, now).await?;
     }
     Ok(())
 }
 
 async fn search(
     args: &Args,
-    release: bool,
+    recording: Option<&Provenance>,
     store: &DynamoEventStore,
     dynamo: &aws_sdk_dynamodb::Client,
     table: &str,
@@ -320,7 +328,9 @@ async fn search(
     )
     .await?;
     step(&format!("{} SHA-256 lookups", args.queries));
-    let hashes: Vec<String> = (0..args.queries).map(|_| sha_of(mix.below(5_000)).1).collect();
+    let hashes: Vec<String> = (0..args.queries)
+        .map(|_| sha_of(mix.below(contents(args.events))).1)
+        .collect();
     let sha_ms = timed_searches(
         store,
         hashes
@@ -361,7 +371,7 @@ async fn search(
     };
     record(
         args,
-        release,
+        recording,
         &[
             figure("search_user_p50_ms", percentile(&user_ms, 50.0), median(&user_scans)),
             figure("search_user_p95_ms", percentile(&user_ms, 95.0), median(&user_scans)),
@@ -374,7 +384,7 @@ async fn search(
 
 async fn export(
     args: &Args,
-    release: bool,
+    recording: Option<&Provenance>,
     sdk: &aws_config::SdkConfig,
     resources: &filetrail_aws::AwsResources,
     records: &[EventRecord],
@@ -427,7 +437,7 @@ async fn export(
     let n = records.len();
     record(
         args,
-        release,
+        recording,
         &[Figure {
             metric: "export_events_per_s",
             value: n as f64 / export_s,
@@ -443,12 +453,13 @@ async fn export(
     Ok(())
 }
 
-/// Prints figures and merges them into the results file (release builds, unless --no-write).
-fn record(args: &Args, release: bool, figures: &[Figure]) -> anyhow::Result<()> {
+/// Prints figures and merges them into the results file when recording (a release build
+/// without --no-write).
+fn record(args: &Args, recording: Option<&Provenance>, figures: &[Figure]) -> anyhow::Result<()> {
     println!();
     print!("{}", render_table(figures));
-    if release && !args.output.no_write {
-        merge_into_results(&args.output.path(), figures)?;
+    if let Some(provenance) = recording {
+        merge_into_results(&args.output.path(), figures, provenance)?;
         println!("updated {}", args.output.path().display());
     }
     Ok(())

@@ -68,19 +68,20 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Counts, not times: a debug build measures the same, so any build may record them.
     let release = true;
+    let provenance = args.output.provenance()?;
     let mut figures = new_connection(&args).await?;
     figures.push(long_range_search(&args).await?);
     print!("\n{}", render_table(&figures));
-    if args.output.no_write || !release {
+    let Some(provenance) = provenance.filter(|_| release) else {
         println!("\nresults not written (--no-write or a debug build)");
         return Ok(());
-    }
+    };
     if args.operations < MIN_RECORDED_OPERATIONS {
         println!("\nresults not written: under {MIN_RECORDED_OPERATIONS} activities is a smoke run");
         return Ok(());
     }
     let path = args.output.path();
-    merge_into_results(&path, &figures)?;
+    merge_into_results(&path, &figures, &provenance)?;
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .current_dir(repo_root())
