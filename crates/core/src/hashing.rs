@@ -446,6 +446,10 @@ async fn ask_for_previous_versions(ports: &HashPorts<'_>, job: &HashJob) -> Port
 pub struct VersionPlan {
     /// Each previous version to hash, with the keys of the events that concern it.
     pub hash: Vec<(KeptVersion, Vec<String>)>,
+    /// Events of a version another of its events already carries the digests of (an event
+    /// whose record came after that version was hashed): they get those digests, with no
+    /// second download of the same bytes.
+    pub reuse: Vec<(FileHashes, Vec<String>)>,
     /// Events whose version OneDrive no longer lists.
     pub not_kept: Vec<String>,
 }
@@ -459,7 +463,9 @@ pub struct VersionPlan {
 /// after it until the next content change. No version there: the events are "not kept". Where
 /// the match is not certain (two content changes in the same second, or several versions
 /// between two changes: a change whose record has not arrived), the events stay as they are:
-/// no digest is better than another version's.
+/// no digest is better than another version's. Where an event of the same version already
+/// carries its digests (hashed as the current version, or as this previous one), the waiting
+/// events get those instead of a download ([`VersionPlan::reuse`]).
 pub fn previous_version_plan(events: &[EventRecord], versions: &[KeptVersion]) -> VersionPlan {
     let waiting = |e: &EventRecord| match &e.hash {
         None => true,
@@ -475,10 +481,12 @@ pub fn previous_version_plan(events: &[EventRecord], versions: &[KeptVersion]) -
     let mut plan = VersionPlan::default();
     for (i, (start, count)) in starts.iter().enumerate() {
         let next = starts.get(i + 1).map(|(t, _)| *t);
+        let in_window =
+            |e: &&EventRecord| e.event.observed_at >= *start && next.is_none_or(|n| e.event.observed_at < n);
         let keys: Vec<String> = events
             .iter()
+            .filter(in_window)
             .filter(|e| waiting(e))
-            .filter(|e| e.event.observed_at >= *start && next.is_none_or(|n| e.event.observed_at < n))
             .map(EventRecord::key)
             .collect();
         if keys.is_empty() || *count > 1 {
@@ -492,6 +500,20 @@ pub fn previous_version_plan(events: &[EventRecord], versions: &[KeptVersion]) -
         match candidates.as_slice() {
             [] => plan.not_kept.extend(keys),
             [v] if v.modified_at.is_some_and(|m| m < *start + clock_slack()) => {
+                // The digests an event of this window already has are this version's: the
+                // current-version hashing gives a version's digests only to its own events.
+                let known = events.iter().filter(in_window).find_map(|e| match &e.hash {
+                    Some(HashOutcome::Hashed(h))
+                        if h.size == v.size && h.version.as_deref().is_none_or(|id| id == v.id) =>
+                    {
+                        Some(h.clone())
+                    }
+                    _ => None,
+                });
+                if let Some(hashes) = known {
+                    plan.reuse.push((hashes, keys));
+                    continue;
+                }
                 match plan.hash.iter_mut().find(|(h, _)| h.id == v.id) {
                     Some((_, existing)) => existing.extend(keys),
                     None => plan.hash.push(((*v).clone(), keys)),
@@ -527,6 +549,10 @@ async fn hash_previous_versions(
     let not_kept = HashOutcome::Unavailable {
         reason: unavailable::VERSION_NOT_KEPT.to_owned(),
     };
+    for (hashes, keys) in &plan.reuse {
+        let outcome = HashOutcome::Hashed(hashes.clone());
+        store_outcomes(ports, &of(keys), &[(keys, &outcome)], now).await?;
+    }
     let mut gone: Vec<String> = plan.not_kept.clone();
     let mut hashed = 0;
     for (version, keys) in &plan.hash {

@@ -2007,6 +2007,32 @@ async fn each_content_event_gets_the_digests_of_the_version_it_made_while_onedri
         HashFileOutcome::PreviousVersions { hashed: 0, not_kept: 0 }
     );
     assert_eq!(*w.content.previous_downloads.lock().unwrap(), downloads);
+
+    // A read of the second version whose record arrives after that version was hashed gets
+    // its digests from its sibling event, with no second download of the same bytes.
+    w.events
+        .insert_events(&[event(
+            "late-read",
+            FileEventType::Downloaded,
+            edited + Duration::minutes(2),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        w.hash(&previous, &Deadline::unlimited()).await,
+        HashFileOutcome::PreviousVersions { hashed: 0, not_kept: 0 }
+    );
+    assert_eq!(
+        *w.content.previous_downloads.lock().unwrap(),
+        downloads,
+        "the version is not downloaded again"
+    );
+    let late = w.events.get(&format!("{CONN}#late-read")).unwrap();
+    match late.hash {
+        Some(HashOutcome::Hashed(h)) => assert_eq!((h.sha256, h.version), (sha256_hex(&v2), Some("2.0".into()))),
+        other => panic!("late-read: {other:?}"),
+    }
+
     w.events
         .insert_events(&[event(
             "early-edit",
