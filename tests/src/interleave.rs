@@ -15,7 +15,8 @@
 //! together, so content becomes available and leases lapse without waiting. When everything
 //! queued is done, the schedules keep firing (as EventBridge does) until nothing changes, and
 //! the run's [`Outcome`] is what an analyst would see: the events with their items and digests,
-//! the inventory, the records dropped and parked.
+//! the inventory, the exposure report (who can reach each shared file), the records dropped and
+//! parked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -26,9 +27,11 @@ use chrono::{DateTime, Duration, Utc};
 use filetrail_core::activity::ResolvePorts;
 use filetrail_core::activity::ingest::{IngestPorts, ingest_blob};
 use filetrail_core::activity::poll::{PollPorts, PollSettings, poll_connection};
+use filetrail_core::audit::TrustedDomains;
 use filetrail_core::budget::Deadline;
 use filetrail_core::discover::{DiscoverOutcome, DiscoverPorts, ParkedWork, discover};
 use filetrail_core::events::HashOutcome;
+use filetrail_core::exposure::SharingPorts;
 use filetrail_core::hash::HasherTuning;
 use filetrail_core::hashing::{HashPorts, hash_file};
 use filetrail_core::index::{IndexOutcome, IndexPorts, index_drive};
@@ -37,7 +40,7 @@ use filetrail_core::memory::{MemoryEvents, MemoryInventory, MemoryQuarantine, Me
 use filetrail_core::model::{Connection, ConnectionKind, ConnectionState, DriveState, Endpoints};
 use filetrail_core::ports::{
     ActivityState as _, BlobQueue, DiscoverQueue, HashQueue, IndexQueue, InventoryHashes as _, PortResult,
-    StateStore as _,
+    SharingStore as _, StateStore as _,
 };
 use filetrail_core::scope::Scope;
 use filetrail_m365::{
@@ -202,6 +205,13 @@ pub struct Outcome {
     pub inventory: BTreeMap<(String, String), String>,
     /// (drive, item) → SHA-256 recorded on the inventory.
     pub digests: BTreeMap<(String, String), String>,
+    /// (drive, item) → its grants as the exposure report lists them (`reach`, link or direct,
+    /// roles, grantees with inside/outside), for every shared item. When filetrail first saw a
+    /// grant (`since`) is left out: it is the time of whichever saw it first, the sharing
+    /// event or the delta round, and so depends on the order by design.
+    pub sharing: BTreeMap<(String, String), Vec<String>>,
+    /// Items the exposure report lists as reachable from outside.
+    pub exposed: BTreeSet<(String, String)>,
     /// Drives by state.
     pub drives: BTreeMap<String, DriveState>,
     /// Records dropped, by reason, and parked, summed over the blobs.
@@ -317,7 +327,7 @@ impl World {
             secret_id: format!("filetrail/{CONNECTION}/app"),
             cloud: "custom".into(),
             endpoints: Some(endpoints),
-            trusted_domains: Vec::new(),
+            trusted_domains: vec![sim.tenant_domain().to_owned()],
             drive_cap: 1_000_000,
             state: ConnectionState::Active,
             last_error: None,
@@ -433,7 +443,11 @@ impl World {
                     state: &self.state,
                     inventory: &self.inventory,
                     delta: &self.graph,
-                    sharing: None,
+                    sharing: Some(SharingPorts {
+                        reader: &self.graph,
+                        store: &self.inventory,
+                        trusted: TrustedDomains::new(&self.connection.trusted_domains),
+                    }),
                     pending: Some(ResolvePorts {
                         identities: &self.inventory,
                         events: &self.events,
@@ -458,7 +472,7 @@ impl World {
                     quarantine: &self.quarantine,
                     hash_queue: &self.queues,
                     index_queue: &self.queues,
-                    sharing: None,
+                    sharing: Some((&self.graph, &self.inventory)),
                 };
                 ingest_blob(&ports, blob, now).await?;
                 Ok(true)
@@ -640,11 +654,54 @@ impl World {
                 digests.insert((d.drive_id.clone(), item), h.sha256);
             }
         }
+        let sharing = self
+            .inventory
+            .sharing_states()
+            .into_iter()
+            .map(|state| {
+                let mut grants: Vec<String> = state
+                    .grants
+                    .iter()
+                    .map(|g| {
+                        let grantees: Vec<String> = g
+                            .grantees
+                            .iter()
+                            .map(|p| {
+                                format!(
+                                    "{}{}",
+                                    p.label(),
+                                    if p.external == Some(true) { " (outside)" } else { "" }
+                                )
+                            })
+                            .collect();
+                        format!(
+                            "{} {} {} [{}] {}",
+                            g.id,
+                            g.reach.as_str(),
+                            if g.link { "link" } else { "direct" },
+                            g.roles.join(","),
+                            grantees.join(", ")
+                        )
+                    })
+                    .collect();
+                grants.sort();
+                ((state.drive_id, state.item_id), grants)
+            })
+            .collect();
+        let exposed = self
+            .inventory
+            .exposed(CONNECTION)
+            .await?
+            .into_iter()
+            .map(|s| (s.drive_id, s.item_id))
+            .collect();
         let totals = self.state.ingest_totals(CONNECTION).await?;
         Ok(Outcome {
             events,
             inventory,
             digests,
+            sharing,
+            exposed,
             drives,
             dropped: totals.dropped,
             parked: totals.parked,

@@ -1,21 +1,22 @@
 //! The order in which functions run never changes what is recorded: each scenario runs under
 //! many seeded interleavings of the schedules and of SQS deliveries (reordered, delivered twice,
 //! killed part way, run at the same time; see `filetrail_e2e::interleave`) and must end with the
-//! same events, item ids, digests, inventory and drops every time, equal to what the simulated
-//! tenant did.
+//! same events, item ids, digests, inventory, exposure report and drops every time, equal to
+//! what the simulated tenant did.
 //!
 //! `FILETRAIL_INTERLEAVINGS` sets the orderings per scenario (200 unless set).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, DurationRound as _};
+use filetrail_core::model::DriveState;
 use filetrail_core::scope::{Scope, ScopeEntry, ScopeKind, UserSelector};
 use filetrail_e2e::interleave::{CONNECTION, Disorder, Outcome, World, expected_event_keys};
 use m365_sim::{
-    ActivityConfig, ActivityKind, ActivityOutcome, ActivityRequest, FilesPerDrive, RandomActivity, SimConfig,
+    ActivityConfig, ActivityKind, ActivityOutcome, ActivityRequest, FilesPerDrive, LinkScope, RandomActivity, SimConfig,
 };
 
 fn orderings() -> u64 {
@@ -86,6 +87,7 @@ where
         let (world, outcome) = scenario(seed).await;
         assert_eq!(outcome.dead_letters, 0, "{name}, ordering {seed}: dead letters");
         assert_eq!(outcome.parked, 0, "{name}, ordering {seed}: records still parked");
+        exposure_is_the_tenants(&world, &outcome, &format!("{name}, ordering {seed}"));
         check(&world, &outcome);
         match &first {
             None => first = Some(outcome),
@@ -97,6 +99,56 @@ where
         }
     }
     first.unwrap()
+}
+
+/// The exposure report is the tenant's sharing as it is now: for every indexed OneDrive, the
+/// items the simulator says are shared with someone besides their owner, each with exactly
+/// those permissions, and exposed exactly when one is an anyone link or reaches someone outside
+/// the tenant.
+fn exposure_is_the_tenants(world: &World, outcome: &Outcome, context: &str) {
+    let mut want: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut want_exposed = BTreeSet::new();
+    for (drive, state) in &outcome.drives {
+        if *state != DriveState::Indexed {
+            continue;
+        }
+        for (item, permissions) in world.sim.shared_items(drive) {
+            let key = (drive.clone(), item.id.clone());
+            let others: Vec<_> = permissions.iter().filter(|p| !p.is_owner()).collect();
+            if others.is_empty() {
+                continue;
+            }
+            let outside = others.iter().any(|p| {
+                p.link.as_ref().is_some_and(|l| l.scope == LinkScope::Anonymous)
+                    || p.invitation.is_some()
+                    || p.grantees.iter().any(|g| g.external)
+            });
+            if outside {
+                want_exposed.insert(key.clone());
+            }
+            want.insert(key, others.iter().map(|p| p.id.clone()).collect());
+        }
+    }
+    let got: BTreeMap<(String, String), BTreeSet<String>> = outcome
+        .sharing
+        .iter()
+        .map(|(key, grants)| {
+            let ids = grants
+                .iter()
+                .filter_map(|g| g.split(' ').next())
+                .map(str::to_owned)
+                .collect();
+            (key.clone(), ids)
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "{context}: the shared items and their permissions are the tenant's"
+    );
+    assert_eq!(
+        outcome.exposed, want_exposed,
+        "{context}: the exposed items are the tenant's"
+    );
 }
 
 /// What differs between two outcomes, briefly.
@@ -121,6 +173,12 @@ fn difference(a: &Outcome, b: &Outcome) -> String {
     }
     if a.digests != b.digests {
         lines.push("inventory digests differ".into());
+    }
+    if a.sharing != b.sharing {
+        lines.push(format!("sharing of {} items then {}", a.sharing.len(), b.sharing.len()));
+    }
+    if a.exposed != b.exposed {
+        lines.push(format!("exposed {:?} then {:?}", a.exposed, b.exposed));
     }
     if a.drives != b.drives {
         lines.push(format!("drives {:?} then {:?}", a.drives, b.drives));
@@ -181,6 +239,13 @@ async fn activity_before_the_first_discovery_is_recorded_whatever_runs_first() {
     )
     .await;
     assert!(outcome.events.len() > 30, "{} events", outcome.events.len());
+    // The exposure report was compared with something: shared files, some reachable from outside.
+    assert!(
+        outcome.sharing.len() > outcome.exposed.len() && !outcome.exposed.is_empty(),
+        "{} shared items, {} exposed",
+        outcome.sharing.len(),
+        outcome.exposed.len()
+    );
 }
 
 /// Users created and active between two discoveries: the first discovery ran before they

@@ -14,6 +14,7 @@ use crate::audit::Quarantine;
 use crate::error::PortError;
 use crate::events::{EventRecord, FileHashes, HashOutcome};
 use crate::export::{ExportCheckpoint, ExportCheckpoints, ExportWindow, StaleExportMarks, StaleWindow};
+use crate::exposure::SharingState;
 use crate::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
 use crate::model::{
     Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveRecord, DriveState, IndexProgress, InventoryRow,
@@ -22,7 +23,7 @@ use crate::model::{
 use crate::ports::{
     ActivityState, BlobQueue, CheckpointVersion, DiscoverQueue, DiscoveryCheckpoint, EventStore, HashQueue, IndexQueue,
     InventoryHashes, InventoryStore, ItemIdentities, PortResult, QuarantineStore, RunPage, RunSeen, ScopeObjects,
-    StateStore, UploadRead,
+    SharingStore, StateStore, UploadRead,
 };
 use crate::scope::{Scope, ScopeUploadResult};
 
@@ -530,6 +531,8 @@ pub struct MemoryInventory {
     identities: Mutex<BTreeMap<(String, String), KnownItem>>,
     /// Events waiting for their item, by drive.
     pending: Mutex<BTreeSet<(String, PendingItem)>>,
+    /// Sharing states of shared items, beside their rows (as the DynamoDB adapter keeps them).
+    sharing: Mutex<BTreeMap<(String, String), SharingState>>,
 }
 
 impl MemoryInventory {
@@ -553,14 +556,22 @@ impl MemoryInventory {
             .cloned()
     }
 
-    /// Removes rows, their hash outcomes, and keeps tombstones of the files among them.
+    /// Every stored sharing state (shared items only), by drive and item.
+    pub fn sharing_states(&self) -> Vec<SharingState> {
+        lock(&self.sharing).values().cloned().collect()
+    }
+
+    /// Removes rows, their hash outcomes and sharing states, and keeps tombstones of the files
+    /// among them.
     fn remove(&self, keys: &[(String, String)], at: DateTime<Utc>) -> u64 {
         let mut map = lock(&self.rows);
         let mut hashes = lock(&self.hashes);
         let mut identities = lock(&self.identities);
+        let mut sharing = lock(&self.sharing);
         let mut removed = 0;
         for key in keys {
             hashes.remove(key);
+            sharing.remove(key);
             let Some(row) = map.remove(key) else { continue };
             removed += 1;
             if let Some(uid) = row.list_item_uid.filter(|_| !row.is_folder) {
@@ -613,6 +624,40 @@ impl ItemIdentities for MemoryInventory {
         let mut map = lock(&self.pending);
         map.retain(|(d, p)| d != drive_id || !pending.iter().any(|q| q.event_key == p.event_key));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl SharingStore for MemoryInventory {
+    async fn sharing(&self, items: &[(String, String)]) -> PortResult<Vec<SharingState>> {
+        let map = lock(&self.sharing);
+        let mut seen = HashSet::new();
+        Ok(items
+            .iter()
+            .filter(|k| seen.insert(*k))
+            .filter_map(|k| map.get(k).cloned())
+            .collect())
+    }
+
+    /// Replaces the item's state; a state without grants removes it (the item is shared with
+    /// no one).
+    async fn put_sharing(&self, state: &SharingState) -> PortResult<()> {
+        let key = (state.drive_id.clone(), state.item_id.clone());
+        let mut map = lock(&self.sharing);
+        if state.grants.is_empty() {
+            map.remove(&key);
+        } else {
+            map.insert(key, state.clone());
+        }
+        Ok(())
+    }
+
+    async fn exposed(&self, connection: &str) -> PortResult<Vec<SharingState>> {
+        Ok(lock(&self.sharing)
+            .values()
+            .filter(|s| s.connection == connection && s.is_exposed())
+            .cloned()
+            .collect())
     }
 }
 
