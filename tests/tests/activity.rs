@@ -316,7 +316,17 @@ async fn two_thousand_operations_become_events_of_monitored_drives_once_each_wit
                 .contains(&reason.as_str()),
                 "{reason}"
             ),
-            None => panic!("content event {} {:?} has no hash outcome", e.operation, e.path),
+            None => {
+                let history: Vec<String> = events
+                    .values()
+                    .filter(|o| o.event.drive_id == e.drive_id && o.event.item_id == item_id)
+                    .map(|o| format!("{} {} {:?}", o.event.observed_at, o.event.operation, o.hash))
+                    .collect();
+                panic!(
+                    "content event {} {:?} at {} (item {item_id:?}) has no hash outcome; the item's events: {history:#?}",
+                    e.operation, e.path, e.observed_at
+                )
+            }
         }
         if let Some(item) = item_id {
             let slot = last_content.entry((drive_id, item)).or_insert(event);

@@ -1927,6 +1927,38 @@ async fn events_resolve_by_list_item_id_to_moved_deleted_and_not_yet_indexed_fil
     assert!(w.queues.hashes.lock().unwrap().iter().any(|j| j.item_id == "i-unseen"));
     assert!(w.inventory.pending("d-alice").await.unwrap().is_empty());
     assert_eq!(resolve_pending(&ports, "d-alice", now()).await.unwrap().resolved, 0);
+
+    // A round resolves a waiting event to the live file and dies before asking for its
+    // digests; the file is deleted before the next round, which must say so on the event (no
+    // hash job will come for a deleted file).
+    const CRASHED: &str = "dddddddd-0000-4000-8000-000000000004";
+    w.feed.publish(
+        "blob-crash",
+        now() - Duration::minutes(20),
+        &[with_uid("r-c", "FileModified", "crash.docx", CRASHED)],
+    );
+    let IngestOutcome::Ingested(_) = w.ingest("blob-crash").await else {
+        panic!("not ingested")
+    };
+    w.inventory
+        .put_rows(&[row_with_uid("i-crash", "/Old/crash.docx", CRASHED)])
+        .await
+        .unwrap();
+    let key = format!("{CONN}#r-c");
+    w.events.resolve_item(&key, "i-crash", None).await.unwrap().unwrap();
+    w.inventory
+        .delete_rows("d-alice", &["i-crash".into()], now())
+        .await
+        .unwrap();
+    let done = resolve_pending(&ports, "d-alice", now()).await.unwrap();
+    assert_eq!((done.resolved, done.deleted), (1, 1));
+    assert_eq!(
+        w.events.get(&key).unwrap().hash,
+        Some(HashOutcome::Unavailable {
+            reason: unavailable::DELETED_BEFORE_HASHING.into()
+        }),
+        "the event says its file was deleted"
+    );
 }
 
 #[tokio::test]

@@ -216,6 +216,15 @@ pub async fn resolve_pending(
                     summary.resolved += 1;
                     if deleted {
                         summary.deleted += 1;
+                        // A round that resolved the event to the live file and died before
+                        // asking for its digests left it without an outcome; the file is gone
+                        // now, so no hash job will come: say so here.
+                        if record.hash.is_none() {
+                            ports
+                                .events
+                                .set_event_hash(std::slice::from_ref(&p.event_key), &gone)
+                                .await?;
+                        }
                     } else {
                         jobs.insert((record.connection.clone(), item.item_id.clone()));
                     }
