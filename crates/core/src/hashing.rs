@@ -452,6 +452,10 @@ pub struct VersionPlan {
     pub reuse: Vec<(FileHashes, Vec<String>)>,
     /// Events whose version OneDrive no longer lists.
     pub not_kept: Vec<String>,
+    /// Events with no outcome yet of a version since replaced that cannot be told apart (two
+    /// content changes in one second, or several kept versions between two changes): they are
+    /// told their version changed before it could be hashed, rather than left without a word.
+    pub unplaced: Vec<String>,
 }
 
 /// Matches the file's events still without the digests of their version (none, or "changed
@@ -489,7 +493,24 @@ pub fn previous_version_plan(events: &[EventRecord], versions: &[KeptVersion]) -
             .filter(|e| waiting(e))
             .map(EventRecord::key)
             .collect();
-        if keys.is_empty() || *count > 1 {
+        // No digest is better than another version's; an event still without any outcome is
+        // told why, unless its version is the current one (its own job gives it the digests).
+        let unplaced = |plan: &mut VersionPlan| {
+            if next.is_some() {
+                plan.unplaced.extend(
+                    events
+                        .iter()
+                        .filter(in_window)
+                        .filter(|e| e.hash.is_none())
+                        .map(EventRecord::key),
+                );
+            }
+        };
+        if keys.is_empty() {
+            continue;
+        }
+        if *count > 1 {
+            unplaced(&mut plan);
             continue;
         }
         let from = *start - chrono::Duration::seconds(1);
@@ -519,7 +540,7 @@ pub fn previous_version_plan(events: &[EventRecord], versions: &[KeptVersion]) -
                     None => plan.hash.push(((*v).clone(), keys)),
                 }
             }
-            _ => {}
+            _ => unplaced(&mut plan),
         }
     }
     plan
@@ -624,6 +645,12 @@ async fn hash_previous_versions(
     }
     if !gone.is_empty() {
         store_outcomes(ports, &of(&gone), &[(&gone, &not_kept)], now).await?;
+    }
+    if !plan.unplaced.is_empty() {
+        let changed = HashOutcome::Unavailable {
+            reason: unavailable::CHANGED_BEFORE_HASHING.to_owned(),
+        };
+        store_outcomes(ports, &of(&plan.unplaced), &[(&plan.unplaced, &changed)], now).await?;
     }
     Ok(HashFileOutcome::PreviousVersions {
         hashed,
