@@ -229,6 +229,11 @@ pub async fn resolve_pending(
                         jobs.insert((record.connection.clone(), item.item_id.clone()));
                     }
                     changed.push(record);
+                } else {
+                    // Resolved meanwhile by another round, which may die before asking for the
+                    // digests: ask again (a job for a hashed or deleted file only gives its
+                    // events their outcome).
+                    jobs.insert((p.connection.clone(), item.item_id.clone()));
                 }
                 done.push(p);
             }
