@@ -82,17 +82,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let path = args.output.path();
     merge_into_results(&path, &figures, &provenance)?;
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(repo_root())
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    // The same commit, date and command as bench/provenance.json records.
     let details = serde_json::json!({
-        "command": format!("bench/run trust{}", if args.operations == 2_000 { "" } else { " (with arguments)" }),
-        "commit": commit,
-        "date": Utc::now().to_rfc3339(),
+        "command": provenance.command,
+        "commit": provenance.commit,
+        "date": provenance.date,
         "figures": figures.iter().map(|f| (f.metric, f.value)).collect::<std::collections::BTreeMap<_, _>>(),
     });
     let details_path = repo_root().join("bench/last-trust-run.json");
