@@ -472,6 +472,7 @@ impl World {
                     quarantine: &self.quarantine,
                     hash_queue: &self.queues,
                     index_queue: &self.queues,
+                    exports: &self.state,
                     sharing: Some((&self.graph, &self.inventory)),
                 };
                 ingest_blob(&ports, blob, now).await?;

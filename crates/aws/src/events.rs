@@ -717,6 +717,11 @@ impl EventStore for DynamoEventStore {
         Ok(inserted)
     }
 
+    /// BatchGetItem, strongly consistent.
+    async fn stored_events(&self, keys: &[String]) -> PortResult<Vec<EventRecord>> {
+        self.events_by_key(keys).await
+    }
+
     /// A Query of `by_file` newest first (keys only), then BatchGetItem of the records. The
     /// index is eventually consistent: an event inserted a moment ago may be missing.
     async fn file_events(&self, drive_id: &str, item_id: &str, limit: usize) -> PortResult<Vec<EventRecord>> {

@@ -889,6 +889,16 @@ impl EventStore for MemoryEvents {
         Ok(inserted)
     }
 
+    async fn stored_events(&self, keys: &[String]) -> PortResult<Vec<EventRecord>> {
+        let map = lock(&self.events);
+        let mut seen = std::collections::HashSet::new();
+        Ok(keys
+            .iter()
+            .filter(|k| seen.insert(k.as_str()))
+            .filter_map(|k| map.get(k).cloned())
+            .collect())
+    }
+
     /// Newest first by observed time, then by record id (descending), as the `by_file` index
     /// orders them.
     async fn file_events(&self, drive_id: &str, item_id: &str, limit: usize) -> PortResult<Vec<EventRecord>> {

@@ -380,6 +380,9 @@ pub trait ActivityState: Send + Sync {
 pub trait EventStore: Send + Sync {
     /// Inserts each event unless one with its key is stored already; returns the keys inserted.
     async fn insert_events(&self, events: &[EventRecord]) -> PortResult<Vec<String>>;
+    /// The stored events with these keys (as last written), in the order of `keys`; missing
+    /// ones are left out.
+    async fn stored_events(&self, keys: &[String]) -> PortResult<Vec<EventRecord>>;
     /// Events of one file (drive + item), newest first, at most `limit`.
     async fn file_events(&self, drive_id: &str, item_id: &str, limit: usize) -> PortResult<Vec<EventRecord>>;
     /// Records the hash outcome on the events with these keys.

@@ -71,6 +71,8 @@ struct Queues {
     delayed: Mutex<Vec<(HashJob, std::time::Duration)>>,
     index: Mutex<Vec<IndexJob>>,
     fail_blobs: Mutex<u32>,
+    /// Hash enqueues still to fail (a delivery that dies before asking for digests).
+    fail_hashes: Mutex<u32>,
 }
 
 #[async_trait]
@@ -89,6 +91,11 @@ impl BlobQueue for Queues {
 #[async_trait]
 impl HashQueue for Queues {
     async fn enqueue_hashes(&self, jobs: &[HashJob]) -> PortResult<()> {
+        let mut fail = self.fail_hashes.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(PortError::transient("queue_down", "SQS unavailable"));
+        }
         self.hashes.lock().unwrap().extend_from_slice(jobs);
         Ok(())
     }
@@ -585,6 +592,7 @@ impl IngestWorld {
             quarantine: &self.quarantine,
             hash_queue: &self.queues,
             index_queue: &self.queues,
+            exports: &self.state,
             sharing: None,
         }
     }
@@ -1828,6 +1836,12 @@ async fn a_rename_after_the_last_change_does_not_split_the_version_and_a_late_ch
 }
 
 /// A file's row as indexing writes it, with its list item unique id.
+/// `record` naming its file's list item unique id, as SharePoint records do.
+fn with_list_item_id(mut record: Value, uid: &str) -> Value {
+    record["ListItemUniqueId"] = json!(uid);
+    record
+}
+
 fn row_with_uid(item: &str, path: &str, uid: &str) -> InventoryRow {
     let mut row = inventory_row("d-alice", item, path);
     row.list_item_uid = Some(uid.into());
@@ -1841,9 +1855,7 @@ async fn events_resolve_by_list_item_id_to_moved_deleted_and_not_yet_indexed_fil
     let w = IngestWorld::new().await;
     let t = now() - Duration::hours(2);
     let with_uid = |id: &str, op: &str, file: &str, uid: &str| {
-        let mut r = record(id, op, "eve@fabrikam.com", ALICE_SITE, "Old", file, t);
-        r["ListItemUniqueId"] = json!(uid);
-        r
+        with_list_item_id(record(id, op, "eve@fabrikam.com", ALICE_SITE, "Old", file, t), uid)
     };
     const MOVED: &str = "aaaaaaaa-0000-4000-8000-000000000001";
     const DELETED: &str = "{BBBBBBBB-0000-4000-8000-000000000002}";
@@ -1959,6 +1971,105 @@ async fn events_resolve_by_list_item_id_to_moved_deleted_and_not_yet_indexed_fil
         }),
         "the event says its file was deleted"
     );
+}
+
+#[tokio::test]
+async fn a_redelivery_settles_what_the_stored_copies_still_need_whatever_happened_to_the_file_meanwhile() {
+    let w = IngestWorld::new().await;
+    let t = now() - Duration::hours(2);
+    let with_uid = |id: &str, op: &str, file: &str, uid: &str| {
+        with_list_item_id(record(id, op, "alice@contoso.com", ALICE_SITE, "Old", file, t), uid)
+    };
+    const GONE: &str = "eeeeeeee-0000-4000-8000-000000000005";
+    const LATE: &str = "ffffffff-0000-4000-8000-000000000006";
+    w.inventory
+        .put_rows(&[row_with_uid("i-gone", "/Old/gone.docx", GONE)])
+        .await
+        .unwrap();
+    w.feed.publish(
+        "blob-1",
+        now() - Duration::minutes(30),
+        &[
+            with_uid("r-gone", "FileModified", "gone.docx", GONE),
+            with_uid("r-late", "FileModified", "late.docx", LATE),
+        ],
+    );
+
+    // The first delivery stores both events (one with its live file, one waiting for its item)
+    // and dies before asking for digests.
+    *w.queues.fail_hashes.lock().unwrap() = 1;
+    ingest_blob(&w.ports(), &w.job("blob-1"), now()).await.unwrap_err();
+    let gone_key = format!("{CONN}#r-gone");
+    let late_key = format!("{CONN}#r-late");
+    assert_eq!(w.events.get(&gone_key).unwrap().hash, None);
+    assert_eq!(w.events.get(&late_key).unwrap().event.item_id, None);
+    assert!(w.queues.hashes.lock().unwrap().is_empty());
+
+    // Before the redelivery, the first file is deleted and the second indexed.
+    w.inventory
+        .delete_rows("d-alice", &["i-gone".into()], now() - Duration::minutes(5))
+        .await
+        .unwrap();
+    w.inventory
+        .put_rows(&[row_with_uid("i-late", "/New/late.docx", LATE)])
+        .await
+        .unwrap();
+    // (A day later: the hour the events were stored may have been exported since.)
+    let later = now() + Duration::days(1);
+    let IngestOutcome::Ingested(again) = ingest_blob(&w.ports(), &w.job("blob-1"), later).await.unwrap() else {
+        panic!("not ingested")
+    };
+    assert_eq!((again.events_inserted, again.events_duplicate), (0, 2));
+
+    // The deleted file's event is still without an outcome: hash-file is asked for its file
+    // (it finds the file gone and says so on the event), rather than the event being left
+    // without a word because this delivery found the file deleted.
+    let asked: BTreeMap<String, bool> = w
+        .queues
+        .hashes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|j| (j.item_id.clone(), j.previous_versions))
+        .collect();
+    assert_eq!(
+        asked,
+        BTreeMap::from([("i-gone".to_owned(), false), ("i-late".to_owned(), false)])
+    );
+    // The event stored without its item has it now, with no outcome until hash-file's, and its
+    // export window is marked to be written again.
+    let late = w.events.get(&late_key).unwrap();
+    assert_eq!(late.event.item_id.as_deref(), Some("i-late"));
+    assert_eq!((late.event.unresolved, late.hash), (None, None));
+    let stale = w.state.stale_windows(CONN).await.unwrap();
+    assert!(
+        stale
+            .iter()
+            .any(|s| s.window == ExportWindow::containing(late.event.inserted_at)),
+        "{stale:?}"
+    );
+
+    // A third delivery asks again only for what still has no outcome.
+    w.events
+        .set_event_hash(
+            std::slice::from_ref(&gone_key),
+            &HashOutcome::Unavailable {
+                reason: unavailable::DELETED_BEFORE_HASHING.into(),
+            },
+        )
+        .await
+        .unwrap();
+    w.queues.hashes.lock().unwrap().clear();
+    ingest_blob(&w.ports(), &w.job("blob-1"), later).await.unwrap();
+    let asked: Vec<String> = w
+        .queues
+        .hashes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|j| j.item_id.clone())
+        .collect();
+    assert_eq!(asked, ["i-late"]);
 }
 
 #[tokio::test]

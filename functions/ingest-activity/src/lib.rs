@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::events::DynamoEventStore;
+use filetrail_aws::exports::DynamoExportCheckpoints;
 use filetrail_aws::inventory::DynamoInventoryStore;
 use filetrail_aws::objects::{BucketObjects, s3_client};
 use filetrail_aws::queue::SqsQueue;
@@ -33,6 +34,7 @@ pub struct Context {
     pub quarantine: BucketObjects,
     pub hash_queue: SqsQueue,
     pub index_queue: SqsQueue,
+    pub export_marks: DynamoExportCheckpoints,
     pub clients: ConnectionClients,
 }
 
@@ -46,6 +48,7 @@ impl Context {
         let sqs = aws_sdk_sqs::Client::new(sdk);
         Ok(Self {
             state: DynamoStateStore::new(dynamo.clone(), resources.require_state_table()?),
+            export_marks: DynamoExportCheckpoints::new(dynamo.clone(), resources.require_state_table()?),
             events: DynamoEventStore::new(dynamo.clone(), resources.require_events_table()?),
             inventory: DynamoInventoryStore::new(dynamo, resources.require_inventory_table()?),
             quarantine: BucketObjects::new(s3_client(sdk), resources.require_bucket()?),
@@ -98,6 +101,7 @@ async fn run_job(ctx: &Context, job: &BlobJob) -> Result<(), RecordError> {
         quarantine: &ctx.quarantine,
         hash_queue: &ctx.hash_queue,
         index_queue: &ctx.index_queue,
+        exports: &ctx.export_marks,
         sharing: Some((&*graph, &ctx.inventory)),
     };
     match ingest_blob(&ports, job, chrono::Utc::now()).await {

@@ -11,9 +11,12 @@
 //!   poll and ingest runs first, the same events are stored;
 //! - events are written once, keyed by connection and record `Id`, with conditional writes, so
 //!   duplicate records and SQS redelivery never duplicate an event;
-//! - hash jobs are asked for every content-changing event and for every event of a file with no
-//!   hash yet, whether or not this delivery inserted the event (a redelivery after a crash
-//!   between the writes and the enqueue must still ask); hash-file skips versions it has done;
+//! - hash jobs are asked for every content-changing event this delivery inserted, for every
+//!   event of a file with no hash yet, and for every event an earlier delivery stored that
+//!   still has no outcome, whatever this delivery finds of its file (a redelivery after a crash
+//!   between the writes and the enqueue must still ask, even when the file was deleted
+//!   meanwhile); an event stored without its item gets the one a later delivery finds;
+//!   hash-file skips versions it has done;
 //! - drives with events that change their tree or content get an incremental index round, so
 //!   their inventory rows follow;
 //! - a blob that expired before it could be fetched is recorded as such, not retried forever.
@@ -50,6 +53,8 @@ pub struct IngestPorts<'a> {
     pub quarantine: &'a dyn QuarantineStore,
     pub hash_queue: &'a dyn HashQueue,
     pub index_queue: &'a dyn IndexQueue,
+    /// Export windows to write again when an event stored earlier changes.
+    pub exports: &'a dyn crate::export::StaleExportMarks,
     /// When set, the items of sharing events get their sharing state refreshed (the exposure
     /// report reads it), judged against the connection's trusted domains.
     pub sharing: Option<(
@@ -210,13 +215,16 @@ pub async fn ingest_blob(
     for (drive, pending) in resolution.pending(&connection.id, now) {
         ports.identities.add_pending(&drive, &pending).await?;
     }
-    let events = resolution.events;
-    let live: Vec<FileEvent> = events
+    let mut live: Vec<FileEvent> = resolution
+        .events
         .iter()
+        .filter(|e| inserted.contains(&crate::events::event_key(&connection.id, &e.id)))
         .filter(|e| !resolution.deleted.contains(&e.id))
         .cloned()
         .collect();
+    live.extend(settle_stored_copies(ports, &connection.id, &resolution, &inserted, now).await?);
     counts.hash_jobs = request_hashes(ports, &connection.id, &live).await?;
+    let events = resolution.events;
     if let Some((reader, store)) = ports.sharing {
         let shared: Vec<&FileEvent> = events
             .iter()
@@ -332,6 +340,79 @@ impl Placement {
         self.run_started
             .is_some_and(|started| event.observed_at + discovery_slack() < started)
     }
+}
+
+/// The stored copies of this blob's records an earlier delivery stored (a duplicate blob, or
+/// this blob again after a crash), as far as they still need digests. Such a copy was resolved
+/// when it was stored, and its delivery may have died before asking for its digests; this
+/// delivery's resolution may differ (the file was deleted, renamed or indexed since). So:
+/// - a copy with an item and no outcome is returned as stored: hash-file, asked for its item,
+///   finds whether the file is gone since and says so, or hashes it;
+/// - a copy of a file stored without an item gets the item this delivery found (as an index
+///   round gives a waiting event its item, [`resolve::resolve_pending`]), told so if the file
+///   is deleted, returned otherwise; its export windows are marked to be written again.
+async fn settle_stored_copies(
+    ports: &IngestPorts<'_>,
+    connection: &str,
+    resolution: &resolve::Resolution,
+    inserted: &HashSet<String>,
+    now: DateTime<Utc>,
+) -> Result<Vec<FileEvent>, PortError> {
+    let found: HashMap<String, &FileEvent> = resolution
+        .events
+        .iter()
+        .map(|e| (crate::events::event_key(connection, &e.id), e))
+        .filter(|(key, _)| !inserted.contains(key))
+        .collect();
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = found.keys().cloned().collect();
+    let gone = HashOutcome::Unavailable {
+        reason: unavailable::DELETED_BEFORE_HASHING.to_owned(),
+    };
+    let (mut needing, mut resolved) = (Vec::new(), Vec::new());
+    for stored in ports.events.stored_events(&keys).await? {
+        let record = if stored.event.item_id.is_some() {
+            stored
+        } else {
+            let Some(now_found) = found.get(&stored.key()) else {
+                continue;
+            };
+            let Some(item) = now_found
+                .item_id
+                .as_deref()
+                .filter(|_| stored.event.item_kind == ItemKind::File)
+            else {
+                continue;
+            };
+            let deleted = resolution.deleted.contains(&now_found.id);
+            match ports
+                .events
+                .resolve_item(&stored.key(), item, deleted.then_some(&gone))
+                .await?
+            {
+                Some(record) => {
+                    resolved.push(record.clone());
+                    record
+                }
+                None => continue,
+            }
+        };
+        if record.hash.is_none() && record.event.item_kind == ItemKind::File {
+            needing.push(record.event);
+        }
+    }
+    if !resolved.is_empty() {
+        let changed: Vec<&EventRecord> = resolved.iter().collect();
+        crate::export::mark_changed_windows_stale(ports.exports, &changed, now).await?;
+        info!(
+            connection,
+            events = resolved.len(),
+            "events an earlier delivery stored without their item given it"
+        );
+    }
+    Ok(needing)
 }
 
 /// Asks hash-file for the files of these events that need it, and gives the others the hash
