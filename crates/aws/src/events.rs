@@ -76,7 +76,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
 use filetrail_core::events::{EventRecord, HashOutcome};
-use filetrail_core::ports::{EventStore, PortResult};
+use filetrail_core::ports::{EventStore, HashChange, PortResult};
 use futures_util::{StreamExt, stream};
 
 use crate::config::EVENTS_TABLE_VAR;
@@ -354,19 +354,48 @@ impl DynamoEventStore {
     /// The stored events with these keys (strongly consistent), in the order of `keys`; missing
     /// ones are left out.
     pub async fn events_by_key(&self, keys: &[String]) -> PortResult<Vec<EventRecord>> {
+        let mut by_key = HashMap::new();
+        for item in self.items_by_key(keys).await? {
+            let record = self.decode(&item)?;
+            by_key.insert(record.key(), record);
+        }
+        Ok(keys.iter().filter_map(|k| by_key.remove(k)).collect())
+    }
+
+    /// The stored items of these keys as they are (strongly consistent), in no particular order.
+    async fn items_by_key(&self, keys: &[String]) -> Result<Vec<Item>, AwsError> {
         let mut seen = HashSet::new();
         let request = keys
             .iter()
             .filter(|k| seen.insert(k.as_str()))
             .map(|k| HashMap::from([(EVENT_KEY.to_owned(), s(k))]))
             .collect();
-        let items = self.table.batch_get(request, None).await?;
-        let mut by_key = HashMap::with_capacity(items.len());
-        for item in &items {
-            let record = self.decode(item)?;
-            by_key.insert(record.key(), record);
+        self.table.batch_get(request, None).await
+    }
+
+    /// Applies one change read as `stored`: `true` when the event has the change's outcome now,
+    /// `false` when its outcome is neither that nor the one the caller read. The condition is on
+    /// the outcome as stored, so an outcome written by an earlier version of filetrail (another
+    /// encoding of the same value) is not a conflict.
+    async fn change_one(&self, change: &HashChange<'_>, stored: &Item) -> Result<bool, AwsError> {
+        let record = self.decode(stored)?;
+        if record.hash.as_ref() == Some(change.outcome) {
+            return Ok(true);
         }
-        Ok(keys.iter().filter_map(|k| by_key.remove(k)).collect())
+        if record.hash.as_ref() != change.was {
+            return Ok(false);
+        }
+        let mut update = hash_update(change.outcome)?;
+        let key = update.name(EVENT_KEY);
+        let hash = update.name(HASH);
+        let condition = match stored.get(HASH) {
+            Some(was) => {
+                update.value(":was", was.clone());
+                format!("attribute_exists({key}) AND {hash} = :was")
+            }
+            None => format!("attribute_exists({key}) AND attribute_not_exists({hash})"),
+        };
+        self.update_if(change.key, update, condition).await
     }
 
     /// The `limit` events of `connection` recorded last, newest first: the day partitions of
@@ -748,6 +777,36 @@ impl EventStore for DynamoEventStore {
             result?;
         }
         Ok(())
+    }
+
+    /// A strongly consistent read of the events (BatchGetItem), then one conditional UpdateItem
+    /// per change, [`WRITE_CONCURRENCY`] at a time.
+    async fn change_event_hashes(&self, changes: &[HashChange<'_>]) -> PortResult<Vec<String>> {
+        let mut seen = HashSet::new();
+        let changes: Vec<&HashChange<'_>> = changes.iter().filter(|c| seen.insert(c.key)).collect();
+        let keys: Vec<String> = changes.iter().map(|c| c.key.to_owned()).collect();
+        let stored: HashMap<String, Item> = self
+            .items_by_key(&keys)
+            .await?
+            .into_iter()
+            .map(|item| (item_label(&item), item))
+            .collect();
+        let updates: Vec<_> = changes
+            .into_iter()
+            .filter_map(|c| stored.get(c.key).map(|item| (c, item)))
+            .map(|(c, item)| async move {
+                self.change_one(c, item)
+                    .await
+                    .map(|done| (!done).then(|| c.key.to_owned()))
+            })
+            .collect();
+        let results: Vec<Result<Option<String>, AwsError>> =
+            stream::iter(updates).buffered(WRITE_CONCURRENCY).collect().await;
+        let mut conflicts = Vec::new();
+        for result in results {
+            conflicts.extend(result?);
+        }
+        Ok(conflicts)
     }
 
     /// A read of the event, then one UpdateItem that rewrites `doc` with the item, sets

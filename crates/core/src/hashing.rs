@@ -21,6 +21,10 @@
 //!   newer version, whose own hash job gives them its digests. Recording is self-correcting: a
 //!   content change that arrives late (audit blobs come out of order) moves events that took
 //!   these digests too early to the version they concern.
+//! - every outcome is decided from a read of the file's events and written only where the
+//!   event still has the outcome read ([`EventStore::change_event_hashes`]): when two jobs of
+//!   one file decide at once (one before a late content change landed, one after), the one that
+//!   read less cannot overwrite the other's outcome; it reads again and decides again.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -34,11 +38,16 @@ use crate::export::StaleExportMarks;
 use crate::hash::{DualHasher, HashCheckpoint, HasherTuning};
 use crate::jobs::HashJob;
 use crate::model::ConnectionKind;
-use crate::ports::{EventStore, HashQueue, InventoryHashes, PortResult, StateStore};
+use crate::ports::{EventStore, HashChange, HashQueue, InventoryHashes, PortResult, StateStore};
 
 /// Events of one file looked at per hashing: far more than any file collects between two
 /// versions; older events keep what they had.
 pub const MAX_EVENTS_PER_FILE: usize = 1_000;
+
+/// How many times a job decides its events' outcomes again when other writers keep changing
+/// them (or the version's start) between its read and its writes, twice over (a round may only
+/// move the start); then the job fails and SQS delivers it again.
+const DECISION_ATTEMPTS: u32 = 5;
 
 /// A file's current version as Graph reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,16 +306,16 @@ async fn reuse_stored(
     let Some((_, hashes)) = stored.into_iter().find(|(_, h)| h.ctag == ctag) else {
         return Ok(None);
     };
-    let (updated, events, older) = give_to_events(ports, drive, item, hashes.clone(), version.modified_at, now).await?;
+    // A content change of this version that arrived since moves the version's start later.
+    let version_of = VersionOf {
+        connection: &job.connection,
+        drive,
+        item,
+        graph_modified: version.modified_at,
+    };
+    let (_, events, older) = give_to_events(ports, &version_of, hashes.clone(), Some(&hashes), now).await?;
     if older {
         ask_for_previous_versions(ports, job).await?;
-    }
-    if updated != hashes {
-        // A content change of this version arrived since: the version starts later.
-        ports
-            .inventory
-            .set_file_hash(&job.connection, drive, item, &HashOutcome::Hashed(updated))
-            .await?;
     }
     Ok(Some(HashFileOutcome::AlreadyHashed { events }))
 }
@@ -408,14 +417,16 @@ async fn download_and_record(
                 modified_at: None,
                 hashed_at: now,
             };
-            let (hashes, _, older) = give_to_events(ports, drive, item, hashes, version.modified_at, now).await?;
+            let version_of = VersionOf {
+                connection: &job.connection,
+                drive,
+                item,
+                graph_modified: version.modified_at,
+            };
+            let (hashes, _, older) = give_to_events(ports, &version_of, hashes, None, now).await?;
             if older {
                 ask_for_previous_versions(ports, job).await?;
             }
-            ports
-                .inventory
-                .set_file_hash(&job.connection, drive, item, &HashOutcome::Hashed(hashes.clone()))
-                .await?;
             info!(
                 drive,
                 item,
@@ -471,11 +482,7 @@ pub struct VersionPlan {
 /// carries its digests (hashed as the current version, or as this previous one), the waiting
 /// events get those instead of a download ([`VersionPlan::reuse`]).
 pub fn previous_version_plan(events: &[EventRecord], versions: &[KeptVersion]) -> VersionPlan {
-    let waiting = |e: &EventRecord| match &e.hash {
-        None => true,
-        Some(HashOutcome::Unavailable { reason }) => reason == unavailable::CHANGED_BEFORE_HASHING,
-        Some(HashOutcome::Hashed(_)) => false,
-    };
+    let waiting = waits_for_its_version;
     let mut changes: std::collections::BTreeMap<DateTime<Utc>, usize> = std::collections::BTreeMap::new();
     for e in events.iter().filter(|e| e.event.event_type.may_change_content()) {
         *changes.entry(e.event.observed_at).or_default() += 1;
@@ -546,6 +553,48 @@ pub fn previous_version_plan(events: &[EventRecord], versions: &[KeptVersion]) -
     plan
 }
 
+/// Whether the event still waits for the digests of its version: it has no outcome, or was told
+/// its version changed before it could be hashed (which [`hash_previous_versions`] may undo).
+fn waits_for_its_version(e: &EventRecord) -> bool {
+    match &e.hash {
+        None => true,
+        Some(HashOutcome::Unavailable { reason }) => reason == unavailable::CHANGED_BEFORE_HASHING,
+        Some(HashOutcome::Hashed(_)) => false,
+    }
+}
+
+/// Gives a previous version's digests to its events (`read`: as the plan read them). An event
+/// another job changed since the plan's read still gets them while it waits for them (the
+/// current version's job marks older events "changed before hashing" meanwhile); one that got
+/// another outcome keeps it. Returns how many did, for the job to plan again.
+async fn store_version_digests(
+    ports: &HashPorts<'_>,
+    drive: &str,
+    item: &str,
+    read: &[&EventRecord],
+    keys: &[String],
+    outcome: &HashOutcome,
+    now: DateTime<Utc>,
+) -> PortResult<usize> {
+    let mut conflicts = store_outcomes(ports, read, &[(keys, outcome)], now).await?;
+    for _ in 1..DECISION_ATTEMPTS {
+        if conflicts.is_empty() {
+            break;
+        }
+        let fresh = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
+        let still: Vec<&EventRecord> = fresh
+            .iter()
+            .filter(|e| conflicts.contains(&e.key()) && waits_for_its_version(e))
+            .collect();
+        if still.is_empty() {
+            break;
+        }
+        let keys: Vec<String> = still.iter().map(|e| e.key()).collect();
+        conflicts = store_outcomes(ports, &still, &[(&keys, outcome)], now).await?;
+    }
+    Ok(conflicts.len())
+}
+
 /// Hashes the previous versions the file's older events concern, one download per version
 /// (under the version's lease), and gives each its events; events whose version is no longer
 /// kept are told so. Out of time between two versions, it hands the rest to a new job (a
@@ -570,9 +619,11 @@ async fn hash_previous_versions(
     let not_kept = HashOutcome::Unavailable {
         reason: unavailable::VERSION_NOT_KEPT.to_owned(),
     };
+    // Events another job changed between the plan's read and its writes: the job plans again.
+    let mut conflicts = 0;
     for (hashes, keys) in &plan.reuse {
         let outcome = HashOutcome::Hashed(hashes.clone());
-        store_outcomes(ports, &of(keys), &[(keys, &outcome)], now).await?;
+        conflicts += store_version_digests(ports, drive, item, &of(keys), keys, &outcome, now).await?;
     }
     let mut gone: Vec<String> = plan.not_kept.clone();
     let mut hashed = 0;
@@ -596,6 +647,16 @@ async fn hash_previous_versions(
                 .await?;
             return Ok(HashFileOutcome::Waiting);
         }
+        // Another job may have hashed this version between the plan's read and the lease: then
+        // the job plans again from a fresh read rather than download the same bytes twice.
+        let fresh = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
+        if fresh.iter().any(
+            |e| matches!(&e.hash, Some(HashOutcome::Hashed(h)) if h.version.as_deref() == Some(version.id.as_str())),
+        ) {
+            ports.leases.release_hash_lease(&lease).await?;
+            conflicts += 1;
+            continue;
+        }
         let mut sink = HasherSink {
             hasher: DualHasher::with_tuning(tuning).map_err(hash_failed)?,
         };
@@ -616,7 +677,7 @@ async fn hash_previous_versions(
                     hashed_at: now,
                     version: Some(version.id.clone()),
                 });
-                store_outcomes(ports, &of(keys), &[(keys, &outcome)], now).await?;
+                conflicts += store_version_digests(ports, drive, item, &of(keys), keys, &outcome, now).await?;
                 info!(
                     drive,
                     item,
@@ -644,13 +705,24 @@ async fn hash_previous_versions(
         }
     }
     if !gone.is_empty() {
-        store_outcomes(ports, &of(&gone), &[(&gone, &not_kept)], now).await?;
+        conflicts += store_outcomes(ports, &of(&gone), &[(&gone, &not_kept)], now)
+            .await?
+            .len();
     }
     if !plan.unplaced.is_empty() {
         let changed = HashOutcome::Unavailable {
             reason: unavailable::CHANGED_BEFORE_HASHING.to_owned(),
         };
-        store_outcomes(ports, &of(&plan.unplaced), &[(&plan.unplaced, &changed)], now).await?;
+        conflicts += store_outcomes(ports, &of(&plan.unplaced), &[(&plan.unplaced, &changed)], now)
+            .await?
+            .len();
+    }
+    if conflicts > 0 {
+        info!(
+            drive,
+            item, conflicts, "events changed by another job while their versions were matched; matching again"
+        );
+        ports.queue.enqueue_hashes(std::slice::from_ref(job)).await?;
     }
     Ok(HashFileOutcome::PreviousVersions {
         hashed,
@@ -664,19 +736,105 @@ pub fn clock_slack() -> chrono::Duration {
     chrono::Duration::minutes(2)
 }
 
+/// The file version [`give_to_events`] records.
+struct VersionOf<'a> {
+    connection: &'a str,
+    drive: &'a str,
+    item: &'a str,
+    /// Graph's `lastModifiedDateTime` of the version.
+    graph_modified: Option<DateTime<Utc>>,
+}
+
 /// Gives `hashes` to the events of the version hashed and marks the events of older versions
-/// (see the module doc). Returns the hashes with `modified_at` set to when the version began,
-/// when the events tell, how many events carry the digests now, and whether events of older
-/// versions were marked (their versions may still be kept: [`hash_previous_versions`]).
+/// (see the module doc), and records the digests on the inventory row (`stored`: what the row
+/// holds for this version already). Returns the hashes with `modified_at` set to when the
+/// version began, when the events tell, how many events carry the digests now, and whether
+/// events of older versions wait for their digests (their versions may still be kept:
+/// [`hash_previous_versions`]).
+///
+/// Ingest gives a read of a hashed version its digests by the row's record of when the version
+/// began. So the row is written first, and the events are decided from a read taken after it:
+/// an event ingest stores meanwhile is either in that read, or judged by ingest against the
+/// start written here.
 async fn give_to_events(
     ports: &HashPorts<'_>,
-    drive: &str,
-    item: &str,
-    mut hashes: FileHashes,
-    graph_modified: Option<DateTime<Utc>>,
+    version: &VersionOf<'_>,
+    hashes: FileHashes,
+    stored: Option<&FileHashes>,
     now: DateTime<Utc>,
 ) -> Result<(FileHashes, usize, bool), PortError> {
-    let events = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
+    let (drive, item) = (version.drive, version.item);
+    let mut published = stored.cloned();
+    // Each round reads the events; a round that moved the row's start reads them again.
+    for attempt in 1..=2 * DECISION_ATTEMPTS {
+        let events = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
+        let decided = decide_version_events(&events, hashes.clone(), version.graph_modified);
+        if published.as_ref() != Some(&decided.hashes) {
+            ports
+                .inventory
+                .set_file_hash(
+                    version.connection,
+                    drive,
+                    item,
+                    &HashOutcome::Hashed(decided.hashes.clone()),
+                )
+                .await?;
+            published = Some(decided.hashes);
+            continue;
+        }
+        let gone_by = HashOutcome::Unavailable {
+            reason: unavailable::CHANGED_BEFORE_HASHING.to_owned(),
+        };
+        let current = HashOutcome::Hashed(decided.hashes.clone());
+        let changed: Vec<&EventRecord> = events
+            .iter()
+            .filter(|e| decided.give.contains(&e.key()) || decided.older.contains(&e.key()))
+            .collect();
+        let conflicts = store_outcomes(
+            ports,
+            &changed,
+            &[(&decided.give, &current), (&decided.older, &gone_by)],
+            now,
+        )
+        .await?;
+        if conflicts.is_empty() {
+            return Ok((decided.hashes, decided.carrying, decided.ask_previous));
+        }
+        info!(
+            drive,
+            item,
+            attempt,
+            conflicts = conflicts.len(),
+            "events changed by another job while their outcomes were decided; deciding again"
+        );
+    }
+    Err(PortError::transient(
+        "events_busy",
+        format!("the events of item {item} in drive {drive} kept changing while their digests were recorded"),
+    ))
+}
+
+/// What [`give_to_events`] decided from one read of the file's events.
+struct VersionEvents {
+    /// The hashes with `modified_at` set to when the version began, when the events tell.
+    hashes: FileHashes,
+    /// Events of the version still without its digests.
+    give: Vec<String>,
+    /// Events of older versions without an outcome, or with this version's digests.
+    older: Vec<String>,
+    /// Events of the version (with the digests already or given them now).
+    carrying: usize,
+    /// Whether events of older versions wait for their version's digests (marked now, or
+    /// before: a previous-version job that ran before a content change arrived could not place
+    /// them then, and may now).
+    ask_previous: bool,
+}
+
+fn decide_version_events(
+    events: &[EventRecord],
+    mut hashes: FileHashes,
+    graph_modified: Option<DateTime<Utc>>,
+) -> VersionEvents {
     let bound = graph_modified.map(|m| m + clock_slack());
     let content_changes = events
         .iter()
@@ -693,8 +851,8 @@ async fn give_to_events(
     hashes.modified_at = start;
     let current = HashOutcome::Hashed(hashes.clone());
     let (mut give, mut older, mut carrying) = (Vec::new(), Vec::new(), 0);
-    let mut changed = Vec::new();
-    for e in &events {
+    let mut waiting_before = false;
+    for e in events {
         let at = e.event.observed_at;
         if next.is_some_and(|n| at >= n) {
             continue;
@@ -704,39 +862,56 @@ async fn give_to_events(
             carrying += 1;
             if e.hash.as_ref() != Some(&current) {
                 give.push(e.key());
-                changed.push(e);
             }
         } else if e.hash.is_none() || same_version {
             older.push(e.key());
-            changed.push(e);
+        } else if matches!(&e.hash, Some(HashOutcome::Unavailable { reason }) if reason == unavailable::CHANGED_BEFORE_HASHING)
+        {
+            waiting_before = true;
         }
     }
-    let gone_by = HashOutcome::Unavailable {
-        reason: unavailable::CHANGED_BEFORE_HASHING.to_owned(),
-    };
-    store_outcomes(ports, &changed, &[(&give, &current), (&older, &gone_by)], now).await?;
-    Ok((hashes, carrying, !older.is_empty()))
+    VersionEvents {
+        ask_previous: waiting_before || !older.is_empty(),
+        hashes,
+        give,
+        older,
+        carrying,
+    }
 }
 
 /// Stores outcomes on events (`writes`: keys and the outcome they get; `changed`: those
-/// events as read) and marks the export windows of the changed events before and after. The
-/// mark before survives a failure after the outcomes are stored (a retry finds nothing left to
-/// change, so it marks nothing); the mark after renews it, so an export that wrote the window
-/// again between the first mark and the outcomes keeps the mark for its next run.
+/// events as read, each written only if it still has the outcome read) and marks the export
+/// windows of the changed events before and after. Returns the keys another writer changed
+/// meanwhile (left as they are). The mark before survives a failure after the outcomes are
+/// stored (a retry finds nothing left to change, so it marks nothing); the mark after renews
+/// it, so an export that wrote the window again between the first mark and the outcomes keeps
+/// the mark for its next run.
 async fn store_outcomes(
     ports: &HashPorts<'_>,
     changed: &[&EventRecord],
     writes: &[(&[String], &HashOutcome)],
     now: DateTime<Utc>,
-) -> PortResult<()> {
-    mark_exports_stale(ports, changed, now).await?;
-    for (keys, outcome) in writes {
-        if !keys.is_empty() {
-            ports.events.set_event_hash(keys, outcome).await?;
-        }
+) -> PortResult<Vec<String>> {
+    let was: std::collections::HashMap<String, Option<&HashOutcome>> =
+        changed.iter().map(|e| (e.key(), e.hash.as_ref())).collect();
+    let changes: Vec<HashChange<'_>> = writes
+        .iter()
+        .flat_map(|(keys, outcome)| {
+            keys.iter().map(|key| HashChange {
+                key,
+                was: was.get(key).copied().flatten(),
+                outcome,
+            })
+        })
+        .collect();
+    if changes.is_empty() {
+        return Ok(Vec::new());
     }
+    mark_exports_stale(ports, changed, now).await?;
+    let conflicts = ports.events.change_event_hashes(&changes).await?;
     // A mark is renewed when its time differs from the one an export read.
-    mark_exports_stale(ports, changed, now + chrono::Duration::nanoseconds(1)).await
+    mark_exports_stale(ports, changed, now + chrono::Duration::nanoseconds(1)).await?;
+    Ok(conflicts)
 }
 
 /// Marks the export windows of `changed` events that the export may have written already, so
@@ -760,6 +935,7 @@ async fn record_gone(
     let events = ports.events.file_events(drive, item, MAX_EVENTS_PER_FILE).await?;
     let changed: Vec<&EventRecord> = events.iter().filter(|e| e.hash.is_none()).collect();
     let keys: Vec<String> = changed.iter().map(|e| e.key()).collect();
+    // An event another job gave an outcome meanwhile (it read the file live) keeps it.
     store_outcomes(ports, &changed, &[(&keys, &outcome)], now).await?;
     ports.inventory.set_file_hash(connection, drive, item, &outcome).await?;
     info!(drive, item, events = keys.len(), "file deleted before hashing");

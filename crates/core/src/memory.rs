@@ -1,6 +1,9 @@
 //! In-memory adapters of the storage and queue ports, for tests of the use cases and for
 //! dry runs. They keep the same contracts as the DynamoDB and SQS adapters (conditional
 //! checkpoint saves, idempotent inserts), so a use-case test here means the same thing there.
+//! Like a network store, every operation is a point where the caller's task gives way: tests
+//! that run use cases side by side interleave them operation by operation, and a worker killed
+//! "mid-batch" can die between any two of its operations.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
@@ -21,14 +24,29 @@ use crate::model::{
     KnownItem, PendingItem,
 };
 use crate::ports::{
-    ActivityState, BlobQueue, CheckpointVersion, DiscoverQueue, DiscoveryCheckpoint, EventStore, HashQueue, IndexQueue,
-    InventoryHashes, InventoryStore, ItemIdentities, PortResult, QuarantineStore, RunPage, RunSeen, ScopeObjects,
-    SharingStore, StateStore, UploadRead,
+    ActivityState, BlobQueue, CheckpointVersion, DiscoverQueue, DiscoveryCheckpoint, EventStore, HashChange, HashQueue,
+    IndexQueue, InventoryHashes, InventoryStore, ItemIdentities, PortResult, QuarantineStore, RunPage, RunSeen,
+    ScopeObjects, SharingStore, StateStore, UploadRead,
 };
 use crate::scope::{Scope, ScopeUploadResult};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Gives way once to the executor (a store operation's round trip), whatever the runtime.
+pub async fn yield_point() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// State in memory.
@@ -85,6 +103,7 @@ impl MemoryState {
 #[async_trait]
 impl StaleExportMarks for MemoryState {
     async fn mark_stale(&self, connection: &str, windows: &[ExportWindow], at: DateTime<Utc>) -> PortResult<()> {
+        yield_point().await;
         let mut marks = lock(&self.stale_exports);
         for w in windows {
             marks.insert((connection.to_owned(), *w), at);
@@ -96,6 +115,7 @@ impl StaleExportMarks for MemoryState {
 #[async_trait]
 impl ExportCheckpoints for MemoryState {
     async fn export_checkpoint(&self, connection: &str) -> PortResult<Option<ExportCheckpoint>> {
+        yield_point().await;
         Ok(lock(&self.exports).get(connection).cloned())
     }
 
@@ -105,6 +125,7 @@ impl ExportCheckpoints for MemoryState {
         expected: Option<&ExportCheckpoint>,
         checkpoint: &ExportCheckpoint,
     ) -> PortResult<bool> {
+        yield_point().await;
         let mut exports = lock(&self.exports);
         if exports.get(connection).map(|c| c.next_window) != expected.map(|c| c.next_window) {
             return Ok(false);
@@ -114,6 +135,7 @@ impl ExportCheckpoints for MemoryState {
     }
 
     async fn stale_windows(&self, connection: &str) -> PortResult<Vec<StaleWindow>> {
+        yield_point().await;
         Ok(lock(&self.stale_exports)
             .iter()
             .filter(|((c, _), _)| c == connection)
@@ -125,6 +147,7 @@ impl ExportCheckpoints for MemoryState {
     }
 
     async fn clear_stale(&self, connection: &str, stale: &StaleWindow) -> PortResult<bool> {
+        yield_point().await;
         let mut marks = lock(&self.stale_exports);
         let key = (connection.to_owned(), stale.window);
         if marks.get(&key) != Some(&stale.marked_at) {
@@ -142,6 +165,7 @@ impl ActivityState for MemoryState {
         connection: &str,
         content_type: &str,
     ) -> PortResult<Option<ActivityCheckpoint>> {
+        yield_point().await;
         Ok(lock(&self.activity)
             .get(&(connection.to_owned(), content_type.to_owned()))
             .cloned())
@@ -153,11 +177,13 @@ impl ActivityState for MemoryState {
         content_type: &str,
         checkpoint: &ActivityCheckpoint,
     ) -> PortResult<()> {
+        yield_point().await;
         lock(&self.activity).insert((connection.to_owned(), content_type.to_owned()), checkpoint.clone());
         Ok(())
     }
 
     async fn known_blobs(&self, connection: &str, content_ids: &[String]) -> PortResult<HashSet<String>> {
+        yield_point().await;
         let blobs = lock(&self.blobs);
         Ok(content_ids
             .iter()
@@ -172,6 +198,7 @@ impl ActivityState for MemoryState {
         blobs: &[ContentBlob],
         keep_until: DateTime<Utc>,
     ) -> PortResult<()> {
+        yield_point().await;
         let mut map = lock(&self.blobs);
         for b in blobs {
             map.insert((connection.to_owned(), b.content_id.clone()), keep_until);
@@ -180,17 +207,20 @@ impl ActivityState for MemoryState {
     }
 
     async fn record_blob_ingested(&self, connection: &str, content_id: &str, counts: &BlobCounts) -> PortResult<()> {
+        yield_point().await;
         lock(&self.ingested).insert((connection.to_owned(), content_id.to_owned()), counts.clone());
         Ok(())
     }
 
     async fn blob_counts(&self, connection: &str, content_id: &str) -> PortResult<Option<BlobCounts>> {
+        yield_point().await;
         Ok(lock(&self.ingested)
             .get(&(connection.to_owned(), content_id.to_owned()))
             .cloned())
     }
 
     async fn park_blob(&self, connection: &str, parked: &ParkedBlob) -> PortResult<()> {
+        yield_point().await;
         let mut map = lock(&self.parked);
         let key = (connection.to_owned(), parked.blob.content_id.clone());
         let mut entry = parked.clone();
@@ -202,11 +232,13 @@ impl ActivityState for MemoryState {
     }
 
     async fn unpark_blob(&self, connection: &str, content_id: &str) -> PortResult<()> {
+        yield_point().await;
         lock(&self.parked).remove(&(connection.to_owned(), content_id.to_owned()));
         Ok(())
     }
 
     async fn parked_blobs(&self, connection: &str) -> PortResult<Vec<ParkedBlob>> {
+        yield_point().await;
         let mut parked: Vec<ParkedBlob> = lock(&self.parked)
             .iter()
             .filter(|((c, _), _)| c == connection)
@@ -217,6 +249,7 @@ impl ActivityState for MemoryState {
     }
 
     async fn ingest_totals(&self, connection: &str) -> PortResult<BlobTotals> {
+        yield_point().await;
         let mut totals = BlobTotals::default();
         for ((c, _), counts) in lock(&self.ingested).iter() {
             if c == connection {
@@ -228,6 +261,7 @@ impl ActivityState for MemoryState {
 
     /// Drives of the connection whose web URL (percent-decoded) has one of the site keys.
     async fn drives_by_site_key(&self, connection: &str, site_keys: &[String]) -> PortResult<Vec<DriveRecord>> {
+        yield_point().await;
         let wanted: HashSet<String> = site_keys.iter().map(|k| k.to_ascii_lowercase()).collect();
         Ok(lock(&self.drives)
             .values()
@@ -247,6 +281,7 @@ impl ActivityState for MemoryState {
 #[async_trait]
 impl crate::hashing::HashLeases for MemoryState {
     async fn take_hash_lease(&self, lease: &crate::hashing::VersionLease, now: DateTime<Utc>) -> PortResult<bool> {
+        yield_point().await;
         let mut leases = lock(&self.leases);
         let key = (
             lease.connection.clone(),
@@ -264,6 +299,7 @@ impl crate::hashing::HashLeases for MemoryState {
     }
 
     async fn release_hash_lease(&self, lease: &crate::hashing::VersionLease) -> PortResult<()> {
+        yield_point().await;
         let mut leases = lock(&self.leases);
         let key = (
             lease.connection.clone(),
@@ -281,19 +317,23 @@ impl crate::hashing::HashLeases for MemoryState {
 #[async_trait]
 impl StateStore for MemoryState {
     async fn connection(&self, id: &str) -> PortResult<Option<Connection>> {
+        yield_point().await;
         Ok(lock(&self.connections).get(id).cloned())
     }
 
     async fn connections(&self) -> PortResult<Vec<Connection>> {
+        yield_point().await;
         Ok(lock(&self.connections).values().cloned().collect())
     }
 
     async fn put_connection(&self, connection: &Connection) -> PortResult<()> {
+        yield_point().await;
         lock(&self.connections).insert(connection.id.clone(), connection.clone());
         Ok(())
     }
 
     async fn set_connection_error(&self, id: &str, error: Option<&ConnectionError>) -> PortResult<()> {
+        yield_point().await;
         if let Some(c) = lock(&self.connections).get_mut(id) {
             c.last_error = error.cloned();
         }
@@ -301,6 +341,7 @@ impl StateStore for MemoryState {
     }
 
     async fn set_last_discovery(&self, id: &str, summary: &DiscoverySummary) -> PortResult<()> {
+        yield_point().await;
         if let Some(c) = lock(&self.connections).get_mut(id) {
             c.last_discovery = Some(summary.clone());
         }
@@ -308,15 +349,18 @@ impl StateStore for MemoryState {
     }
 
     async fn drive(&self, drive_id: &str) -> PortResult<Option<DriveRecord>> {
+        yield_point().await;
         Ok(lock(&self.drives).get(drive_id).cloned())
     }
 
     async fn drives(&self, drive_ids: &[String]) -> PortResult<Vec<DriveRecord>> {
+        yield_point().await;
         let drives = lock(&self.drives);
         Ok(drive_ids.iter().filter_map(|id| drives.get(id).cloned()).collect())
     }
 
     async fn insert_new_drives(&self, new: &[DriveRecord]) -> PortResult<Vec<String>> {
+        yield_point().await;
         let mut drives = lock(&self.drives);
         let mut inserted = Vec::new();
         for d in new {
@@ -329,6 +373,7 @@ impl StateStore for MemoryState {
     }
 
     async fn transition_drive(&self, drive_id: &str, from: DriveState, to: DriveState) -> PortResult<bool> {
+        yield_point().await;
         match lock(&self.drives).get_mut(drive_id) {
             Some(d) if d.state == from => {
                 d.state = to;
@@ -345,6 +390,7 @@ impl StateStore for MemoryState {
         progress: &IndexProgress,
         state: DriveState,
     ) -> PortResult<bool> {
+        yield_point().await;
         match lock(&self.drives).get_mut(drive_id) {
             Some(d)
                 if d.index.pages == expected.pages
@@ -360,6 +406,7 @@ impl StateStore for MemoryState {
     }
 
     async fn set_drive_parked(&self, drive_id: &str, reason: Option<&str>) -> PortResult<()> {
+        yield_point().await;
         if let Some(d) = lock(&self.drives).get_mut(drive_id) {
             d.parked = reason.map(str::to_owned);
         }
@@ -372,6 +419,7 @@ impl StateStore for MemoryState {
         state: DriveState,
         cursor: Option<String>,
     ) -> PortResult<(Vec<String>, Option<String>)> {
+        yield_point().await;
         const PAGE: usize = 100;
         let drives = lock(&self.drives);
         // Drives are keyed by id: a page starts right after the cursor, not at the first drive.
@@ -393,6 +441,7 @@ impl StateStore for MemoryState {
     }
 
     async fn count_drives(&self, connection: &str, state: DriveState) -> PortResult<u64> {
+        yield_point().await;
         Ok(lock(&self.drives)
             .values()
             .filter(|d| d.connection == connection && d.state == state)
@@ -400,6 +449,7 @@ impl StateStore for MemoryState {
     }
 
     async fn record_users_without_drive(&self, connection: &str, users: &[(DirectoryUser, String)]) -> PortResult<()> {
+        yield_point().await;
         let mut map = lock(&self.without_drive);
         for (u, reason) in users {
             map.insert((connection.to_owned(), u.id.clone()), (u.clone(), reason.clone()));
@@ -408,6 +458,7 @@ impl StateStore for MemoryState {
     }
 
     async fn clear_users_without_drive(&self, connection: &str, user_ids: &[String]) -> PortResult<()> {
+        yield_point().await;
         let mut map = lock(&self.without_drive);
         for id in user_ids {
             map.remove(&(connection.to_owned(), id.clone()));
@@ -416,6 +467,7 @@ impl StateStore for MemoryState {
     }
 
     async fn count_users_without_drive(&self, connection: &str) -> PortResult<u64> {
+        yield_point().await;
         Ok(lock(&self.without_drive)
             .keys()
             .filter(|(c, _)| c == connection)
@@ -427,6 +479,7 @@ impl StateStore for MemoryState {
         connection: &str,
         cursor: Option<String>,
     ) -> PortResult<(Vec<String>, Option<String>)> {
+        yield_point().await;
         const PAGE: usize = 100;
         let map = lock(&self.without_drive);
         let from = cursor.map_or(Bound::Unbounded, |cur| Bound::Excluded((connection.to_owned(), cur)));
@@ -447,10 +500,12 @@ impl StateStore for MemoryState {
     }
 
     async fn scope(&self, connection: &str) -> PortResult<Option<Scope>> {
+        yield_point().await;
         Ok(lock(&self.scopes).get(connection).cloned())
     }
 
     async fn replace_scope(&self, connection: &str, scope: &Scope) -> PortResult<bool> {
+        yield_point().await;
         let mut scopes = lock(&self.scopes);
         if scopes
             .get(connection)
@@ -463,6 +518,7 @@ impl StateStore for MemoryState {
     }
 
     async fn record_scope_upload(&self, connection: &str, result: &ScopeUploadResult) -> PortResult<()> {
+        yield_point().await;
         let mut uploads = lock(&self.uploads);
         if uploads
             .get(connection)
@@ -474,15 +530,18 @@ impl StateStore for MemoryState {
     }
 
     async fn last_scope_upload(&self, connection: &str) -> PortResult<Option<ScopeUploadResult>> {
+        yield_point().await;
         Ok(lock(&self.uploads).get(connection).cloned())
     }
 
     async fn record_run_page(&self, connection: &str, run_id: &str, page: u64, seen: &RunPage) -> PortResult<()> {
+        yield_point().await;
         lock(&self.runs).insert((connection.to_owned(), run_id.to_owned(), page), seen.clone());
         Ok(())
     }
 
     async fn run_seen(&self, connection: &str, run_id: &str) -> PortResult<RunSeen> {
+        yield_point().await;
         let mut all = RunSeen::default();
         for ((c, r, _), page) in lock(&self.runs).iter() {
             if c == connection && r == run_id {
@@ -494,11 +553,13 @@ impl StateStore for MemoryState {
     }
 
     async fn delete_run(&self, connection: &str, run_id: &str) -> PortResult<()> {
+        yield_point().await;
         lock(&self.runs).retain(|(c, r, _), _| !(c == connection && r == run_id));
         Ok(())
     }
 
     async fn discovery_checkpoint(&self, connection: &str) -> PortResult<Option<DiscoveryCheckpoint>> {
+        yield_point().await;
         Ok(lock(&self.checkpoints).get(connection).cloned())
     }
 
@@ -508,6 +569,7 @@ impl StateStore for MemoryState {
         checkpoint: Option<&DiscoveryCheckpoint>,
         expected: Option<&CheckpointVersion>,
     ) -> PortResult<bool> {
+        yield_point().await;
         let mut map = lock(&self.checkpoints);
         if map.get(connection).map(DiscoveryCheckpoint::version).as_ref() != expected {
             return Ok(false);
@@ -593,6 +655,7 @@ impl MemoryInventory {
 #[async_trait]
 impl ItemIdentities for MemoryInventory {
     async fn items_by_uid(&self, drive_id: &str, uids: &[String]) -> PortResult<Vec<KnownItem>> {
+        yield_point().await;
         let identities = lock(&self.identities);
         let mut seen = HashSet::new();
         Ok(uids
@@ -603,6 +666,7 @@ impl ItemIdentities for MemoryInventory {
     }
 
     async fn add_pending(&self, drive_id: &str, pending: &[PendingItem]) -> PortResult<()> {
+        yield_point().await;
         let mut map = lock(&self.pending);
         for p in pending {
             // One entry per event; a second write renews it (as a DynamoDB put would).
@@ -613,6 +677,7 @@ impl ItemIdentities for MemoryInventory {
     }
 
     async fn pending(&self, drive_id: &str) -> PortResult<Vec<PendingItem>> {
+        yield_point().await;
         Ok(lock(&self.pending)
             .iter()
             .filter(|(d, _)| d == drive_id)
@@ -621,6 +686,7 @@ impl ItemIdentities for MemoryInventory {
     }
 
     async fn remove_pending(&self, drive_id: &str, pending: &[PendingItem]) -> PortResult<()> {
+        yield_point().await;
         let mut map = lock(&self.pending);
         map.retain(|(d, p)| d != drive_id || !pending.iter().any(|q| q.event_key == p.event_key));
         Ok(())
@@ -630,6 +696,7 @@ impl ItemIdentities for MemoryInventory {
 #[async_trait]
 impl SharingStore for MemoryInventory {
     async fn sharing(&self, items: &[(String, String)]) -> PortResult<Vec<SharingState>> {
+        yield_point().await;
         let map = lock(&self.sharing);
         let mut seen = HashSet::new();
         Ok(items
@@ -642,6 +709,7 @@ impl SharingStore for MemoryInventory {
     /// Replaces the item's state; a state without grants removes it (the item is shared with
     /// no one).
     async fn put_sharing(&self, state: &SharingState) -> PortResult<()> {
+        yield_point().await;
         let key = (state.drive_id.clone(), state.item_id.clone());
         let mut map = lock(&self.sharing);
         if state.grants.is_empty() {
@@ -653,6 +721,7 @@ impl SharingStore for MemoryInventory {
     }
 
     async fn exposed(&self, connection: &str) -> PortResult<Vec<SharingState>> {
+        yield_point().await;
         Ok(lock(&self.sharing)
             .values()
             .filter(|s| s.connection == connection && s.is_exposed())
@@ -665,6 +734,7 @@ impl SharingStore for MemoryInventory {
 impl InventoryHashes for MemoryInventory {
     /// Items with a hashed outcome (with or without a row yet), in the order asked.
     async fn file_hashes(&self, drive_id: &str, item_ids: &[String]) -> PortResult<Vec<(String, FileHashes)>> {
+        yield_point().await;
         let hashes = lock(&self.hashes);
         let mut seen = HashSet::new();
         Ok(item_ids
@@ -684,6 +754,7 @@ impl InventoryHashes for MemoryInventory {
         item_id: &str,
         outcome: &HashOutcome,
     ) -> PortResult<()> {
+        yield_point().await;
         lock(&self.hashes).insert((drive_id.to_owned(), item_id.to_owned()), outcome.clone());
         Ok(())
     }
@@ -692,6 +763,7 @@ impl InventoryHashes for MemoryInventory {
 #[async_trait]
 impl InventoryStore for MemoryInventory {
     async fn put_rows(&self, rows: &[InventoryRow]) -> PortResult<()> {
+        yield_point().await;
         let mut map = lock(&self.rows);
         let mut identities = lock(&self.identities);
         for r in rows {
@@ -714,12 +786,14 @@ impl InventoryStore for MemoryInventory {
 
     /// Deletes the rows and their hash outcomes, keeping tombstones.
     async fn delete_rows(&self, drive_id: &str, item_ids: &[String], at: DateTime<Utc>) -> PortResult<()> {
+        yield_point().await;
         let keys: Vec<(String, String)> = item_ids.iter().map(|id| (drive_id.to_owned(), id.clone())).collect();
         self.remove(&keys, at);
         Ok(())
     }
 
     async fn paths(&self, drive_id: &str, item_ids: &[String]) -> PortResult<Vec<(String, String)>> {
+        yield_point().await;
         let map = lock(&self.rows);
         Ok(item_ids
             .iter()
@@ -731,6 +805,7 @@ impl InventoryStore for MemoryInventory {
     }
 
     async fn count_rows(&self, drive_id: &str) -> PortResult<(u64, u64)> {
+        yield_point().await;
         let map = lock(&self.rows);
         let rows = map.values().filter(|r| r.drive_id == drive_id);
         let (folders, files): (Vec<&InventoryRow>, Vec<&InventoryRow>) = rows.partition(|r| r.is_folder);
@@ -739,6 +814,7 @@ impl InventoryStore for MemoryInventory {
 
     /// Deletes the old rows and their hash outcomes, keeping tombstones; returns how many rows.
     async fn delete_older_than(&self, drive_id: &str, generation: u64, at: DateTime<Utc>) -> PortResult<u64> {
+        yield_point().await;
         let gone: Vec<(String, String)> = lock(&self.rows)
             .iter()
             .filter(|(key, r)| key.0 == drive_id && r.generation < generation)
@@ -809,6 +885,7 @@ impl MemoryQueue {
 #[async_trait]
 impl IndexQueue for MemoryQueue {
     async fn enqueue_index(&self, jobs: &[IndexJob]) -> PortResult<()> {
+        yield_point().await;
         self.check()?;
         lock(&self.index).extend_from_slice(jobs);
         Ok(())
@@ -818,6 +895,7 @@ impl IndexQueue for MemoryQueue {
 #[async_trait]
 impl DiscoverQueue for MemoryQueue {
     async fn enqueue_discover(&self, jobs: &[DiscoverJob]) -> PortResult<()> {
+        yield_point().await;
         self.check()?;
         lock(&self.discover).extend_from_slice(jobs);
         Ok(())
@@ -827,6 +905,7 @@ impl DiscoverQueue for MemoryQueue {
 #[async_trait]
 impl BlobQueue for MemoryQueue {
     async fn enqueue_blobs(&self, jobs: &[BlobJob]) -> PortResult<()> {
+        yield_point().await;
         self.check()?;
         lock(&self.blobs).extend_from_slice(jobs);
         Ok(())
@@ -836,6 +915,7 @@ impl BlobQueue for MemoryQueue {
 #[async_trait]
 impl HashQueue for MemoryQueue {
     async fn enqueue_hashes(&self, jobs: &[HashJob]) -> PortResult<()> {
+        yield_point().await;
         self.check()?;
         lock(&self.hashes).extend_from_slice(jobs);
         Ok(())
@@ -843,6 +923,7 @@ impl HashQueue for MemoryQueue {
 
     /// Delays are not modelled: the job is queued at once (tests take jobs explicitly).
     async fn enqueue_hashes_after(&self, jobs: &[HashJob], _delay: std::time::Duration) -> PortResult<()> {
+        yield_point().await;
         self.enqueue_hashes(jobs).await
     }
 }
@@ -876,6 +957,7 @@ impl EventStore for MemoryEvents {
     /// Inserts events whose key is not stored; a stored one is left as it is. Returns the keys
     /// inserted, in input order.
     async fn insert_events(&self, events: &[EventRecord]) -> PortResult<Vec<String>> {
+        yield_point().await;
         let mut map = lock(&self.events);
         *lock(&self.attempts) += events.len() as u64;
         let mut inserted = Vec::new();
@@ -890,6 +972,7 @@ impl EventStore for MemoryEvents {
     }
 
     async fn stored_events(&self, keys: &[String]) -> PortResult<Vec<EventRecord>> {
+        yield_point().await;
         let map = lock(&self.events);
         let mut seen = std::collections::HashSet::new();
         Ok(keys
@@ -902,6 +985,7 @@ impl EventStore for MemoryEvents {
     /// Newest first by observed time, then by record id (descending), as the `by_file` index
     /// orders them.
     async fn file_events(&self, drive_id: &str, item_id: &str, limit: usize) -> PortResult<Vec<EventRecord>> {
+        yield_point().await;
         let mut events: Vec<EventRecord> = lock(&self.events)
             .values()
             .filter(|e| e.event.drive_id.as_deref() == Some(drive_id) && e.event.item_id.as_deref() == Some(item_id))
@@ -914,6 +998,7 @@ impl EventStore for MemoryEvents {
 
     /// Sets the outcome on the stored events among `keys`; unknown keys are skipped.
     async fn set_event_hash(&self, keys: &[String], outcome: &HashOutcome) -> PortResult<()> {
+        yield_point().await;
         let mut map = lock(&self.events);
         for key in keys {
             if let Some(e) = map.get_mut(key) {
@@ -923,12 +1008,34 @@ impl EventStore for MemoryEvents {
         Ok(())
     }
 
+    async fn change_event_hashes(&self, changes: &[HashChange<'_>]) -> PortResult<Vec<String>> {
+        yield_point().await;
+        let mut map = lock(&self.events);
+        let mut seen = HashSet::new();
+        let mut conflicts = Vec::new();
+        for change in changes.iter().filter(|c| seen.insert(c.key)) {
+            let Some(e) = map.get_mut(change.key) else {
+                continue;
+            };
+            if e.hash.as_ref() == Some(change.outcome) {
+                continue;
+            }
+            if e.hash.as_ref() == change.was {
+                e.hash = Some(change.outcome.clone());
+            } else {
+                conflicts.push(change.key.to_owned());
+            }
+        }
+        Ok(conflicts)
+    }
+
     async fn resolve_item(
         &self,
         key: &str,
         item_id: &str,
         outcome: Option<&HashOutcome>,
     ) -> PortResult<Option<EventRecord>> {
+        yield_point().await;
         let mut map = lock(&self.events);
         match map.get_mut(key) {
             Some(e) if e.event.item_id.is_none() && e.event.drive_id.is_some() => {
@@ -972,6 +1079,7 @@ impl MemoryQuarantine {
 #[async_trait]
 impl QuarantineStore for MemoryQuarantine {
     async fn put_quarantined(&self, connection: &str, content_id: &str, records: &[Quarantine]) -> PortResult<()> {
+        yield_point().await;
         *lock(&self.writes) += 1;
         lock(&self.blobs).insert((connection.to_owned(), content_id.to_owned()), records.to_vec());
         Ok(())
@@ -1007,6 +1115,7 @@ impl MemoryObjects {
 #[async_trait]
 impl ScopeObjects for MemoryObjects {
     async fn read_upload(&self, key: &str, etag: &str, max_bytes: u64) -> PortResult<UploadRead> {
+        yield_point().await;
         Ok(match lock(&self.objects).get(key) {
             None => UploadRead::Missing,
             Some((_, stored)) if stored != etag => UploadRead::Replaced,
@@ -1018,6 +1127,7 @@ impl ScopeObjects for MemoryObjects {
     }
 
     async fn write_result(&self, key: &str, body: &[u8]) -> PortResult<()> {
+        yield_point().await;
         lock(&self.objects).insert(key.to_owned(), (body.to_vec(), "result".to_owned()));
         Ok(())
     }
@@ -1089,6 +1199,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_are_inserted_once_and_listed_newest_first() {
+        yield_point().await;
         let events = MemoryEvents::default();
         let mut changed = event("a", "i1", "2026-11-22T09:00:00Z");
         changed.event.event_type = FileEventType::Deleted;
@@ -1122,6 +1233,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_is_set_only_on_stored_events() {
+        yield_point().await;
         let events = MemoryEvents::default();
         events
             .insert_events(&[event("a", "i1", "2026-11-22T09:00:00Z")])
@@ -1137,6 +1249,7 @@ mod tests {
 
     #[tokio::test]
     async fn file_hashes_count_before_their_row_and_go_with_it() {
+        yield_point().await;
         let inventory = MemoryInventory::default();
         let row = InventoryRow {
             list_item_uid: None,
@@ -1190,6 +1303,7 @@ mod tests {
 
     #[tokio::test]
     async fn drives_are_found_by_the_site_key_of_their_decoded_web_url() {
+        yield_point().await;
         let state = MemoryState::default();
         let drive = |connection: &str, id: &str, url: &str| DriveRecord {
             connection: connection.into(),

@@ -375,6 +375,15 @@ pub trait ActivityState: Send + Sync {
     async fn drives_by_site_key(&self, connection: &str, site_keys: &[String]) -> PortResult<Vec<DriveRecord>>;
 }
 
+/// One conditional change of an event's hash outcome ([`EventStore::change_event_hashes`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HashChange<'a> {
+    pub key: &'a str,
+    /// The outcome the caller read (`None`: none yet).
+    pub was: Option<&'a HashOutcome>,
+    pub outcome: &'a HashOutcome,
+}
+
 /// File events.
 #[async_trait]
 pub trait EventStore: Send + Sync {
@@ -385,8 +394,15 @@ pub trait EventStore: Send + Sync {
     async fn stored_events(&self, keys: &[String]) -> PortResult<Vec<EventRecord>>;
     /// Events of one file (drive + item), newest first, at most `limit`.
     async fn file_events(&self, drive_id: &str, item_id: &str, limit: usize) -> PortResult<Vec<EventRecord>>;
-    /// Records the hash outcome on the events with these keys.
+    /// Records the hash outcome on the events with these keys, whatever they had (seeding and
+    /// repairs; the use cases decide from what they read, so they use
+    /// [`EventStore::change_event_hashes`]).
     async fn set_event_hash(&self, keys: &[String], outcome: &HashOutcome) -> PortResult<()>;
+    /// Records each change whose event still has the outcome the caller read (`was`), or has
+    /// `outcome` already; returns the keys of the others, whose outcome another writer changed
+    /// meanwhile: they are left as they are, for the caller to decide again from a fresh read.
+    /// Unknown keys are skipped; a key listed twice counts once (its first change).
+    async fn change_event_hashes(&self, changes: &[HashChange<'_>]) -> PortResult<Vec<String>>;
     /// Gives a stored event without an item its item, clearing its `unresolved` reason, with
     /// `outcome` as its hash outcome (`None` removes the one it had, so hash-file sets it).
     /// Returns the event as now stored; `None` when there is no such event or it has an item

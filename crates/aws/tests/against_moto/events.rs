@@ -11,7 +11,7 @@ use filetrail_aws::events::{
 };
 use filetrail_core::audit::{Actor, ActorKind, FileEvent, FileEventType, ItemKind};
 use filetrail_core::events::{EventRecord, FileHashes, HashOutcome};
-use filetrail_core::ports::EventStore;
+use filetrail_core::ports::{EventStore, HashChange};
 
 use crate::support::{at, aws, create_events_table};
 
@@ -224,6 +224,98 @@ async fn an_outcome_without_digests_takes_the_event_out_of_the_hash_indexes() ->
     assert!(f.index_keys(BY_SHA256, SHA256, SHA256_HEX).await?.is_empty());
     let stored = f.store.events_by_key(&["contoso#rec-1".to_owned()]).await?;
     assert_eq!(stored.first().and_then(|e| e.hash.clone()), Some(gone));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_outcome_changes_only_where_it_is_still_the_one_the_writer_read() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    f.store
+        .insert_events(&[
+            event("rec-1", "b!1", "i1", "2026-11-22T09:00:00Z")?,
+            event("rec-2", "b!1", "i1", "2026-11-22T09:05:00Z")?,
+        ])
+        .await?;
+    let (one, two, unknown) = ("contoso#rec-1", "contoso#rec-2", "contoso#never-inserted");
+    let digests = hashed()?;
+    let changed = HashOutcome::Unavailable {
+        reason: "file changed again before this version could be hashed".into(),
+    };
+    let outcome_of = |key: &'static str| {
+        let store = &f.store;
+        async move { anyhow::Ok(store.events_by_key(&[key.to_owned()]).await?.pop().and_then(|e| e.hash)) }
+    };
+
+    // Two jobs read both events without an outcome; the first records its decision.
+    let first = f
+        .store
+        .change_event_hashes(&[
+            HashChange {
+                key: one,
+                was: None,
+                outcome: &changed,
+            },
+            HashChange {
+                key: unknown,
+                was: None,
+                outcome: &changed,
+            },
+        ])
+        .await?;
+    assert!(first.is_empty(), "{first:?}");
+    // The second decided from the older read: it may not overwrite the first's outcome, but an
+    // event nobody changed since takes its outcome, and the same outcome again is no conflict.
+    let second = f
+        .store
+        .change_event_hashes(&[
+            HashChange {
+                key: one,
+                was: None,
+                outcome: &digests,
+            },
+            HashChange {
+                key: two,
+                was: None,
+                outcome: &digests,
+            },
+        ])
+        .await?;
+    assert_eq!(second, [one]);
+    assert_eq!(outcome_of(one).await?, Some(changed.clone()));
+    assert_eq!(outcome_of(two).await?, Some(digests.clone()));
+    let repeated = f
+        .store
+        .change_event_hashes(&[HashChange {
+            key: two,
+            was: None,
+            outcome: &digests,
+        }])
+        .await?;
+    assert!(repeated.is_empty(), "{repeated:?}");
+
+    // Read again, decided again: the change lands, and the digests are indexed.
+    let third = f
+        .store
+        .change_event_hashes(&[HashChange {
+            key: one,
+            was: Some(&changed),
+            outcome: &digests,
+        }])
+        .await?;
+    assert!(third.is_empty(), "{third:?}");
+    assert_eq!(outcome_of(one).await?, Some(digests));
+    assert_eq!(
+        f.index_keys(BY_SHA256, SHA256, SHA256_HEX).await?,
+        ["contoso#rec-2", "contoso#rec-1"]
+    );
+    let out = f
+        .client
+        .get_item()
+        .table_name(&f.table)
+        .key(EVENT_KEY, AttributeValue::S(unknown.into()))
+        .send()
+        .await?;
+    assert!(out.item.is_none(), "an unknown key creates nothing");
     Ok(())
 }
 

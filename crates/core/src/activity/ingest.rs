@@ -33,8 +33,8 @@ use crate::events::{EventRecord, HashOutcome, unavailable};
 use crate::jobs::{BlobJob, HashJob, IndexJob};
 use crate::model::{Connection, ConnectionKind, DriveRecord};
 use crate::ports::{
-    ActivityFeed, ActivityState, EventStore, HashQueue, IndexQueue, InventoryHashes, ItemIdentities, ItemResolver,
-    QuarantineStore, StateStore,
+    ActivityFeed, ActivityState, EventStore, HashChange, HashQueue, IndexQueue, InventoryHashes, ItemIdentities,
+    ItemResolver, QuarantineStore, StateStore,
 };
 
 /// The feed's error code for content past its expiration (FACTS §12).
@@ -473,14 +473,13 @@ async fn request_hashes(ports: &IngestPorts<'_>, connection: &str, events: &[Fil
             }),
         }
     }
+    // Every event here has no outcome yet (inserted now, or stored without one); one that
+    // gets an outcome from a hash job meanwhile keeps that job's (it read the file's events
+    // later than this blob's inventory read).
     for ((drive, item), keys) in reuse {
-        if let Some(hashes) = stored.get(&(drive, item))
-            && !keys.is_empty()
-        {
-            ports
-                .events
-                .set_event_hash(&keys, &HashOutcome::Hashed(hashes.clone()))
-                .await?;
+        if let Some(hashes) = stored.get(&(drive, item)) {
+            let outcome = HashOutcome::Hashed(hashes.clone());
+            set_where_none(ports.events, &keys, &outcome).await?;
         }
     }
     if !older.is_empty() {
@@ -513,13 +512,33 @@ async fn request_hashes(ports: &IngestPorts<'_>, connection: &str, events: &[Fil
             let gone_by = HashOutcome::Unavailable {
                 reason: unavailable::CHANGED_BEFORE_HASHING.to_owned(),
             };
-            ports.events.set_event_hash(&unmarked, &gone_by).await?;
+            set_where_none(ports.events, &unmarked, &gone_by).await?;
         }
     }
     if !jobs.is_empty() {
         ports.hash_queue.enqueue_hashes(&jobs).await?;
     }
     Ok(jobs.len() as u64)
+}
+
+/// Gives `outcome` to the events of `keys` that still have none.
+pub(crate) async fn set_where_none(
+    events: &dyn EventStore,
+    keys: &[String],
+    outcome: &HashOutcome,
+) -> Result<(), PortError> {
+    let changes: Vec<HashChange<'_>> = keys
+        .iter()
+        .map(|key| HashChange {
+            key,
+            was: None,
+            outcome,
+        })
+        .collect();
+    if !changes.is_empty() {
+        events.change_event_hashes(&changes).await?;
+    }
+    Ok(())
 }
 
 /// The stored form of the kept events, with the reason those without content have no digest

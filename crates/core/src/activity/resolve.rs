@@ -220,9 +220,7 @@ pub async fn resolve_pending(
                         // asking for its digests left it without an outcome; the file is gone
                         // now, so no hash job will come: say so here.
                         if record.hash.is_none() {
-                            ports
-                                .events
-                                .set_event_hash(std::slice::from_ref(&p.event_key), &gone)
+                            super::ingest::set_where_none(ports.events, std::slice::from_ref(&p.event_key), &gone)
                                 .await?;
                         }
                     } else {
