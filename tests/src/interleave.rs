@@ -7,8 +7,8 @@
 //! Between the schedules firing (discovery fans out onto its queue; the poll lists and
 //! enqueues) a seeded scheduler picks which queued message runs next, anywhere in its queue
 //! (SQS does not keep order), and how it ends: acknowledged, delivered again after it ran
-//! (a lost delete), or killed at a random point (a worker dying mid-batch; the message comes back
-//! after its visibility timeout), or run at the same time as another message. A message received
+//! (a lost delete), or killed between two of its operations (a worker dying mid-batch; the
+//! message comes back after its visibility timeout), or run at the same time as another message. A message received
 //! more than [`MAX_RECEIVES`] times goes to the dead letters, which a run must not have.
 //!
 //! The clock is virtual: the simulator's audit clock and every `now` the use cases see move
@@ -28,15 +28,16 @@ use filetrail_core::activity::ResolvePorts;
 use filetrail_core::activity::ingest::{IngestPorts, ingest_blob};
 use filetrail_core::activity::poll::{PollPorts, PollSettings, poll_connection};
 use filetrail_core::audit::TrustedDomains;
+use filetrail_core::budget::Budget;
 use filetrail_core::budget::Deadline;
 use filetrail_core::discover::{DiscoverOutcome, DiscoverPorts, ParkedWork, discover};
 use filetrail_core::events::HashOutcome;
 use filetrail_core::exposure::SharingPorts;
 use filetrail_core::hash::HasherTuning;
-use filetrail_core::hashing::{HashPorts, hash_file};
+use filetrail_core::hashing::{ChunkSink, FileContent, HashPorts, ItemVersion, KeptVersion, StreamEnd, hash_file};
 use filetrail_core::index::{IndexOutcome, IndexPorts, index_drive};
 use filetrail_core::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
-use filetrail_core::memory::{MemoryEvents, MemoryInventory, MemoryQuarantine, MemoryState};
+use filetrail_core::memory::{MemoryEvents, MemoryInventory, MemoryQuarantine, MemoryState, yield_point};
 use filetrail_core::model::{Connection, ConnectionKind, ConnectionState, DriveState, Endpoints};
 use filetrail_core::ports::{
     ActivityState as _, BlobQueue, DiscoverQueue, HashQueue, IndexQueue, InventoryHashes as _, PortResult,
@@ -52,6 +53,25 @@ use m365_sim::{ActivityOutcome, SimConfig, SimHandle};
 pub const MAX_RECEIVES: u32 = 5;
 /// The connection every run registers.
 pub const CONNECTION: &str = "contoso";
+
+/// A killed delivery dies within this many polls of its future: enough to reach the last
+/// operations of an ingest or an index round, so any point between two writes can be the one.
+const KILL_WITHIN_POLLS: usize = 80;
+
+/// Polls `work` at most `polls` times, then drops it unfinished (`None`): a worker that dies
+/// between two of its operations.
+async fn die_after<F: std::future::Future>(work: F, polls: usize) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    let mut left = polls;
+    std::future::poll_fn(move |cx| {
+        if left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        left -= 1;
+        work.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
 
 /// A small deterministic generator (SplitMix64): one seed, one interleaving.
 #[derive(Debug, Clone)]
@@ -161,6 +181,7 @@ impl Queues {
 #[async_trait]
 impl DiscoverQueue for Queues {
     async fn enqueue_discover(&self, jobs: &[DiscoverJob]) -> PortResult<()> {
+        yield_point().await;
         self.push(jobs.iter().cloned().map(Job::Discover), Duration::zero());
         Ok(())
     }
@@ -169,6 +190,7 @@ impl DiscoverQueue for Queues {
 #[async_trait]
 impl IndexQueue for Queues {
     async fn enqueue_index(&self, jobs: &[IndexJob]) -> PortResult<()> {
+        yield_point().await;
         self.push(jobs.iter().cloned().map(Job::Index), Duration::zero());
         Ok(())
     }
@@ -177,6 +199,7 @@ impl IndexQueue for Queues {
 #[async_trait]
 impl BlobQueue for Queues {
     async fn enqueue_blobs(&self, jobs: &[BlobJob]) -> PortResult<()> {
+        yield_point().await;
         self.push(jobs.iter().cloned().map(Job::Blob), Duration::zero());
         Ok(())
     }
@@ -185,14 +208,71 @@ impl BlobQueue for Queues {
 #[async_trait]
 impl HashQueue for Queues {
     async fn enqueue_hashes(&self, jobs: &[HashJob]) -> PortResult<()> {
+        yield_point().await;
         self.push(jobs.iter().cloned().map(Job::Hash), Duration::zero());
         Ok(())
     }
 
     async fn enqueue_hashes_after(&self, jobs: &[HashJob], delay: StdDuration) -> PortResult<()> {
+        yield_point().await;
         let delay = Duration::from_std(delay).unwrap_or_else(|_| Duration::zero());
         self.push(jobs.iter().cloned().map(Job::Hash), delay);
         Ok(())
+    }
+}
+
+/// The Graph client as hash-file's content port, noting each download it starts: the file
+/// version (cTag, or `version:{id}` for a previous one) by item.
+struct DownloadLog<'a> {
+    graph: &'a GraphClient,
+    log: &'a Mutex<Vec<(String, String)>>,
+}
+
+impl DownloadLog<'_> {
+    fn note(&self, item: &str, version: String) {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((item.to_owned(), version));
+    }
+}
+
+#[async_trait]
+impl FileContent for DownloadLog<'_> {
+    async fn item_version(&self, drive_id: &str, item_id: &str) -> PortResult<Option<ItemVersion>> {
+        FileContent::item_version(self.graph, drive_id, item_id).await
+    }
+
+    async fn stream_content(
+        &self,
+        drive_id: &str,
+        item_id: &str,
+        expected: &ItemVersion,
+        sink: &mut dyn ChunkSink,
+        budget: &dyn Budget,
+    ) -> PortResult<StreamEnd> {
+        if sink.offset() == 0 {
+            self.note(item_id, expected.ctag.clone().unwrap_or_default());
+        }
+        FileContent::stream_content(self.graph, drive_id, item_id, expected, sink, budget).await
+    }
+
+    async fn versions(&self, drive_id: &str, item_id: &str) -> PortResult<Option<Vec<KeptVersion>>> {
+        FileContent::versions(self.graph, drive_id, item_id).await
+    }
+
+    async fn stream_previous(
+        &self,
+        drive_id: &str,
+        item_id: &str,
+        version: &KeptVersion,
+        sink: &mut dyn ChunkSink,
+        budget: &dyn Budget,
+    ) -> PortResult<StreamEnd> {
+        if sink.offset() == 0 {
+            self.note(item_id, format!("version:{}", version.id));
+        }
+        FileContent::stream_previous(self.graph, drive_id, item_id, version, sink, budget).await
     }
 }
 
@@ -219,7 +299,21 @@ pub struct Outcome {
     pub parked: u64,
     /// Messages that failed [`MAX_RECEIVES`] times.
     pub dead_letters: usize,
+    /// Event key → when it happened and its operation: to explain a difference, not compared.
+    pub timeline: NotCompared<BTreeMap<String, String>>,
 }
+
+/// A part of [`Outcome`] kept to explain differences, equal whatever it holds.
+#[derive(Debug, Clone, Default)]
+pub struct NotCompared<T>(pub T);
+
+impl<T> PartialEq for NotCompared<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for NotCompared<T> {}
 
 impl Outcome {
     /// The file versions the events carry digests of: (item, cTag).
@@ -285,6 +379,8 @@ pub struct World {
     pub graph: GraphClient,
     pub feed: ActivityClient,
     pub connection: Connection,
+    /// Every download hash-file started: (item, version).
+    pub downloads: Mutex<Vec<(String, String)>>,
     now: Mutex<DateTime<Utc>>,
 }
 
@@ -352,6 +448,7 @@ impl World {
             graph,
             feed,
             connection,
+            downloads: Mutex::default(),
             now: Mutex::new(now),
         })
     }
@@ -481,7 +578,10 @@ impl World {
             Job::Hash(hash) => {
                 let ports = HashPorts {
                     state: &self.state,
-                    content: &self.graph,
+                    content: &DownloadLog {
+                        graph: &self.graph,
+                        log: &self.downloads,
+                    },
                     inventory: &self.inventory,
                     events: &self.events,
                     queue: &self.queues,
@@ -500,9 +600,9 @@ impl World {
     async fn step(&self, rng: &mut Rng, message: Message, disorder: Disorder) {
         let units = rng.chance(30).then(|| 1 + rng.below(3) as u64);
         if rng.chance(disorder.kill) {
-            // Killed at a random point: whatever it did stays done, the message comes back.
-            let cut = StdDuration::from_micros(rng.below(3_000) as u64);
-            let _ = tokio::time::timeout(cut, self.deliver(&message.job, units)).await;
+            // Killed between two of its operations (each store and queue operation gives way,
+            // so a poll is one step): whatever it did stays done, the message comes back.
+            let _ = die_after(self.deliver(&message.job, units), 1 + rng.below(KILL_WITHIN_POLLS)).await;
             self.queues.back(message, Duration::seconds(30), false);
             return;
         }
@@ -624,6 +724,17 @@ impl World {
     /// # Errors
     /// When a store cannot be read.
     pub async fn outcome(&self) -> anyhow::Result<Outcome> {
+        let timeline = self
+            .events
+            .all()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.key(),
+                    format!("{} {}", e.event.observed_at.format("%H:%M:%S"), e.event.operation),
+                )
+            })
+            .collect();
         let events = self
             .events
             .all()
@@ -707,6 +818,7 @@ impl World {
             dropped: totals.dropped,
             parked: totals.parked,
             dead_letters: self.queues.dead.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            timeline: NotCompared(timeline),
         })
     }
 }

@@ -152,12 +152,44 @@ fn exposure_is_the_tenants(world: &World, outcome: &Outcome, context: &str) {
 }
 
 /// What differs between two outcomes, briefly.
+/// The events of these items in time order, with their outcomes.
+fn history_of<'a>(outcome: &Outcome, items: impl Iterator<Item = &'a String>) -> String {
+    let items: BTreeSet<&String> = items.collect();
+    let mut lines: Vec<String> = outcome
+        .events
+        .iter()
+        .filter(|(_, (item, _))| item.as_ref().is_some_and(|i| items.contains(i)))
+        .map(|(key, (item, hash))| {
+            let when = outcome.timeline.0.get(key).cloned().unwrap_or_default();
+            format!("{} {when}: {hash}", item.as_deref().unwrap_or_default())
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
 fn difference(a: &Outcome, b: &Outcome) -> String {
     let mut lines = Vec::new();
     for (key, value) in &a.events {
         match b.events.get(key) {
             None => lines.push(format!("missing {key} {value:?}")),
-            Some(other) if other != value => lines.push(format!("{key}: {value:?} then {other:?}")),
+            Some(other) if other != value => {
+                lines.push(format!("{key}: {value:?} then {other:?}"));
+                // The file's events, in time order, with both outcomes.
+                let mut history: Vec<String> = a
+                    .events
+                    .iter()
+                    .filter(|(_, (item, _))| item.is_some() && *item == value.0)
+                    .map(|(k, (_, hash))| {
+                        let when = a.timeline.0.get(k).cloned().unwrap_or_default();
+                        let then = b.events.get(k).map(|(_, h)| h.as_str()).unwrap_or("missing");
+                        let mark = if k == key { "=> " } else { "   " };
+                        format!("  {mark}{when}: {hash} | {then}")
+                    })
+                    .collect();
+                history.sort_by(|x, y| x[5..].cmp(&y[5..]));
+                lines.extend(history);
+            }
             Some(_) => {}
         }
     }
@@ -186,7 +218,7 @@ fn difference(a: &Outcome, b: &Outcome) -> String {
     if a.dropped != b.dropped {
         lines.push(format!("dropped {:?} then {:?}", a.dropped, b.dropped));
     }
-    lines.truncate(12);
+    lines.truncate(60);
     lines.join("\n")
 }
 
@@ -362,6 +394,24 @@ async fn the_same_file_in_two_blobs_is_downloaded_once_per_version_whatever_runs
             // A download resumed with `Range` (a continuation) is the same download.
             let stats = world.sim.stats();
             let downloads = stats.content_downloads - stats.content_range;
+            let started = world.downloads.lock().unwrap().clone();
+            let mut times: BTreeMap<(String, String), usize> = BTreeMap::new();
+            for download in started {
+                *times.entry(download).or_default() += 1;
+            }
+            let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+            let unused: Vec<_> = times.keys().filter(|v| !hashed.contains(v)).collect();
+            assert!(
+                twice.is_empty() && unused.is_empty(),
+                "versions downloaded more than once: {twice:?}; downloaded but on no event: {unused:?}\n{}",
+                history_of(
+                    outcome,
+                    twice
+                        .iter()
+                        .map(|((item, _), _)| item)
+                        .chain(unused.iter().map(|(item, _)| item))
+                )
+            );
             assert_eq!(
                 downloads,
                 hashed.len() as u64,
