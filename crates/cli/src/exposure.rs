@@ -164,10 +164,10 @@ pub const CSV_HEADER: [&str; 14] = [
 /// # Errors
 /// When `out` fails.
 pub fn write_csv<W: std::io::Write>(out: W, files: &[ExposedFile]) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_writer(out);
-    w.write_record(CSV_HEADER)?;
+    let mut w = crate::csv_out::CsvOut::new(out);
+    w.write(CSV_HEADER)?;
     for e in files {
-        w.write_record([
+        w.write([
             e.connection.clone(),
             e.owner.clone().unwrap_or_default(),
             e.name.clone(),
@@ -186,7 +186,7 @@ pub fn write_csv<W: std::io::Write>(out: W, files: &[ExposedFile]) -> anyhow::Re
             e.reach.as_str().to_owned(),
         ])?;
     }
-    w.flush()?;
+    w.finish()?;
     Ok(())
 }
 
@@ -422,4 +422,43 @@ pub async fn revoke(
         events: events.len(),
         still_exposed: counts.exposed > 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_file_name_or_target_a_spreadsheet_would_run_is_written_as_text() {
+        let file = ExposedFile {
+            connection: "contoso".into(),
+            owner: Some("megan@contoso.com".into()),
+            name: "=HYPERLINK(\"https://evil.example\",\"open\").xlsx".into(),
+            path: Some("/Shared/=HYPERLINK(\"https://evil.example\",\"open\").xlsx".into()),
+            drive_id: "b!drive-1".into(),
+            item_id: "01ITEM".into(),
+            permission_id: "perm-1".into(),
+            reach: Reach::SpecificPeople,
+            link: false,
+            roles: vec!["read".into()],
+            targets: vec!["@guest@fabrikam.com".into()],
+            url: None,
+            since: DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z").unwrap().to_utc(),
+            expires_at: None,
+        };
+        let mut out = Vec::new();
+        write_csv(&mut out, &[file]).unwrap();
+        let mut csv = csv::Reader::from_reader(out.as_slice());
+        let header = csv.headers().unwrap().clone();
+        let row = csv.records().next().unwrap().unwrap();
+        let col = |name: &str| &row[header.iter().position(|h| h == name).unwrap()];
+        assert_eq!(col("name"), "'=HYPERLINK(\"https://evil.example\",\"open\").xlsx");
+        assert_eq!(
+            col("path"),
+            "/Shared/=HYPERLINK(\"https://evil.example\",\"open\").xlsx"
+        );
+        assert_eq!(col("targets"), "'@guest@fabrikam.com");
+        assert_eq!(col("owner"), "megan@contoso.com");
+    }
 }

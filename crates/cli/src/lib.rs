@@ -3,6 +3,7 @@
 //! the same code.
 
 pub mod connection;
+pub mod csv_out;
 pub mod events;
 pub mod export;
 pub mod exposure;

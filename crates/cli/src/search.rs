@@ -198,14 +198,14 @@ pub const CSV_HEADER: [&str; 22] = [
 /// # Errors
 /// When `out` fails.
 pub fn write_csv<W: std::io::Write>(out: W, events: &[EventRecord]) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_writer(out);
-    w.write_record(CSV_HEADER)?;
+    let mut w = crate::csv_out::CsvOut::new(out);
+    w.write(CSV_HEADER)?;
     for r in events {
         let e = &r.event;
         let hashes = r.hashes();
         let sharing = e.sharing.as_ref();
         let opt = |v: Option<&str>| v.unwrap_or_default().to_owned();
-        w.write_record([
+        w.write([
             e.observed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             e.inserted_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             r.connection.clone(),
@@ -243,7 +243,7 @@ pub fn write_csv<W: std::io::Write>(out: W, events: &[EventRecord]) -> anyhow::R
             e.id.clone(),
         ])?;
     }
-    w.flush()?;
+    w.finish()?;
     Ok(())
 }
 

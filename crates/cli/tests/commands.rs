@@ -501,7 +501,10 @@ async fn search_prints_matching_events_as_a_table_json_or_csv_with_pages_and_nam
         modified_at: None,
         hashed_at: chrono::Utc::now(),
     }));
-    let downloaded = file_event("rec-downloaded", "downloaded", "FileDownloaded", 5);
+    let mut downloaded = file_event("rec-downloaded", "downloaded", "FileDownloaded", 5);
+    // Whoever follows a link chooses their user agent: a spreadsheet must not run it.
+    const AGENT: &str = "=HYPERLINK(\"https://evil.example\",\"open\")";
+    downloaded.event.user_agent = Some(AGENT.into());
     let older = file_event("rec-older", "downloaded", "FileDownloaded", 60 * 24 * 3);
     events.insert_events(&[modified, downloaded, older]).await.unwrap();
 
@@ -550,6 +553,21 @@ async fn search_prints_matching_events_as_a_table_json_or_csv_with_pages_and_nam
     assert_eq!(&rows[0][col("record_id")], "rec-downloaded");
     assert_eq!(&rows[1][col("record_id")], "rec-older");
     assert_eq!(&rows[0][col("path")], "/Reports/Q3 forecast.xlsx");
+    assert_eq!(
+        &rows[0][col("user_agent")],
+        format!("'{AGENT}"),
+        "a cell a spreadsheet would run is written as text"
+    );
+    let (ok, out, _) = d.run(
+        &["search", "--file-name", "q3*.xlsx", "--type", "downloaded", "--json"],
+        "",
+    );
+    assert!(ok);
+    assert!(
+        out.lines()
+            .any(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["user_agent"] == AGENT),
+        "JSON keeps the value as recorded: {out}"
+    );
 
     let (ok, first, err) = d.run(&["search", "--path", "/Reports", "--limit", "2", "--explain"], "");
     assert!(ok, "{err}");
