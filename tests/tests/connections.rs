@@ -8,12 +8,13 @@
 use std::time::Duration;
 
 use chrono::{DurationRound as _, Utc};
-use filetrail_cli::connection;
 use filetrail_cli::local::runner::{Runner, StopReason};
 use filetrail_cli::pipeline::{DISCOVER_FUNCTION, POLL_ACTIVITY_FUNCTION};
+use filetrail_cli::{connection, status};
 use filetrail_core::jobs::{DiscoverJob, HashJob, IndexJob};
 use filetrail_core::model::DriveState;
 use filetrail_core::ports::{DiscoverQueue as _, HashQueue as _, IndexQueue as _};
+use filetrail_e2e::interleave::expected_event_keys;
 use filetrail_e2e::{CONNECTION, Stack};
 use m365_sim::{ActivityConfig, ActivityRequest, FilesPerDrive, RandomActivity, SimConfig};
 
@@ -34,8 +35,8 @@ fn tenant(seed: u64) -> SimConfig {
     }
 }
 
-/// Injects `count` random operations on every drive of the tenant, the last a minute ago.
-fn inject(stack: &Stack, count: usize, seed: u64) {
+/// Injects `count` random operations on every drive of the tenant, from ten minutes ago.
+fn inject(stack: &Stack, count: usize, seed: u64) -> Vec<m365_sim::ActivityOutcome> {
     let t = stack.sim.tenant();
     let drives: Vec<String> = (0..t.user_count())
         .filter_map(|i| t.drive_of_user(i).map(|d| d.id))
@@ -53,9 +54,10 @@ fn inject(stack: &Stack, count: usize, seed: u64) {
                 start: Some(start),
                 step_ms: 500,
             }),
-            return_records: false,
+            return_records: true,
         })
-        .unwrap();
+        .unwrap()
+        .operations
 }
 
 /// Polls the feed and runs the pipeline until idle, until a poll has run after every blob became
@@ -151,7 +153,22 @@ async fn a_deauthorized_connection_gets_no_work_and_resume_continues_from_its_ch
     assert_eq!(indexed.len(), 4);
     let inventory_before = stack.inventory().await.unwrap();
 
-    // GIVEN the admin deauthorizes the connection, and the tenant keeps changing
+    // GIVEN a poll enqueues the blobs of activity just before the admin deauthorizes the
+    // connection, and the tenant keeps changing
+    let before = inject(&stack, 12, 5);
+    let last = stack
+        .sim
+        .audit()
+        .blobs()
+        .iter()
+        .map(|b| b.content_created)
+        .max()
+        .unwrap();
+    let wait = (last + chrono::Duration::milliseconds(1_500) - Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    runner.fire_schedule(POLL_ACTIVITY_FUNCTION).await.unwrap();
     let state = stack.state();
     connection::deauthorize(&state, CONNECTION).await.unwrap();
     inject(&stack, 30, 6);
@@ -205,8 +222,12 @@ async fn a_deauthorized_connection_gets_no_work_and_resume_continues_from_its_ch
         "no request for a deauthorized connection: {stats:?}"
     );
     assert_no_dead_letters(&stack).await;
-    assert!(stack.events().await.unwrap().is_empty(), "no activity was polled");
+    assert!(stack.events().await.unwrap().is_empty(), "no blob was read");
     assert_eq!(stack.inventory().await.unwrap(), inventory_before);
+    // The blobs enqueued before the pause wait unread (the poll never lists them again).
+    let shown = status::collect(&state, Some(CONNECTION)).await.unwrap().remove(0);
+    let unread = shown.feed.unwrap().unread_blobs;
+    assert!(unread > 0, "the enqueued blobs are kept unread");
 
     // WHEN the admin resumes it
     let discover = stack.queue("DiscoverQueue");
@@ -217,9 +238,15 @@ async fn a_deauthorized_connection_gets_no_work_and_resume_continues_from_its_ch
     // THEN work continues: the drives stay indexed (delta from the stored links, not a re-walk)
     // and the activity of the pause is ingested
     assert_eq!(stack.drives_in(&[DriveState::Indexed]).await.unwrap(), indexed);
+    let events = stack.events().await.unwrap();
+    let expected = expected_event_keys(&before, None);
+    let missing: Vec<&String> = expected.iter().filter(|k| !events.contains_key(*k)).collect();
     assert!(
-        !stack.events().await.unwrap().is_empty(),
-        "the pause's activity became events"
+        missing.is_empty(),
+        "records of the blobs kept unread during the pause are missing: {missing:?}"
     );
+    assert!(events.len() > expected.len(), "the pause's activity became events");
+    let shown = status::collect(&state, Some(CONNECTION)).await.unwrap().remove(0);
+    assert_eq!(shown.feed.unwrap().unread_blobs, 0, "no blob left unread");
     assert_no_dead_letters(&stack).await;
 }

@@ -53,8 +53,11 @@ pub struct ConnectionStatus {
 pub struct FeedStatus {
     /// Summed over the blobs ingested in the last month.
     pub totals: BlobTotals,
-    /// Blobs parked now.
+    /// Blobs parked now for want of a drive.
     pub parked_blobs: u64,
+    /// Blobs parked unread: they came while the connection was deauthorized.
+    #[serde(default)]
+    pub unread_blobs: u64,
     /// Records in them waiting for their OneDrive.
     pub parked_records: u64,
     /// When the longest-waiting blob was parked.
@@ -188,7 +191,8 @@ async fn connection_status<S: StateStore + ActivityState>(state: &S, c: Connecti
         let parked = state.parked_blobs(&c.id).await?;
         Some(FeedStatus {
             totals: state.ingest_totals(&c.id).await?,
-            parked_blobs: parked.len() as u64,
+            parked_blobs: parked.iter().filter(|p| !p.unread).count() as u64,
+            unread_blobs: parked.iter().filter(|p| p.unread).count() as u64,
             parked_records: parked.iter().map(|p| p.records).sum(),
             oldest_parked_at: parked.iter().map(|p| p.parked_at).min(),
             first_expiry: parked.iter().map(|p| p.blob.expires_at()).min(),
@@ -456,6 +460,20 @@ fn render_feed(feed: &FeedStatus, now: DateTime<Utc>) -> String {
             },
             t.quarantined,
             feed.parked_records
+        ));
+    }
+    if feed.unread_blobs > 0 {
+        out.push_str(&format!(
+            "  unread            {} blob{} came while the connection was deauthorized; read once it is resumed \
+             (`filetrail connection resume`) and a discovery run finishes{}\n",
+            feed.unread_blobs,
+            if feed.unread_blobs == 1 { "" } else { "s" },
+            feed.first_expiry
+                .map(|t| format!(
+                    " (the first parked blob's content expires at Microsoft {}: records still unread then are lost)",
+                    t.format("%Y-%m-%d %H:%MZ")
+                ))
+                .unwrap_or_default()
         ));
     }
     if feed.parked_blobs > 0 {
@@ -829,6 +847,7 @@ mod tests {
                     ..BlobTotals::default()
                 },
                 parked_blobs: 1,
+                unread_blobs: 2,
                 parked_records: 3,
                 oldest_parked_at: Some(at("2026-11-30T09:15:00Z")),
                 first_expiry: Some(at("2026-12-07T08:00:00Z")),
@@ -872,6 +891,9 @@ mod tests {
             "parked            3 records in 1 blob wait for discovery to find their OneDrive, the oldest for 45m; \
              ingested again when a discovery run finishes (the first blob's content expires at Microsoft \
              2026-12-07 08:00Z",
+            "unread            2 blobs came while the connection was deauthorized; read once it is resumed \
+             (`filetrail connection resume`) and a discovery run finishes (the first parked blob's content expires at \
+             Microsoft 2026-12-07 08:00Z: records still unread then are lost)",
         ] {
             assert!(text.contains(expected), "{expected:?} in\n{text}");
         }

@@ -538,6 +538,7 @@ async fn requeue_parked(parked: &ParkedWork<'_>, connection: &str) -> Result<(),
         .map(|p| BlobJob {
             connection: connection.to_owned(),
             blob: p.blob,
+            parked: true,
         })
         .collect();
     parked.blob_queue.enqueue_blobs(&jobs).await?;

@@ -57,6 +57,10 @@ pub struct BlobJob {
     pub connection: ConnectionId,
     #[serde(flatten)]
     pub blob: crate::activity::ContentBlob,
+    /// Enqueued again from the parked blobs ([`crate::activity::ParkedBlob`]): the ingest that
+    /// places its records takes it off that list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
 }
 
 /// A message on the hash queue: hash one file's current version and record the digests on its

@@ -610,6 +610,7 @@ impl IngestWorld {
         BlobJob {
             connection: CONN.into(),
             blob,
+            parked: false,
         }
     }
 
@@ -747,6 +748,57 @@ async fn a_blob_becomes_events_of_monitored_drives_once_and_every_other_record_i
             drive_id: "d-alice".into()
         }]
     );
+}
+
+#[tokio::test]
+async fn a_blob_that_comes_while_the_connection_is_deauthorized_waits_unread_and_is_ingested_after_resume() {
+    let w = IngestWorld::new().await;
+    let t = now() - Duration::hours(2);
+    w.feed.publish(
+        "blob-paused",
+        now() - Duration::hours(1),
+        &[record(
+            "r-paused",
+            "FileUploaded",
+            "alice@contoso.com",
+            ALICE_SITE,
+            "Reports",
+            "q3.xlsx",
+            t,
+        )],
+    );
+    let paused = Connection {
+        state: ConnectionState::Deauthorized,
+        ..connection()
+    };
+    w.state.put_connection(&paused).await.unwrap();
+
+    // The poll marked the blob enqueued and never lists it again: ingest keeps it, unread.
+    assert_eq!(w.ingest("blob-paused").await, IngestOutcome::Parked);
+    assert!(w.events.all().is_empty());
+    let parked = w.state.parked_blobs(CONN).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert!(
+        parked[0].unread && parked[0].blob.content_id == "blob-paused",
+        "{parked:?}"
+    );
+    // A redelivery parks it once.
+    assert_eq!(w.ingest("blob-paused").await, IngestOutcome::Parked);
+    assert_eq!(w.state.parked_blobs(CONN).await.unwrap().len(), 1);
+
+    // Resumed, the first finished discovery run enqueues parked blobs again (as parked): the
+    // blob becomes its events and leaves the parked list.
+    w.state.put_connection(&connection()).await.unwrap();
+    let again = BlobJob {
+        parked: true,
+        ..w.job("blob-paused")
+    };
+    let IngestOutcome::Ingested(counts) = ingest_blob(&w.ports(), &again, now()).await.unwrap() else {
+        panic!("not ingested")
+    };
+    assert_eq!(counts.events_inserted, 1);
+    assert!(w.events.get(&format!("{CONN}#r-paused")).is_some());
+    assert!(w.state.parked_blobs(CONN).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -272,6 +272,7 @@ async fn a_finished_run_enqueues_the_audit_blobs_parked_for_want_of_a_drive_and_
         records: 4,
         oldest_record: now() - chrono::Duration::minutes(90),
         site_keys: vec!["user7_contoso_com".into()],
+        unread: false,
     };
     state.park_blob("contoso", &parked).await.unwrap();
     let p = DiscoverPorts {
@@ -310,7 +311,8 @@ async fn a_finished_run_enqueues_the_audit_blobs_parked_for_want_of_a_drive_and_
         queue.blob_jobs(),
         [BlobJob {
             connection: "contoso".into(),
-            blob
+            blob,
+            parked: true,
         }],
         "the parked blob goes back to ingest once the run's drives are recorded"
     );

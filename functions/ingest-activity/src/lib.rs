@@ -18,8 +18,9 @@ use filetrail_aws::objects::{BucketObjects, s3_client};
 use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::PortError;
-use filetrail_core::activity::ingest::{IngestOutcome, IngestPorts, ingest_blob};
+use filetrail_core::activity::ingest::{IngestOutcome, IngestPorts, ingest_blob, park_unread};
 use filetrail_core::jobs::BlobJob;
+use filetrail_core::model::ConnectionState;
 use filetrail_core::ports::StateStore;
 use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
 use filetrail_runtime::{ConnectionClients, FunctionSettings};
@@ -80,6 +81,10 @@ async fn run_job(ctx: &Context, job: &BlobJob) -> Result<(), RecordError> {
         warn!(connection = job.connection, "blob of an unknown connection ignored");
         return Ok(());
     };
+    if connection.state == ConnectionState::Deauthorized {
+        // Its credentials cannot fetch the blob; the poll never lists it again: keep it.
+        return park_unread(&ctx.state, job, chrono::Utc::now()).await.map_err(retry);
+    }
     if let Some(why) = connection.why_no_work() {
         info!(
             connection = job.connection,
@@ -105,7 +110,7 @@ async fn run_job(ctx: &Context, job: &BlobJob) -> Result<(), RecordError> {
         sharing: Some((&*graph, &ctx.inventory)),
     };
     match ingest_blob(&ports, job, chrono::Utc::now()).await {
-        Ok(IngestOutcome::Ingested(_) | IngestOutcome::Expired) => Ok(()),
+        Ok(IngestOutcome::Ingested(_) | IngestOutcome::Expired | IngestOutcome::Parked) => Ok(()),
         Ok(IngestOutcome::Skipped { reason }) => {
             info!(
                 connection = job.connection,

@@ -178,6 +178,7 @@ async fn parked_blobs_keep_their_first_parking_time_list_oldest_first_per_connec
             records,
             oldest_record: at("2026-11-22T07:10:00Z")?,
             site_keys: vec!["megan_contoso_com".into()],
+            unread: false,
         })
     };
     store

@@ -125,6 +125,7 @@ async fn blob_and_hash_jobs_arrive_as_their_json_in_batches_of_ten() -> anyhow::
                 content_created: created,
                 content_expiration: None,
             },
+            parked: i % 2 == 0,
         })
         .collect();
     let hash_jobs: Vec<HashJob> = (0..3)

@@ -31,7 +31,7 @@ use crate::audit::{self, FileEvent, ItemKind, NormaliseContext, TrustedDomains};
 use crate::error::PortError;
 use crate::events::{EventRecord, HashOutcome, unavailable};
 use crate::jobs::{BlobJob, HashJob, IndexJob};
-use crate::model::{Connection, ConnectionKind, DriveRecord};
+use crate::model::{Connection, ConnectionKind, ConnectionState, DriveRecord};
 use crate::ports::{
     ActivityFeed, ActivityState, EventStore, HashChange, HashQueue, IndexQueue, InventoryHashes, ItemIdentities,
     ItemResolver, QuarantineStore, StateStore,
@@ -69,7 +69,9 @@ pub enum IngestOutcome {
     Ingested(BlobCounts),
     /// The blob expired before it could be fetched (recorded).
     Expired,
-    /// The connection is gone, not active or not a cloud connection.
+    /// The connection is deauthorized: the blob is parked unread until it is resumed.
+    Parked,
+    /// The connection is gone, removed or not a cloud connection.
     Skipped {
         reason: String,
     },
@@ -90,6 +92,10 @@ pub async fn ingest_blob(
             reason: format!("connection {} is not registered", job.connection),
         });
     };
+    if connection.kind == ConnectionKind::Cloud && connection.state == ConnectionState::Deauthorized {
+        park_unread(ports.activity, job, now).await?;
+        return Ok(IngestOutcome::Parked);
+    }
     if connection.kind != ConnectionKind::Cloud || !connection.accepts_work() {
         return Ok(IngestOutcome::Skipped {
             reason: format!("connection {} is not an active cloud connection", connection.id),
@@ -269,6 +275,7 @@ pub async fn ingest_blob(
             records: counts.parked,
             oldest_record: oldest,
             site_keys: site_keys.into_iter().collect(),
+            unread: false,
         };
         ports.activity.park_blob(&connection.id, &entry).await?;
         info!(
@@ -278,7 +285,7 @@ pub async fn ingest_blob(
             sites = entry.site_keys.len(),
             "records of OneDrives not discovered yet parked until discovery places them"
         );
-    } else if previous.as_ref().is_some_and(|p| p.parked > 0) {
+    } else if job.parked || previous.as_ref().is_some_and(|p| p.parked > 0) {
         ports.activity.unpark_blob(&connection.id, content_id).await?;
     }
     ports
@@ -299,6 +306,33 @@ pub async fn ingest_blob(
         "blob ingested"
     );
     Ok(IngestOutcome::Ingested(counts))
+}
+
+/// Parks the blob of a deauthorized connection unread (its credentials cannot fetch it): the
+/// first discovery run after `filetrail connection resume` enqueues it again, like the blobs
+/// parked for want of a drive. Dropping it would lose its records for good: the poll marked it
+/// enqueued and never lists it again. It waits at most until the feed's retention ends, as
+/// `filetrail status` shows.
+///
+/// # Errors
+/// A failure of the state store.
+pub async fn park_unread(activity: &dyn ActivityState, job: &BlobJob, now: DateTime<Utc>) -> Result<(), PortError> {
+    let entry = ParkedBlob {
+        blob: job.blob.clone(),
+        parked_at: now,
+        updated_at: now,
+        records: 0,
+        oldest_record: job.blob.content_created,
+        site_keys: Vec::new(),
+        unread: true,
+    };
+    activity.park_blob(&job.connection, &entry).await?;
+    info!(
+        connection = job.connection,
+        content_id = job.blob.content_id,
+        "blob of a deauthorized connection parked unread until the connection is resumed"
+    );
+    Ok(())
 }
 
 /// How long after a record happened a discovery run must have started to be sure it saw the

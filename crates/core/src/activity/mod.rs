@@ -246,6 +246,10 @@ pub struct ParkedBlob {
     pub oldest_record: DateTime<Utc>,
     /// The personal site keys nobody has placed yet (`alice_contoso_com`).
     pub site_keys: Vec<String>,
+    /// Not read yet: the connection could not fetch it (deauthorized when it came); its
+    /// records are counted once it is read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unread: bool,
 }
 
 /// Connection error codes set by the audit feed carry this prefix, so a poll that succeeds

@@ -259,6 +259,7 @@ async fn enqueue_new(
         .map(|b| BlobJob {
             connection: connection.id.clone(),
             blob: (*b).clone(),
+            parked: false,
         })
         .collect();
     // Enqueue, then remember: a crash in between enqueues the blobs again on the next poll,
