@@ -218,7 +218,7 @@ pub enum DownloadError<E> {
 }
 
 /// The parts of a driveItem the download needs.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct WireFileItem {
     #[serde(default)]
     size: Option<u64>,
@@ -234,6 +234,22 @@ struct WireFileItem {
     deleted: Option<serde_json::Value>,
     #[serde(rename = "@microsoft.graph.downloadUrl", default)]
     download_url: Option<String>,
+}
+
+/// Everything but the pre-authenticated download URL, which anyone holding it can use for a
+/// while without a token: only whether there is one.
+impl std::fmt::Debug for WireFileItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireFileItem")
+            .field("size", &self.size)
+            .field("etag", &self.etag)
+            .field("ctag", &self.ctag)
+            .field("modified_at", &self.modified_at)
+            .field("file", &self.file.is_some())
+            .field("deleted", &self.deleted.is_some())
+            .field("download_url", &self.download_url.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A page of `…/versions`.
@@ -920,6 +936,35 @@ fn parse_content_range(value: &str) -> Option<(u64, u64)> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_driveitem_shown_for_debugging_hides_its_download_url() {
+        let url =
+            "https://contoso-my.sharepoint.com/personal/megan/_layouts/15/download.aspx?UniqueId=1&tempauth=eyJ0eXAi";
+        let item: WireFileItem = serde_json::from_value(serde_json::json!({
+            "size": 12, "cTag": "\"c:{1},2\"", "file": {}, "@microsoft.graph.downloadUrl": url,
+        }))
+        .unwrap();
+        let shown = format!("{item:?}");
+        assert!(
+            !shown.contains("tempauth") && !shown.contains("download.aspx"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>") && shown.contains("c:{1},2"), "{shown}");
+        let reply = crate::http::Reply {
+            status: 302,
+            headers: [(
+                reqwest::header::LOCATION,
+                reqwest::header::HeaderValue::from_static(url),
+            )]
+            .into_iter()
+            .collect(),
+            body: bytes::Bytes::from_static(b"file bytes"),
+        };
+        let shown = format!("{reply:?}");
+        assert!(!shown.contains("tempauth") && !shown.contains("file bytes"), "{shown}");
+        assert!(shown.contains("location") && shown.contains("302"), "{shown}");
+    }
 
     #[test]
     fn content_range_is_parsed_and_checked() {

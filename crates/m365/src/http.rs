@@ -82,11 +82,24 @@ fn redirect_policy() -> reqwest::redirect::Policy {
 }
 
 /// A response read to the end.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Reply {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+/// Names the headers and the body's length only: a `Location` header holds a pre-authenticated
+/// download URL, and a body may hold file bytes or a token.
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.keys().map(reqwest::header::HeaderName::as_str).collect();
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("headers", &names)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 impl Reply {
