@@ -103,7 +103,15 @@ async fn a_300_user_tenant_is_discovered_and_fully_indexed() {
         .sum();
     assert!(shared > 0, "the seeded tenant shares some files");
     assert_eq!(stats.permissions, shared, "{stats:?}");
-    assert_eq!(stats.batch_inner, 300 + shared, "{stats:?}");
+    // The 300 users come in one page ($top=999), each looked up once after each listing of it:
+    // a discovery invocation retried after a transient failure (a slow local stack) lists the
+    // page again and looks its users up again.
+    let lookups = stats.batch_inner - shared;
+    assert!(
+        stats.users >= 1 && (300..=300 * stats.users).contains(&lookups),
+        "{lookups} drive lookups for {} listings of 300 users: {stats:?}",
+        stats.users
+    );
     assert!(stats.batch >= 300u64.div_ceil(20), "{stats:?}");
 }
 
