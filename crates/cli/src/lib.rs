@@ -11,6 +11,7 @@ pub mod file;
 pub mod inventory;
 pub mod local;
 pub mod pipeline;
+pub mod redrive;
 pub mod scope;
 pub mod search;
 pub mod status;

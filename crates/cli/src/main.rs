@@ -114,6 +114,13 @@ enum Command {
         #[arg(long)]
         include_open_hours: bool,
     },
+    /// Move the messages that failed repeatedly on a work queue (its dead letters, which
+    /// `filetrail status` counts) back onto it, once their cause is fixed. A blob left on the
+    /// activity dead-letter queue past the audit feed's 7-day retention is lost.
+    Redrive {
+        /// discover, index, activity or hash.
+        queue: String,
+    },
     /// The local stack: provision template.yaml on moto and run the pipeline on one machine.
     #[command(subcommand)]
     Local(LocalCommand),
@@ -575,6 +582,34 @@ async fn main() -> anyhow::Result<()> {
             };
             let summary = filetrail_cli::export::run(&aws.sdk, &aws.resources, &args, chrono::Utc::now(), true).await?;
             println!("{}", summary.line());
+        }
+        Command::Redrive { queue } => {
+            let index = filetrail_cli::redrive::queue_index(&queue)?;
+            let aws = Aws::from_env().await?;
+            let r = &aws.resources;
+            let url = [
+                r.require_discover_queue_url(),
+                r.require_index_queue_url(),
+                r.require_activity_queue_url(),
+                r.require_hash_queue_url(),
+            ][index]
+                .clone()?
+                .to_owned();
+            let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
+            let bar = indicatif::ProgressBar::new_spinner();
+            let done = filetrail_cli::redrive::redrive(&sqs, &url, |n| {
+                bar.set_message(format!("{n} dead letters moved back"));
+                bar.tick();
+            })
+            .await?;
+            bar.finish_and_clear();
+            println!(
+                "Moved {} message{} from {} back to {}.",
+                done.moved,
+                if done.moved == 1 { "" } else { "s" },
+                done.dead_letter_queue,
+                done.queue
+            );
         }
         Command::Local(LocalCommand::Provision(args)) => filetrail_cli::local::provision_command(&args).await?,
         Command::Local(LocalCommand::Run(args)) => {

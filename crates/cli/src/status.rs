@@ -562,10 +562,17 @@ pub fn render_queues(queues: &[QueueStatus]) -> String {
             q.queue,
             q.dead_letter_queue.as_deref().unwrap_or("its dead-letter queue")
         );
+        let name = crate::redrive::queue_index(&q.queue)
+            .map(|i| crate::redrive::QUEUES[i])
+            .unwrap_or(q.queue.as_str());
         let _ = writeln!(
             s,
-            "  fix               read them (`aws sqs receive-message --queue-url <dead-letter queue url>`), fix the cause \
-             the function logs name, then move them back with `aws sqs start-message-move-task`"
+            "  fix               fix the cause the function logs name, then move them back: `filetrail redrive {name}`{}",
+            if name == "activity" {
+                " (a blob still there when the audit feed's 7-day retention ends is lost)"
+            } else {
+                ""
+            }
         );
     }
     s
@@ -584,10 +591,7 @@ pub async fn queue_status(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Resul
         .await?;
     let get = |a: &A| attrs.attributes().and_then(|m| m.get(a)).cloned();
     let num = |a: &A| get(a).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let dlq_name = get(&A::RedrivePolicy)
-        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
-        .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned))
-        .and_then(|arn| arn.rsplit(':').next().map(str::to_owned));
+    let dlq_name = get(&A::RedrivePolicy).and_then(|p| crate::redrive::dead_letter_queue_of(&p));
     let mut dead_letters = 0;
     if let Some(name) = &dlq_name {
         let dlq_url = sqs.get_queue_url().queue_name(name).send().await?;
@@ -885,7 +889,7 @@ mod tests {
             "export            events recorded before 2026-11-30 09:00Z in S3 (1843 events), last run 35m ago; \
              2 hours to write again with digests recorded since",
             "3 messages of ft-IndexQueue failed repeatedly and wait on ft-IndexDeadLetterQueue",
-            "aws sqs start-message-move-task",
+            "fix               fix the cause the function logs name, then move them back: `filetrail redrive index`",
             "audit records     150 in 12 blobs (last month): 100 events, 0 repeats, 42 dropped (30 the OneDrive is outside \
              the connection's scope; 12 a team or communication site, or another workload), 5 quarantined, 3 parked",
             "parked            3 records in 1 blob wait for discovery to find their OneDrive, the oldest for 45m; \

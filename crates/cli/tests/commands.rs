@@ -636,3 +636,91 @@ async fn exposure_and_revoke_name_what_is_wrong_before_touching_anything() {
     );
     assert!(!ok && err.contains("no monitored drive \"b!nowhere\""), "{err}");
 }
+
+#[tokio::test]
+async fn redrive_moves_a_queues_dead_letters_back_unchanged_and_names_a_bad_queue() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let d = Deployment::start("cmd-redrive").await;
+    let sqs = aws_sdk_sqs::Client::new(&d.moto.sdk_config().await);
+    let setting = |name: &str| d.env.iter().find(|(k, _)| k == name).unwrap().1.clone();
+    let queue = setting("FILETRAIL_ACTIVITY_QUEUE_URL");
+    let policy = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .unwrap();
+    let policy: serde_json::Value =
+        serde_json::from_str(&policy.attributes().unwrap()[&QueueAttributeName::RedrivePolicy]).unwrap();
+    let dlq_name = policy["deadLetterTargetArn"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
+    let dlq = sqs
+        .get_queue_url()
+        .queue_name(dlq_name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    // 23 blob messages that failed repeatedly wait on the dead-letter queue (three batches of
+    // up to ten to move).
+    let bodies: Vec<String> = (0..23)
+        .map(|i| format!(r#"{{"connection":"contoso","contentId":"blob-{i:02}"}}"#))
+        .collect();
+    for body in &bodies {
+        sqs.send_message()
+            .queue_url(&dlq)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let (ok, out, err) = d.run(&["redrive", "activity"], "");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("Moved 23 messages from {dlq_name} back to ")),
+        "{out}"
+    );
+    let mut moved = Vec::new();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        if got.messages().is_empty() {
+            break;
+        }
+        moved.extend(got.messages().iter().map(|m| m.body().unwrap().to_owned()));
+    }
+    moved.sort();
+    assert_eq!(moved, bodies, "every dead letter is back on the queue, unchanged, once");
+    let left = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        left.attributes().unwrap()[&QueueAttributeName::ApproximateNumberOfMessages],
+        "0"
+    );
+
+    let (ok, out, _) = d.run(&["redrive", "hash"], "");
+    assert!(ok && out.contains("Moved 0 messages"), "{out}");
+    let (ok, _, err) = d.run(&["redrive", "hashes"], "");
+    assert!(
+        !ok && err.contains("no work queue \"hashes\": one of discover, index, activity, hash"),
+        "{err}"
+    );
+}
