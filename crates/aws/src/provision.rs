@@ -709,12 +709,60 @@ async fn provision_bucket(
             .await
             .map_err(|e| aws_err("PutPublicAccessBlock", &name, e))?;
     }
+    configure_lifecycle(s3, bucket, &name).await?;
     Ok(PhysicalResource {
         kind: ResourceKind::Bucket,
         arn: format!("arn:{partition}:s3:::{name}"),
         name,
         url: None,
     })
+}
+
+/// Puts the bucket's enabled lifecycle rules (replacing any it had).
+async fn configure_lifecycle(s3: &aws_sdk_s3::Client, bucket: &BucketSpec, name: &str) -> Result<(), ProvisionError> {
+    use aws_sdk_s3::types::{
+        AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration,
+        LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
+    };
+    if bucket.lifecycle.is_empty() {
+        return Ok(());
+    }
+    let mut config = BucketLifecycleConfiguration::builder();
+    for rule in &bucket.lifecycle {
+        let mut built = LifecycleRule::builder()
+            .id(&rule.id)
+            .status(ExpirationStatus::Enabled)
+            .filter(
+                LifecycleRuleFilter::builder()
+                    .prefix(rule.prefix.clone().unwrap_or_default())
+                    .build(),
+            );
+        if let Some(days) = rule.expiration_days {
+            built = built.expiration(LifecycleExpiration::builder().days(days as i32).build());
+        }
+        if let Some(days) = rule.noncurrent_days {
+            built = built.noncurrent_version_expiration(
+                NoncurrentVersionExpiration::builder()
+                    .noncurrent_days(days as i32)
+                    .build(),
+            );
+        }
+        if let Some(days) = rule.abort_multipart_days {
+            built = built.abort_incomplete_multipart_upload(
+                AbortIncompleteMultipartUpload::builder()
+                    .days_after_initiation(days as i32)
+                    .build(),
+            );
+        }
+        config = config.rules(built.build().map_err(|e| build_err(name, e))?);
+    }
+    s3.put_bucket_lifecycle_configuration()
+        .bucket(name)
+        .lifecycle_configuration(config.build().map_err(|e| build_err(name, e))?)
+        .send()
+        .await
+        .map_err(|e| aws_err("PutBucketLifecycleConfiguration", name, e))?;
+    Ok(())
 }
 
 /// Sends the bucket's object events to its queues, as `NotificationConfiguration` declares

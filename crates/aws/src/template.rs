@@ -365,6 +365,23 @@ pub struct BucketSpec {
     pub block_public_access: bool,
     /// `NotificationConfiguration.QueueConfigurations`: object events sent to queues.
     pub queue_notifications: Vec<QueueNotification>,
+    /// `LifecycleConfiguration.Rules` that are enabled.
+    pub lifecycle: Vec<LifecycleRule>,
+}
+
+/// One enabled rule of a bucket's `LifecycleConfiguration` (days from parameters resolved to
+/// their defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleRule {
+    pub id: String,
+    /// Objects under this key prefix only (every object when `None`).
+    pub prefix: Option<String>,
+    /// `ExpirationInDays`: current versions expire this long after creation.
+    pub expiration_days: Option<u32>,
+    /// `NoncurrentVersionExpiration.NoncurrentDays`.
+    pub noncurrent_days: Option<u32>,
+    /// `AbortIncompleteMultipartUpload.DaysAfterInitiation`.
+    pub abort_multipart_days: Option<u32>,
 }
 
 /// One `QueueConfigurations` entry of a bucket's `NotificationConfiguration`.
@@ -881,7 +898,45 @@ impl<'a> Parser<'a> {
             encryption,
             block_public_access,
             queue_notifications: self.queue_notifications(props, at)?,
+            lifecycle: self.lifecycle(props, at)?,
         })
+    }
+
+    fn lifecycle(&self, props: &Value, at: &str) -> Result<Vec<LifecycleRule>, TemplateError> {
+        let Some(rules) = props
+            .get("LifecycleConfiguration")
+            .and_then(|c| c.get("Rules"))
+            .and_then(Value::as_sequence)
+        else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let at = format!("{at}.LifecycleConfiguration.Rules[{i}]");
+            if rule.get("Status").and_then(Value::as_str) != Some("Enabled") {
+                continue;
+            }
+            let id = rule
+                .get("Id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(&at, "a lifecycle rule needs an `Id`"))?;
+            let sub = |key: &str| rule.get(key).cloned().unwrap_or(Value::Null);
+            out.push(LifecycleRule {
+                id: id.to_owned(),
+                prefix: rule
+                    .get("Prefix")
+                    .map(|p| self.scalar(p, &format!("{at}.Prefix")))
+                    .transpose()?,
+                expiration_days: self.opt_u32(rule, "ExpirationInDays", &at)?,
+                noncurrent_days: self.opt_u32(&sub("NoncurrentVersionExpiration"), "NoncurrentDays", &at)?,
+                abort_multipart_days: self.opt_u32(
+                    &sub("AbortIncompleteMultipartUpload"),
+                    "DaysAfterInitiation",
+                    &at,
+                )?,
+            });
+        }
+        Ok(out)
     }
 
     fn globals(&self) -> Option<&Value> {

@@ -370,6 +370,70 @@ async fn buckets_on_moto_exist_with_versioning_as_declared() -> anyhow::Result<(
     Ok(())
 }
 
+/// A lifecycle rule: id, prefix, and its expiration, noncurrent-version and multipart days.
+type RuleDays = (String, Option<String>, Option<i32>, Option<i32>, Option<i32>);
+
+/// The lifecycle rules a bucket has, read back from moto, are the template's; the deployment
+/// bucket expires quarantined records (IP addresses, UPNs) and exports after the parameters'
+/// default days.
+#[tokio::test]
+async fn bucket_lifecycle_on_moto_expires_quarantine_and_exports_as_declared() -> anyhow::Result<()> {
+    let (_moto, sdk, template, _) = provisioned_stack().await?;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let mut expiring = BTreeMap::new();
+    for spec in template.buckets.values().filter(|b| !b.lifecycle.is_empty()) {
+        let name = bucket_name(STACK, &spec.logical_id);
+        let out = s3
+            .get_bucket_lifecycle_configuration()
+            .bucket(&name)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("GetBucketLifecycleConfiguration {name}: {}", DisplayErrorContext(&e)))?;
+        let stored: Vec<RuleDays> = out
+            .rules()
+            .iter()
+            .map(|r| {
+                (
+                    r.id().unwrap_or_default().to_owned(),
+                    r.filter()
+                        .and_then(|f| f.prefix())
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned),
+                    r.expiration().and_then(|e| e.days()),
+                    r.noncurrent_version_expiration().and_then(|n| n.noncurrent_days()),
+                    r.abort_incomplete_multipart_upload()
+                        .and_then(|a| a.days_after_initiation()),
+                )
+            })
+            .collect();
+        let declared: Vec<RuleDays> = spec
+            .lifecycle
+            .iter()
+            .map(|r| {
+                let days = |d: Option<u32>| d.map(|d| i32::try_from(d).unwrap());
+                (
+                    r.id.clone(),
+                    r.prefix.clone(),
+                    days(r.expiration_days),
+                    days(r.noncurrent_days),
+                    days(r.abort_multipart_days),
+                )
+            })
+            .collect();
+        assert_eq!(stored, declared, "{name}");
+        for (_, prefix, days, _, _) in stored {
+            if let (Some(prefix), Some(days)) = (prefix, days) {
+                expiring.insert(prefix, days);
+            }
+        }
+    }
+    assert_eq!(
+        expiring,
+        BTreeMap::from([("exports/".to_owned(), 400), ("quarantine/".to_owned(), 30)])
+    );
+    Ok(())
+}
+
 /// The notifications a bucket has, read back from moto, against the template's: and an upload
 /// under the filter reaches the queue while one outside it (a result document) does not.
 #[tokio::test]

@@ -89,3 +89,40 @@ fn every_check_checkov_skips_says_why() {
         "checkov skips without a reason: {unexplained:?}"
     );
 }
+
+/// A dead-letter queue holds work that failed repeatedly, waiting for `filetrail redrive`:
+/// deleting or replacing the stack must not delete it.
+#[test]
+fn every_dead_letter_queue_outlives_the_stack() {
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let resources = doc["Resources"].as_mapping().unwrap();
+    let mut targets = Vec::new();
+    for (_, resource) in resources {
+        let target = &resource["Properties"]["RedrivePolicy"]["deadLetterTargetArn"];
+        if let Some(id) = target["Fn::GetAtt"]
+            .as_sequence()
+            .and_then(|a| a.first())
+            .and_then(|v| v.as_str())
+        {
+            targets.push(id.to_owned());
+        } else if let Some(tagged) = target.as_str().or_else(|| {
+            // `!GetAtt X.Arn` parses as a tagged scalar.
+            match target {
+                serde_yaml::Value::Tagged(t) => t.value.as_str(),
+                _ => None,
+            }
+        }) {
+            targets.push(tagged.split('.').next().unwrap_or_default().to_owned());
+        }
+    }
+    assert!(targets.len() >= 4, "the work queues' dead-letter queues: {targets:?}");
+    for id in &targets {
+        let queue = &doc["Resources"][id.as_str()];
+        assert_eq!(
+            (queue["DeletionPolicy"].as_str(), queue["UpdateReplacePolicy"].as_str()),
+            (Some("Retain"), Some("Retain")),
+            "{id}"
+        );
+    }
+}
