@@ -1228,6 +1228,30 @@ mod tests {
         }
     }
 
+    /// Functions without reserved concurrency are bounded by their queues' event sources, as
+    /// the template's checkov skips (CKV_AWS_115) say.
+    #[test]
+    fn every_sqs_event_source_bounds_its_function_s_concurrency() {
+        let t = project_template();
+        let mut sources = 0;
+        for f in t.functions.values() {
+            for (name, event) in f.sqs_events() {
+                if let EventSpec::Sqs {
+                    maximum_concurrency, ..
+                } = event
+                {
+                    sources += 1;
+                    assert!(
+                        maximum_concurrency.is_some_and(|m| (2..=10).contains(&m)),
+                        "{}.{name}: ScalingConfig.MaximumConcurrency {maximum_concurrency:?}",
+                        f.logical_id
+                    );
+                }
+            }
+        }
+        assert!(sources >= 5, "{sources} SQS event sources");
+    }
+
     #[test]
     fn queue_creation_order_puts_dead_letter_queues_first() {
         let t = project_template();
