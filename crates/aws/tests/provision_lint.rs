@@ -126,3 +126,48 @@ fn every_dead_letter_queue_outlives_the_stack() {
         );
     }
 }
+
+/// Every alarm notifies the alarm topic (which an admin subscribes to); every function has an
+/// errors alarm; the activity backlog alarm fires well before the audit feed's 7-day retention.
+#[test]
+fn every_alarm_reaches_someone_and_every_function_has_one() {
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let resources = doc["Resources"].as_mapping().unwrap();
+    let reference = |v: &serde_yaml::Value| -> Option<String> {
+        match v {
+            serde_yaml::Value::Tagged(t) if t.tag == "!Ref" => t.value.as_str().map(str::to_owned),
+            other => other["Ref"].as_str().map(str::to_owned),
+        }
+    };
+    let mut watched = std::collections::BTreeSet::new();
+    let mut alarms = 0;
+    for (name, resource) in resources {
+        if resource["Type"].as_str() != Some("AWS::CloudWatch::Alarm") {
+            continue;
+        }
+        alarms += 1;
+        let name = name.as_str().unwrap_or("?");
+        let props = &resource["Properties"];
+        let actions: Vec<String> = props["AlarmActions"]
+            .as_sequence()
+            .map(|a| a.iter().filter_map(reference).collect())
+            .unwrap_or_default();
+        assert_eq!(actions, ["AlarmTopic"], "{name} notifies nobody");
+        if props["Namespace"].as_str() == Some("AWS/Lambda") {
+            for d in props["Dimensions"].as_sequence().unwrap() {
+                watched.extend(reference(&d["Value"]));
+            }
+        }
+        if props["MetricName"].as_str() == Some("ApproximateAgeOfOldestMessage") {
+            assert!(props["Threshold"].as_u64().unwrap() <= 24 * 3600, "{name}");
+        }
+    }
+    let functions: std::collections::BTreeSet<String> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .filter_map(|(id, _)| id.as_str().map(str::to_owned))
+        .collect();
+    assert!(alarms > functions.len(), "{alarms} alarms");
+    assert_eq!(watched, functions, "functions with an errors alarm");
+}
