@@ -6,6 +6,7 @@
 
 pub mod connections;
 pub mod logging;
+pub mod metrics;
 pub mod settings;
 pub mod sqs;
 

@@ -91,6 +91,8 @@ pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant
         };
         results.insert(connection.id.clone(), summary);
     }
+    let failed = results.values().filter(|r| r.get("error").is_some()).count() as u64;
+    filetrail_runtime::metrics::report_connection_failures("export", failed);
     info!(connections = results.len(), location = %ctx.sink.location(), "export done");
     Ok(serde_json::Value::Object(results))
 }
