@@ -1228,6 +1228,22 @@ mod tests {
         }
     }
 
+    /// An audit blob that times out or panics fails its whole invocation (release builds abort
+    /// on panic): ingest takes one blob per invocation, so it never takes healthy blobs with it.
+    #[test]
+    fn ingest_takes_one_blob_per_invocation() {
+        let t = project_template();
+        let sizes: Vec<u32> = t.functions["IngestActivityFunction"]
+            .sqs_events()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                EventSpec::Sqs { batch_size, .. } => Some(*batch_size),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sizes, [1]);
+    }
+
     /// Functions without reserved concurrency are bounded by their queues' event sources, as
     /// the template's checkov skips (CKV_AWS_115) say.
     #[test]
