@@ -99,6 +99,13 @@ pub struct QueueStatus {
     pub dead_letter_queue: Option<String>,
     /// Messages on that dead-letter queue: work that failed repeatedly.
     pub dead_letters: u64,
+    /// When the oldest of the dead letters read (up to ten) was first sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_dead_letter_at: Option<DateTime<Utc>>,
+    /// Of the audit blobs among them, when the first one's content expires at Microsoft: after
+    /// that it cannot be fetched, redriven or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_blob_expiry: Option<DateTime<Utc>>,
 }
 
 impl QueueStatus {
@@ -555,12 +562,27 @@ pub fn render_queues(queues: &[QueueStatus]) -> String {
         );
     }
     for q in queues.iter().filter(|q| q.dead_letters > 0) {
+        let mut since = Vec::new();
+        if let Some(at) = q.oldest_dead_letter_at {
+            since.push(format!("the oldest read first sent {}", at.format("%Y-%m-%d %H:%MZ")));
+        }
+        if let Some(at) = q.first_blob_expiry {
+            since.push(format!(
+                "the first blob's content expires at Microsoft {}: redrive before",
+                at.format("%Y-%m-%d %H:%MZ")
+            ));
+        }
         let _ = writeln!(
             s,
-            "  error             {} messages of {} failed repeatedly and wait on {}",
+            "  error             {} messages of {} failed repeatedly and wait on {}{}",
             q.dead_letters,
             q.queue,
-            q.dead_letter_queue.as_deref().unwrap_or("its dead-letter queue")
+            q.dead_letter_queue.as_deref().unwrap_or("its dead-letter queue"),
+            if since.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", since.join("; "))
+            }
         );
         let name = crate::redrive::queue_index(&q.queue)
             .map(|i| crate::redrive::QUEUES[i])
@@ -593,6 +615,7 @@ pub async fn queue_status(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Resul
     let num = |a: &A| get(a).and_then(|v| v.parse().ok()).unwrap_or(0);
     let dlq_name = get(&A::RedrivePolicy).and_then(|p| crate::redrive::dead_letter_queue_of(&p));
     let mut dead_letters = 0;
+    let (mut oldest_dead_letter_at, mut first_blob_expiry) = (None, None);
     if let Some(name) = &dlq_name {
         let dlq_url = sqs.get_queue_url().queue_name(name).send().await?;
         if let Some(dlq_url) = dlq_url.queue_url() {
@@ -607,6 +630,9 @@ pub async fn queue_status(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Resul
                 .and_then(|m| m.get(&A::ApproximateNumberOfMessages))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
+            if dead_letters > 0 {
+                (oldest_dead_letter_at, first_blob_expiry) = peek_dead_letters(sqs, dlq_url).await?;
+            }
         }
     }
     Ok(QueueStatus {
@@ -615,7 +641,44 @@ pub async fn queue_status(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Resul
         in_flight: num(&A::ApproximateNumberOfMessagesNotVisible),
         dead_letter_queue: dlq_name,
         dead_letters,
+        oldest_dead_letter_at,
+        first_blob_expiry,
     })
+}
+
+/// Reads up to ten dead letters without taking them (visibility timeout 0): when the oldest was
+/// first sent (SQS keeps a message's original `SentTimestamp` when it moves it to the
+/// dead-letter queue), and when the first audit blob among them expires at Microsoft.
+async fn peek_dead_letters(
+    sqs: &aws_sdk_sqs::Client,
+    dlq_url: &str,
+) -> anyhow::Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
+    use aws_sdk_sqs::types::MessageSystemAttributeName as M;
+    let read = sqs
+        .receive_message()
+        .queue_url(dlq_url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .message_system_attribute_names(M::SentTimestamp)
+        .send()
+        .await?;
+    let mut oldest: Option<DateTime<Utc>> = None;
+    let mut expiry: Option<DateTime<Utc>> = None;
+    for m in read.messages() {
+        let sent = m
+            .attributes()
+            .and_then(|a| a.get(&M::SentTimestamp))
+            .and_then(|t| t.parse::<i64>().ok())
+            .and_then(DateTime::from_timestamp_millis);
+        if let Some(sent) = sent {
+            oldest = Some(oldest.map_or(sent, |o| o.min(sent)));
+        }
+        if let Ok(job) = serde_json::from_str::<filetrail_core::jobs::BlobJob>(m.body().unwrap_or_default()) {
+            let at = job.blob.expires_at();
+            expiry = Some(expiry.map_or(at, |e| e.min(at)));
+        }
+    }
+    Ok((oldest, expiry))
 }
 
 /// The newest event of a connection observed today or yesterday (UTC): one newest-first query per
@@ -863,6 +926,17 @@ mod tests {
                     in_flight: 2,
                     dead_letter_queue: Some("ft-HashDeadLetterQueue".into()),
                     dead_letters: 0,
+                    oldest_dead_letter_at: None,
+                    first_blob_expiry: None,
+                },
+                QueueStatus {
+                    queue: "ft-ActivityQueue".into(),
+                    waiting: 0,
+                    in_flight: 0,
+                    dead_letter_queue: Some("ft-ActivityDeadLetterQueue".into()),
+                    dead_letters: 2,
+                    oldest_dead_letter_at: Some(at("2026-11-30T08:05:00Z")),
+                    first_blob_expiry: Some(at("2026-12-07T08:00:00Z")),
                 },
                 QueueStatus {
                     queue: "ft-IndexQueue".into(),
@@ -870,6 +944,8 @@ mod tests {
                     in_flight: 1,
                     dead_letter_queue: Some("ft-IndexDeadLetterQueue".into()),
                     dead_letters: 3,
+                    oldest_dead_letter_at: Some(at("2026-11-30T09:40:00Z")),
+                    first_blob_expiry: None,
                 },
             ],
         }
@@ -888,8 +964,12 @@ mod tests {
             "hashing backlog   42 files waiting to be hashed",
             "export            events recorded before 2026-11-30 09:00Z in S3 (1843 events), last run 35m ago; \
              2 hours to write again with digests recorded since",
-            "3 messages of ft-IndexQueue failed repeatedly and wait on ft-IndexDeadLetterQueue",
+            "3 messages of ft-IndexQueue failed repeatedly and wait on ft-IndexDeadLetterQueue (the oldest read first \
+             sent 2026-11-30 09:40Z)",
             "fix               fix the cause the function logs name, then move them back: `filetrail redrive index`",
+            "2 messages of ft-ActivityQueue failed repeatedly and wait on ft-ActivityDeadLetterQueue (the oldest read \
+             first sent 2026-11-30 08:05Z; the first blob's content expires at Microsoft 2026-12-07 08:00Z: redrive before)",
+            "`filetrail redrive activity` (a blob still there when the audit feed's 7-day retention ends is lost)",
             "audit records     150 in 12 blobs (last month): 100 events, 0 repeats, 42 dropped (30 the OneDrive is outside \
              the connection's scope; 12 a team or communication site, or another workload), 5 quarantined, 3 parked",
             "parked            3 records in 1 blob wait for discovery to find their OneDrive, the oldest for 45m; \

@@ -670,8 +670,22 @@ async fn redrive_moves_a_queues_dead_letters_back_unchanged_and_names_a_bad_queu
         .to_owned();
     // 23 blob messages that failed repeatedly wait on the dead-letter queue (three batches of
     // up to ten to move).
+    let created = chrono::Utc::now() - chrono::Duration::days(2);
     let bodies: Vec<String> = (0..23)
-        .map(|i| format!(r#"{{"connection":"contoso","contentId":"blob-{i:02}"}}"#))
+        .map(|i| {
+            serde_json::to_string(&filetrail_core::jobs::BlobJob {
+                connection: "contoso".into(),
+                blob: filetrail_core::activity::ContentBlob {
+                    content_type: "Audit.SharePoint".into(),
+                    content_id: format!("blob-{i:02}"),
+                    content_uri: format!("https://manage.office.com/api/v1.0/t/activity/feed/audit/blob-{i:02}"),
+                    content_created: created + chrono::Duration::minutes(i),
+                    content_expiration: None,
+                },
+                parked: false,
+            })
+            .unwrap()
+        })
         .collect();
     for body in &bodies {
         sqs.send_message()
@@ -681,6 +695,25 @@ async fn redrive_moves_a_queues_dead_letters_back_unchanged_and_names_a_bad_queu
             .await
             .unwrap();
     }
+
+    // status says how old they are and when the first blob can no longer be fetched.
+    let connection: filetrail_core::model::Connection = serde_json::from_value(serde_json::json!({
+        "id": "contoso", "kind": "cloud", "tenant_id": TENANT, "client_id": "app-1",
+        "secret_id": "filetrail/contoso", "cloud": "worldwide", "drive_cap": 10,
+        "created_at": chrono::Utc::now() - chrono::Duration::days(3),
+    }))
+    .unwrap();
+    d.state().await.put_connection(&connection).await.unwrap();
+    let (ok, out, err) = d.run(&["status"], "");
+    assert!(ok, "{err}");
+    let expiry = (created + chrono::Duration::days(7))
+        .format("%Y-%m-%d %H:%MZ")
+        .to_string();
+    assert!(
+        out.contains("23 messages of ") && out.contains(&format!("expires at Microsoft {expiry}: redrive before")),
+        "{out}"
+    );
+    assert!(out.contains("`filetrail redrive activity`"), "{out}");
 
     let (ok, out, err) = d.run(&["redrive", "activity"], "");
     assert!(ok, "{err}");
