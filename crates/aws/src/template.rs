@@ -1235,7 +1235,6 @@ mod tests {
         let t = project_template();
         let sizes: Vec<u32> = t.functions["IngestActivityFunction"]
             .sqs_events()
-            .into_iter()
             .filter_map(|(_, e)| match e {
                 EventSpec::Sqs { batch_size, .. } => Some(*batch_size),
                 _ => None,
