@@ -22,8 +22,10 @@ use filetrail_aws::secrets::{AppSecret, Secret, SecretsStore};
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_aws::template::Template;
 use filetrail_cli::connection::{self, NewConnection};
-use filetrail_cli::local::runner::{RunReport, Runner, RunnerOptions, ScheduleMode};
-use filetrail_cli::pipeline::{APPLY_SCOPE_FUNCTION, DISCOVER_FUNCTION, INGEST_ACTIVITY_FUNCTION, local_functions};
+use filetrail_cli::local::runner::{RunReport, Runner, RunnerOptions, ScheduleMode, StopReason};
+use filetrail_cli::pipeline::{
+    APPLY_SCOPE_FUNCTION, DISCOVER_FUNCTION, INGEST_ACTIVITY_FUNCTION, POLL_ACTIVITY_FUNCTION, local_functions,
+};
 use filetrail_core::events::EventRecord;
 use filetrail_core::model::{Connection, ConnectionKind, DriveState, Endpoints};
 use filetrail_core::ports::StateStore;
@@ -166,6 +168,34 @@ impl Stack {
             functions,
             options,
         )?)
+    }
+
+    /// Polls the feed and runs the pipeline until idle, until a poll has run after every blob the
+    /// simulator published became available (windows end on a whole second, so a blob is listed
+    /// by the first poll at least a second after it became available).
+    ///
+    /// # Errors
+    /// When a poll fails, a run does not end idle, or the feed never catches up.
+    pub async fn poll_until_caught_up(&self, runner: &Runner) -> anyhow::Result<()> {
+        let settle = chrono::Duration::milliseconds(1_500);
+        for _ in 0..10 {
+            let last_available = self.sim.audit().blobs().iter().map(|b| b.content_created).max();
+            let started = chrono::Utc::now();
+            runner.fire_schedule(POLL_ACTIVITY_FUNCTION).await?;
+            let report = runner.run().await;
+            anyhow::ensure!(
+                report.reason == StopReason::Idle,
+                "the run stopped: {:?}",
+                report.reason
+            );
+            match last_available {
+                Some(t) if started < t + settle => {
+                    tokio::time::sleep((t + settle - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+                }
+                _ => return Ok(()),
+            }
+        }
+        anyhow::bail!("the feed never caught up")
     }
 
     /// Fires the discovery schedule, then runs until the queues are idle.

@@ -11,7 +11,7 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use chrono::{DurationRound as _, Utc};
-use filetrail_cli::local::runner::{Runner, StopReason};
+use filetrail_cli::local::runner::StopReason;
 use filetrail_cli::pipeline::{DISCOVER_FUNCTION, POLL_ACTIVITY_FUNCTION};
 use filetrail_cli::scope;
 use filetrail_cli::status;
@@ -98,28 +98,6 @@ fn digests_of(drive: &str, item: &str, ctag: &str, size: u64) -> (String, String
     }
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     (hex(&md5.finalize()), hex(&sha.finalize()))
-}
-
-/// Polls the feed and runs the pipeline until idle, until a poll has run after every blob the
-/// simulator published became available (windows end on a whole second, so a blob is listed by
-/// the first poll at least a second after it became available).
-async fn poll_until_caught_up(stack: &Stack, runner: &Runner) {
-    for _ in 0..10 {
-        let last_available = stack.sim.audit().blobs().iter().map(|b| b.content_created).max();
-        let started = Utc::now();
-        runner.fire_schedule(POLL_ACTIVITY_FUNCTION).await.unwrap();
-        assert_eq!(runner.run().await.reason, StopReason::Idle);
-        match last_available {
-            Some(t) if started < t + chrono::Duration::milliseconds(1_500) => {
-                let wait = (t + chrono::Duration::milliseconds(1_500) - Utc::now())
-                    .to_std()
-                    .unwrap_or_default();
-                tokio::time::sleep(wait).await;
-            }
-            _ => return,
-        }
-    }
-    panic!("the feed never caught up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +195,7 @@ async fn two_thousand_operations_become_events_of_monitored_drives_once_each_wit
             o.visibility_timeout = Some(Duration::from_secs(5));
         })
         .unwrap();
-    poll_until_caught_up(&stack, &runner).await;
+    stack.poll_until_caught_up(&runner).await.unwrap();
 
     let events = stack.events().await.unwrap();
     let not_recorded: BTreeSet<&str> = NOT_RECORDED.iter().map(|(op, _)| *op).collect();
@@ -466,7 +444,7 @@ async fn a_connection_made_on_a_busy_tenant_stores_every_event_although_ingest_r
         .unwrap();
 
     // The audit poll first, every blob ingested, no drive known yet.
-    poll_until_caught_up(&stack, &runner).await;
+    stack.poll_until_caught_up(&runner).await.unwrap();
     assert!(stack.monitored_drives().await.unwrap().is_empty());
     assert!(stack.events().await.unwrap().is_empty());
     let before = status::collect(&stack.state(), Some(CONNECTION))
@@ -593,7 +571,7 @@ async fn audit_log_off_then_permission_missing_show_on_the_status_with_their_fix
             return_records: false,
         })
         .unwrap();
-    poll_until_caught_up(&stack, &runner).await;
+    stack.poll_until_caught_up(&runner).await.unwrap();
     let after = status().await;
     assert!(
         after.activity.as_ref().is_some_and(|a| a.blobs_enqueued > 0),
@@ -685,7 +663,7 @@ async fn files_renamed_moved_or_deleted_before_their_records_were_ingested_keep_
     stack.enqueue_index(&drive).await.unwrap();
     assert_eq!(runner.run().await.reason, StopReason::Idle);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    poll_until_caught_up(&stack, &runner).await;
+    stack.poll_until_caught_up(&runner).await.unwrap();
 
     let events = stack.events().await.unwrap();
     let plan_keys: Vec<String> = first.operations[..6].iter().flat_map(keys_of).collect();
@@ -773,7 +751,7 @@ async fn files_renamed_moved_or_deleted_before_their_records_were_ingested_keep_
         })
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    poll_until_caught_up(&stack, &runner).await;
+    stack.poll_until_caught_up(&runner).await.unwrap();
     let events = stack.events().await.unwrap();
     let upload = &second.operations[0];
     let fresh = upload.item_id.clone().unwrap();

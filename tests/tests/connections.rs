@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chrono::{DurationRound as _, Utc};
-use filetrail_cli::local::runner::{Runner, StopReason};
+use filetrail_cli::local::runner::StopReason;
 use filetrail_cli::pipeline::{DISCOVER_FUNCTION, POLL_ACTIVITY_FUNCTION};
 use filetrail_cli::{connection, status};
 use filetrail_core::jobs::{DiscoverJob, HashJob, IndexJob};
@@ -60,27 +60,6 @@ fn inject(stack: &Stack, count: usize, seed: u64) -> Vec<m365_sim::ActivityOutco
         .operations
 }
 
-/// Polls the feed and runs the pipeline until idle, until a poll has run after every blob became
-/// available (blob windows end on whole seconds).
-async fn poll_until_caught_up(stack: &Stack, runner: &Runner) {
-    for _ in 0..10 {
-        let last = stack.sim.audit().blobs().iter().map(|b| b.content_created).max();
-        let started = Utc::now();
-        runner.fire_schedule(POLL_ACTIVITY_FUNCTION).await.unwrap();
-        assert_eq!(runner.run().await.reason, StopReason::Idle);
-        match last {
-            Some(t) if started < t + chrono::Duration::milliseconds(1_500) => {
-                let wait = (t + chrono::Duration::milliseconds(1_500) - Utc::now())
-                    .to_std()
-                    .unwrap_or_default();
-                tokio::time::sleep(wait).await;
-            }
-            _ => return,
-        }
-    }
-    panic!("the feed never caught up");
-}
-
 async fn assert_no_dead_letters(stack: &Stack) {
     let dead = stack.dead_letters().await.unwrap();
     assert!(dead.values().all(|n| *n == 0), "dead letters: {dead:?}");
@@ -107,7 +86,7 @@ async fn the_whole_pipeline_reads_only_and_needs_no_write_permission() {
     );
     inject(&stack, 40, 5);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    poll_until_caught_up(&stack, &runner).await;
+    stack.poll_until_caught_up(&runner).await.unwrap();
 
     // THEN every kind of work happened…
     let stats = stack.sim.stats();
@@ -233,7 +212,7 @@ async fn a_deauthorized_connection_gets_no_work_and_resume_continues_from_its_ch
     let discover = stack.queue("DiscoverQueue");
     connection::resume(&state, &discover, CONNECTION).await.unwrap();
     assert_eq!(runner.run().await.reason, StopReason::Idle);
-    poll_until_caught_up(&stack, &runner).await;
+    stack.poll_until_caught_up(&runner).await.unwrap();
 
     // THEN work continues: the drives stay indexed (delta from the stored links, not a re-walk)
     // and the activity of the pause is ingested

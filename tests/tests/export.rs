@@ -14,8 +14,8 @@ use filetrail_aws::config::AwsResources;
 use filetrail_aws::exports::DynamoExportCheckpoints;
 use filetrail_cli::export::Exporter;
 use filetrail_cli::export::{ExportArgs, run as export_cli};
-use filetrail_cli::local::runner::{Runner, StopReason};
-use filetrail_cli::pipeline::{EXPORT_FUNCTION, POLL_ACTIVITY_FUNCTION};
+use filetrail_cli::local::runner::StopReason;
+use filetrail_cli::pipeline::EXPORT_FUNCTION;
 use filetrail_core::audit::{
     Actor, ActorKind, FileEvent, FileEventType, ItemKind, LinkScope, Permission, SharingTarget, TargetKind,
 };
@@ -436,27 +436,6 @@ async fn cli_export_errors_name_the_bad_value_and_the_fix() {
     assert!(format!("{err:#}").contains("is not before --until"), "{err:#}");
 }
 
-/// Polls the feed and runs the pipeline until idle, until a poll ran after every blob the
-/// simulator published became available (as tests/activity.rs does).
-async fn poll_until_caught_up(stack: &Stack, runner: &Runner) {
-    for _ in 0..10 {
-        let last_available = stack.sim.audit().blobs().iter().map(|b| b.content_created).max();
-        let started = Utc::now();
-        runner.fire_schedule(POLL_ACTIVITY_FUNCTION).await.unwrap();
-        assert_eq!(runner.run().await.reason, StopReason::Idle);
-        match last_available {
-            Some(t) if started < t + Duration::milliseconds(1_500) => {
-                let wait = (t + Duration::milliseconds(1_500) - Utc::now())
-                    .to_std()
-                    .unwrap_or_default();
-                tokio::time::sleep(wait).await;
-            }
-            _ => return,
-        }
-    }
-    panic!("the feed never caught up");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_the_pipeline_recorded_are_exported_one_to_one() {
     let stack = Stack::start(SimConfig {
@@ -496,7 +475,7 @@ async fn events_the_pipeline_recorded_are_exported_one_to_one() {
         })
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    poll_until_caught_up(&stack, &runner).await;
+    stack.poll_until_caught_up(&runner).await.unwrap();
     let stored = stack.events().await.unwrap();
     assert!(stored.len() >= 100, "{} events recorded", stored.len());
 

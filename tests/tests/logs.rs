@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use chrono::{DurationRound as _, Utc};
 use filetrail_cli::local::runner::StopReason;
-use filetrail_cli::pipeline::POLL_ACTIVITY_FUNCTION;
 use filetrail_e2e::Stack;
 use m365_sim::{ActivityConfig, ActivityRequest, FilesPerDrive, RandomActivity, SimConfig};
 
@@ -83,24 +82,7 @@ async fn a_whole_run_logs_no_secret_token_download_url_or_file_content() {
             return_records: false,
         })
         .unwrap();
-    for _ in 0..6 {
-        let last = stack
-            .sim
-            .audit()
-            .blobs()
-            .iter()
-            .map(|b| b.content_created)
-            .max()
-            .unwrap();
-        tokio::time::sleep(
-            (last + chrono::Duration::milliseconds(1_500) - Utc::now())
-                .to_std()
-                .unwrap_or_default(),
-        )
-        .await;
-        runner.fire_schedule(POLL_ACTIVITY_FUNCTION).await.unwrap();
-        assert_eq!(runner.run().await.reason, StopReason::Idle);
-    }
+    stack.poll_until_caught_up(&runner).await.unwrap();
     let stats = stack.sim.stats();
     assert!(
         stats.token > 0 && stats.content_downloads > 0 && stats.activity.blob > 0,
