@@ -786,10 +786,7 @@ async fn give_to_events(
             reason: unavailable::CHANGED_BEFORE_HASHING.to_owned(),
         };
         let current = HashOutcome::Hashed(decided.hashes.clone());
-        let changed: Vec<&EventRecord> = events
-            .iter()
-            .filter(|e| decided.give.contains(&e.key()) || decided.older.contains(&e.key()))
-            .collect();
+        let changed: Vec<&EventRecord> = decided.changed.iter().map(|&i| &events[i]).collect();
         let conflicts = store_outcomes(
             ports,
             &changed,
@@ -822,6 +819,8 @@ struct VersionEvents {
     give: Vec<String>,
     /// Events of older versions without an outcome, or with this version's digests.
     older: Vec<String>,
+    /// Positions in the events read of those in `give` and `older`.
+    changed: Vec<usize>,
     /// Events of the version (with the digests already or given them now).
     carrying: usize,
     /// Whether events of older versions wait for their version's digests (marked now, or
@@ -850,9 +849,9 @@ fn decide_version_events(
     }
     hashes.modified_at = start;
     let current = HashOutcome::Hashed(hashes.clone());
-    let (mut give, mut older, mut carrying) = (Vec::new(), Vec::new(), 0);
+    let (mut give, mut older, mut changed, mut carrying) = (Vec::new(), Vec::new(), Vec::new(), 0);
     let mut waiting_before = false;
-    for e in events {
+    for (i, e) in events.iter().enumerate() {
         let at = e.event.observed_at;
         if next.is_some_and(|n| at >= n) {
             continue;
@@ -862,11 +861,12 @@ fn decide_version_events(
             carrying += 1;
             if e.hash.as_ref() != Some(&current) {
                 give.push(e.key());
+                changed.push(i);
             }
         } else if e.hash.is_none() || same_version {
             older.push(e.key());
-        } else if matches!(&e.hash, Some(HashOutcome::Unavailable { reason }) if reason == unavailable::CHANGED_BEFORE_HASHING)
-        {
+            changed.push(i);
+        } else if waits_for_its_version(e) {
             waiting_before = true;
         }
     }
@@ -875,6 +875,7 @@ fn decide_version_events(
         hashes,
         give,
         older,
+        changed,
         carrying,
     }
 }
