@@ -3,11 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, Utc};
 use filetrail_core::discover::GROUP_NOT_FOUND;
-use filetrail_core::model::{DeltaItem, DeltaNext, DeltaPage, DirectoryUser, DriveInfo, DriveLookup, UserRef};
+use filetrail_core::model::{DeltaPage, DirectoryUser, DriveInfo, DriveLookup};
 use filetrail_core::ports::{DeltaError, UsersPage};
 use filetrail_core::scope::{DirectoryGroup, GroupSelector, UserSelector};
 use futures_util::{StreamExt, TryStreamExt};
@@ -21,6 +20,7 @@ use crate::error::{ErrorBody, M365Error, ServiceError, ServiceErrorKind};
 use crate::http::{Budget, Pipeline, Reply, Verdict};
 use crate::retry::{RequestStats, RetryPolicy};
 use crate::token::{Credentials, TokenProvider};
+use crate::wire::{self, BatchAnswer, HasId, WireDrive, WireGroup, WirePage, WireUser};
 
 /// Most requests in one `$batch` (FACTS §10: "Max 20 requests").
 pub const BATCH_MAX_REQUESTS: usize = 20;
@@ -197,11 +197,8 @@ impl GraphClient {
             Some(link) => self.resolve(link)?,
             None => format!("{}/users?$select={USER_SELECT}&$top={USERS_PAGE_SIZE}", self.base),
         };
-        let page: WirePage<WireUser> = self.get_json(&url).await?;
-        Ok(UsersPage {
-            users: page.value.into_iter().map(WireUser::into_directory_user).collect(),
-            next_link: page.next_link,
-        })
+        let reply = self.get(&url).await?;
+        wire::users_page(&reply.body).map_err(|message| self.decode_failure(&operation("GET", &url), message))
     }
 
     /// The OneDrive of each user, one answer per user in the given order, looked up with `$batch`
@@ -360,11 +357,7 @@ impl GraphClient {
             .get_with(&url, &[CONSISTENCY_LEVEL_EVENTUAL])
             .await
             .map_err(|e| group_not_found(e, group_id))?;
-        let page: WirePage<WireUser> = self.decode(&reply, &operation("GET", &url))?;
-        Ok(UsersPage {
-            users: page.value.into_iter().map(WireUser::into_directory_user).collect(),
-            next_link: page.next_link,
-        })
+        wire::users_page(&reply.body).map_err(|message| self.decode_failure(&operation("GET", &url), message))
     }
 
     /// One page of a drive's delta: the start of a full walk (`$select`ed) when `link` is `None`,
@@ -389,22 +382,7 @@ impl GraphClient {
             ),
         };
         let reply = self.get_with(&url, &[("Prefer", DELTA_PREFER)]).await?;
-        let page: WireDeltaPage = self.decode(&reply, &operation("GET", &url))?;
-        let next = match (page.next_link, page.delta_link) {
-            (Some(next), _) => DeltaNext::NextLink(next),
-            (None, Some(delta)) => DeltaNext::DeltaLink(delta),
-            (None, None) => {
-                return Err(M365Error::Decode {
-                    connection: self.connection().to_owned(),
-                    operation: operation("GET", &url),
-                    message: "delta page has neither @odata.nextLink nor @odata.deltaLink".to_owned(),
-                });
-            }
-        };
-        Ok(DeltaPage {
-            items: page.value.into_iter().map(WireItem::into_delta_item).collect(),
-            next,
-        })
+        wire::delta_page(&reply.body).map_err(|message| self.decode_failure(&operation("GET", &url), message))
     }
 
     /// Sends `gets` as `$batch` envelopes of [`BATCH_MAX_REQUESTS`] (several in flight) and
@@ -472,12 +450,12 @@ impl GraphClient {
                     |r| self.verdict(r, &op, permission),
                 )
                 .await?;
-            let batch: WireBatchResponse = self.decode(&reply, &op)?;
+            let batch = wire::batch_response(&reply.body, SystemTime::now())
+                .map_err(|message| self.decode_failure(&op, message))?;
             // Answers come in any order (FACTS §10): match them by id.
-            let mut by_id: HashMap<usize, WireBatchEntry> = batch
-                .responses
+            let mut by_id: HashMap<usize, BatchAnswer> = batch
                 .into_iter()
-                .filter_map(|e| e.id.trim().parse::<usize>().ok().map(|i| (i, e)))
+                .filter_map(|e| e.id.map(|i| (i, e)))
                 .filter(|(i, _)| pending.contains(i))
                 .collect();
 
@@ -534,7 +512,7 @@ impl GraphClient {
     #[allow(clippy::too_many_arguments)]
     fn batch_entry<T, S, E>(
         &self,
-        entry: Option<WireBatchEntry>,
+        entry: Option<BatchAnswer>,
         get: &BatchGet,
         batch_op: &str,
         permission: &str,
@@ -563,7 +541,7 @@ impl GraphClient {
         if (200..300).contains(&entry.status) {
             return on_success(entry.body, &op).map(EntryOutcome::Answer);
         }
-        let after = entry.retry_after();
+        let after = entry.retry_after;
         let body = ErrorBody::parse(entry.body.to_string().as_bytes());
         let error = ServiceError::new(self.connection(), op, entry.status, &body, after, None, permission);
         if let Some(answer) = on_error(&error) {
@@ -663,10 +641,15 @@ impl GraphClient {
     }
 
     pub(crate) fn decode_error(&self, op: &str, e: &serde_json::Error) -> M365Error {
+        self.decode_failure(op, e.to_string())
+    }
+
+    /// A body that [`crate::wire`] could not read.
+    fn decode_failure(&self, op: &str, message: String) -> M365Error {
         M365Error::Decode {
             connection: self.connection().to_owned(),
             operation: op.to_owned(),
-            message: e.to_string(),
+            message,
         }
     }
 
@@ -819,313 +802,10 @@ fn resync_of(error: &M365Error) -> Option<DeltaError> {
     })
 }
 
-/// An OData collection page.
-#[derive(Deserialize)]
-struct WirePage<T> {
-    #[serde(default = "Vec::new")]
-    value: Vec<T>,
-    #[serde(rename = "@odata.nextLink", default)]
-    next_link: Option<String>,
-}
-
-/// Directory objects, deduplicated by id across pages.
-trait HasId {
-    fn id(&self) -> &str;
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireUser {
-    id: String,
-    #[serde(default)]
-    user_principal_name: Option<String>,
-    #[serde(default)]
-    display_name: Option<String>,
-    #[serde(default)]
-    mail: Option<String>,
-}
-
-impl WireUser {
-    fn into_directory_user(self) -> DirectoryUser {
-        DirectoryUser {
-            id: self.id,
-            user_principal_name: self.user_principal_name.unwrap_or_default(),
-            display_name: self.display_name,
-            mail: self.mail,
-        }
-    }
-}
-
-impl HasId for WireUser {
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireGroup {
-    id: String,
-    #[serde(default)]
-    display_name: Option<String>,
-    #[serde(default)]
-    mail: Option<String>,
-}
-
-impl HasId for WireGroup {
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireDrive {
-    id: String,
-    #[serde(default)]
-    drive_type: Option<String>,
-    #[serde(default)]
-    web_url: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireBatchResponse {
-    #[serde(default)]
-    responses: Vec<WireBatchEntry>,
-}
-
-#[derive(Deserialize)]
-struct WireBatchEntry {
-    #[serde(deserialize_with = "string_or_number")]
-    id: String,
-    status: u16,
-    #[serde(default)]
-    headers: HashMap<String, Value>,
-    #[serde(default)]
-    body: Value,
-}
-
-impl WireBatchEntry {
-    /// The entry's own `Retry-After` / `RateLimit-Reset` (FACTS §10: inner 429s carry their own).
-    fn retry_after(&self) -> Option<Duration> {
-        let mut map = reqwest::header::HeaderMap::new();
-        for (name, value) in &self.headers {
-            let text = match value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            if let (Ok(n), Ok(v)) = (
-                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-                reqwest::header::HeaderValue::from_str(&text),
-            ) {
-                map.insert(n, v);
-            }
-        }
-        crate::retry::retry_after_from_headers(&map, std::time::SystemTime::now())
-    }
-}
-
-fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::String(s) => s,
-        other => other.to_string(),
-    })
-}
-
-#[derive(Deserialize)]
-struct WireDeltaPage {
-    #[serde(default)]
-    value: Vec<WireItem>,
-    #[serde(rename = "@odata.nextLink", default)]
-    next_link: Option<String>,
-    #[serde(rename = "@odata.deltaLink", default)]
-    delta_link: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireItem {
-    id: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    size: Option<Value>,
-    #[serde(default)]
-    created_date_time: Option<String>,
-    #[serde(default)]
-    last_modified_date_time: Option<String>,
-    #[serde(rename = "eTag", default)]
-    e_tag: Option<String>,
-    #[serde(rename = "cTag", default)]
-    c_tag: Option<String>,
-    #[serde(default)]
-    created_by: Option<WireIdentitySet>,
-    #[serde(default)]
-    last_modified_by: Option<WireIdentitySet>,
-    #[serde(default)]
-    parent_reference: Option<WireParent>,
-    #[serde(default)]
-    file: Option<WireFile>,
-    #[serde(default)]
-    folder: Option<Value>,
-    #[serde(default)]
-    root: Option<Value>,
-    #[serde(default)]
-    deleted: Option<Value>,
-    #[serde(rename = "@removed", default)]
-    removed: Option<Value>,
-    #[serde(default)]
-    shared: Option<Value>,
-    #[serde(rename = "@microsoft.graph.sharedChanged", default)]
-    shared_changed: Option<Value>,
-    #[serde(rename = "sharepointIds", default)]
-    sharepoint_ids: Option<WireSharepointIds>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireSharepointIds {
-    #[serde(default)]
-    list_item_unique_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireIdentitySet {
-    #[serde(default)]
-    user: Option<WireIdentity>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireIdentity {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    display_name: Option<String>,
-    #[serde(default)]
-    email: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireParent {
-    #[serde(default)]
-    id: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireFile {
-    #[serde(default)]
-    mime_type: Option<String>,
-}
-
-impl WireItem {
-    fn into_delta_item(self) -> DeltaItem {
-        let present = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
-        let is_root = present(&self.root);
-        let user = |set: Option<WireIdentitySet>| {
-            set.and_then(|s| s.user).map(|u| UserRef {
-                id: u.id,
-                display_name: u.display_name,
-                email: u.email,
-            })
-        };
-        DeltaItem {
-            is_root,
-            is_folder: present(&self.folder) || is_root,
-            deleted: present(&self.deleted) || present(&self.removed),
-            size: self
-                .size
-                .as_ref()
-                .and_then(|s| s.as_u64().or_else(|| s.as_str().and_then(|t| t.parse().ok()))),
-            created_at: parse_time(self.created_date_time.as_deref(), &self.id),
-            modified_at: parse_time(self.last_modified_date_time.as_deref(), &self.id),
-            parent_id: self.parent_reference.and_then(|p| p.id),
-            mime_type: self.file.and_then(|f| f.mime_type),
-            created_by: user(self.created_by),
-            modified_by: user(self.last_modified_by),
-            etag: self.e_tag,
-            ctag: self.c_tag,
-            name: self.name,
-            shared_scope: self
-                .shared
-                .as_ref()
-                .and_then(|s| s.get("scope"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-            list_item_uid: self
-                .sharepoint_ids
-                .and_then(|ids| ids.list_item_unique_id)
-                .as_deref()
-                .and_then(filetrail_core::model::list_item_uid),
-            // "True" as Graph sends it; a JSON boolean would mean the same.
-            sharing_changed: match &self.shared_changed {
-                Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-                Some(Value::Bool(b)) => *b,
-                _ => false,
-            },
-            id: self.id,
-        }
-    }
-}
-
-/// Parses a Graph timestamp; a malformed one is logged and dropped rather than failing the page.
-fn parse_time(raw: Option<&str>, item_id: &str) -> Option<DateTime<Utc>> {
-    let raw = raw?;
-    match DateTime::parse_from_rfc3339(raw) {
-        Ok(t) => Some(t.with_timezone(&Utc)),
-        Err(e) => {
-            tracing::warn!(item_id, value = raw, error = %e, "unreadable timestamp in delta item");
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn delta_sample_pages_parse_into_items_and_links() {
-        let first: WireDeltaPage =
-            serde_json::from_str(include_str!("../tests/fixtures/graph-drive-delta-page-first.json")).unwrap();
-        assert!(first.next_link.is_some() && first.delta_link.is_none());
-        let items: Vec<_> = first.value.into_iter().map(WireItem::into_delta_item).collect();
-        assert_eq!(items.len(), 3);
-        assert!(items[0].is_folder && !items[0].deleted);
-        assert!(!items[1].is_folder && !items[1].deleted);
-        assert!(items[2].deleted);
-        let last: WireDeltaPage =
-            serde_json::from_str(include_str!("../tests/fixtures/graph-drive-delta-page-last.json")).unwrap();
-        assert!(last.delta_link.is_some());
-    }
-
-    #[test]
-    fn delta_item_maps_root_parent_creator_and_mime_type() {
-        let item: WireItem = serde_json::from_value(json!({
-            "id": "01A", "name": "report.docx", "size": 1234,
-            "createdDateTime": "2024-01-02T03:04:05Z", "lastModifiedDateTime": "not a date",
-            "eTag": "\"{E},2\"", "cTag": "\"c:{E},3\"",
-            "createdBy": {"user": {"id": "u1", "displayName": "Ada", "email": "ada@contoso.com"}},
-            "parentReference": {"driveId": "b!x", "id": "01P"},
-            "file": {"mimeType": "application/vnd.openxmlformats-officedocument.wordprocessingml.document"}
-        }))
-        .unwrap();
-        let d = item.into_delta_item();
-        assert_eq!(d.parent_id.as_deref(), Some("01P"));
-        assert_eq!(d.size, Some(1234));
-        assert!(!d.is_root && !d.is_folder && !d.deleted);
-        assert_eq!(d.created_by.unwrap().email.as_deref(), Some("ada@contoso.com"));
-        assert!(d.created_at.is_some());
-        assert!(d.modified_at.is_none(), "a malformed date is dropped, not fatal");
-        assert!(d.mime_type.unwrap().contains("wordprocessingml"));
-        let root: WireItem =
-            serde_json::from_value(json!({"id": "R", "root": {}, "folder": {"childCount": 3}})).unwrap();
-        let root = root.into_delta_item();
-        assert!(root.is_root && root.is_folder);
-    }
 
     #[test]
     fn mysite_and_404_shapes_mean_no_drive_but_403_does_not() {
@@ -1179,16 +859,6 @@ mod tests {
             "x",
         );
         assert!(no_drive_reason(&bad).is_none());
-    }
-
-    #[test]
-    fn batch_entry_retry_after_is_read_from_inner_headers() {
-        let entry: WireBatchEntry = serde_json::from_value(json!({
-            "id": 3, "status": 429, "headers": {"Retry-After": "2.5"}, "body": {"error": {"code": "TooManyRequests"}}
-        }))
-        .unwrap();
-        assert_eq!(entry.id, "3");
-        assert_eq!(entry.retry_after(), Some(Duration::from_millis(2500)));
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod ports;
 pub mod probe;
 pub mod retry;
 pub mod token;
+pub mod wire;
 
 pub use activity::{ActivityClient, ContentBlob, ContentPage, Subscription, SubscriptionOutcome};
 pub use cloud::{CLOUD_PRESETS, Cloud};
