@@ -23,10 +23,15 @@ pub const ACTIVITY_QUEUE_URL_VAR: &str = "FILETRAIL_ACTIVITY_QUEUE_URL";
 pub const HASH_QUEUE_URL_VAR: &str = "FILETRAIL_HASH_QUEUE_URL";
 /// Name of the S3 bucket (scoping uploads, quarantined audit records, exports).
 pub const BUCKET_VAR: &str = "FILETRAIL_BUCKET";
-/// Prefix of the Secrets Manager names filetrail creates.
+/// Prefix of the Secrets Manager names filetrail creates: secret names are
+/// `{prefix}{connection}/app`. The template sets `filetrail/{stack name}/` (stack output
+/// `SecretPrefix`), and its functions may read only secrets under it, so two deployments in one
+/// account cannot read each other's credentials.
 pub const SECRET_PREFIX_VAR: &str = "FILETRAIL_SECRET_PREFIX";
-/// Secret names are `{prefix}{connection}/app`; the template's IAM policies grant `filetrail/*`.
-pub const DEFAULT_SECRET_PREFIX: &str = "filetrail/";
+/// The customer-managed KMS key new connection secrets are encrypted with (stack output
+/// `CustomerKey`, present when the stack was deployed with `KmsKeyArn`); absent: Secrets
+/// Manager's AWS-managed key.
+pub const KMS_KEY_VAR: &str = "FILETRAIL_KMS_KEY_ID";
 
 /// A setting that is missing or unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +60,7 @@ pub enum Resource {
     EventsTable,
     ActivityQueue,
     HashQueue,
+    SecretPrefix,
 }
 
 impl Resource {
@@ -69,6 +75,7 @@ impl Resource {
             Self::EventsTable => EVENTS_TABLE_VAR,
             Self::ActivityQueue => ACTIVITY_QUEUE_URL_VAR,
             Self::HashQueue => HASH_QUEUE_URL_VAR,
+            Self::SecretPrefix => SECRET_PREFIX_VAR,
         }
     }
 
@@ -82,6 +89,9 @@ impl Resource {
             Self::EventsTable => "the name of the events DynamoDB table",
             Self::ActivityQueue => "the URL of the activity (content blobs) SQS queue",
             Self::HashQueue => "the URL of the hash SQS queue",
+            Self::SecretPrefix => {
+                "the stack output SecretPrefix (filetrail/STACK-NAME/), under which connection secrets live"
+            }
         }
     }
 }
@@ -98,8 +108,9 @@ pub struct AwsResources {
     pub events_table: Option<String>,
     pub activity_queue_url: Option<String>,
     pub hash_queue_url: Option<String>,
-    /// Always set: [`DEFAULT_SECRET_PREFIX`] unless overridden.
-    pub secret_prefix: String,
+    pub secret_prefix: Option<String>,
+    /// The key new secrets are encrypted with ([`KMS_KEY_VAR`]); `None`: the AWS-managed key.
+    pub kms_key_id: Option<String>,
 }
 
 impl AwsResources {
@@ -135,13 +146,13 @@ impl AwsResources {
                 _ => Ok(url),
             }
         };
-        let secret_prefix = match env.get(SECRET_PREFIX_VAR) {
-            None => DEFAULT_SECRET_PREFIX.to_owned(),
-            Some(p) if p.chars().all(is_secret_name_char) => p.clone(),
+        let secret_prefix = match read(SECRET_PREFIX_VAR)? {
+            None => None,
+            Some(p) if p.chars().all(is_secret_name_char) => Some(p),
             Some(p) => {
                 return Err(ConfigError::Invalid {
                     var: SECRET_PREFIX_VAR,
-                    value: p.clone(),
+                    value: p,
                     expected: "letters, digits and /_+=.@- only (Secrets Manager name characters)",
                 });
             }
@@ -156,6 +167,7 @@ impl AwsResources {
             activity_queue_url: queue(ACTIVITY_QUEUE_URL_VAR)?,
             hash_queue_url: queue(HASH_QUEUE_URL_VAR)?,
             secret_prefix,
+            kms_key_id: read(KMS_KEY_VAR)?,
         })
     }
 
@@ -175,6 +187,7 @@ impl AwsResources {
             Resource::EventsTable => &self.events_table,
             Resource::ActivityQueue => &self.activity_queue_url,
             Resource::HashQueue => &self.hash_queue_url,
+            Resource::SecretPrefix => &self.secret_prefix,
         };
         value.as_deref().ok_or(ConfigError::Missing {
             var: resource.var(),
@@ -213,6 +226,10 @@ impl AwsResources {
     pub fn require_hash_queue_url(&self) -> Result<&str, ConfigError> {
         self.get(Resource::HashQueue)
     }
+
+    pub fn require_secret_prefix(&self) -> Result<&str, ConfigError> {
+        self.get(Resource::SecretPrefix)
+    }
 }
 
 /// Characters Secrets Manager allows in a secret name (CreateSecret, `Name`).
@@ -230,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_every_setting_and_defaults_the_secret_prefix() {
+    fn reads_every_setting() {
         let r = AwsResources::from_env_map(&env(&[
             (STATE_TABLE_VAR, "ft-state"),
             (INVENTORY_TABLE_VAR, "ft-inventory"),
@@ -243,15 +260,32 @@ mod tests {
             (EVENTS_TABLE_VAR, "ft-events"),
             (ACTIVITY_QUEUE_URL_VAR, "http://127.0.0.1:5000/123456789012/activity"),
             (HASH_QUEUE_URL_VAR, "http://127.0.0.1:5000/123456789012/hash"),
+            (SECRET_PREFIX_VAR, "filetrail/prod/"),
+            (KMS_KEY_VAR, "arn:aws:kms:us-east-1:123456789012:key/k"),
         ]))
         .unwrap();
         assert_eq!(r.require_state_table(), Ok("ft-state"));
         assert_eq!(r.require_inventory_table(), Ok("ft-inventory"));
         assert_eq!(r.require_bucket(), Ok("ft-bucket"));
-        assert_eq!(r.secret_prefix, "filetrail/");
+        assert_eq!(r.require_secret_prefix(), Ok("filetrail/prod/"));
+        assert_eq!(
+            r.kms_key_id.as_deref(),
+            Some("arn:aws:kms:us-east-1:123456789012:key/k")
+        );
         assert!(r.require(&[Resource::DiscoverQueue, Resource::IndexQueue]).is_ok());
         assert_eq!(r.require_events_table(), Ok("ft-events"));
         assert!(r.require(&[Resource::ActivityQueue, Resource::HashQueue]).is_ok());
+    }
+
+    #[test]
+    fn without_a_secret_prefix_secrets_are_refused_rather_than_put_where_no_function_reads() {
+        let r = AwsResources::from_env_map(&env(&[(STATE_TABLE_VAR, "ft-state")])).unwrap();
+        let err = r.require_secret_prefix().unwrap_err();
+        assert!(
+            err.to_string().contains("FILETRAIL_SECRET_PREFIX") && err.to_string().contains("SecretPrefix"),
+            "{err}"
+        );
+        assert_eq!(r.kms_key_id, None);
     }
 
     #[test]

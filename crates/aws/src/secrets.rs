@@ -49,16 +49,26 @@ pub struct AppSecret {
 pub struct SecretsStore {
     client: Client,
     prefix: String,
+    kms_key_id: Option<String>,
 }
 
 impl SecretsStore {
-    /// Secrets are named `{prefix}{connection}/app` (`prefix` from `FILETRAIL_SECRET_PREFIX`,
-    /// default `filetrail/`). Makes no request.
+    /// Secrets are named `{prefix}{connection}/app` (`prefix` from `FILETRAIL_SECRET_PREFIX`:
+    /// `filetrail/{stack name}/` in a deployment). Makes no request.
     pub fn new(client: Client, prefix: impl Into<String>) -> Self {
         Self {
             client,
             prefix: prefix.into(),
+            kms_key_id: None,
         }
+    }
+
+    /// New secrets are encrypted with this customer-managed key (`FILETRAIL_KMS_KEY_ID`) instead
+    /// of Secrets Manager's AWS-managed key; `None` keeps the latter.
+    #[must_use]
+    pub fn with_kms_key(mut self, kms_key_id: Option<String>) -> Self {
+        self.kms_key_id = kms_key_id;
+        self
     }
 
     /// The name of a connection's app secret.
@@ -81,22 +91,13 @@ impl SecretsStore {
     /// [`Connection::secret_id`]: filetrail_core::model::Connection::secret_id
     pub async fn put_app_secret(&self, connection: &str, secret: &AppSecret) -> Result<String, AwsError> {
         let name = self.app_secret_name(connection);
-        if secret.client_secret.expose().trim().is_empty() {
-            return Err(AwsError::BadSecret {
-                secret_id: name,
-                detail: "the client secret is empty".into(),
-                fix: "pass the app registration's client secret value (not its id)".into(),
-            });
-        }
-        let body = serde_json::to_string(secret).map_err(|e| AwsError::Encode {
-            what: "app secret",
-            detail: e.to_string(),
-        })?;
+        let body = Self::body(&name, secret)?;
         let created = self
             .client
             .create_secret()
             .name(&name)
             .description(format!("filetrail app credential of connection {connection}"))
+            .set_kms_key_id(self.kms_key_id.clone())
             .secret_string(body.clone())
             .send()
             .await;
@@ -118,6 +119,39 @@ impl SecretsStore {
             }
             Err(e) => Err(from_sdk("CreateSecret", Self::target(&name), e)),
         }
+    }
+
+    /// Stores `secret` as the new current version of the existing secret `secret_id` (a
+    /// connection's [`Connection::secret_id`], wherever it was created): a rotation. Fails with
+    /// [`AwsError::BadSecret`] for an empty client secret, and when the secret does not exist.
+    ///
+    /// [`Connection::secret_id`]: filetrail_core::model::Connection::secret_id
+    pub async fn rotate_app_secret(&self, secret_id: &str, secret: &AppSecret) -> Result<(), AwsError> {
+        let body = Self::body(secret_id, secret)?;
+        self.client
+            .put_secret_value()
+            .secret_id(secret_id)
+            .secret_string(body)
+            .send()
+            .await
+            .map_err(|e| from_sdk("PutSecretValue", Self::target(secret_id), e))?;
+        tracing::info!(secret_id, "stored a new version of the app secret");
+        Ok(())
+    }
+
+    /// The stored form of `secret`; an empty client secret is refused.
+    fn body(secret_id: &str, secret: &AppSecret) -> Result<String, AwsError> {
+        if secret.client_secret.expose().trim().is_empty() {
+            return Err(AwsError::BadSecret {
+                secret_id: secret_id.to_owned(),
+                detail: "the client secret is empty".into(),
+                fix: "pass the app registration's client secret value (not its id)".into(),
+            });
+        }
+        serde_json::to_string(secret).map_err(|e| AwsError::Encode {
+            what: "app secret",
+            detail: e.to_string(),
+        })
     }
 
     /// Reads an app secret by name or ARN. Fails (terminal) when it does not exist or does not

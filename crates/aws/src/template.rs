@@ -19,6 +19,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+mod conditions;
+
 /// `AWS::Serverless::Function` `Timeout` when neither the function nor Globals set one
 /// (SAM specification: "Default: 3").
 pub const DEFAULT_FUNCTION_TIMEOUT_SECS: u32 = 3;
@@ -526,13 +528,31 @@ impl Template {
         })
     }
 
-    /// Models a template given as YAML text.
+    /// Models a template given as YAML text, as deployed with every parameter at its default.
     pub fn from_yaml_str(text: &str) -> Result<Template, TemplateError> {
+        Self::from_yaml_str_with(text, &BTreeMap::new())
+    }
+
+    /// Models a template given as YAML text, as deployed with `values` for the parameters they
+    /// name and the defaults for the others: conditions are evaluated and `Fn::If` resolved with
+    /// them, and `!Ref Parameter` yields them.
+    pub fn from_yaml_str_with(text: &str, values: &BTreeMap<String, String>) -> Result<Template, TemplateError> {
         let doc: Value = serde_yaml::from_str(text).map_err(|source| TemplateError::Yaml {
             path: PathBuf::from("<string>"),
             source,
         })?;
-        Parser::parse(&doc)
+        Parser::parse(&doc, values)
+    }
+
+    /// The template text as deployed with `values` (see [`Self::from_yaml_str_with`]): every
+    /// condition applied, for checks of what the model leaves out (encryption, IAM).
+    pub fn deployed_yaml(text: &str, values: &BTreeMap<String, String>) -> Result<Value, TemplateError> {
+        let doc: Value = serde_yaml::from_str(text).map_err(|source| TemplateError::Yaml {
+            path: PathBuf::from("<string>"),
+            source,
+        })?;
+        let params = Parser::parameters(&doc, values)?;
+        conditions::resolve(&doc, &parameter_values(&params))
     }
 
     /// The function with this logical id.
@@ -542,10 +562,7 @@ impl Template {
 
     /// Parameter defaults, as `!Ref` would yield them.
     pub fn parameter_defaults(&self) -> BTreeMap<String, String> {
-        self.parameters
-            .values()
-            .filter_map(|p| p.default.clone().map(|d| (p.name.clone(), d)))
-            .collect()
+        parameter_values(&self.parameters)
     }
 
     /// Queues in an order where every dead-letter queue comes before the queues that redrive to
@@ -592,13 +609,24 @@ struct Parser<'a> {
     doc: &'a Value,
 }
 
+/// Each parameter's value as `!Ref` yields it (its default, or the value given).
+fn parameter_values(params: &BTreeMap<String, Parameter>) -> BTreeMap<String, String> {
+    params
+        .values()
+        .filter_map(|p| p.default.clone().map(|d| (p.name.clone(), d)))
+        .collect()
+}
+
 impl<'a> Parser<'a> {
-    fn parse(doc: &'a Value) -> Result<Template, TemplateError> {
-        let mut parser = Parser {
-            params: BTreeMap::new(),
-            doc,
-        };
-        parser.parse_parameters()?;
+    fn parse(doc: &Value, values: &BTreeMap<String, String>) -> Result<Template, TemplateError> {
+        let params = Parser::parameters(doc, values)?;
+        let resolved = conditions::resolve(doc, &parameter_values(&params))?;
+        Parser { params, doc: &resolved }.model()
+    }
+
+    fn model(self) -> Result<Template, TemplateError> {
+        let parser = &self;
+        let doc = self.doc;
         let resources = doc
             .get("Resources")
             .and_then(Value::as_mapping)
@@ -643,14 +671,38 @@ impl<'a> Parser<'a> {
                 _ => {}
             }
         }
-        template.parameters = parser.params;
+        template.parameters = self.params;
         Ok(template)
     }
 
-    fn parse_parameters(&mut self) -> Result<(), TemplateError> {
-        let Some(params) = self.doc.get("Parameters").and_then(Value::as_mapping) else {
-            return Ok(());
-        };
+    /// The template's parameters, with `values` replacing the defaults of those they name.
+    fn parameters(
+        doc: &Value,
+        values: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, Parameter>, TemplateError> {
+        let mut out = BTreeMap::new();
+        if let Some(params) = doc.get("Parameters").and_then(Value::as_mapping) {
+            Self::parse_parameters(params, &mut out)?;
+        }
+        for (name, value) in values {
+            let param = out
+                .get_mut(name)
+                .ok_or_else(|| invalid(format!("Parameters.{name}"), "no such parameter in the template"))?;
+            if !param.allowed_values.is_empty() && !param.allowed_values.contains(value) {
+                return Err(invalid(
+                    format!("Parameters.{name}"),
+                    format!("`{value}` is not one of {}", param.allowed_values.join(", ")),
+                ));
+            }
+            param.default = Some(value.clone());
+        }
+        Ok(out)
+    }
+
+    fn parse_parameters(
+        params: &serde_yaml::Mapping,
+        out: &mut BTreeMap<String, Parameter>,
+    ) -> Result<(), TemplateError> {
         for (name, spec) in params {
             let name = name
                 .as_str()
@@ -665,7 +717,7 @@ impl<'a> Parser<'a> {
                 .map(|vs| vs.iter().map(|v| scalar_string(v, &at)).collect::<Result<Vec<_>, _>>())
                 .transpose()?
                 .unwrap_or_default();
-            self.params.insert(
+            out.insert(
                 name.clone(),
                 Parameter {
                     name,
@@ -1120,6 +1172,151 @@ mod tests {
         match Template::from_path(path) {
             Ok(t) => t,
             Err(e) => panic!("template.yaml must parse: {e}"),
+        }
+    }
+
+    const KEY: &str = "arn:aws:kms:eu-west-1:111122223333:key/0b7e1c9a-5d1f-4c43-9a57-3c1a2f0d9e11";
+
+    fn deployed(values: &[(&str, &str)]) -> Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let values = values.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Template::deployed_yaml(&text, &values).unwrap()
+    }
+
+    fn resources_of<'v>(doc: &'v Value, kind: &str) -> Vec<(&'v str, &'v Value)> {
+        doc["Resources"]
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+            .map(|(id, r)| (id.as_str().unwrap(), &r["Properties"]))
+            .collect()
+    }
+
+    fn is_key_ref(value: &Value) -> bool {
+        Expr::parse(value, "x").ok() == Some(Expr::Ref("KmsKeyArn".into()))
+    }
+
+    /// Every statement of a function's inline policies.
+    fn statements(props: &Value) -> Vec<&Value> {
+        props["Policies"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["Statement"].as_sequence().unwrap().iter())
+            .collect()
+    }
+
+    #[test]
+    fn a_customer_key_encrypts_every_table_queue_bucket_and_topic_and_every_function_may_use_it() {
+        let doc = deployed(&[("KmsKeyArn", KEY)]);
+        for (id, props) in resources_of(&doc, "AWS::DynamoDB::Table") {
+            let sse = &props["SSESpecification"];
+            assert_eq!(sse["SSEType"].as_str(), Some("KMS"), "{id}");
+            assert!(is_key_ref(&sse["KMSMasterKeyId"]), "{id}");
+        }
+        let queues = resources_of(&doc, "AWS::SQS::Queue");
+        assert!(queues.len() >= 10);
+        for (id, props) in queues {
+            assert!(is_key_ref(&props["KmsMasterKeyId"]), "{id}");
+            assert_eq!(
+                props.get("SqsManagedSseEnabled"),
+                None,
+                "{id}: one encryption setting only"
+            );
+        }
+        for (id, props) in resources_of(&doc, "AWS::S3::Bucket") {
+            let rule = &props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+            assert_eq!(
+                rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"].as_str(),
+                Some("aws:kms"),
+                "{id}"
+            );
+            assert!(
+                is_key_ref(&rule["ServerSideEncryptionByDefault"]["KMSMasterKeyID"]),
+                "{id}"
+            );
+        }
+        for (id, props) in resources_of(&doc, "AWS::SNS::Topic") {
+            assert!(is_key_ref(&props["KmsMasterKeyId"]), "{id}");
+        }
+        let functions = resources_of(&doc, "AWS::Serverless::Function");
+        assert_eq!(functions.len(), 7);
+        for (id, props) in functions {
+            let key = statements(props)
+                .into_iter()
+                .find(|s| is_key_ref(&s["Resource"]))
+                .unwrap_or_else(|| panic!("{id} cannot use the key"));
+            let actions: Vec<&str> = key["Action"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(actions, ["kms:Decrypt", "kms:GenerateDataKey"], "{id}");
+            assert!(
+                key["Condition"]["StringEquals"]["kms:ViaService"].is_sequence(),
+                "{id}: only through services"
+            );
+        }
+        assert!(doc["Outputs"].get("CustomerKey").is_some());
+    }
+
+    #[test]
+    fn without_a_customer_key_nothing_names_one_and_alarms_can_reach_their_topic() {
+        let doc = deployed(&[]);
+        let text = serde_yaml::to_string(&doc["Resources"]).unwrap();
+        assert!(
+            !text.contains("!Ref KmsKeyArn"),
+            "no resource refers to the empty key parameter"
+        );
+        for (id, props) in resources_of(&doc, "AWS::SNS::Topic") {
+            // CloudWatch cannot publish to a topic under the AWS-managed key alias/aws/sns.
+            assert_eq!(props.get("KmsMasterKeyId"), None, "{id}");
+        }
+        for (id, props) in resources_of(&doc, "AWS::SQS::Queue") {
+            assert_eq!(props["SqsManagedSseEnabled"], Value::Bool(true), "{id}");
+        }
+        let bucket = &resources_of(&doc, "AWS::S3::Bucket")[0].1["BucketEncryption"];
+        assert_eq!(
+            bucket["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"].as_str(),
+            Some("AES256")
+        );
+        assert!(doc["Outputs"].get("CustomerKey").is_none());
+    }
+
+    #[test]
+    fn functions_read_only_their_own_stack_s_secrets() {
+        let doc = deployed(&[]);
+        let scoped = Expr::Sub {
+            template: "filetrail/${AWS::StackName}/".into(),
+            variables: BTreeMap::new(),
+        };
+        for (id, props) in resources_of(&doc, "AWS::Serverless::Function") {
+            let reads_secrets: Vec<&Value> = statements(props)
+                .into_iter()
+                .filter(|s| s["Action"].as_str() == Some("secretsmanager:GetSecretValue"))
+                .collect();
+            let env = &props["Environment"]["Variables"];
+            match reads_secrets.as_slice() {
+                [] => assert!(env.get("FILETRAIL_SECRET_PREFIX").is_none(), "{id}"),
+                [statement] => {
+                    let Ok(Expr::Sub { template, .. }) = Expr::parse(&statement["Resource"], "x") else {
+                        panic!("{id}: the secret resource is a !Sub ARN");
+                    };
+                    assert!(
+                        template.ends_with(":secret:filetrail/${AWS::StackName}/*"),
+                        "{id} may read {template}"
+                    );
+                    assert_eq!(
+                        Expr::parse(&env["FILETRAIL_SECRET_PREFIX"], "x").ok(),
+                        Some(scoped.clone()),
+                        "{id}"
+                    );
+                }
+                more => panic!("{id} has {} secret statements", more.len()),
+            }
         }
     }
 

@@ -535,44 +535,26 @@ async fn provisioning_twice_keeps_the_same_resources() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What each function's code requires from `filetrail_aws::config` at cold start, and whether
-/// it reads Microsoft credentials from Secrets Manager.
-fn required_by(function: &str) -> anyhow::Result<(&'static [Resource], bool)> {
+/// What each function's code requires from `filetrail_aws::config` at cold start
+/// ([`Resource::SecretPrefix`]: it reads Microsoft credentials from Secrets Manager).
+fn required_by(function: &str) -> anyhow::Result<&'static [Resource]> {
+    use Resource::*;
     Ok(match function {
-        "DiscoverFunction" => (
-            &[Resource::StateTable, Resource::DiscoverQueue, Resource::IndexQueue],
-            true,
-        ),
-        "IndexDriveFunction" => (
-            &[Resource::StateTable, Resource::InventoryTable, Resource::IndexQueue],
-            true,
-        ),
-        "ApplyScopeFunction" => (
-            &[Resource::StateTable, Resource::DiscoverQueue, Resource::Bucket],
-            false,
-        ),
-        "PollActivityFunction" => (&[Resource::StateTable, Resource::ActivityQueue], true),
-        "IngestActivityFunction" => (
-            &[
-                Resource::StateTable,
-                Resource::EventsTable,
-                Resource::InventoryTable,
-                Resource::Bucket,
-                Resource::HashQueue,
-                Resource::IndexQueue,
-            ],
-            true,
-        ),
-        "HashFileFunction" => (
-            &[
-                Resource::StateTable,
-                Resource::EventsTable,
-                Resource::InventoryTable,
-                Resource::HashQueue,
-            ],
-            true,
-        ),
-        "ExportFunction" => (&[Resource::StateTable, Resource::EventsTable, Resource::Bucket], false),
+        "DiscoverFunction" => &[StateTable, DiscoverQueue, IndexQueue, SecretPrefix],
+        "IndexDriveFunction" => &[StateTable, InventoryTable, IndexQueue, SecretPrefix],
+        "ApplyScopeFunction" => &[StateTable, DiscoverQueue, Bucket],
+        "PollActivityFunction" => &[StateTable, ActivityQueue, SecretPrefix],
+        "IngestActivityFunction" => &[
+            StateTable,
+            EventsTable,
+            InventoryTable,
+            Bucket,
+            HashQueue,
+            IndexQueue,
+            SecretPrefix,
+        ],
+        "HashFileFunction" => &[StateTable, EventsTable, InventoryTable, HashQueue, SecretPrefix],
+        "ExportFunction" => &[StateTable, EventsTable, Bucket],
         other => bail!("template function {other} has no entry in required_by: add what its code reads"),
     })
 }
@@ -593,10 +575,10 @@ async fn every_function_env_resolves_to_provisioned_resources_its_config_accepts
         for (var, value) in &env {
             assert!(!value.is_empty(), "{id}: {var} resolved to an empty string");
         }
-        let (needed, reads_secrets) = required_by(id)?;
+        let needed = required_by(id)?;
         assert_eq!(
             env.contains_key(SECRET_PREFIX_VAR),
-            reads_secrets,
+            needed.contains(&Resource::SecretPrefix),
             "{id}: {SECRET_PREFIX_VAR} is set exactly when the function reads Microsoft credentials"
         );
         assert!(env.contains_key("RUST_LOG"), "{id}: RUST_LOG (Globals) is not set");
@@ -630,6 +612,10 @@ async fn every_function_env_resolves_to_provisioned_resources_its_config_accepts
                         .send()
                         .await
                         .with_context(|| format!("{id}: bucket {value}"))?;
+                }
+                Resource::SecretPrefix => {
+                    let scoped = format!("filetrail/{}/", provisioned.stack_name);
+                    assert_eq!(value, scoped, "{id}: secrets are scoped by stack");
                 }
             }
         }

@@ -439,13 +439,14 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let aws = Aws::from_env().await?;
             let state = aws.state()?;
-            if state.connection(&connection).await?.is_none() {
+            let Some(stored) = state.connection(&connection).await? else {
                 bail!("no connection named {connection:?}; `filetrail status` lists them all");
-            }
+            };
             let secret = read_secret(secret_file.as_deref())?;
-            aws.secrets()
-                .put_app_secret(
-                    &connection,
+            // A new version of the secret the connection reads, wherever it was created.
+            aws.secrets()?
+                .rotate_app_secret(
+                    &stored.secret_id,
                     &AppSecret {
                         client_secret: Secret::new(secret),
                     },
@@ -633,7 +634,7 @@ async fn revoke_command(
     let aws = Aws::from_env().await?;
     let clients = filetrail_runtime::ConnectionClients::new(
         filetrail_m365::http_client(filetrail_m365::HttpTimeouts::default())?,
-        aws.secrets(),
+        aws.secrets()?,
         filetrail_m365::RetryPolicy::default(),
         std::time::Duration::from_secs(300),
     );
@@ -846,11 +847,12 @@ impl Aws {
         ))
     }
 
-    fn secrets(&self) -> SecretsStore {
-        SecretsStore::new(
+    fn secrets(&self) -> anyhow::Result<SecretsStore> {
+        Ok(SecretsStore::new(
             aws_sdk_secretsmanager::Client::new(&self.sdk),
-            self.resources.secret_prefix.clone(),
+            self.resources.require_secret_prefix()?,
         )
+        .with_kms_key(self.resources.kms_key_id.clone()))
     }
 }
 
@@ -904,7 +906,7 @@ async fn connection_add(args: AddArgs) -> anyhow::Result<()> {
         }
     }
     let secret_id = aws
-        .secrets()
+        .secrets()?
         .put_app_secret(
             &new.id,
             &AppSecret {

@@ -63,7 +63,7 @@ impl ConnectionClients {
         let http = http_client(HttpTimeouts::default()).context("building the HTTP client")?;
         let secrets = SecretsStore::new(
             aws_sdk_secretsmanager::Client::new(sdk),
-            resources.secret_prefix.clone(),
+            resources.require_secret_prefix()?,
         );
         Ok(Self::new(
             http,

@@ -62,3 +62,51 @@ async fn a_secret_that_is_not_a_client_secret_document_fails_without_showing_its
     assert!(text.contains(&name) && !text.contains("plain-text-Value123"), "{text}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_customer_key_encrypts_new_secrets_and_a_rotation_keeps_the_connection_s_secret() -> anyhow::Result<()> {
+    let aws = aws().await?;
+    let key = "arn:aws:kms:us-east-1:123456789012:key/0b7e1c9a-5d1f-4c43-9a57-3c1a2f0d9e11";
+    let old_prefix = format!("{}/", unique("filetrail"));
+    let store = SecretsStore::new(aws.secrets.clone(), old_prefix.clone()).with_kms_key(Some(key.to_owned()));
+    let id = store
+        .put_app_secret(
+            "contoso",
+            &AppSecret {
+                client_secret: Secret::new("first~Value"),
+            },
+        )
+        .await?;
+    let described = aws.secrets.describe_secret().secret_id(&id).send().await?;
+    assert_eq!(
+        described.kms_key_id(),
+        Some(key),
+        "the secret is under the customer key"
+    );
+
+    // A store of another prefix (a later template) rotates the secret the connection reads.
+    let later = SecretsStore::new(aws.secrets.clone(), format!("{}/", unique("filetrail")));
+    later
+        .rotate_app_secret(
+            &id,
+            &AppSecret {
+                client_secret: Secret::new("second~Value"),
+            },
+        )
+        .await?;
+    assert_eq!(later.get_app_secret(&id).await?.client_secret.expose(), "second~Value");
+    let ghost = format!("{old_prefix}ghost/app");
+    let err = failure(
+        later
+            .rotate_app_secret(
+                &ghost,
+                &AppSecret {
+                    client_secret: Secret::new("x~Value"),
+                },
+            )
+            .await,
+        "rotating a secret that does not exist",
+    )?;
+    assert!(err.to_string().contains(&ghost), "{err}");
+    Ok(())
+}
