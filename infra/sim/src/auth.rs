@@ -171,6 +171,24 @@ pub(crate) struct TokenAuthority {
     /// Application roles Management API tokens issued from now on carry (`ActivityFeed.Read` is
     /// toggled by `crate::activity` too); none means no `roles` claim (FACTS.md §1).
     manage_roles: RwLock<Vec<String>>,
+    /// Further app registrations of the tenant (a separate write-mode app, say), each with its
+    /// own secret and Graph roles; they hold no Management API role.
+    other_apps: RwLock<Vec<OtherApp>>,
+}
+
+/// An app registration besides the main one.
+#[derive(Debug, Clone)]
+struct OtherApp {
+    client_id: String,
+    client_secret: String,
+    graph_roles: Vec<String>,
+}
+
+/// Which registered app a token request authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ClientApp {
+    Main,
+    Other(String),
 }
 
 fn now_ms() -> u64 {
@@ -202,7 +220,36 @@ impl TokenAuthority {
             domain,
             graph_roles: RwLock::new(owned(Resource::Graph.default_roles())),
             manage_roles: RwLock::new(owned(Resource::Manage.default_roles())),
+            other_apps: RwLock::new(Vec::new()),
         }
+    }
+
+    /// Registers (or replaces) another app of the tenant, consented to `graph_roles`.
+    pub(crate) fn register_app(&self, client_id: &str, client_secret: &str, graph_roles: &[String]) {
+        let mut apps = self
+            .other_apps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        apps.retain(|a| !a.client_id.eq_ignore_ascii_case(client_id));
+        apps.push(OtherApp {
+            client_id: client_id.to_owned(),
+            client_secret: client_secret.to_owned(),
+            graph_roles: graph_roles.to_vec(),
+        });
+    }
+
+    /// The secret of the app `client_id`, and which app it is; `None` for an unknown app.
+    fn registration(&self, client_id: &str) -> Option<(ClientApp, String)> {
+        if client_id.eq_ignore_ascii_case(&self.client_id) {
+            return Some((ClientApp::Main, self.client_secret.clone()));
+        }
+        let apps = self
+            .other_apps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        apps.iter()
+            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+            .map(|a| (ClientApp::Other(a.client_id.clone()), a.client_secret.clone()))
     }
 
     fn roles_lock(&self, resource: Resource) -> &RwLock<Vec<String>> {
@@ -266,8 +313,38 @@ impl TokenAuthority {
         URL_SAFE_NO_PAD.encode(sig)
     }
 
-    /// Issues a token for `resource`; returns it with its absolute expiry (Unix seconds).
+    /// Issues a token of the main app for `resource`; returns it with its absolute expiry (Unix
+    /// seconds).
+    #[cfg(test)]
     pub(crate) fn issue(&self, resource: Resource) -> (String, u64) {
+        self.issue_to(&ClientApp::Main, resource)
+    }
+
+    /// Issues a token of `app` for `resource`, carrying that app's id and roles.
+    pub(crate) fn issue_to(&self, app: &ClientApp, resource: Resource) -> (String, u64) {
+        let (appid, roles, principal) = match app {
+            ClientApp::Main => (
+                self.client_id.clone(),
+                self.roles(resource),
+                self.service_principal_id.clone(),
+            ),
+            ClientApp::Other(id) => {
+                let apps = self
+                    .other_apps
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let roles = match resource {
+                    Resource::Graph => apps
+                        .iter()
+                        .find(|a| &a.client_id == id)
+                        .map(|a| a.graph_roles.clone())
+                        .unwrap_or_default(),
+                    Resource::Manage => Vec::new(),
+                };
+                let h = siphash24(self.k0, self.k1, id.as_bytes());
+                (id.clone(), roles, guid(h, !h))
+            }
+        };
         let now = now_ms();
         let exp_ms = now + self.lifetime.as_millis() as u64;
         let iat = now / 1000;
@@ -279,13 +356,13 @@ impl TokenAuthority {
             "nbf": iat,
             "exp": exp_ms.div_ceil(1000),
             "app_displayname": "filetrail",
-            "appid": self.client_id,
+            "appid": appid,
             "appidacr": "1",
             "idp": format!("https://sts.windows.net/{}/", self.tenant_id),
             "idtyp": "app",
-            "oid": self.service_principal_id,
-            "roles": self.roles(resource),
-            "sub": self.service_principal_id,
+            "oid": principal,
+            "roles": roles,
+            "sub": principal,
             "tid": self.tenant_id,
             "uti": URL_SAFE_NO_PAD.encode(self.nonce.fetch_add(1, Ordering::Relaxed).to_le_bytes()),
             "ver": "1.0",
@@ -573,8 +650,9 @@ fn check_tenant(auth: &TokenAuthority, tenant: &str) -> Result<(), EntraError> {
     Ok(())
 }
 
-/// Checks tenant, grant type and client credentials — common to v1 and v2.
-fn authenticate_client(auth: &TokenAuthority, tenant: &str, req: &TokenRequest) -> Result<(), EntraError> {
+/// Checks tenant, grant type and client credentials — common to v1 and v2 — and says which app
+/// authenticated.
+fn authenticate_client(auth: &TokenAuthority, tenant: &str, req: &TokenRequest) -> Result<ClientApp, EntraError> {
     check_tenant(auth, tenant)?;
     match req.get("grant_type") {
         None => return Err(missing("grant_type")),
@@ -589,7 +667,7 @@ fn authenticate_client(auth: &TokenAuthority, tenant: &str, req: &TokenRequest) 
         }
     }
     let client_id = req.get("client_id").ok_or_else(|| missing("client_id"))?;
-    if !client_id.eq_ignore_ascii_case(&auth.client_id) {
+    let Some((app, app_secret)) = auth.registration(client_id) else {
         return Err(EntraError::new(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
@@ -599,7 +677,7 @@ fn authenticate_client(auth: &TokenAuthority, tenant: &str, req: &TokenRequest) 
                 auth.domain
             ),
         ));
-    }
+    };
     match (req.get("client_secret"), req.get("client_assertion")) {
         (None, None) => Err(EntraError::new(
             StatusCode::UNAUTHORIZED,
@@ -613,16 +691,15 @@ fn authenticate_client(auth: &TokenAuthority, tenant: &str, req: &TokenRequest) 
             700_027,
             "Client assertion failed signature validation. (m365-sim registers a client secret only.)",
         )),
-        (Some(secret), _) if secret != auth.client_secret => Err(EntraError::new(
+        (Some(secret), _) if secret != app_secret => Err(EntraError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             7_000_215,
             format!(
-                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
-                auth.client_id
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
             ),
         )),
-        (Some(_), _) => Ok(()),
+        (Some(_), _) => Ok(app),
     }
 }
 
@@ -703,11 +780,11 @@ pub(crate) async fn token_v2(
         )
         .render(&state, corr.as_deref());
     }
-    let resource = authenticate_client(&state.auth, &tenant, &req).and_then(|()| scope_resource(&req));
-    match resource {
+    let granted = authenticate_client(&state.auth, &tenant, &req).and_then(|app| Ok((app, scope_resource(&req)?)));
+    match granted {
         Err(e) => e.render(&state, corr.as_deref()),
-        Ok(resource) => {
-            let (token, _) = state.auth.issue(resource);
+        Ok((app, resource)) => {
+            let (token, _) = state.auth.issue_to(&app, resource);
             let lifetime = state.auth.lifetime_secs();
             let body = json!({
                 "token_type": "Bearer",
@@ -732,9 +809,10 @@ pub(crate) async fn token_v1(
     state.count_http(Kind::Token);
     let req = TokenRequest::parse(&headers, &body);
     let corr = correlation(&headers);
-    if let Err(e) = authenticate_client(&state.auth, &tenant, &req) {
-        return e.render(&state, corr.as_deref());
-    }
+    let app = match authenticate_client(&state.auth, &tenant, &req) {
+        Ok(app) => app,
+        Err(e) => return e.render(&state, corr.as_deref()),
+    };
     let Some(resource_param) = req.get("resource") else {
         return missing("resource").render(&state, corr.as_deref());
     };
@@ -750,7 +828,7 @@ pub(crate) async fn token_v1(
         )
         .render(&state, corr.as_deref());
     };
-    let (token, expires_on) = state.auth.issue(resource);
+    let (token, expires_on) = state.auth.issue_to(&app, resource);
     let lifetime = state.auth.lifetime_secs();
     let not_before = expires_on.saturating_sub(lifetime);
     let body = json!({
@@ -824,6 +902,15 @@ macro_rules! roles_control {
             #[must_use]
             pub fn manage_roles(&self) -> Vec<String> {
                 self.state.auth.roles(Resource::Manage)
+            }
+
+            /// Registers another app in the tenant (or replaces one of that id), consented to
+            /// `graph_roles` and no Management API role: a separate write-mode app holding
+            /// `Files.ReadWrite.All`, say. Its tokens carry its own `appid` and roles.
+            pub fn register_app(&self, client_id: &str, client_secret: &str, graph_roles: &[&str]) {
+                self.state
+                    .auth
+                    .register_app(client_id, client_secret, &to_owned_roles(graph_roles));
             }
 
             /// Grants the defaults again: [`DEFAULT_GRAPH_ROLES`] and [`DEFAULT_MANAGE_ROLES`].
@@ -938,6 +1025,39 @@ mod tests {
         let (t, _) = a.issue(Resource::Graph);
         assert_eq!(a.check(&bearer(&t), Resource::Graph), Ok(()));
         assert_eq!(a.check(&bearer(&t), Resource::Manage), Err(AuthFailure::WrongAudience));
+    }
+
+    #[test]
+    fn another_app_authenticates_with_its_own_secret_and_its_tokens_carry_its_id_and_roles() {
+        let a = authority(Duration::from_secs(60));
+        a.register_app("write-app", "write~secret", &["Files.ReadWrite.All".to_owned()]);
+        let form = |id: &str, secret: &str| TokenRequest {
+            fields: vec![
+                ("grant_type".into(), "client_credentials".into()),
+                ("client_id".into(), id.into()),
+                ("client_secret".into(), secret.into()),
+            ],
+        };
+        let Ok(app) = authenticate_client(&a, "tid", &form("write-app", "write~secret")) else {
+            panic!("the app signs in with its secret");
+        };
+        assert_eq!(app, ClientApp::Other("write-app".into()));
+        assert!(authenticate_client(&a, "tid", &form("write-app", &a.client_secret.clone())).is_err());
+        assert!(authenticate_client(&a, "tid", &form("unknown-app", "write~secret")).is_err());
+
+        let (t, _) = a.issue_to(&app, Resource::Graph);
+        let claims = a.claims(&bearer(&t), Resource::Graph).expect("a valid token");
+        assert_eq!(claims["appid"], "write-app");
+        assert_eq!(token_roles(&claims), Some(vec!["Files.ReadWrite.All".to_owned()]));
+        let (main, _) = a.issue(Resource::Graph);
+        let main = a.claims(&bearer(&main), Resource::Graph).expect("a valid token");
+        assert_ne!(main["oid"], claims["oid"], "each app has its own service principal");
+        assert!(
+            !token_roles(&main)
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.contains("ReadWrite"))
+        );
     }
 
     #[test]
