@@ -429,7 +429,7 @@ impl World {
             last_error: None,
             last_discovery: None,
             created_at: now,
-            write_mode: false,
+            write_app: None,
         };
         let state = MemoryState::default();
         state.put_connection(&connection).await?;

@@ -159,47 +159,99 @@ async fn the_exposure_report_matches_the_tenant_and_revoke_removes_sharing_only_
     };
     let mut yes = |_: &str, _: usize| Ok(true);
     let target = &files[0];
-    let e = exposure::revoke(&stores, &drive, target, &RevokeSelection::AllExternal, &mut yes)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("read-only") && e.contains("--write-mode"), "{e}");
+    let operator = "arn:aws:iam::123456789012:user/security-admin";
+    let e = exposure::revoke(
+        &stores,
+        operator,
+        &drive,
+        target,
+        &RevokeSelection::AllExternal,
+        &mut yes,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("read-only") && e.contains("write-mode"), "{e}");
 
-    connection.write_mode = true;
+    // Write mode is a second app; the pipeline's app never gets a write role. Without
+    // Files.ReadWrite.All Graph refuses, and the refused attempt is recorded with its answer.
+    stack.sim.register_app("write-app", "write~Secret", &["Files.Read.All"]);
+    let write_secrets = filetrail_aws::secrets::SecretsStore::new(
+        aws_sdk_secretsmanager::Client::new(&stack.sdk),
+        filetrail_aws::config::write_secret_prefix(&stack.provisioned.stack_name),
+    );
+    let secret_id = write_secrets
+        .put_app_secret(
+            CONNECTION,
+            &filetrail_aws::AppSecret {
+                client_secret: filetrail_aws::Secret::new("write~Secret"),
+            },
+        )
+        .await
+        .unwrap();
+    connection.write_app = Some(filetrail_core::model::WriteApp {
+        client_id: "write-app".to_owned(),
+        secret_id,
+        enabled_at: chrono::Utc::now(),
+    });
     state.put_connection(&connection).await.unwrap();
     let e = format!(
         "{:#}",
-        exposure::revoke(&stores, &drive, target, &RevokeSelection::AllExternal, &mut yes)
-            .await
-            .unwrap_err()
+        exposure::revoke(
+            &stores,
+            operator,
+            &drive,
+            target,
+            &RevokeSelection::AllExternal,
+            &mut yes
+        )
+        .await
+        .unwrap_err()
     );
     assert!(e.contains("Files.ReadWrite.All"), "{e}");
     assert!(
         stack.sim.item_permissions(&drive, target).iter().any(exposing),
         "nothing removed"
     );
+    let refused: Vec<_> = (events.file_events(&drive, target, 50).await.unwrap().into_iter())
+        .filter(|r| r.event.operation == "FiletrailSharingRevoked")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    let status = refused[0].event.result_status.clone().unwrap_or_default();
+    assert!(status.starts_with("Failed (403"), "{status}");
 
-    let mut roles: Vec<String> = stack.sim.control().graph_roles();
-    roles.push("Files.ReadWrite.All".to_owned());
     stack
         .sim
-        .control()
-        .set_graph_roles(&roles.iter().map(String::as_str).collect::<Vec<_>>());
+        .register_app("write-app", "write~Secret", &["Files.ReadWrite.All"]);
     stack.sim.expire_tokens();
     let mut no = |_: &str, _: usize| Ok(false);
-    let e = exposure::revoke(&stores, &drive, target, &RevokeSelection::AllExternal, &mut no)
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = exposure::revoke(
+        &stores,
+        operator,
+        &drive,
+        target,
+        &RevokeSelection::AllExternal,
+        &mut no,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("not confirmed"), "{e}");
     assert!(
         stack.sim.item_permissions(&drive, target).iter().any(exposing),
         "nothing removed unconfirmed"
     );
 
-    let report = exposure::revoke(&stores, &drive, target, &RevokeSelection::AllExternal, &mut yes)
-        .await
-        .unwrap();
+    let report = exposure::revoke(
+        &stores,
+        operator,
+        &drive,
+        target,
+        &RevokeSelection::AllExternal,
+        &mut yes,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.removed, 1);
     assert!(!report.still_exposed);
     assert!(!stack.sim.item_permissions(&drive, target).iter().any(exposing));
@@ -213,14 +265,44 @@ async fn the_exposure_report_matches_the_tenant_and_revoke_removes_sharing_only_
         .iter()
         .filter(|r| r.event.operation == "FiletrailSharingRevoked")
         .collect();
-    assert_eq!(revoked.len(), 1, "{trail:#?}");
-    assert_eq!(revoked[0].event.event_type, FileEventType::AnonymousLinkRemoved);
-    assert_eq!(revoked[0].connection, CONNECTION);
+    assert_eq!(revoked.len(), 2, "the refused attempt and the removal: {trail:#?}");
+    let removal = revoked
+        .iter()
+        .find(|r| r.event.result_status.as_deref() == Some("Succeeded (204 No Content)"))
+        .expect("the removal, with Graph's answer");
+    assert_eq!(removal.event.event_type, FileEventType::AnonymousLinkRemoved);
+    assert_eq!(removal.connection, CONNECTION);
+    assert_eq!(removal.event.actor.id, operator, "who ran it");
+    assert!(
+        removal
+            .event
+            .user_agent
+            .as_deref()
+            .is_some_and(|a| a.contains("write-app")),
+        "{:?}",
+        removal.event.user_agent
+    );
+    // The pipeline's app never held a write role.
+    assert!(
+        !stack
+            .sim
+            .control()
+            .graph_roles()
+            .iter()
+            .any(|r| r.contains("ReadWrite"))
+    );
 
     // Asking again finds nothing to remove and says so.
-    let e = exposure::revoke(&stores, &drive, target, &RevokeSelection::AllAnonymous, &mut yes)
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = exposure::revoke(
+        &stores,
+        operator,
+        &drive,
+        target,
+        &RevokeSelection::AllAnonymous,
+        &mut yes,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("no anonymous link"), "{e}");
 }

@@ -28,6 +28,18 @@ pub const BUCKET_VAR: &str = "FILETRAIL_BUCKET";
 /// `SecretPrefix`), and its functions may read only secrets under it, so two deployments in one
 /// account cannot read each other's credentials.
 pub const SECRET_PREFIX_VAR: &str = "FILETRAIL_SECRET_PREFIX";
+/// Prefix of the secrets of write-mode apps (`filetrail connection write-mode`):
+/// `filetrail-write/{stack name}/` (stack output `WriteSecretPrefix`, see
+/// [`write_secret_prefix`]). No function's policy grants a secret under it: only the CLI action
+/// an admin runs (`filetrail sharing revoke`) reads them.
+pub const WRITE_SECRET_PREFIX_VAR: &str = "FILETRAIL_WRITE_SECRET_PREFIX";
+
+/// The write-mode secret prefix of a stack, as template.yaml's `WriteSecretPrefix` output has it.
+#[must_use]
+pub fn write_secret_prefix(stack_name: &str) -> String {
+    format!("filetrail-write/{stack_name}/")
+}
+
 /// The customer-managed KMS key new connection secrets are encrypted with (stack output
 /// `CustomerKey`, present when the stack was deployed with `KmsKeyArn`); absent: Secrets
 /// Manager's AWS-managed key.
@@ -61,6 +73,7 @@ pub enum Resource {
     ActivityQueue,
     HashQueue,
     SecretPrefix,
+    WriteSecretPrefix,
 }
 
 impl Resource {
@@ -76,6 +89,7 @@ impl Resource {
             Self::ActivityQueue => ACTIVITY_QUEUE_URL_VAR,
             Self::HashQueue => HASH_QUEUE_URL_VAR,
             Self::SecretPrefix => SECRET_PREFIX_VAR,
+            Self::WriteSecretPrefix => WRITE_SECRET_PREFIX_VAR,
         }
     }
 
@@ -91,6 +105,9 @@ impl Resource {
             Self::HashQueue => "the URL of the hash SQS queue",
             Self::SecretPrefix => {
                 "the stack output SecretPrefix (filetrail/STACK-NAME/), under which connection secrets live"
+            }
+            Self::WriteSecretPrefix => {
+                "the stack output WriteSecretPrefix (filetrail-write/STACK-NAME/), under which write-mode app secrets live"
             }
         }
     }
@@ -109,6 +126,7 @@ pub struct AwsResources {
     pub activity_queue_url: Option<String>,
     pub hash_queue_url: Option<String>,
     pub secret_prefix: Option<String>,
+    pub write_secret_prefix: Option<String>,
     /// The key new secrets are encrypted with ([`KMS_KEY_VAR`]); `None`: the AWS-managed key.
     pub kms_key_id: Option<String>,
 }
@@ -157,6 +175,16 @@ impl AwsResources {
                 });
             }
         };
+        let write_secret_prefix = match read(WRITE_SECRET_PREFIX_VAR)? {
+            Some(p) if !p.chars().all(is_secret_name_char) || Some(&p) == secret_prefix.as_ref() => {
+                return Err(ConfigError::Invalid {
+                    var: WRITE_SECRET_PREFIX_VAR,
+                    value: p,
+                    expected: "Secrets Manager name characters, and not the pipeline's FILETRAIL_SECRET_PREFIX",
+                });
+            }
+            other => other,
+        };
         Ok(Self {
             state_table: read(STATE_TABLE_VAR)?,
             inventory_table: read(INVENTORY_TABLE_VAR)?,
@@ -167,6 +195,7 @@ impl AwsResources {
             activity_queue_url: queue(ACTIVITY_QUEUE_URL_VAR)?,
             hash_queue_url: queue(HASH_QUEUE_URL_VAR)?,
             secret_prefix,
+            write_secret_prefix,
             kms_key_id: read(KMS_KEY_VAR)?,
         })
     }
@@ -188,6 +217,7 @@ impl AwsResources {
             Resource::ActivityQueue => &self.activity_queue_url,
             Resource::HashQueue => &self.hash_queue_url,
             Resource::SecretPrefix => &self.secret_prefix,
+            Resource::WriteSecretPrefix => &self.write_secret_prefix,
         };
         value.as_deref().ok_or(ConfigError::Missing {
             var: resource.var(),
@@ -229,6 +259,10 @@ impl AwsResources {
 
     pub fn require_secret_prefix(&self) -> Result<&str, ConfigError> {
         self.get(Resource::SecretPrefix)
+    }
+
+    pub fn require_write_secret_prefix(&self) -> Result<&str, ConfigError> {
+        self.get(Resource::WriteSecretPrefix)
     }
 }
 

@@ -239,8 +239,9 @@ impl Provisioned {
 
     /// The `FILETRAIL_*` settings of every function, merged: what the CLI needs to address the
     /// same resources as the functions. When the template has exactly one bucket and no function
-    /// names one, it is added as `FILETRAIL_BUCKET`. Fails if two functions give one variable
-    /// different values.
+    /// names one, it is added as `FILETRAIL_BUCKET`; the write-mode secret prefix, which no
+    /// function may know, is added as the stack's `WriteSecretPrefix` output has it. Fails if two
+    /// functions give one variable different values.
     pub fn cli_env(&self, template: &Template) -> Result<BTreeMap<String, String>, ProvisionError> {
         let mut merged = BTreeMap::new();
         for function in template.functions.values() {
@@ -259,6 +260,10 @@ impl Provisioned {
                 merged.insert(name, value);
             }
         }
+        merged.insert(
+            crate::config::WRITE_SECRET_PREFIX_VAR.to_owned(),
+            crate::config::write_secret_prefix(&self.stack_name),
+        );
         if !merged.contains_key(crate::config::BUCKET_VAR) {
             let mut buckets = self.resources.values().filter(|r| r.kind == ResourceKind::Bucket);
             if let (Some(only), None) = (buckets.next(), buckets.next()) {

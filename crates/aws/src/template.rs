@@ -1317,7 +1317,25 @@ mod tests {
                 }
                 more => panic!("{id} has {} secret statements", more.len()),
             }
+            let policies = serde_yaml::to_string(&props["Policies"]).unwrap();
+            assert!(
+                !policies.contains("filetrail-write"),
+                "{id} may read write-mode secrets"
+            );
+            assert!(
+                !policies.contains("secret:*") && !policies.contains("secret:filetrail*"),
+                "{id}: {policies}"
+            );
         }
+        // The CLI's write prefix (no function knows it) is the stack output's.
+        let Ok(Expr::Sub { template, .. }) = Expr::parse(&doc["Outputs"]["WriteSecretPrefix"]["Value"], "x") else {
+            panic!("the WriteSecretPrefix output is a !Sub");
+        };
+        assert_eq!(template, crate::config::write_secret_prefix("${AWS::StackName}"));
+        assert!(
+            !template.starts_with("filetrail/"),
+            "outside the prefix functions may read"
+        );
     }
 
     #[test]

@@ -617,6 +617,7 @@ async fn every_function_env_resolves_to_provisioned_resources_its_config_accepts
                     let scoped = format!("filetrail/{}/", provisioned.stack_name);
                     assert_eq!(value, scoped, "{id}: secrets are scoped by stack");
                 }
+                Resource::WriteSecretPrefix => panic!("{id} must not know where write-mode secrets are"),
             }
         }
     }

@@ -142,7 +142,7 @@ pub fn record(new: &NewConnection, secret_id: String) -> Connection {
         last_error: None,
         last_discovery: None,
         created_at: Utc::now(),
-        write_mode: false,
+        write_app: None,
     }
 }
 
@@ -163,7 +163,7 @@ pub enum CheckError {
 /// Checks a new connection's credentials at once, as the README's registration steps promise: a
 /// Graph token, then one call per permission (see [`filetrail_m365::probe`]). `Ok` carries the
 /// report (its notes say what could not be checked); `Err` says what to fix.
-pub async fn check_credentials(new: &NewConnection, secret: &str, write_mode: bool) -> Result<ProbeReport, CheckError> {
+pub async fn check_credentials(new: &NewConnection, secret: &str) -> Result<ProbeReport, CheckError> {
     let cloud = Cloud::for_connection(&new.cloud, new.endpoints.as_ref()).map_err(CheckError::Config)?;
     let http = http_client(HttpTimeouts::default()).map_err(CheckError::Config)?;
     let credentials = Credentials {
@@ -179,7 +179,7 @@ pub async fn check_credentials(new: &NewConnection, secret: &str, write_mode: bo
         ConnectionKind::Cloud => ProbeKind::Cloud,
         ConnectionKind::Email => ProbeKind::Email,
     };
-    let report = match probe::probe(&graph, activity.as_ref(), kind, write_mode).await {
+    let report = match probe::probe(&graph, activity.as_ref(), kind).await {
         Ok(r) => r,
         Err(e) => {
             let fix = probe::registration_fix(&e, &new.tenant_id, &new.client_id)
@@ -197,6 +197,60 @@ pub async fn check_credentials(new: &NewConnection, secret: &str, write_mode: bo
             problems: report.problems(&new.client_id),
         })
     }
+}
+
+/// Checks a write-mode app before it is stored: another app than the pipeline's, Entra issues it
+/// a Graph token for the connection's tenant, and the token carries `Files.ReadWrite.All`.
+/// Returns the write-capable roles the *pipeline's* app holds (`pipeline_secret`), which the
+/// caller warns about: with them every function's token can write, whatever write mode does.
+pub async fn check_write_app(
+    connection: &Connection,
+    client_id: &str,
+    secret: &str,
+    pipeline_secret: &str,
+) -> Result<Vec<String>, CheckError> {
+    if client_id.trim().eq_ignore_ascii_case(&connection.client_id) {
+        return Err(CheckError::Permissions {
+            problems: format!(
+                "app {client_id} is the pipeline's own app: write mode needs a second app registration, so that \
+                 the functions' tokens stay read-only; register one with only Files.ReadWrite.All (README, \"Write mode\")"
+            ),
+        });
+    }
+    let cloud = Cloud::for_connection(&connection.cloud, connection.endpoints.as_ref()).map_err(CheckError::Config)?;
+    let http = http_client(HttpTimeouts::default()).map_err(CheckError::Config)?;
+    let graph_of = |client_id: &str, secret: &str| {
+        let credentials = Credentials {
+            tenant_id: connection.tenant_id.clone(),
+            client_id: client_id.to_owned(),
+            secret: ClientSecret::new(secret),
+        };
+        GraphClient::connect(
+            http.clone(),
+            &cloud,
+            credentials,
+            &connection.id,
+            RetryPolicy::default(),
+        )
+        .map_err(CheckError::Config)
+    };
+    let report = probe::probe_write_app(&graph_of(client_id, secret)?)
+        .await
+        .map_err(|e| CheckError::Credentials {
+            summary: e.summary(),
+            fix: probe::registration_fix(&e, &connection.tenant_id, client_id)
+                .unwrap_or_else(|| "try again in a few minutes".to_owned()),
+        })?;
+    if !report.passed() {
+        return Err(CheckError::Permissions {
+            problems: report.problems(client_id),
+        });
+    }
+    let pipeline = graph_of(&connection.client_id, pipeline_secret)?;
+    Ok(match pipeline.tokens().token().await {
+        Ok(token) => probe::write_roles(token.secret()),
+        Err(_) => Vec::new(),
+    })
 }
 
 /// Errors of the commands on an existing connection.
@@ -315,7 +369,7 @@ pub async fn list(state: &dyn StateStore) -> Result<Vec<ConnectionRow>, ManageEr
             tenant_id: c.tenant_id,
             state: state_name(c.state),
             created_at: c.created_at,
-            write_mode: c.write_mode,
+            write_mode: c.write_app.is_some(),
         });
     }
     Ok(rows)
@@ -417,12 +471,15 @@ pub fn render_show(d: &ConnectionDetail) -> String {
     field("scope", d.scope.clone());
     field(
         "write mode",
-        if c.write_mode {
-            "on (`filetrail sharing revoke` may remove sharing)"
-        } else {
-            "off (read only)"
-        }
-        .to_owned(),
+        match &c.write_app {
+            Some(app) => format!(
+                "on since {}: app {} (secret {}) for `filetrail sharing revoke` only",
+                app.enabled_at.to_rfc3339(),
+                app.client_id,
+                app.secret_id
+            ),
+            None => "off (read only)".to_owned(),
+        },
     );
     field("created", c.created_at.to_rfc3339());
     field(

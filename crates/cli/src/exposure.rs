@@ -196,8 +196,8 @@ pub enum RevokeRefused {
     #[error("no monitored drive {0:?}; `filetrail search --json` and `filetrail exposure --csv` show drive ids")]
     UnknownDrive(String),
     #[error(
-        "connection {0:?} is read-only: revoking sharing writes to the tenant, so it needs the connection to be \
-         added with --write-mode and the app to hold Files.ReadWrite.All (README, \"Write mode\")"
+        "connection {0:?} is read-only: revoking sharing writes to the tenant, so it needs a write-mode app of its \
+         own holding Files.ReadWrite.All: `filetrail connection write-mode {0} --client-id …` (README, \"Write mode\")"
     )]
     ReadOnly(String),
     #[error("item {item:?} is not in drive {drive:?} any more (deleted or moved out)")]
@@ -208,19 +208,33 @@ pub enum RevokeRefused {
     NotConfirmed,
 }
 
-/// The events filetrail records for the grants it removed: one per grant, typed like the
-/// audit operation Microsoft logs for the same removal, with filetrail (the app) as actor.
+/// One removal filetrail asked Graph for, and Graph's answer.
+#[derive(Debug, Clone)]
+pub struct RevokeAttempt<'a> {
+    pub grant: &'a Grant,
+    /// `204 No Content`, or the status and error codes of a refusal.
+    pub answer: String,
+    pub succeeded: bool,
+}
+
+/// The events filetrail records for the removals it asked Graph for: one per attempt, typed
+/// like the audit operation Microsoft logs for the same removal, with the AWS principal that
+/// ran the command as actor, the write-mode app in the user agent and Graph's answer as the
+/// result status (`Succeeded (204 No Content)`, or `Failed (403 accessDenied)`).
 pub fn revocation_events(
     connection: &Connection,
+    operator: &str,
     owner: Option<&str>,
     path: Option<&str>,
     state: &SharingState,
-    removed: &[&Grant],
+    attempts: &[RevokeAttempt<'_>],
     at: DateTime<Utc>,
 ) -> anyhow::Result<Vec<EventRecord>> {
     let trusted = TrustedDomains::new(&connection.trusted_domains);
+    let app = connection.write_app.as_ref().map_or("none", |a| a.client_id.as_str());
     let mut out = Vec::new();
-    for g in removed {
+    for attempt in attempts {
+        let g = attempt.grant;
         let event_type = match (g.reach, g.link) {
             (Reach::Anonymous, _) => FileEventType::AnonymousLinkRemoved,
             (Reach::Organization, true) => FileEventType::OrganizationLinkRemoved,
@@ -245,7 +259,13 @@ pub fn revocation_events(
             "operation": "FiletrailSharingRevoked",
             "record_type": 14,
             "item_kind": "file",
-            "actor": {"id": format!("filetrail app {}", connection.client_id), "kind": "application"},
+            "actor": {"id": operator, "kind": "user"},
+            "user_agent": format!("filetrail sharing revoke (write-mode app {app})"),
+            "result_status": format!(
+                "{} ({})",
+                if attempt.succeeded { "Succeeded" } else { "Failed" },
+                attempt.answer
+            ),
             "owner_upn": owner,
             "file_name": file_name,
             "path": path,
@@ -317,6 +337,7 @@ pub struct RevokeReport {
 /// with its fix), with how many permissions were removed before.
 pub async fn revoke(
     stores: &RevokeStores<'_>,
+    operator: &str,
     drive: &str,
     item: &str,
     selection: &RevokeSelection,
@@ -330,10 +351,11 @@ pub async fn revoke(
             record.connection
         )
     })?;
-    if !connection.write_mode {
+    if !connection.write_mode() {
         return Err(RevokeRefused::ReadOnly(connection.id.clone()).into());
     }
-    let graph = stores.clients.graph(&connection).await?;
+    // The write-mode app's own token: the pipeline's app stays read-only.
+    let graph = stores.clients.write_graph(&connection).await?;
     let listed = (graph.item_permissions(drive, item).await?).ok_or_else(|| RevokeRefused::ItemGone {
         drive: drive.to_owned(),
         item: item.to_owned(),
@@ -384,28 +406,43 @@ pub async fn revoke(
     if !confirm(&plan, chosen.len())? {
         return Err(RevokeRefused::NotConfirmed.into());
     }
-    let mut removed = Vec::new();
+    let mut attempts = Vec::new();
     let mut failed = None;
     for g in &chosen {
         match graph.delete_permission(drive, item, &g.id).await {
-            Ok(()) => removed.push(*g),
+            Ok(()) => attempts.push(RevokeAttempt {
+                grant: g,
+                answer: "204 No Content".to_owned(),
+                succeeded: true,
+            }),
             Err(e) => {
+                let answer = match e.service() {
+                    Some(se) => format!("{} {}", se.status, se.codes.join(" ")).trim().to_owned(),
+                    None => e.to_string(),
+                };
+                attempts.push(RevokeAttempt {
+                    grant: g,
+                    answer,
+                    succeeded: false,
+                });
                 failed = Some(anyhow::Error::new(e).context(format!(
                     "removing permission {:?} ({} removed before it)",
                     g.id,
-                    removed.len()
+                    attempts.len() - 1
                 )));
                 break;
             }
         }
     }
-    // What was removed is recorded, also when a later removal failed.
+    let removed = attempts.iter().filter(|a| a.succeeded).count();
+    // Every attempt is recorded, the refused one too.
     let events = revocation_events(
         &connection,
+        operator,
         Some(&record.owner_upn),
         path.as_deref(),
         &current,
-        &removed,
+        &attempts,
         Utc::now(),
     )?;
     if !events.is_empty() {
@@ -415,10 +452,10 @@ pub async fn revoke(
         return Err(e);
     }
     let counts =
-        filetrail_core::exposure::refresh_sharing(&*graph, stores.inventory, &connection.id, &trusted, &key, now)
+        filetrail_core::exposure::refresh_sharing(&graph, stores.inventory, &connection.id, &trusted, &key, now)
             .await?;
     Ok(RevokeReport {
-        removed: removed.len(),
+        removed,
         events: events.len(),
         still_exposed: counts.exposed > 0,
     })

@@ -130,8 +130,10 @@ enum Command {
 enum SharingCommand {
     /// Remove sharing from a file through Microsoft Graph, and record it as an event.
     ///
-    /// Refused unless the file's connection was added with --write-mode (the app then needs
-    /// Files.ReadWrite.All). Asks for confirmation unless --yes.
+    /// Refused unless the file's connection has a write-mode app (`filetrail connection
+    /// write-mode`), whose token alone is used. Every removal, refused ones too, is recorded as an
+    /// event naming the AWS principal that ran it and Graph's answer. Asks for confirmation
+    /// unless --yes.
     Revoke {
         /// The file's drive id (as `filetrail exposure --csv` shows it).
         drive: String,
@@ -285,6 +287,22 @@ enum ConnectionCommand {
     Deauthorize { connection: String },
     /// Restart a deauthorized connection's work from its stored checkpoints.
     Resume { connection: String },
+    /// Turn write mode on or off. On: registers a second app of the tenant (its own client id and
+    /// secret, read from stdin or a file) holding Files.ReadWrite.All, which only `filetrail
+    /// sharing revoke` uses; its secret is stored where no function may read it. Off: deletes
+    /// that secret.
+    WriteMode {
+        connection: String,
+        /// Application (client) id of the write-mode app registration.
+        #[arg(long, required_unless_present = "off", conflicts_with = "off")]
+        client_id: Option<String>,
+        /// Read the write app's client secret from this file (`-` or absent: standard input).
+        #[arg(long, conflicts_with = "off")]
+        secret_file: Option<PathBuf>,
+        /// Turn write mode off and delete the write app's secret.
+        #[arg(long)]
+        off: bool,
+    },
     /// Delete a connection's secret and record; its history stays unless `--purge`.
     Remove {
         connection: String,
@@ -328,10 +346,6 @@ struct AddArgs {
     /// Most drives this connection may monitor.
     #[arg(long, default_value_t = DEFAULT_DRIVE_CAP)]
     drive_cap: u64,
-    /// Opt in to write mode: lets `filetrail sharing revoke` remove sharing. Needs the
-    /// application permission Files.ReadWrite.All; without it filetrail only reads.
-    #[arg(long)]
-    write_mode: bool,
     /// Register without checking the credentials and permissions against Microsoft: for an admin
     /// preparing a deployment before admin consent is granted, or on a host that cannot reach
     /// Microsoft. The first discovery run then reports any problem in `filetrail status`.
@@ -433,6 +447,12 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             connection_remove(&id, purge, yes).await?;
         }
+        Command::Connection(ConnectionCommand::WriteMode {
+            connection,
+            client_id,
+            secret_file,
+            off,
+        }) => connection_write_mode(&connection, client_id.filter(|_| !off), secret_file.as_deref()).await?,
         Command::Connection(ConnectionCommand::SetSecret {
             connection,
             secret_file,
@@ -658,7 +678,16 @@ async fn revoke_command(
         std::io::stdin().read_line(&mut answer)?;
         Ok(answer.trim() == "yes")
     };
-    let report = filetrail_cli::exposure::revoke(&stores, drive, item, selection, &mut confirm).await?;
+    // Who runs the removal, as AWS knows them: recorded on every event it writes.
+    let operator = aws_sdk_sts::Client::new(&aws.sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .context("asking AWS who runs this command (sts:GetCallerIdentity), to record it on the events")?
+        .arn()
+        .map(str::to_owned)
+        .context("sts:GetCallerIdentity answered without an ARN")?;
+    let report = filetrail_cli::exposure::revoke(&stores, &operator, drive, item, selection, &mut confirm).await?;
     println!(
         "Removed {} permission(s) and recorded {} event(s); the file is {}.",
         report.removed,
@@ -893,7 +922,7 @@ async fn connection_add(args: AddArgs) -> anyhow::Result<()> {
             "Checking the app's credentials and permissions in tenant {}…",
             new.tenant_id
         );
-        let report = connection::check_credentials(&new, &secret, args.write_mode).await?;
+        let report = connection::check_credentials(&new, &secret).await?;
         for (permission, note) in report.notes() {
             eprintln!("note: {}: {note}", permission.name());
         }
@@ -914,19 +943,104 @@ async fn connection_add(args: AddArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-    let mut record = connection::record(&new, secret_id);
-    record.write_mode = args.write_mode;
+    let record = connection::record(&new, secret_id);
     state.put_connection(&record).await?;
     println!(
-        "Registered {} connection {:?} for tenant {}{}.",
-        args.kind,
-        record.id,
-        record.tenant_id,
-        if record.write_mode { " in write mode" } else { "" }
+        "Registered {} connection {:?} for tenant {}.",
+        args.kind, record.id, record.tenant_id
     );
     println!(
         "Discovery starts with the next scheduled run; `filetrail status {}` shows progress.",
         record.id
+    );
+    Ok(())
+}
+
+/// Deletes a secret for good (no recovery window); one already gone is fine.
+async fn delete_secret(sdk: &aws_config::SdkConfig, secret_id: &str) -> anyhow::Result<()> {
+    match aws_sdk_secretsmanager::Client::new(sdk)
+        .delete_secret()
+        .secret_id(secret_id)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("deleting the secret {secret_id}"))),
+    }
+}
+
+/// `filetrail connection write-mode`: registers the write app (checked, secret stored under the
+/// write prefix no function may read) or, with `client_id` `None`, turns write mode off.
+async fn connection_write_mode(
+    id: &str,
+    client_id: Option<String>,
+    secret_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let aws = Aws::from_env().await?;
+    let state = aws.state()?;
+    let Some(mut stored) = state.connection(id).await? else {
+        bail!("no connection named {id:?}; `filetrail connection list` lists them all");
+    };
+    let Some(client_id) = client_id else {
+        let Some(app) = stored.write_app.take() else {
+            println!("Write mode of {id:?} is already off.");
+            return Ok(());
+        };
+        // The record first: from now on revoke refuses, whatever happens to the secret.
+        state.put_connection(&stored).await?;
+        delete_secret(&aws.sdk, &app.secret_id).await?;
+        println!(
+            "Write mode of {id:?} is off; the secret of app {} is deleted.",
+            app.client_id
+        );
+        println!("Remove the app registration (or its Files.ReadWrite.All consent) in Entra ID too.");
+        return Ok(());
+    };
+    let write_prefix = aws.resources.require_write_secret_prefix()?.to_owned();
+    let secret = read_secret(secret_file)?;
+    eprintln!("Checking the write app {client_id} in tenant {}…", stored.tenant_id);
+    let pipeline = aws.secrets()?.get_app_secret(&stored.secret_id).await?;
+    let pipeline_write =
+        connection::check_write_app(&stored, &client_id, &secret, pipeline.client_secret.expose()).await?;
+    if !pipeline_write.is_empty() {
+        eprintln!(
+            "warning: the pipeline's app {} holds {}: every function's token can write to the tenant. Remove \
+             {} from it in Entra ID (API permissions) so that only the write app can.",
+            stored.client_id,
+            pipeline_write.join(", "),
+            if pipeline_write.len() == 1 {
+                "that permission"
+            } else {
+                "those permissions"
+            }
+        );
+    }
+    let secret_id = SecretsStore::new(aws_sdk_secretsmanager::Client::new(&aws.sdk), write_prefix)
+        .with_kms_key(aws.resources.kms_key_id.clone())
+        .put_app_secret(
+            id,
+            &AppSecret {
+                client_secret: Secret::new(secret),
+            },
+        )
+        .await?;
+    stored.write_app = Some(filetrail_core::model::WriteApp {
+        client_id: client_id.clone(),
+        secret_id: secret_id.clone(),
+        enabled_at: chrono::Utc::now(),
+    });
+    state.put_connection(&stored).await?;
+    println!("Write mode of {id:?} is on: app {client_id}, secret {secret_id}.");
+    println!(
+        "Only `filetrail sharing revoke` uses it; the functions keep the read-only app {}.",
+        stored.client_id
     );
     Ok(())
 }
@@ -957,19 +1071,9 @@ async fn connection_remove(id: &str, purge: bool, yes: bool) -> anyhow::Result<(
         // Marked first: every function drops the connection's work before its secret goes.
         connection::mark_removed(&state, id).await?;
     }
-    let sm = aws_sdk_secretsmanager::Client::new(&aws.sdk);
-    match sm
-        .delete_secret()
-        .secret_id(&c.secret_id)
-        .force_delete_without_recovery(true)
-        .send()
-        .await
-    {
-        Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) => {}
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("deleting the secret {}", c.secret_id))),
+    delete_secret(&aws.sdk, &c.secret_id).await?;
+    if let Some(app) = &c.write_app {
+        delete_secret(&aws.sdk, &app.secret_id).await?;
     }
     let ddb = aws_sdk_dynamodb::Client::new(&aws.sdk);
     if purge {

@@ -27,7 +27,7 @@ pub struct ConnectionStatus {
     pub last_scope_upload: Option<ScopeUploadResult>,
     /// Where polling the audit feed (`Audit.SharePoint`) stands; `None` before the first poll.
     pub activity: Option<ActivityCheckpoint>,
-    /// Opt-in write mode (`connection add --write-mode`).
+    /// Opt-in write mode (`filetrail connection write-mode`): a write app is registered.
     pub write_mode: bool,
     /// How far the initial indexing of the monitored drives got.
     pub indexing: IndexingProgress,
@@ -222,7 +222,7 @@ async fn connection_status<S: StateStore + ActivityState>(state: &S, c: Connecti
         tenant_id: c.tenant_id,
         cloud: c.cloud,
         state: format!("{:?}", c.state).to_lowercase(),
-        write_mode: c.write_mode,
+        write_mode: c.write_app.is_some(),
         indexing,
         newest_event_at: None,
         quarantined_blobs: None,

@@ -357,19 +357,84 @@ async fn add_names_each_missing_permission_with_how_to_grant_it_and_all_of_them_
     assert!(d.state().await.connections().await.unwrap().is_empty());
     assert!(d.secret_names().await.is_empty());
 
-    // Write mode needs Files.ReadWrite.All in the token; the read-only grant is refused.
+    // Write mode is a second app: the pipeline's app is refused, a write app without
+    // Files.ReadWrite.All is refused, one with it is stored where no function reads.
     d.sim.reset_roles();
-    let (ok, _, err) = d.add_ok("contoso", &["--write-mode"]).await;
-    assert!(!ok);
-    assert!(err.contains("Application permissions > Files.ReadWrite.All"), "{err}");
-    let mut write = m365_sim::DEFAULT_GRAPH_ROLES.to_vec();
-    write.push("Files.ReadWrite.All");
-    d.sim.set_graph_roles(&write);
-    let (ok, out, err) = d.add_ok("contoso", &["--write-mode"]).await;
+    assert!(d.add_ok("contoso", &[]).await.0);
+    let write_mode = |client_id: &str| {
+        vec![
+            "connection".to_owned(),
+            "write-mode".to_owned(),
+            "contoso".to_owned(),
+            "--client-id".to_owned(),
+            client_id.to_owned(),
+        ]
+    };
+    let args = write_mode(d.sim.client_id());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = d.run(&args, &format!("{}\n", d.sim.client_secret())).await;
+    assert!(!ok && err.contains("second app registration"), "{err}");
+    d.sim
+        .register_app("write-app-id", "write~Secret.1", &["Files.Read.All"]);
+    let args = write_mode("write-app-id");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = d.run(&args, "write~Secret.1\n").await;
+    assert!(
+        !ok && err.contains("Application permissions > Files.ReadWrite.All"),
+        "{err}"
+    );
+    assert!(
+        d.state()
+            .await
+            .connection("contoso")
+            .await
+            .unwrap()
+            .unwrap()
+            .write_app
+            .is_none()
+    );
+    d.sim
+        .register_app("write-app-id", "write~Secret.1", &["Files.ReadWrite.All"]);
+    let (ok, out, err) = d.run(&args, "write~Secret.1\n").await;
     assert!(ok, "{err}");
-    assert!(out.contains("in write mode"), "{out}");
+    assert!(out.contains("Write mode of \"contoso\" is on"), "{out}");
+    assert!(!err.contains("warning"), "the pipeline's app is read-only: {err}");
     let stored = d.state().await.connection("contoso").await.unwrap().unwrap();
-    assert!(stored.write_mode);
+    let app = stored.write_app.clone().unwrap();
+    assert_eq!(app.client_id, "write-app-id");
+    let write_prefix = d.setting("FILETRAIL_WRITE_SECRET_PREFIX");
+    assert!(app.secret_id.starts_with(&write_prefix), "{}", app.secret_id);
+    assert!(!app.secret_id.starts_with(&d.setting("FILETRAIL_SECRET_PREFIX")));
+    assert_ne!(stored.secret_id, app.secret_id, "the pipeline keeps its own secret");
+    assert_eq!(d.secret_names().await.len(), 2);
+
+    // A pipeline app that can write is pointed out: write mode cannot keep its tokens read-only.
+    let mut write = m365_sim::DEFAULT_GRAPH_ROLES.to_vec();
+    write.push("Sites.FullControl.All");
+    d.sim.set_graph_roles(&write);
+    let (ok, _, err) = d.run(&args, "write~Secret.1\n").await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("Sites.FullControl.All"),
+        "{err}"
+    );
+    d.sim.reset_roles();
+
+    // Off: the record says read-only again and the write secret is gone.
+    let (ok, out, err) = d.run(&["connection", "write-mode", "contoso", "--off"], "").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("is off"), "{out}");
+    assert!(
+        d.state()
+            .await
+            .connection("contoso")
+            .await
+            .unwrap()
+            .unwrap()
+            .write_app
+            .is_none()
+    );
+    assert_eq!(d.secret_names().await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1188,7 +1188,7 @@ mod tests {
             last_error: None,
             last_discovery: None,
             created_at: t(created),
-            write_mode: false,
+            write_app: None,
         }
     }
 

@@ -65,13 +65,31 @@ pub struct Connection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_discovery: Option<DiscoverySummary>,
     pub created_at: DateTime<Utc>,
-    /// Opt-in write mode (`connection add --write-mode`): lets `filetrail sharing revoke` remove
-    /// sharing, which needs `Files.ReadWrite.All`. Off, filetrail only reads.
-    #[serde(default)]
-    pub write_mode: bool,
+    /// Opt-in write mode (`filetrail connection write-mode`): the separate app registration, with
+    /// `Files.ReadWrite.All`, that `filetrail sharing revoke` uses and nothing else does. `None`:
+    /// filetrail only reads. (Records of the earlier write mode, which reused the connection's
+    /// own app, read as read-only.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_app: Option<WriteApp>,
+}
+
+/// The app registration of a connection's write mode. Its secret is stored under a prefix no
+/// function may read (`FILETRAIL_WRITE_SECRET_PREFIX`), so the pipeline's tokens stay read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteApp {
+    pub client_id: String,
+    /// Secrets Manager name of its credentials (never the secret itself).
+    pub secret_id: String,
+    pub enabled_at: DateTime<Utc>,
 }
 
 impl Connection {
+    /// Whether write mode is on: a write app is registered.
+    #[must_use]
+    pub fn write_mode(&self) -> bool {
+        self.write_app.is_some()
+    }
+
     /// Whether filetrail does any work for this connection (discover, index, poll, ingest, hash).
     /// A deauthorized connection gets none: its jobs are acknowledged and dropped, never failed
     /// or dead-lettered, and its history stays searchable. `resume` makes it active again and

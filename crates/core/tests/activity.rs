@@ -51,7 +51,7 @@ fn connection() -> Connection {
         last_error: None,
         last_discovery: None,
         created_at: now() - Duration::days(30),
-        write_mode: false,
+        write_app: None,
     }
 }
 

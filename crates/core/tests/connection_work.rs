@@ -19,7 +19,7 @@ fn connection(state: ConnectionState) -> Connection {
         last_error: None,
         last_discovery: None,
         created_at: Utc::now(),
-        write_mode: false,
+        write_app: None,
     }
 }
 
@@ -55,11 +55,13 @@ fn a_removed_connection_gets_no_work_and_the_reason_names_purge() {
 }
 
 #[test]
-fn records_stored_before_write_mode_existed_read_as_read_only() {
+fn records_of_the_shared_app_write_mode_read_as_read_only() {
+    // Before write mode had its own app, a record said `"write_mode": true` and revoke used the
+    // connection's (pipeline's) app: such a record must not keep write access.
     let mut doc = serde_json::to_value(connection(ConnectionState::Active)).unwrap_or_default();
     if let Some(map) = doc.as_object_mut() {
-        map.remove("write_mode");
+        map.insert("write_mode".into(), true.into());
     }
     let c: Connection = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{e}"));
-    assert!(!c.write_mode);
+    assert!(!c.write_mode() && c.write_app.is_none());
 }

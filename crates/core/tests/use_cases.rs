@@ -37,7 +37,7 @@ fn connection() -> Connection {
         last_error: None,
         last_discovery: None,
         created_at: now(),
-        write_mode: false,
+        write_app: None,
     }
 }
 

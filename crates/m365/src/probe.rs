@@ -335,7 +335,6 @@ pub async fn probe(
     graph: &GraphClient,
     activity: Option<&ActivityClient>,
     kind: ProbeKind,
-    write_mode: bool,
 ) -> Result<ProbeReport, M365Error> {
     let token = graph.tokens().token().await?;
     let roles = token_roles(token.secret());
@@ -379,13 +378,44 @@ pub async fn probe(
             roles_check(Permission::MailRead, roles.as_deref()),
         ));
     }
-    if write_mode {
-        report.checks.push((
+    Ok(report)
+}
+
+/// Checks a write-mode app (`filetrail connection write-mode`): Entra issues it a Graph token,
+/// and the token carries `Files.ReadWrite.All`. Nothing is written.
+///
+/// # Errors
+/// Only the Graph token failure; a missing role is a [`Check`] in the report.
+pub async fn probe_write_app(graph: &GraphClient) -> Result<ProbeReport, M365Error> {
+    let token = graph.tokens().token().await?;
+    let roles = token_roles(token.secret());
+    Ok(ProbeReport {
+        tenant_id: token_tenant(token.secret()),
+        checks: vec![(
             Permission::FilesWrite,
             roles_check(Permission::FilesWrite, roles.as_deref()),
-        ));
-    }
-    Ok(report)
+        )],
+    })
+}
+
+/// Graph application roles that can change OneDrive files or their sharing
+/// (<https://learn.microsoft.com/en-us/graph/permissions-reference>).
+const FILE_WRITE_ROLES: &[&str] = &[
+    "Files.ReadWrite.All",
+    "Sites.ReadWrite.All",
+    "Sites.Manage.All",
+    "Sites.FullControl.All",
+];
+
+/// The roles of a Graph token that can change files or sites: a pipeline app holding one makes
+/// every function's token write-capable, which write mode's separate app is there to avoid.
+#[must_use]
+pub fn write_roles(token: &str) -> Vec<String> {
+    token_roles(token)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| FILE_WRITE_ROLES.iter().any(|w| w.eq_ignore_ascii_case(r)))
+        .collect()
 }
 
 /// `GET /users/{id}/drive` for up to [`FILES_PROBE_USERS`] users until one answers other than 404
@@ -466,6 +496,14 @@ mod tests {
             roles_check(Permission::FilesWrite, None),
             Check::Missing { .. }
         ));
+    }
+
+    #[test]
+    fn write_capable_roles_of_a_pipeline_token_are_named() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"roles":["Files.Read.All","sites.fullcontrol.all","Mail.Read"]}"#);
+        assert_eq!(write_roles(&format!("h.{payload}.s")), ["sites.fullcontrol.all"]);
+        let read = URL_SAFE_NO_PAD.encode(r#"{"roles":["Files.Read.All","Sites.Read.All"]}"#);
+        assert!(write_roles(&format!("h.{read}.s")).is_empty());
     }
 
     #[test]

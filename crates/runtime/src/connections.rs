@@ -108,17 +108,9 @@ impl ConnectionClients {
         {
             return Ok(c.client.clone());
         }
-        let cloud = Cloud::for_connection(&connection.cloud, connection.endpoints.as_ref()).map_err(PortError::from)?;
-        let secret = self
-            .secrets
-            .get_app_secret(&connection.secret_id)
-            .await
-            .map_err(PortError::from)?;
-        let credentials = Credentials {
-            tenant_id: connection.tenant_id.clone(),
-            client_id: connection.client_id.clone(),
-            secret: ClientSecret::new(secret.client_secret.expose()),
-        };
+        let (cloud, credentials) = self
+            .credentials(connection, &connection.client_id, &connection.secret_id)
+            .await?;
         let client = build(self.http.clone(), &cloud, credentials, self.policy.clone()).map_err(PortError::from)?;
         info!(
             connection = connection.id,
@@ -135,6 +127,53 @@ impl ConnectionClients {
             },
         );
         Ok(client)
+    }
+
+    /// A Graph client of `connection`'s write-mode app, for one admin action (`filetrail sharing
+    /// revoke`): its own token (with `Files.ReadWrite.All`), built anew and never cached beside
+    /// the pipeline's read-only clients. Fails (terminal) when write mode is off.
+    pub async fn write_graph(&self, connection: &Connection) -> Result<GraphClient, PortError> {
+        let Some(app) = &connection.write_app else {
+            return Err(PortError::terminal(
+                "write_mode_off",
+                format!("connection {} has no write-mode app", connection.id),
+                format!(
+                    "register one with `filetrail connection write-mode {} --client-id …`",
+                    connection.id
+                ),
+            ));
+        };
+        let (cloud, credentials) = self.credentials(connection, &app.client_id, &app.secret_id).await?;
+        info!(
+            connection = connection.id,
+            cloud = cloud.name(),
+            "write-mode client ready"
+        );
+        GraphClient::connect(
+            self.http.clone(),
+            &cloud,
+            credentials,
+            &connection.id,
+            self.policy.clone(),
+        )
+        .map_err(PortError::from)
+    }
+
+    /// The cloud of `connection` and the credentials of its app `client_id` (secret `secret_id`).
+    async fn credentials(
+        &self,
+        connection: &Connection,
+        client_id: &str,
+        secret_id: &str,
+    ) -> Result<(Cloud, Credentials), PortError> {
+        let cloud = Cloud::for_connection(&connection.cloud, connection.endpoints.as_ref()).map_err(PortError::from)?;
+        let secret = self.secrets.get_app_secret(secret_id).await.map_err(PortError::from)?;
+        let credentials = Credentials {
+            tenant_id: connection.tenant_id.clone(),
+            client_id: client_id.to_owned(),
+            secret: ClientSecret::new(secret.client_secret.expose()),
+        };
+        Ok((cloud, credentials))
     }
 
     /// Drops the cached clients of a connection so the next use re-reads its secret.

@@ -4,7 +4,7 @@ use chrono::Utc;
 use filetrail_aws::DynamoStateStore;
 use filetrail_core::model::{
     Connection, ConnectionError, ConnectionKind, ConnectionState, DirectoryUser, DiscoverySummary, DriveState,
-    Endpoints, IndexProgress,
+    Endpoints, IndexProgress, WriteApp,
 };
 use filetrail_core::ports::{CheckpointVersion, DiscoveryCheckpoint, StateStore};
 use filetrail_core::scope::{GroupSelector, ScopeEntry, ScopeKind, UnresolvedEntry};
@@ -57,7 +57,11 @@ fn connection(id: &str) -> anyhow::Result<Connection> {
             scope_version: Some("3f9a".into()),
         }),
         created_at: at("2026-11-01T12:00:00.000001Z")?,
-        write_mode: true,
+        write_app: Some(WriteApp {
+            client_id: "5d3c1e2a-0000-4000-8000-00000000a11e".into(),
+            secret_id: format!("filetrail-write/stack/{id}/app"),
+            enabled_at: at("2026-11-02T08:00:00Z")?,
+        }),
     })
 }
 
