@@ -631,13 +631,18 @@ impl GraphClient {
         }
     }
 
+    /// Parses a body as `T`, which Graph sends as a JSON object (see [`wire::Obj`]).
     pub(crate) fn decode<T: DeserializeOwned>(&self, reply: &Reply, op: &str) -> Result<T, M365Error> {
-        serde_json::from_slice(&reply.body).map_err(|e| self.decode_error(op, &e))
+        serde_json::from_slice::<wire::Obj<T>>(&reply.body)
+            .map(|o| o.0)
+            .map_err(|e| self.decode_error(op, &e))
     }
 
-    /// Parses a `$batch` entry's body as `T`.
+    /// Parses a `$batch` entry's body as `T` (an object, as [`Self::decode`]).
     fn decode_value<T: DeserializeOwned>(&self, body: Value, op: &str) -> Result<T, M365Error> {
-        serde_json::from_value(body).map_err(|e| self.decode_error(op, &e))
+        serde_json::from_value::<wire::Obj<T>>(body)
+            .map(|o| o.0)
+            .map_err(|e| self.decode_error(op, &e))
     }
 
     pub(crate) fn decode_error(&self, op: &str, e: &serde_json::Error) -> M365Error {

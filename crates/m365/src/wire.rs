@@ -76,20 +76,50 @@ pub fn batch_response(body: &[u8], now: SystemTime) -> Result<Vec<BatchAnswer>, 
         .collect())
 }
 
-/// Decodes a body that must be a JSON object. serde would also read a struct from an array of
-/// its fields in order (`[[], "https://…"]` as a page with a next link); Graph never sends one,
-/// so such a body is refused rather than read by position.
+/// Decodes a body that must be a JSON object (see [`Obj`]).
 fn object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => serde_json::from_slice(body).map_err(|e| e.to_string()),
-        _ => Err("expected a JSON object".to_owned()),
+    serde_json::from_slice::<Obj<T>>(body)
+        .map(|o| o.0)
+        .map_err(|e| e.to_string())
+}
+
+/// A `T` that must arrive as a JSON object. serde reads a struct from an array of its fields
+/// too, by position (`[[], "https://…"]` as a page with a next link, `["x"]` as a parent
+/// reference with id `x`); Graph never sends one, so such a value is refused, at any depth,
+/// rather than misread. Found by fuzzing (`fuzz/fuzz_targets/graph_users.rs`).
+pub(crate) struct Obj<T>(pub(crate) T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Map<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Map<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Map(std::marker::PhantomData)).map(Obj)
     }
+}
+
+/// A list of objects (each as [`Obj`]).
+fn objects<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Vec::<Obj<T>>::deserialize(d)?.into_iter().map(|o| o.0).collect())
+}
+
+/// An optional object (as [`Obj`]); `null` is `None`.
+fn opt_object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(Option::<Obj<T>>::deserialize(d)?.map(|o| o.0))
 }
 
 /// An OData collection page.
 #[derive(Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
 pub(crate) struct WirePage<T> {
-    #[serde(default = "Vec::new")]
+    #[serde(default = "Vec::new", deserialize_with = "objects")]
     pub(crate) value: Vec<T>,
     #[serde(rename = "@odata.nextLink", default)]
     pub(crate) next_link: Option<String>,
@@ -157,7 +187,7 @@ pub(crate) struct WireDrive {
 
 #[derive(Deserialize)]
 struct WireBatchResponse {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     responses: Vec<WireBatchEntry>,
 }
 
@@ -201,7 +231,7 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D:
 
 #[derive(Deserialize)]
 struct WireDeltaPage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     value: Vec<WireItem>,
     #[serde(rename = "@odata.nextLink", default)]
     next_link: Option<String>,
@@ -225,13 +255,13 @@ struct WireItem {
     e_tag: Option<String>,
     #[serde(rename = "cTag", default)]
     c_tag: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_object")]
     created_by: Option<WireIdentitySet>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_object")]
     last_modified_by: Option<WireIdentitySet>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_object")]
     parent_reference: Option<WireParent>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_object")]
     file: Option<WireFile>,
     #[serde(default)]
     folder: Option<Value>,
@@ -245,7 +275,7 @@ struct WireItem {
     shared: Option<Value>,
     #[serde(rename = "@microsoft.graph.sharedChanged", default)]
     shared_changed: Option<Value>,
-    #[serde(rename = "sharepointIds", default)]
+    #[serde(rename = "sharepointIds", default, deserialize_with = "opt_object")]
     sharepoint_ids: Option<WireSharepointIds>,
 }
 
@@ -258,7 +288,7 @@ struct WireSharepointIds {
 
 #[derive(Deserialize)]
 struct WireIdentitySet {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_object")]
     user: Option<WireIdentity>,
 }
 
@@ -417,6 +447,13 @@ mod tests {
         assert!(delta_page(br#" [[], null, "https://g/d"]"#).is_err());
         assert!(batch_response(b"[[]]", SystemTime::now()).is_err());
         assert_eq!(users_page(br#" {"value": [{"id": "u1"}]}"#).unwrap().users[0].id, "u1");
+        // At any depth: a member, a parent reference, a batch answer.
+        assert!(users_page(br#"{"value": [["", "Folder"]]}"#).is_err());
+        let parent = br#"{"value": [{"id": "i", "parentReference": ["p"]}], "@odata.deltaLink": "d"}"#;
+        assert!(delta_page(parent).is_err());
+        assert!(batch_response(br#"{"responses": [["1", 200]]}"#, SystemTime::now()).is_err());
+        let null_parent = br#"{"value": [{"id": "i", "parentReference": null}], "@odata.deltaLink": "d"}"#;
+        assert_eq!(delta_page(null_parent).unwrap().items[0].parent_id, None);
     }
 
     #[test]
