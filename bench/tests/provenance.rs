@@ -43,8 +43,8 @@ fn every_recorded_figure_names_its_commit_date_and_command() {
         );
         let command = from.get("command").and_then(Value::as_str).unwrap_or_default();
         assert!(
-            command.starts_with("bench/run"),
-            "{metric}: command {command:?} is not a bench/run command"
+            command.starts_with("bench/run") || command.starts_with("fuzz/run"),
+            "{metric}: command {command:?} is not a bench/run or fuzz/run command"
         );
         assert!(
             documented.contains(&format!("`{metric}`")),
