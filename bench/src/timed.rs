@@ -131,6 +131,12 @@ impl<P: StateStore + ?Sized> StateStore for Timed<'_, P> {
             .await
     }
 
+    async fn set_write_app(&self, id: &str, app: Option<&filetrail_core::model::WriteApp>) -> PortResult<()> {
+        self.times
+            .time("state.set_write_app", self.inner.set_write_app(id, app))
+            .await
+    }
+
     async fn drive(&self, drive_id: &str) -> PortResult<Option<DriveRecord>> {
         self.times.time("state.drive", self.inner.drive(drive_id)).await
     }

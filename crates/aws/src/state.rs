@@ -338,6 +338,7 @@ impl DynamoStateStore {
         let mut connection: Connection = f.json("doc")?;
         connection.last_error = f.opt_json("last_error")?;
         connection.last_discovery = f.opt_json("last_discovery")?;
+        connection.write_app = f.opt_json("write_app")?;
         Ok(connection)
     }
 
@@ -418,9 +419,12 @@ fn item_key(item: &Item) -> String {
 }
 
 fn connection_item(connection: &Connection) -> Result<Item, AwsError> {
+    // Fields updated on their own (set_connection_error, set_last_discovery, set_write_app) are
+    // attributes beside the document, so such an update never races a whole-record write.
     let doc = Connection {
         last_error: None,
         last_discovery: None,
+        write_app: None,
         ..connection.clone()
     };
     let mut item = key(conn_pk(&connection.id), META);
@@ -434,6 +438,15 @@ fn connection_item(connection: &Connection) -> Result<Item, AwsError> {
             .last_error
             .as_ref()
             .map(|e| json("connection error", e))
+            .transpose()?,
+    );
+    put_opt(
+        &mut item,
+        "write_app",
+        connection
+            .write_app
+            .as_ref()
+            .map(|a| json("write app", a))
             .transpose()?,
     );
     put_opt(
@@ -550,6 +563,13 @@ impl StateStore for DynamoStateStore {
     async fn set_last_discovery(&self, id: &str, summary: &DiscoverySummary) -> PortResult<()> {
         let mut update = Update::default();
         update.set("last_discovery", json("discovery summary", summary)?);
+        Ok(self.update_connection(id, update).await?)
+    }
+
+    /// Fails (terminal) if the connection is not registered.
+    async fn set_write_app(&self, id: &str, app: Option<&filetrail_core::model::WriteApp>) -> PortResult<()> {
+        let mut update = Update::default();
+        update.set_or_remove("write_app", app.map(|a| json("write app", a)).transpose()?);
         Ok(self.update_connection(id, update).await?)
     }
 

@@ -994,7 +994,7 @@ async fn connection_write_mode(
             return Ok(());
         };
         // The record first: from now on revoke refuses, whatever happens to the secret.
-        state.put_connection(&stored).await?;
+        state.set_write_app(id, None).await?;
         delete_secret(&aws.sdk, &app.secret_id).await?;
         println!(
             "Write mode of {id:?} is off; the secret of app {} is deleted.",
@@ -1031,12 +1031,14 @@ async fn connection_write_mode(
             },
         )
         .await?;
-    stored.write_app = Some(filetrail_core::model::WriteApp {
+    let app = filetrail_core::model::WriteApp {
         client_id: client_id.clone(),
         secret_id: secret_id.clone(),
         enabled_at: chrono::Utc::now(),
-    });
-    state.put_connection(&stored).await?;
+    };
+    // Only the write app changes: a discovery or poll updating the record meanwhile keeps its
+    // figures.
+    state.set_write_app(id, Some(&app)).await?;
     println!("Write mode of {id:?} is on: app {client_id}, secret {secret_id}.");
     println!(
         "Only `filetrail sharing revoke` uses it; the functions keep the read-only app {}.",

@@ -348,6 +348,14 @@ impl StateStore for MemoryState {
         Ok(())
     }
 
+    async fn set_write_app(&self, id: &str, app: Option<&crate::model::WriteApp>) -> PortResult<()> {
+        yield_point().await;
+        if let Some(c) = lock(&self.connections).get_mut(id) {
+            c.write_app = app.cloned();
+        }
+        Ok(())
+    }
+
     async fn drive(&self, drive_id: &str) -> PortResult<Option<DriveRecord>> {
         yield_point().await;
         Ok(lock(&self.drives).get(drive_id).cloned())

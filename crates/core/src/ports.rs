@@ -87,6 +87,9 @@ pub trait StateStore: Send + Sync {
     /// Records (or clears, with `None`) the problem shown on the connection's status.
     async fn set_connection_error(&self, id: &str, error: Option<&ConnectionError>) -> PortResult<()>;
     async fn set_last_discovery(&self, id: &str, summary: &DiscoverySummary) -> PortResult<()>;
+    /// Turns write mode on (the app) or off (`None`), touching nothing else of the record, so a
+    /// function updating the connection meanwhile loses nothing.
+    async fn set_write_app(&self, id: &str, app: Option<&crate::model::WriteApp>) -> PortResult<()>;
 
     async fn drive(&self, drive_id: &str) -> PortResult<Option<DriveRecord>>;
     /// Reads many drives at once; missing ones are simply absent from the result.

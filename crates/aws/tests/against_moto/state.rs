@@ -544,3 +544,28 @@ async fn stale_export_marks_are_listed_oldest_first_and_a_renewed_mark_survives_
     assert_eq!(marks.stale_windows("fabrikam").await?.len(), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn write_mode_is_set_and_cleared_in_place_beside_a_discovery_summary() -> anyhow::Result<()> {
+    let store = store().await?;
+    let mut expected = connection("contoso")?;
+    let app = expected.write_app.take().expect("the fixture has a write app");
+    store.put_connection(&expected).await?;
+    // An admin reads the record, a discovery finishes meanwhile, then write mode is turned on.
+    let summary = DiscoverySummary {
+        run_id: "run-3".into(),
+        ..expected.last_discovery.clone().expect("the fixture has a summary")
+    };
+    store.set_last_discovery("contoso", &summary).await?;
+    store.set_write_app("contoso", Some(&app)).await?;
+    expected.last_discovery = Some(summary);
+    expected.write_app = Some(app);
+    assert_eq!(store.connection("contoso").await?.as_ref(), Some(&expected));
+
+    store.set_write_app("contoso", None).await?;
+    expected.write_app = None;
+    assert_eq!(store.connection("contoso").await?, Some(expected));
+    let err = failure(store.set_write_app("ghost", None).await, "unknown connection")?;
+    assert!(err.is_terminal() && err.to_string().contains("ghost"), "{err}");
+    Ok(())
+}
