@@ -157,6 +157,17 @@ impl Deployment {
             .collect()
     }
 
+    /// The stored write-mode app of connection `contoso`.
+    async fn write_app(&self) -> Option<filetrail_core::model::WriteApp> {
+        self.state()
+            .await
+            .connection("contoso")
+            .await
+            .unwrap()
+            .unwrap()
+            .write_app
+    }
+
     async fn secret_names(&self) -> Vec<String> {
         let sm = aws_sdk_secretsmanager::Client::new(&self.moto.sdk_config().await);
         let out = sm.list_secrets().send().await.unwrap();
@@ -361,38 +372,19 @@ async fn add_names_each_missing_permission_with_how_to_grant_it_and_all_of_them_
     // Files.ReadWrite.All is refused, one with it is stored where no function reads.
     d.sim.reset_roles();
     assert!(d.add_ok("contoso", &[]).await.0);
-    let write_mode = |client_id: &str| {
-        vec![
-            "connection".to_owned(),
-            "write-mode".to_owned(),
-            "contoso".to_owned(),
-            "--client-id".to_owned(),
-            client_id.to_owned(),
-        ]
-    };
-    let args = write_mode(d.sim.client_id());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let main_app = d.sim.client_id().to_owned();
+    let args = ["connection", "write-mode", "contoso", "--client-id", main_app.as_str()];
     let (ok, _, err) = d.run(&args, &format!("{}\n", d.sim.client_secret())).await;
     assert!(!ok && err.contains("second app registration"), "{err}");
     d.sim
         .register_app("write-app-id", "write~Secret.1", &["Files.Read.All"]);
-    let args = write_mode("write-app-id");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = ["connection", "write-mode", "contoso", "--client-id", "write-app-id"];
     let (ok, _, err) = d.run(&args, "write~Secret.1\n").await;
     assert!(
         !ok && err.contains("Application permissions > Files.ReadWrite.All"),
         "{err}"
     );
-    assert!(
-        d.state()
-            .await
-            .connection("contoso")
-            .await
-            .unwrap()
-            .unwrap()
-            .write_app
-            .is_none()
-    );
+    assert!(d.write_app().await.is_none());
     d.sim
         .register_app("write-app-id", "write~Secret.1", &["Files.ReadWrite.All"]);
     let (ok, out, err) = d.run(&args, "write~Secret.1\n").await;
@@ -424,16 +416,7 @@ async fn add_names_each_missing_permission_with_how_to_grant_it_and_all_of_them_
     let (ok, out, err) = d.run(&["connection", "write-mode", "contoso", "--off"], "").await;
     assert!(ok, "{err}");
     assert!(out.contains("is off"), "{out}");
-    assert!(
-        d.state()
-            .await
-            .connection("contoso")
-            .await
-            .unwrap()
-            .unwrap()
-            .write_app
-            .is_none()
-    );
+    assert!(d.write_app().await.is_none());
     assert_eq!(d.secret_names().await.len(), 1);
 }
 

@@ -33,40 +33,33 @@ pub fn resolve(doc: &Value, params: &BTreeMap<String, String>) -> Result<Value, 
         }
     }
     let mut out = doc.clone();
-    if let Some(resources) = out.get_mut("Resources").and_then(Value::as_mapping_mut) {
-        let mut kept = Mapping::new();
-        for (id, resource) in std::mem::take(resources) {
-            let at = format!("Resources.{}", id.as_str().unwrap_or("?"));
-            if let Some(name) = resource.get("Condition") {
-                let name = name
-                    .as_str()
-                    .ok_or_else(|| invalid(&at, "a resource's Condition must name a condition"))?;
-                if !named(&values, name, &at)? {
-                    continue;
-                }
-            }
-            if let Some(resource) = resolve_ifs(&resource, &values, &at)? {
-                kept.insert(id, resource);
-            }
+    for section in ["Resources", "Outputs"] {
+        if let Some(entries) = out.get_mut(section).and_then(Value::as_mapping_mut) {
+            *entries = resolve_section(section, std::mem::take(entries), &values)?;
         }
-        *resources = kept;
-    }
-    if let Some(outputs) = out.get_mut("Outputs").and_then(Value::as_mapping_mut) {
-        let mut kept = Mapping::new();
-        for (id, output) in std::mem::take(outputs) {
-            let at = format!("Outputs.{}", id.as_str().unwrap_or("?"));
-            if let Some(name) = output.get("Condition").and_then(Value::as_str) {
-                if !named(&values, name, &at)? {
-                    continue;
-                }
-            }
-            if let Some(output) = resolve_ifs(&output, &values, &at)? {
-                kept.insert(id, output);
-            }
-        }
-        *outputs = kept;
     }
     Ok(out)
+}
+
+/// The entries of `Resources` or `Outputs` as deployed: those whose `Condition` is false left
+/// out, `Fn::If` resolved in the others.
+fn resolve_section(section: &str, entries: Mapping, values: &BTreeMap<String, bool>) -> Result<Mapping, TemplateError> {
+    let mut kept = Mapping::new();
+    for (id, entry) in entries {
+        let at = format!("{section}.{}", id.as_str().unwrap_or("?"));
+        if let Some(name) = entry.get("Condition") {
+            let name = name
+                .as_str()
+                .ok_or_else(|| invalid(&at, "a Condition must name a condition"))?;
+            if !named(values, name, &at)? {
+                continue;
+            }
+        }
+        if let Some(entry) = resolve_ifs(&entry, values, &at)? {
+            kept.insert(id, entry);
+        }
+    }
+    Ok(kept)
 }
 
 fn named(values: &BTreeMap<String, bool>, name: &str, at: &str) -> Result<bool, TemplateError> {
