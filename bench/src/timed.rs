@@ -151,17 +151,24 @@ impl<P: StateStore + ?Sized> StateStore for Timed<'_, P> {
             .await
     }
 
-    async fn transition_drive(&self, drive_id: &str, from: DriveState, to: DriveState) -> PortResult<bool> {
+    async fn transition_drive(
+        &self,
+        connection: &str,
+        drive_id: &str,
+        from: DriveState,
+        to: DriveState,
+    ) -> PortResult<bool> {
         self.times
             .time(
                 "state.transition_drive",
-                self.inner.transition_drive(drive_id, from, to),
+                self.inner.transition_drive(connection, drive_id, from, to),
             )
             .await
     }
 
     async fn save_index_progress(
         &self,
+        connection: &str,
         drive_id: &str,
         expected: &IndexProgress,
         progress: &IndexProgress,
@@ -170,14 +177,18 @@ impl<P: StateStore + ?Sized> StateStore for Timed<'_, P> {
         self.times
             .time(
                 "state.save_index_progress",
-                self.inner.save_index_progress(drive_id, expected, progress, state),
+                self.inner
+                    .save_index_progress(connection, drive_id, expected, progress, state),
             )
             .await
     }
 
-    async fn set_drive_parked(&self, drive_id: &str, reason: Option<&str>) -> PortResult<()> {
+    async fn set_drive_parked(&self, connection: &str, drive_id: &str, reason: Option<&str>) -> PortResult<()> {
         self.times
-            .time("state.set_drive_parked", self.inner.set_drive_parked(drive_id, reason))
+            .time(
+                "state.set_drive_parked",
+                self.inner.set_drive_parked(connection, drive_id, reason),
+            )
             .await
     }
 

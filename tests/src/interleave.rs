@@ -535,7 +535,7 @@ impl World {
                 }
                 Ok(true)
             }
-            Job::Index(index @ IndexJob::IndexDrive { drive_id, .. }) => {
+            Job::Index(index @ IndexJob::IndexDrive { connection, drive_id }) => {
                 let ports = IndexPorts {
                     state: &self.state,
                     inventory: &self.inventory,
@@ -552,7 +552,9 @@ impl World {
                         exports: &self.state,
                     }),
                 };
-                if let IndexOutcome::Continue { .. } = index_drive(&ports, drive_id, &budget, || now).await? {
+                if let IndexOutcome::Continue { .. } =
+                    index_drive(&ports, connection, drive_id, &budget, || now).await?
+                {
                     self.queues.enqueue_index(std::slice::from_ref(index)).await?;
                 }
                 Ok(true)

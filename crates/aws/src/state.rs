@@ -31,13 +31,18 @@
 //! percent-decoded URL): audit records name the site, not the drive. A drive recorded before
 //! `gsi2pk` existed is not found there until it is inserted again.
 //!
+//! A drive belongs to the connection that recorded it first (the insert is conditional on the
+//! key not existing) and every later write of it is conditional on `connection` being the one
+//! the caller acts for: drive ids are unique across Microsoft 365, and with the tenant
+//! normalised to its id and one connection per kind, no run of one connection changes
+//! another's drive even if the same OneDrive is listed to both.
+//!
 //! `gsi1` projects the keys plus `owner_upn` and `state`. A connection is stored as a JSON `doc`
 //! with `last_error` and `last_discovery` as separate JSON attributes, so status updates are a
 //! single UpdateItem. A drive's fields and its [`IndexProgress`] are top-level attributes, so a
 //! checkpoint save is one conditional UpdateItem that also moves the drive between GSI partitions.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -98,9 +103,6 @@ pub const DRIVE_IDS_PAGE: i32 = 1000;
 /// Conditional PutItems in flight while inserting drives: enough to hide round trips, far below
 /// the per-partition limit of 1,000 WCU/s (DynamoDB Developer Guide, "Partition key design").
 pub const INSERT_CONCURRENCY: usize = 16;
-/// Drive → connection entries remembered before the cache is cleared (a drive's connection never
-/// changes; ~100 bytes each, so at most ~10 MB).
-const CONNECTION_CACHE_MAX: usize = 100_000;
 
 /// The attributes of [`IndexProgress`], stored top-level on a drive item.
 const PROGRESS_NUMBERS: [&str; 8] = [
@@ -142,9 +144,6 @@ fn nodrive_gsi1pk(connection: &str) -> String {
 #[derive(Debug)]
 pub struct DynamoStateStore {
     table: Table,
-    /// drive id → connection, learned from reads and inserts: updates that move a drive between
-    /// GSI partitions need it, and it never changes.
-    drive_connections: Mutex<HashMap<String, String>>,
     page_size: i32,
 }
 
@@ -153,7 +152,6 @@ impl DynamoStateStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             table: Table::new(client, table, STATE_TABLE_VAR),
-            drive_connections: Mutex::default(),
             page_size: DRIVE_IDS_PAGE,
         }
     }
@@ -293,46 +291,6 @@ impl DynamoStateStore {
         }
     }
 
-    fn remember_connection(&self, drive_id: &str, connection: &str) {
-        let mut cache = self
-            .drive_connections
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cache.len() >= CONNECTION_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(drive_id.to_owned(), connection.to_owned());
-    }
-
-    /// The connection a drive belongs to, `None` when the drive is unknown.
-    async fn connection_of(&self, drive_id: &str) -> Result<Option<String>, AwsError> {
-        let cached = self
-            .drive_connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(drive_id)
-            .cloned();
-        if cached.is_some() {
-            return Ok(cached);
-        }
-        self.table.counts.read();
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .set_key(Some(key(drive_pk(drive_id), META)))
-            .projection_expression("#c")
-            .expression_attribute_names("#c", "connection")
-            .send()
-            .await
-            .map_err(|e| self.table.err("GetItem", e))?;
-        let Some(item) = out.item else { return Ok(None) };
-        let connection = self.table.fields(&item, drive_pk(drive_id)).s("connection")?;
-        self.remember_connection(drive_id, &connection);
-        Ok(Some(connection))
-    }
-
     fn decode_connection(&self, item: &Item) -> Result<Connection, AwsError> {
         let f = self.table.fields(item, item_key(item));
         let mut connection: Connection = f.json("doc")?;
@@ -376,7 +334,6 @@ impl DynamoStateStore {
             index,
             parked: f.opt_s("parked")?,
         };
-        self.remember_connection(&drive.drive_id, &drive.connection);
         Ok(drive)
     }
 
@@ -394,10 +351,7 @@ impl DynamoStateStore {
             .send()
             .await;
         match result {
-            Ok(_) => {
-                self.remember_connection(&drive.drive_id, &drive.connection);
-                Ok(Some(drive.drive_id.clone()))
-            }
+            Ok(_) => Ok(Some(drive.drive_id.clone())),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
@@ -608,17 +562,19 @@ impl StateStore for DynamoStateStore {
         Ok(inserted)
     }
 
-    /// One UpdateItem conditional on the current state (plus a read of the drive's connection the
-    /// first time this store sees the drive).
-    async fn transition_drive(&self, drive_id: &str, from: DriveState, to: DriveState) -> PortResult<bool> {
-        let Some(connection) = self.connection_of(drive_id).await? else {
-            return Ok(false);
-        };
+    /// One UpdateItem conditional on the current state and the drive's connection.
+    async fn transition_drive(
+        &self,
+        connection: &str,
+        drive_id: &str,
+        from: DriveState,
+        to: DriveState,
+    ) -> PortResult<bool> {
         let mut update = Update::default();
         update.set("state", s(to.as_str()));
-        update.set(GSI1_PK, s(drive_gsi1pk(&connection, to)));
+        update.set(GSI1_PK, s(drive_gsi1pk(connection, to)));
         update.value(":from", s(from.as_str()));
-        update.value(":connection", s(&connection));
+        update.value(":connection", s(connection));
         let condition = format!(
             "{} = :from AND {} = :connection",
             update.name("state"),
@@ -632,23 +588,21 @@ impl StateStore for DynamoStateStore {
     /// when the stored checkpoint is not `expected` or the drive does not exist.
     async fn save_index_progress(
         &self,
+        connection: &str,
         drive_id: &str,
         expected: &IndexProgress,
         progress: &IndexProgress,
         state: DriveState,
     ) -> PortResult<bool> {
-        let Some(connection) = self.connection_of(drive_id).await? else {
-            return Ok(false);
-        };
         let mut update = Update::default();
         for (name, value) in progress_attrs(progress) {
             update.set_or_remove(name, value);
         }
         update.set("state", s(state.as_str()));
-        update.set(GSI1_PK, s(drive_gsi1pk(&connection, state)));
+        update.set(GSI1_PK, s(drive_gsi1pk(connection, state)));
         update.value(":expected_pages", n(expected.pages));
         update.value(":expected_gen", n(expected.generation));
-        update.value(":connection", s(&connection));
+        update.value(":connection", s(connection));
         update.value(":unmonitored", s(DriveState::Unmonitored.as_str()));
         // A drive that left the scope meanwhile stays unmonitored: its walk stops here.
         let condition = format!(
@@ -661,19 +615,20 @@ impl StateStore for DynamoStateStore {
         Ok(self.update_if(drive_pk(drive_id), update, &condition).await?)
     }
 
-    /// Fails (terminal) if the drive is unknown.
-    async fn set_drive_parked(&self, drive_id: &str, reason: Option<&str>) -> PortResult<()> {
+    /// Fails (terminal) if the connection has no such drive.
+    async fn set_drive_parked(&self, connection: &str, drive_id: &str, reason: Option<&str>) -> PortResult<()> {
         let mut update = Update::default();
         update.set_or_remove("parked", reason.map(s));
-        let condition = format!("attribute_exists({})", update.name(PK));
+        update.value(":connection", s(connection));
+        let condition = format!("{} = :connection", update.name("connection"));
         if self.update_if(drive_pk(drive_id), update, &condition).await? {
             Ok(())
         } else {
             Err(PortError::from(AwsError::NotFound {
                 what: "drive",
-                id: drive_id.to_owned(),
+                id: format!("{drive_id} of connection {connection}"),
                 table: self.table.name.clone(),
-                fix: "run discovery for its connection so the drive is recorded".into(),
+                fix: "run discovery for the connection so the drive is recorded".into(),
             }))
         }
     }

@@ -366,6 +366,14 @@ pub fn render(statuses: &[ConnectionStatus], now: DateTime<Utc>) -> String {
                     },
                     l.users_without_drive
                 );
+                if l.drives_of_other_connections > 0 {
+                    let _ = writeln!(
+                        s,
+                        "  other connection  {} OneDrives found are recorded by another connection and left to it \
+                         (is this tenant registered twice? `filetrail connection list`)",
+                        l.drives_of_other_connections
+                    );
+                }
             }
             None => s.push_str("  last discovery    never finished\n"),
         }
@@ -981,6 +989,39 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn onedrives_left_to_another_connection_are_named_with_where_to_look() {
+        let mut st = status();
+        let summary = |others| DiscoverySummary {
+            run_id: "run-1".into(),
+            started_at: at("2026-11-30T09:00:00Z"),
+            finished_at: at("2026-11-30T09:05:00Z"),
+            users_seen: 12,
+            drives_found: 10,
+            drives_new: 0,
+            users_without_drive: 2,
+            scope: filetrail_core::scope::ScopeKind::All,
+            unresolved: Vec::new(),
+            drives_unmonitored: 0,
+            drives_returned: 0,
+            drives_over_cap: 0,
+            scope_version: None,
+            drives_of_other_connections: others,
+        };
+        st.last_discovery = Some(summary(10));
+        let text = render(std::slice::from_ref(&st), at("2026-11-30T10:00:00Z"));
+        assert!(
+            text.contains(
+                "other connection  10 OneDrives found are recorded by another connection and left to it (is this \
+                 tenant registered twice? `filetrail connection list`)"
+            ),
+            "{text}"
+        );
+        st.last_discovery = Some(summary(0));
+        let text = render(&[st], at("2026-11-30T10:00:00Z"));
+        assert!(!text.contains("other connection"), "{text}");
     }
 
     #[test]

@@ -429,7 +429,11 @@ async fn finish_run(
         loop {
             let (ids, next) = ports.state.drive_ids_in_state(&connection.id, state, cursor).await?;
             for id in ids.iter().filter(|id| !seen.drives.contains(*id)) {
-                if ports.state.transition_drive(id, state, DriveState::Unmonitored).await? {
+                if ports
+                    .state
+                    .transition_drive(&connection.id, id, state, DriveState::Unmonitored)
+                    .await?
+                {
                     info!(
                         connection = connection.id,
                         drive_id = id,
@@ -502,6 +506,7 @@ async fn finish_run(
         drives_returned: cp.drives_returned,
         drives_over_cap: cp.drives_over_cap,
         scope_version: Some(cp.scope_version.clone()),
+        drives_of_other_connections: cp.drives_of_other_connections,
     };
     ports.state.set_last_discovery(&connection.id, &summary).await?;
     ports.state.delete_run(&connection.id, &cp.run_id).await?;
@@ -517,6 +522,7 @@ async fn finish_run(
         returned = summary.drives_returned,
         unmonitored = summary.drives_unmonitored,
         over_cap = summary.drives_over_cap,
+        of_other_connections = summary.drives_of_other_connections,
         unresolved = summary.unresolved.len(),
         without_drive = summary.users_without_drive,
         "discovery run finished"
@@ -620,6 +626,17 @@ async fn record_page(
     let mut returning = Vec::new();
     for record in records {
         match known.get(&record.drive_id) {
+            Some(stored) if stored.connection != connection.id => {
+                // The same OneDrive recorded by another connection (the tenant registered twice
+                // before its id was normalised, or a tenant moved): it stays that connection's.
+                cp.drives_of_other_connections += 1;
+                warn!(
+                    connection = connection.id,
+                    drive_id = record.drive_id,
+                    owner_connection = stored.connection,
+                    "drive already recorded by another connection; left to it"
+                );
+            }
             None => {
                 if admit(cp) {
                     seen.drives.push(record.drive_id.clone());
@@ -655,7 +672,7 @@ async fn record_page(
         for id in &to_enqueue {
             ports
                 .state
-                .transition_drive(id, DriveState::Pending, DriveState::Indexing)
+                .transition_drive(&connection.id, id, DriveState::Pending, DriveState::Indexing)
                 .await?;
         }
     }
@@ -669,7 +686,7 @@ async fn record_page(
         };
         if ports
             .state
-            .transition_drive(&drive.drive_id, DriveState::Unmonitored, to)
+            .transition_drive(&connection.id, &drive.drive_id, DriveState::Unmonitored, to)
             .await?
         {
             ports
@@ -734,7 +751,7 @@ async fn recover_connection(ports: &DiscoverPorts<'_>, connection: &Connection) 
                 .enqueue_index(&IndexJob::for_drives(&connection.id, &parked))
                 .await?;
             for id in &parked {
-                ports.state.set_drive_parked(id, None).await?;
+                ports.state.set_drive_parked(&connection.id, id, None).await?;
             }
             resumed += parked.len();
         }

@@ -77,9 +77,12 @@ impl IndexError {
     }
 }
 
-/// Walks (or continues walking) one drive until it completes or the budget runs out.
+/// Walks (or continues walking) one drive of `connection` until it completes or the budget
+/// runs out. A drive recorded for another connection is left untouched (skipped): a job names
+/// the connection it works for, and no connection's job writes another's drive.
 pub async fn index_drive(
     ports: &IndexPorts<'_>,
+    connection: &str,
     drive_id: &str,
     budget: &dyn Budget,
     now: impl Fn() -> DateTime<Utc>,
@@ -93,6 +96,20 @@ pub async fn index_drive(
             reason: format!("drive {drive_id} is not known"),
         });
     };
+    if drive.connection != connection {
+        warn!(
+            connection,
+            drive_id,
+            owner_connection = drive.connection,
+            "index job for a drive of another connection; skipped"
+        );
+        return Ok(IndexOutcome::Skipped {
+            reason: format!(
+                "drive {drive_id} belongs to connection {}, not {connection}",
+                drive.connection
+            ),
+        });
+    }
     match drive.state {
         DriveState::Unmonitored => {
             return Ok(IndexOutcome::Skipped {
@@ -103,7 +120,7 @@ pub async fn index_drive(
             // Discovery recorded the drive and enqueued it but stopped before marking it.
             ports
                 .state
-                .transition_drive(drive_id, DriveState::Pending, DriveState::Indexing)
+                .transition_drive(connection, drive_id, DriveState::Pending, DriveState::Indexing)
                 .await
                 .map_err(err)?;
             drive.state = DriveState::Indexing;
@@ -266,10 +283,11 @@ async fn save(
 ) -> Result<bool, PortError> {
     let saved = ports
         .state
-        .save_index_progress(&drive.drive_id, expected, progress, state)
+        .save_index_progress(&drive.connection, &drive.drive_id, expected, progress, state)
         .await?;
     if !saved {
-        warn!(
+        // Another delivery of the same job (SQS redelivers) got there first: expected, not a fault.
+        info!(
             drive_id = drive.drive_id,
             "checkpoint moved by another worker; stopping"
         );

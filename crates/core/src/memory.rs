@@ -380,10 +380,16 @@ impl StateStore for MemoryState {
         Ok(inserted)
     }
 
-    async fn transition_drive(&self, drive_id: &str, from: DriveState, to: DriveState) -> PortResult<bool> {
+    async fn transition_drive(
+        &self,
+        connection: &str,
+        drive_id: &str,
+        from: DriveState,
+        to: DriveState,
+    ) -> PortResult<bool> {
         yield_point().await;
         match lock(&self.drives).get_mut(drive_id) {
-            Some(d) if d.state == from => {
+            Some(d) if d.state == from && d.connection == connection => {
                 d.state = to;
                 Ok(true)
             }
@@ -393,6 +399,7 @@ impl StateStore for MemoryState {
 
     async fn save_index_progress(
         &self,
+        connection: &str,
         drive_id: &str,
         expected: &IndexProgress,
         progress: &IndexProgress,
@@ -401,7 +408,8 @@ impl StateStore for MemoryState {
         yield_point().await;
         match lock(&self.drives).get_mut(drive_id) {
             Some(d)
-                if d.index.pages == expected.pages
+                if d.connection == connection
+                    && d.index.pages == expected.pages
                     && d.index.generation == expected.generation
                     && d.state != DriveState::Unmonitored =>
             {
@@ -413,12 +421,19 @@ impl StateStore for MemoryState {
         }
     }
 
-    async fn set_drive_parked(&self, drive_id: &str, reason: Option<&str>) -> PortResult<()> {
+    async fn set_drive_parked(&self, connection: &str, drive_id: &str, reason: Option<&str>) -> PortResult<()> {
         yield_point().await;
-        if let Some(d) = lock(&self.drives).get_mut(drive_id) {
-            d.parked = reason.map(str::to_owned);
+        match lock(&self.drives).get_mut(drive_id) {
+            Some(d) if d.connection == connection => {
+                d.parked = reason.map(str::to_owned);
+                Ok(())
+            }
+            _ => Err(PortError::terminal(
+                "NotFound",
+                format!("connection {connection} has no drive {drive_id}"),
+                "run discovery for the connection so the drive is recorded",
+            )),
         }
-        Ok(())
     }
 
     async fn drive_ids_in_state(

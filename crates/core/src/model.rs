@@ -158,6 +158,10 @@ pub struct DiscoverySummary {
     /// same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope_version: Option<String>,
+    /// OneDrives the run found that another connection recorded first (the same tenant
+    /// registered twice): left untouched, monitored by that connection only.
+    #[serde(default)]
+    pub drives_of_other_connections: u64,
 }
 
 fn scope_all() -> crate::scope::ScopeKind {

@@ -97,21 +97,33 @@ pub trait StateStore: Send + Sync {
     /// Inserts drives that are not known yet, leaving known ones untouched. Returns the ids that
     /// were inserted. Idempotent: a repeated call inserts nothing.
     async fn insert_new_drives(&self, drives: &[DriveRecord]) -> PortResult<Vec<String>>;
-    /// Moves a drive from `from` to `to`; returns false (and changes nothing) if it was not in
-    /// `from`.
-    async fn transition_drive(&self, drive_id: &str, from: DriveState, to: DriveState) -> PortResult<bool>;
-    /// Stores a drive's index progress, only if its stored `pages` and `generation` still equal
-    /// `expected` (optimistic concurrency: a redelivered or concurrent worker cannot move the
-    /// checkpoint backwards). Returns false when the condition failed.
+    /// Moves a drive of `connection` from `from` to `to`; returns false (and changes nothing) if
+    /// it was not in `from` or belongs to another connection.
+    ///
+    /// Every write of a drive names the connection it acts for and changes only a drive of that
+    /// connection: no run of one connection can touch another's drives.
+    async fn transition_drive(
+        &self,
+        connection: &str,
+        drive_id: &str,
+        from: DriveState,
+        to: DriveState,
+    ) -> PortResult<bool>;
+    /// Stores a drive's index progress, only if the drive belongs to `connection` and its stored
+    /// `pages` and `generation` still equal `expected` (optimistic concurrency: a redelivered or
+    /// concurrent worker cannot move the checkpoint backwards). Returns false when the condition
+    /// failed.
     async fn save_index_progress(
         &self,
+        connection: &str,
         drive_id: &str,
         expected: &crate::model::IndexProgress,
         progress: &crate::model::IndexProgress,
         state: DriveState,
     ) -> PortResult<bool>;
-    /// Parks (or unparks, with `None`) a drive's work on a connection problem.
-    async fn set_drive_parked(&self, drive_id: &str, reason: Option<&str>) -> PortResult<()>;
+    /// Parks (or unparks, with `None`) a drive's work on a connection problem. Fails (terminal)
+    /// when `connection` has no such drive.
+    async fn set_drive_parked(&self, connection: &str, drive_id: &str, reason: Option<&str>) -> PortResult<()>;
     /// Ids of a connection's drives in a state, one page at a time (`cursor` from the previous
     /// call).
     async fn drive_ids_in_state(
@@ -227,6 +239,9 @@ pub struct DiscoveryCheckpoint {
     /// Drives that came back into scope.
     #[serde(default)]
     pub drives_returned: u64,
+    /// Drives found that another connection recorded first: left to it.
+    #[serde(default)]
+    pub drives_of_other_connections: u64,
 }
 
 fn all_scope_version() -> String {
@@ -253,6 +268,7 @@ impl DiscoveryCheckpoint {
             drives_monitored: 0,
             drives_over_cap: 0,
             drives_returned: 0,
+            drives_of_other_connections: 0,
         }
     }
 

@@ -1009,6 +1009,7 @@ impl IngestWorld {
             drives_returned: 0,
             drives_over_cap: 0,
             scope_version: Some(scope.map_or_else(|| "all".to_owned(), |s| s.version)),
+            drives_of_other_connections: 0,
         };
         self.state.set_last_discovery(CONN, &summary).await.unwrap();
     }

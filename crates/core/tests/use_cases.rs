@@ -255,6 +255,46 @@ async fn discovery_records_personal_drives_and_users_without_one() {
     );
 }
 
+/// The same tenant registered twice (case 10 of issue 13): the drives the first connection
+/// recorded stay its own, whatever the second one's scope says.
+#[tokio::test]
+async fn discovery_leaves_the_drives_another_connection_recorded_untouched() {
+    let (state, tenant, queue) = (setup().await, FakeTenant::new(10), MemoryQueue::default());
+    let theirs = |id: &str, drive_state: DriveState| DriveRecord {
+        connection: "contoso-again".into(),
+        drive_id: id.into(),
+        owner_id: format!("u{}", &id[1..]),
+        owner_upn: format!("user{}@contoso.com", &id[1..]),
+        web_url: None,
+        state: drive_state,
+        discovered_at: now(),
+        index: IndexProgress::default(),
+        parked: None,
+    };
+    let before = [theirs("d1", DriveState::Unmonitored), theirs("d2", DriveState::Pending)];
+    state.insert_new_drives(&before).await.unwrap();
+
+    let summary = run_discovery(&state, &tenant, &queue, "run1").await;
+
+    assert_eq!(summary.drives_of_other_connections, 2);
+    assert_eq!(summary.drives_new, 4);
+    let mut enqueued = drive_ids(&queue.index_jobs());
+    enqueued.sort();
+    assert_eq!(
+        enqueued,
+        vec!["d3", "d6", "d7", "d9"],
+        "no job for the other connection's drives"
+    );
+    for d in &before {
+        assert_eq!(state.drive(&d.drive_id).await.unwrap().as_ref(), Some(d));
+    }
+    // Its next run does not unmonitor them either: they were never this connection's.
+    let again = run_discovery(&state, &tenant, &queue, "run2").await;
+    assert_eq!(again.drives_unmonitored, 0);
+    assert_eq!(state.drive("d1").await.unwrap().unwrap().state, DriveState::Unmonitored);
+    assert_eq!(state.drive("d2").await.unwrap().unwrap().state, DriveState::Pending);
+}
+
 #[tokio::test]
 async fn a_finished_run_enqueues_the_audit_blobs_parked_for_want_of_a_drive_and_a_continued_one_waits() {
     let (state, tenant, queue) = (setup().await, FakeTenant::new(10), MemoryQueue::default());
@@ -415,7 +455,10 @@ async fn a_bad_secret_is_recorded_with_its_fix_and_parked_work_resumes_once_fixe
         .await
         .unwrap();
     queue.take_index_jobs();
-    state.set_drive_parked("d1", Some("invalid_client")).await.unwrap();
+    state
+        .set_drive_parked("contoso", "d1", Some("invalid_client"))
+        .await
+        .unwrap();
     *tenant.fail_with.lock().unwrap() = Some(PortError::terminal(
         "invalid_client",
         "AADSTS7000215: Invalid client secret provided.",
@@ -559,6 +602,38 @@ async fn drive_in(state: &MemoryState, drive_state: DriveState) {
     state.insert_new_drives(&[d]).await.unwrap();
 }
 
+#[tokio::test]
+async fn an_index_job_of_another_connection_writes_nothing_to_the_drive() {
+    let (state, inv, delta) = (MemoryState::default(), MemoryInventory::default(), three_pages());
+    drive_in(&state, DriveState::Indexing).await;
+    let before = state.drive("d1").await.unwrap();
+    let p = IndexPorts {
+        pending: None,
+        state: &state,
+        inventory: &inv,
+        delta: &delta,
+        sharing: None,
+    };
+
+    let out = index_drive(&p, "fabrikam", "d1", &Deadline::unlimited(), now)
+        .await
+        .unwrap();
+
+    let IndexOutcome::Skipped { reason } = out else {
+        panic!("expected a skip, got {out:?}")
+    };
+    assert!(reason.contains("contoso") && reason.contains("fabrikam"), "{reason}");
+    assert!(inv.rows("d1").is_empty(), "no inventory row written");
+    assert_eq!(state.drive("d1").await.unwrap(), before, "checkpoint untouched");
+    assert!(
+        state
+            .set_drive_parked("fabrikam", "d1", Some("invalid_client"))
+            .await
+            .is_err(),
+        "another connection cannot park it"
+    );
+}
+
 fn paths(inv: &MemoryInventory) -> Vec<(String, String)> {
     let mut v: Vec<_> = inv.rows("d1").into_iter().map(|r| (r.item_id, r.path)).collect();
     v.sort();
@@ -576,7 +651,9 @@ async fn a_full_walk_writes_one_row_per_item_with_paths_and_no_hashes() {
         delta: &delta,
         sharing: None,
     };
-    let out = index_drive(&p, "d1", &Deadline::unlimited(), now).await.unwrap();
+    let out = index_drive(&p, "contoso", "d1", &Deadline::unlimited(), now)
+        .await
+        .unwrap();
     assert_eq!(out, IndexOutcome::Completed { pages: 3, items: 5 });
     assert_eq!(
         paths(&inv),
@@ -643,12 +720,16 @@ async fn item_counts_are_the_rows_the_inventory_holds_not_the_entries_delta_list
         delta: &delta,
         sharing: None,
     };
-    index_drive(&p, "d1", &Deadline::unlimited(), now).await.unwrap();
+    index_drive(&p, "contoso", "d1", &Deadline::unlimited(), now)
+        .await
+        .unwrap();
     let d = state.drive("d1").await.unwrap().unwrap();
     assert_eq!(inv.rows("d1").len(), 3, "docs, a, b");
     assert_eq!((d.index.items, d.index.files, d.index.folders), (3, 2, 1));
 
-    index_drive(&p, "d1", &Deadline::unlimited(), now).await.unwrap();
+    index_drive(&p, "contoso", "d1", &Deadline::unlimited(), now)
+        .await
+        .unwrap();
     let d = state.drive("d1").await.unwrap().unwrap();
     assert_eq!(
         d.index.delta_link.as_deref(),
@@ -670,7 +751,7 @@ async fn resumes_from_next_link_after_the_budget_runs_out() {
         delta: &delta,
         sharing: None,
     };
-    let out = index_drive(&p, "d1", &Deadline::unlimited().with_max_units(Some(1)), now)
+    let out = index_drive(&p, "contoso", "d1", &Deadline::unlimited().with_max_units(Some(1)), now)
         .await
         .unwrap();
     assert_eq!(out, IndexOutcome::Continue { pages: 1 });
@@ -679,7 +760,9 @@ async fn resumes_from_next_link_after_the_budget_runs_out() {
         Some("p2")
     );
     // A fresh worker (empty path cache) continues: parents come from the inventory.
-    let out = index_drive(&p, "d1", &Deadline::unlimited(), now).await.unwrap();
+    let out = index_drive(&p, "contoso", "d1", &Deadline::unlimited(), now)
+        .await
+        .unwrap();
     assert_eq!(out, IndexOutcome::Completed { pages: 2, items: 3 });
     assert_eq!(paths(&inv).len(), 5);
     assert!(paths(&inv).iter().all(|(_, p)| !p.contains("unknown")));
@@ -698,14 +781,14 @@ async fn a_stale_worker_stops_when_the_checkpoint_moved() {
         sharing: None,
     };
     let before = state.drive("d1").await.unwrap().unwrap().index;
-    index_drive(&p, "d1", &Deadline::unlimited().with_max_units(Some(1)), now)
+    index_drive(&p, "contoso", "d1", &Deadline::unlimited().with_max_units(Some(1)), now)
         .await
         .unwrap();
     let moved = state.drive("d1").await.unwrap().unwrap().index;
     // A redelivered message whose worker read the drive before the first save.
     assert!(
         !state
-            .save_index_progress("d1", &before, &before, DriveState::Indexing)
+            .save_index_progress("contoso", "d1", &before, &before, DriveState::Indexing)
             .await
             .unwrap()
     );
@@ -725,6 +808,7 @@ async fn a_410_restarts_the_walk_and_reconciles_items_no_longer_present() {
             delta: &first,
             sharing: None,
         },
+        "contoso",
         "d1",
         &Deadline::unlimited(),
         now,
@@ -756,7 +840,9 @@ async fn a_410_restarts_the_walk_and_reconciles_items_no_longer_present() {
         delta: &second,
         sharing: None,
     };
-    let out = index_drive(&p, "d1", &Deadline::unlimited(), now).await.unwrap();
+    let out = index_drive(&p, "contoso", "d1", &Deadline::unlimited(), now)
+        .await
+        .unwrap();
     assert!(matches!(out, IndexOutcome::Completed { .. }), "{out:?}");
     let ids: Vec<String> = paths(&inv).into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids, vec!["a", "b", "docs", "sub"]);
@@ -778,6 +864,7 @@ async fn unmonitored_drives_get_no_work() {
             delta: &delta,
             sharing: None,
         },
+        "contoso",
         "d1",
         &Deadline::unlimited(),
         now,
@@ -811,11 +898,13 @@ async fn children_of_the_root_resolve_after_a_hand_over_although_the_root_has_no
         delta: &delta,
         sharing: None,
     };
-    index_drive(&p, "d1", &Deadline::unlimited().with_max_units(Some(1)), now)
+    index_drive(&p, "contoso", "d1", &Deadline::unlimited().with_max_units(Some(1)), now)
         .await
         .unwrap();
     // A new invocation: nothing cached, and the root has no inventory row.
-    index_drive(&p, "d1", &Deadline::unlimited(), now).await.unwrap();
+    index_drive(&p, "contoso", "d1", &Deadline::unlimited(), now)
+        .await
+        .unwrap();
     assert_eq!(
         paths(&inv),
         vec![("docs".into(), "/Documents".into()), ("top".into(), "/top.txt".into())]
@@ -921,7 +1010,7 @@ async fn narrowing_the_scope_unmonitors_drives_and_widening_resumes_them_without
     };
     assert!(
         state
-            .save_index_progress("d3", &d3.index, &walked, DriveState::Indexed)
+            .save_index_progress("contoso", "d3", &d3.index, &walked, DriveState::Indexed)
             .await
             .unwrap()
     );
@@ -951,7 +1040,7 @@ async fn narrowing_the_scope_unmonitors_drives_and_widening_resumes_them_without
     moved.pages += 1;
     assert!(
         !state
-            .save_index_progress("d2", &d2.index, &moved, DriveState::Indexing)
+            .save_index_progress("contoso", "d2", &d2.index, &moved, DriveState::Indexing)
             .await
             .unwrap()
     );

@@ -113,7 +113,7 @@ async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), 
         }),
     };
     let budget = ctx.settings.budget(deadline);
-    match index_drive(&ports, drive_id, &budget, chrono::Utc::now).await {
+    match index_drive(&ports, connection_id, drive_id, &budget, chrono::Utc::now).await {
         Ok(IndexOutcome::Continue { pages }) => {
             info!(
                 connection = connection_id,
@@ -131,7 +131,10 @@ async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), 
         Err(e) if e.port_error().is_terminal() => {
             // This drive alone is broken (deleted, locked): keep its checkpoint, let others go on.
             let code = &e.port_error().code;
-            ctx.state.set_drive_parked(drive_id, Some(code)).await.map_err(retry)?;
+            ctx.state
+                .set_drive_parked(connection_id, drive_id, Some(code))
+                .await
+                .map_err(retry)?;
             warn!(connection = connection_id, drive_id, code, error = %e, "drive cannot be indexed; parked");
             Ok(())
         }
@@ -149,7 +152,7 @@ async fn park(
     let retry = |e: filetrail_core::PortError| RecordError::Retry(e.to_string());
     ctx.clients.forget(connection_id).await;
     ctx.state
-        .set_drive_parked(drive_id, Some(&error.code))
+        .set_drive_parked(connection_id, drive_id, Some(&error.code))
         .await
         .map_err(retry)?;
     let problem = connection_error_from(error, chrono::Utc::now());

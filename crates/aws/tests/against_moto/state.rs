@@ -55,6 +55,7 @@ fn connection(id: &str) -> anyhow::Result<Connection> {
             drives_returned: 1,
             drives_over_cap: 0,
             scope_version: Some("3f9a".into()),
+            drives_of_other_connections: 2,
         }),
         created_at: at("2026-11-01T12:00:00.000001Z")?,
         write_app: Some(WriteApp {
@@ -75,7 +76,7 @@ async fn inserting_drives_again_reports_only_new_ids_and_keeps_stored_records() 
     assert_eq!(store.insert_new_drives(&first).await?, ["b!a", "b!b"]);
     assert!(
         store
-            .transition_drive("b!a", DriveState::Pending, DriveState::Indexing)
+            .transition_drive("contoso", "b!a", DriveState::Pending, DriveState::Indexing)
             .await?
     );
 
@@ -120,7 +121,7 @@ async fn transition_from_the_wrong_state_changes_nothing() -> anyhow::Result<()>
         .await?;
 
     let moved = store
-        .transition_drive("b!t", DriveState::Indexing, DriveState::Indexed)
+        .transition_drive("contoso", "b!t", DriveState::Indexing, DriveState::Indexed)
         .await?;
 
     assert!(!moved);
@@ -129,7 +130,7 @@ async fn transition_from_the_wrong_state_changes_nothing() -> anyhow::Result<()>
     assert_eq!(store.count_drives("contoso", DriveState::Indexed).await?, 0);
     assert!(
         !store
-            .transition_drive("b!nope", DriveState::Pending, DriveState::Indexing)
+            .transition_drive("contoso", "b!nope", DriveState::Pending, DriveState::Indexing)
             .await?
     );
     Ok(())
@@ -156,7 +157,7 @@ async fn redelivered_worker_with_a_stale_checkpoint_cannot_move_it_backwards() -
     // Worker A commits page 1.
     assert!(
         store
-            .save_index_progress("b!p", &start, &page1, DriveState::Indexing)
+            .save_index_progress("contoso", "b!p", &start, &page1, DriveState::Indexing)
             .await?
     );
 
@@ -168,7 +169,7 @@ async fn redelivered_worker_with_a_stale_checkpoint_cannot_move_it_backwards() -
         ..start.clone()
     };
     let saved = store
-        .save_index_progress("b!p", &start, &stale, DriveState::Indexed)
+        .save_index_progress("contoso", "b!p", &start, &stale, DriveState::Indexed)
         .await?;
 
     assert!(!saved);
@@ -195,7 +196,13 @@ async fn completing_a_walk_stores_the_delta_link_clears_the_next_link_and_marks_
     };
     assert!(
         store
-            .save_index_progress("b!done", &IndexProgress::default(), &page1, DriveState::Indexing)
+            .save_index_progress(
+                "contoso",
+                "b!done",
+                &IndexProgress::default(),
+                &page1,
+                DriveState::Indexing
+            )
             .await?
     );
     let done = IndexProgress {
@@ -209,7 +216,7 @@ async fn completing_a_walk_stores_the_delta_link_clears_the_next_link_and_marks_
 
     assert!(
         store
-            .save_index_progress("b!done", &page1, &done, DriveState::Indexed)
+            .save_index_progress("contoso", "b!done", &page1, &done, DriveState::Indexed)
             .await?
     );
 
@@ -236,13 +243,13 @@ async fn counts_and_listings_by_state_follow_transitions() -> anyhow::Result<()>
     for id in ["b!1", "b!2", "b!3"] {
         assert!(
             store
-                .transition_drive(id, DriveState::Pending, DriveState::Indexing)
+                .transition_drive("contoso", id, DriveState::Pending, DriveState::Indexing)
                 .await?
         );
     }
     assert!(
         store
-            .transition_drive("b!3", DriveState::Indexing, DriveState::Indexed)
+            .transition_drive("contoso", "b!3", DriveState::Indexing, DriveState::Indexed)
             .await?
     );
 
@@ -313,16 +320,63 @@ async fn parking_a_drive_is_stored_and_cleared() -> anyhow::Result<()> {
         .insert_new_drives(&[drive("contoso", "b!park", DriveState::Indexing)?])
         .await?;
 
-    store.set_drive_parked("b!park", Some("invalid_client")).await?;
+    store
+        .set_drive_parked("contoso", "b!park", Some("invalid_client"))
+        .await?;
     assert_eq!(
         store.drive("b!park").await?.and_then(|d| d.parked).as_deref(),
         Some("invalid_client")
     );
-    store.set_drive_parked("b!park", None).await?;
+    store.set_drive_parked("contoso", "b!park", None).await?;
     assert_eq!(store.drive("b!park").await?.and_then(|d| d.parked), None);
 
-    let err = failure(store.set_drive_parked("b!ghost", Some("x")).await, "unknown drive")?;
+    let err = failure(
+        store.set_drive_parked("contoso", "b!ghost", Some("x")).await,
+        "unknown drive",
+    )?;
     assert!(err.is_terminal() && err.to_string().contains("b!ghost"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_write_for_one_connection_changes_another_connections_drive() -> anyhow::Result<()> {
+    let store = store().await?;
+    let owned = drive("contoso", "b!owned", DriveState::Indexing)?;
+    store.insert_new_drives(std::slice::from_ref(&owned)).await?;
+    let mut walked = owned.index.clone();
+    walked.pages += 1;
+    walked.generation = 1;
+
+    // GIVEN the drive is contoso's WHEN fabrikam's jobs try every drive write
+    assert!(
+        !store
+            .transition_drive("fabrikam", "b!owned", DriveState::Indexing, DriveState::Unmonitored)
+            .await?
+    );
+    assert!(
+        !store
+            .save_index_progress("fabrikam", "b!owned", &owned.index, &walked, DriveState::Indexed)
+            .await?
+    );
+    let err = failure(
+        store
+            .set_drive_parked("fabrikam", "b!owned", Some("invalid_client"))
+            .await,
+        "another connection's drive",
+    )?;
+
+    // THEN each is refused and the drive is exactly as contoso left it
+    assert!(err.is_terminal() && err.to_string().contains("fabrikam"), "{err}");
+    assert_eq!(store.drive("b!owned").await?, Some(owned.clone()));
+    assert_eq!(store.count_drives("contoso", DriveState::Indexing).await?, 1);
+    assert_eq!(store.count_drives("fabrikam", DriveState::Unmonitored).await?, 0);
+    // ...while contoso's own job still may
+    assert!(
+        store
+            .save_index_progress("contoso", "b!owned", &owned.index, &walked, DriveState::Indexed)
+            .await?
+    );
+    assert_eq!(store.count_drives("contoso", DriveState::Indexed).await?, 1);
     Ok(())
 }
 
@@ -390,6 +444,7 @@ async fn connection_error_and_discovery_summary_are_set_and_cleared_in_place() -
         drives_returned: 0,
         drives_over_cap: 7,
         scope_version: None,
+        drives_of_other_connections: 0,
     };
     store.set_last_discovery("contoso", &summary).await?;
 
@@ -425,6 +480,7 @@ async fn discovery_checkpoint_is_saved_loaded_and_closed_only_by_the_holder_of_i
         drives_monitored: 2490,
         drives_over_cap: 10,
         drives_returned: 3,
+        drives_of_other_connections: 1,
     };
     assert_eq!(store.discovery_checkpoint("contoso").await?, None);
 
