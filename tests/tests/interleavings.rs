@@ -4,7 +4,9 @@
 //! same events, item ids, digests, inventory, exposure report and drops every time, equal to
 //! what the simulated tenant did.
 //!
-//! `FILETRAIL_INTERLEAVINGS` sets the orderings per scenario (200 unless set).
+//! `FILETRAIL_INTERLEAVINGS` sets the orderings per scenario: `N` runs seeds `0..N` (200 unless
+//! set), `A..B` seeds `A..B`, `A,B` those seeds (`0,323` replays ordering 323 of a failure
+//! against ordering 0).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,11 +21,18 @@ use m365_sim::{
     ActivityConfig, ActivityKind, ActivityOutcome, ActivityRequest, FilesPerDrive, LinkScope, RandomActivity, SimConfig,
 };
 
-fn orderings() -> u64 {
-    std::env::var("FILETRAIL_INTERLEAVINGS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
+fn orderings() -> Vec<u64> {
+    let Ok(value) = std::env::var("FILETRAIL_INTERLEAVINGS") else {
+        return (0..200).collect();
+    };
+    let seeds: Result<Vec<u64>, std::num::ParseIntError> = if let Some((from, to)) = value.split_once("..") {
+        from.parse().and_then(|from| Ok((from..to.parse()?).collect()))
+    } else if value.contains(',') {
+        value.split(',').map(|s| s.trim().parse()).collect()
+    } else {
+        value.parse().map(|n| (0..n).collect())
+    };
+    seeds.unwrap_or_else(|_| panic!("FILETRAIL_INTERLEAVINGS={value:?}: give N, A..B or a list A,B,C of seeds"))
 }
 
 fn tenant(duplicate_rate: f64) -> SimConfig {
@@ -83,7 +92,7 @@ where
     Fut: std::future::Future<Output = (World, Outcome)>,
 {
     let mut first: Option<Outcome> = None;
-    for seed in 0..orderings() {
+    for seed in orderings() {
         let (world, outcome) = scenario(seed).await;
         assert_eq!(outcome.dead_letters, 0, "{name}, ordering {seed}: dead letters");
         assert_eq!(outcome.parked, 0, "{name}, ordering {seed}: records still parked");
@@ -93,7 +102,7 @@ where
             None => first = Some(outcome),
             Some(f) => assert!(
                 *f == outcome,
-                "{name}: ordering {seed} ended differently from ordering 0:\n{}",
+                "{name}: ordering {seed} ended differently from the first ordering:\n{}",
                 difference(f, &outcome)
             ),
         }

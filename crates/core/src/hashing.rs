@@ -475,7 +475,9 @@ pub struct VersionPlan {
 /// modification, copy, restore) made the version saved when it happened: the one kept version
 /// saved from a second before the change (audit times have whole seconds) until the next
 /// content change, within [`clock_slack`] of the change. Its events are the change and those
-/// after it until the next content change. No version there: the events are "not kept". Where
+/// after it until the next content change. No version there: the events are "not kept",
+/// unless that change is the newest known and the current version was saved since (the
+/// current version's job gives those events its digests). Where
 /// the match is not certain (two content changes in the same second, or several versions
 /// between two changes: a change whose record has not arrived), the events stay as they are:
 /// no digest is better than another version's. Where an event of the same version already
@@ -489,6 +491,13 @@ pub fn previous_version_plan(events: &[EventRecord], versions: &[KeptVersion]) -
     }
     let starts: Vec<(DateTime<Utc>, usize)> = changes.into_iter().collect();
     let previous = versions.get(1..).unwrap_or_default();
+    // Whether the current version was saved at or after `from` (or cannot be dated: then it
+    // may be, and no claim is made).
+    let current_since = |from: DateTime<Utc>| {
+        versions
+            .first()
+            .is_none_or(|current| current.modified_at.is_none_or(|m| m >= from))
+    };
     let mut plan = VersionPlan::default();
     for (i, (start, count)) in starts.iter().enumerate() {
         let next = starts.get(i + 1).map(|(t, _)| *t);
@@ -526,6 +535,9 @@ pub fn previous_version_plan(events: &[EventRecord], versions: &[KeptVersion]) -
             .filter(|v| v.modified_at.is_some_and(|m| m >= from && next.is_none_or(|n| m < n)))
             .collect();
         match candidates.as_slice() {
+            // The newest change known made the current version (listed first): its events get
+            // their digests from the current version's job, never "not kept".
+            [] if next.is_none() && current_since(from) => {}
             [] => plan.not_kept.extend(keys),
             [v] if v.modified_at.is_some_and(|m| m < *start + clock_slack()) => {
                 // The digests an event of this window already has are this version's: the

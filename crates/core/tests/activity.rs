@@ -22,6 +22,7 @@ use filetrail_core::export::{ExportCheckpoints as _, ExportWindow, StaleExportMa
 use filetrail_core::hash::HasherTuning;
 use filetrail_core::hashing::{
     ChunkSink, FileContent, HashFileOutcome, HashPorts, ItemVersion, KeptVersion, StreamEnd, hash_file,
+    previous_version_plan,
 };
 use filetrail_core::jobs::{BlobJob, HashJob, IndexJob};
 use filetrail_core::memory::{MemoryEvents, MemoryInventory, MemoryState};
@@ -2123,6 +2124,53 @@ async fn a_redelivery_settles_what_the_stored_copies_still_need_whatever_happene
         .map(|j| j.item_id.clone())
         .collect();
     assert_eq!(asked, ["i-late"]);
+}
+
+/// The previous versions' job may run before the current version's job gave the newest
+/// change's events their digests (found by the interleaving test): those events are the current
+/// version's, never "not kept".
+#[test]
+fn the_previous_versions_plan_leaves_the_current_versions_events_to_its_own_job() {
+    let uploaded = now() - Duration::hours(3);
+    let edited = uploaded + Duration::minutes(5);
+    let changed = HashOutcome::Unavailable {
+        reason: unavailable::CHANGED_BEFORE_HASHING.into(),
+    };
+    let mut upload = event("upload", FileEventType::Created, uploaded);
+    upload.hash = Some(changed);
+    let events = [
+        upload,
+        event("edit", FileEventType::Modified, edited),
+        event("read", FileEventType::Downloaded, edited + Duration::minutes(6)),
+    ];
+    let current = KeptVersion {
+        id: "2.0".into(),
+        modified_at: Some(edited + Duration::milliseconds(300)),
+        size: 900,
+    };
+    let first = KeptVersion {
+        id: "1.0".into(),
+        modified_at: Some(uploaded + Duration::milliseconds(400)),
+        size: 700,
+    };
+
+    let plan = previous_version_plan(&events, &[current.clone(), first.clone()]);
+    assert_eq!(plan.hash, vec![(first, vec![format!("{CONN}#upload")])]);
+    assert!(plan.not_kept.is_empty() && plan.unplaced.is_empty(), "{plan:?}");
+
+    // The first version is gone: only its own event is told so.
+    let plan = previous_version_plan(&events, std::slice::from_ref(&current));
+    assert_eq!(plan.not_kept, vec![format!("{CONN}#upload")]);
+    assert!(plan.hash.is_empty(), "{plan:?}");
+
+    // A current version saved before the newest change known: that change's version is not
+    // listed, so its events are told so.
+    let stale_current = KeptVersion {
+        modified_at: Some(uploaded + Duration::minutes(1)),
+        ..current
+    };
+    let plan = previous_version_plan(&events, &[stale_current]);
+    assert!(plan.not_kept.contains(&format!("{CONN}#edit")), "{plan:?}");
 }
 
 #[tokio::test]
