@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context as _;
 use filetrail_aws::provision::Provisioned;
 use filetrail_aws::template::Template;
-use serde_json::Value;
+use filetrail_runtime::Function;
 
 use crate::local::runner::LocalFunction;
 
@@ -27,69 +26,6 @@ pub const INGEST_ACTIVITY_FUNCTION: &str = "IngestActivityFunction";
 pub const HASH_FILE_FUNCTION: &str = "HashFileFunction";
 /// Logical id of the export function in template.yaml.
 pub const EXPORT_FUNCTION: &str = "ExportFunction";
-
-struct Discover(Arc<filetrail_discover::Context>);
-
-#[async_trait::async_trait]
-impl LocalFunction for Discover {
-    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
-        filetrail_discover::handle(&self.0, payload, deadline).await
-    }
-}
-
-struct IndexDrive(Arc<filetrail_index_drive::Context>);
-
-#[async_trait::async_trait]
-impl LocalFunction for IndexDrive {
-    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
-        filetrail_index_drive::handle(&self.0, payload, deadline).await
-    }
-}
-
-struct ApplyScope(Arc<filetrail_apply_scope::Context>);
-
-#[async_trait::async_trait]
-impl LocalFunction for ApplyScope {
-    async fn invoke(&self, payload: Value, _deadline: Instant) -> anyhow::Result<Value> {
-        filetrail_apply_scope::handle(&self.0, payload).await
-    }
-}
-
-struct PollActivity(Arc<filetrail_poll_activity::Context>);
-
-#[async_trait::async_trait]
-impl LocalFunction for PollActivity {
-    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
-        filetrail_poll_activity::handle(&self.0, payload, deadline).await
-    }
-}
-
-struct IngestActivity(Arc<filetrail_ingest_activity::Context>);
-
-#[async_trait::async_trait]
-impl LocalFunction for IngestActivity {
-    async fn invoke(&self, payload: Value, _deadline: Instant) -> anyhow::Result<Value> {
-        filetrail_ingest_activity::handle(&self.0, payload).await
-    }
-}
-
-struct Export(Arc<filetrail_export::Context>);
-
-#[async_trait::async_trait]
-impl LocalFunction for Export {
-    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
-        filetrail_export::handle(&self.0, payload, deadline).await
-    }
-}
-
-struct HashFile(Arc<filetrail_hash_file::Context>);
-
-#[async_trait::async_trait]
-impl LocalFunction for HashFile {
-    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
-        filetrail_hash_file::handle(&self.0, payload, deadline).await
-    }
-}
 
 /// The local functions and their contexts (whose adapters count the requests they make).
 pub struct LocalPipeline {
@@ -123,54 +59,40 @@ impl LocalPipeline {
             Ok(env)
         };
         Ok(Self {
-            discover: Arc::new(filetrail_discover::Context::new(sdk, &env_of(DISCOVER_FUNCTION)?)?),
-            index_drive: Arc::new(filetrail_index_drive::Context::new(
+            discover: Arc::new(filetrail_discover::Context::build(sdk, &env_of(DISCOVER_FUNCTION)?)?),
+            index_drive: Arc::new(filetrail_index_drive::Context::build(
                 sdk,
                 &env_of(INDEX_DRIVE_FUNCTION)?,
             )?),
-            apply_scope: Arc::new(filetrail_apply_scope::Context::new(
+            apply_scope: Arc::new(filetrail_apply_scope::Context::build(
                 sdk,
                 &env_of(APPLY_SCOPE_FUNCTION)?,
             )?),
-            poll_activity: Arc::new(filetrail_poll_activity::Context::new(
+            poll_activity: Arc::new(filetrail_poll_activity::Context::build(
                 sdk,
                 &env_of(POLL_ACTIVITY_FUNCTION)?,
             )?),
-            ingest_activity: Arc::new(filetrail_ingest_activity::Context::new(
+            ingest_activity: Arc::new(filetrail_ingest_activity::Context::build(
                 sdk,
                 &env_of(INGEST_ACTIVITY_FUNCTION)?,
             )?),
-            hash_file: Arc::new(filetrail_hash_file::Context::new(sdk, &env_of(HASH_FILE_FUNCTION)?)?),
-            export: Arc::new(filetrail_export::Context::new(sdk, &env_of(EXPORT_FUNCTION)?)?),
+            hash_file: Arc::new(filetrail_hash_file::Context::build(sdk, &env_of(HASH_FILE_FUNCTION)?)?),
+            export: Arc::new(filetrail_export::Context::build(sdk, &env_of(EXPORT_FUNCTION)?)?),
         })
     }
 
     /// The functions keyed by template logical id, for [`crate::local::Runner::new`].
     pub fn functions(&self) -> HashMap<String, Arc<dyn LocalFunction>> {
-        let mut functions: HashMap<String, Arc<dyn LocalFunction>> = HashMap::new();
-        functions.insert(DISCOVER_FUNCTION.to_owned(), Arc::new(Discover(self.discover.clone())));
-        functions.insert(
-            INDEX_DRIVE_FUNCTION.to_owned(),
-            Arc::new(IndexDrive(self.index_drive.clone())),
-        );
-        functions.insert(
-            APPLY_SCOPE_FUNCTION.to_owned(),
-            Arc::new(ApplyScope(self.apply_scope.clone())),
-        );
-        functions.insert(
-            POLL_ACTIVITY_FUNCTION.to_owned(),
-            Arc::new(PollActivity(self.poll_activity.clone())),
-        );
-        functions.insert(
-            INGEST_ACTIVITY_FUNCTION.to_owned(),
-            Arc::new(IngestActivity(self.ingest_activity.clone())),
-        );
-        functions.insert(
-            HASH_FILE_FUNCTION.to_owned(),
-            Arc::new(HashFile(self.hash_file.clone())),
-        );
-        functions.insert(EXPORT_FUNCTION.to_owned(), Arc::new(Export(self.export.clone())));
-        functions
+        let functions: [(&str, Arc<dyn LocalFunction>); 7] = [
+            (DISCOVER_FUNCTION, self.discover.clone()),
+            (INDEX_DRIVE_FUNCTION, self.index_drive.clone()),
+            (APPLY_SCOPE_FUNCTION, self.apply_scope.clone()),
+            (POLL_ACTIVITY_FUNCTION, self.poll_activity.clone()),
+            (INGEST_ACTIVITY_FUNCTION, self.ingest_activity.clone()),
+            (HASH_FILE_FUNCTION, self.hash_file.clone()),
+            (EXPORT_FUNCTION, self.export.clone()),
+        ];
+        functions.into_iter().map(|(id, f)| (id.to_owned(), f)).collect()
     }
 
     /// DynamoDB write requests (PutItem, UpdateItem, BatchWriteItem…) issued so far.

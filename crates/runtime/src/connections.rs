@@ -12,9 +12,26 @@ use filetrail_core::model::Connection;
 use filetrail_m365::activity::ActivityClient;
 use filetrail_m365::{ClientSecret, Cloud, Credentials, GraphClient, HttpTimeouts, RetryPolicy, http_client};
 use tokio::sync::RwLock;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::FunctionSettings;
+
+/// The connection a job names (`stored`, as the state table answered for `id`), when work may
+/// run for it. A job of an unknown connection, or of one that takes no work now (deauthorized,
+/// removed), is done: logged with the reason (`job` names it: "hash job"), never retried.
+pub fn accepting(stored: Option<Connection>, id: &str, job: &str) -> Option<Connection> {
+    let Some(connection) = stored else {
+        warn!(connection = id, "{job} of an unknown connection ignored");
+        return None;
+    };
+    match connection.why_no_work() {
+        None => Some(connection),
+        Some(why) => {
+            info!(connection = id, "{job} dropped: {why}");
+            None
+        }
+    }
+}
 
 struct Cached<C> {
     client: Arc<C>,

@@ -7,7 +7,9 @@
 
 use std::future::Future;
 
+use anyhow::Context as _;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use filetrail_core::PortError;
 use serde::de::DeserializeOwned;
 use tracing::{error, warn};
 
@@ -21,6 +23,35 @@ pub enum RecordError {
     /// A transient failure: try again after the visibility timeout.
     #[error("{0}")]
     Retry(String),
+}
+
+/// A store or service failure: the message comes back after the visibility timeout (a terminal
+/// one reaches the dead-letter queue after maxReceiveCount receives, to be redriven once fixed).
+impl From<PortError> for RecordError {
+    fn from(e: PortError) -> Self {
+        Self::Retry(e.to_string())
+    }
+}
+
+/// The handler of a function triggered by a queue: reads `payload` as an SQS event, runs `run`
+/// on each message's body read as a `J`, and answers the partial batch response. A body that is
+/// not a `J` is reported as a failure of that message alone.
+///
+/// # Errors
+/// When the payload is not an SQS event.
+pub async fn handle_jobs<J, F, Fut>(payload: serde_json::Value, mut run: F) -> anyhow::Result<serde_json::Value>
+where
+    J: DeserializeOwned,
+    F: FnMut(J) -> Fut,
+    Fut: Future<Output = Result<(), RecordError>>,
+{
+    let event: SqsEvent = serde_json::from_value(payload).context("reading the SQS event")?;
+    let response = handle_batch(event, |message| {
+        let job = parse_body::<J>(&message).map(&mut run);
+        async move { job?.await }
+    })
+    .await;
+    Ok(serde_json::to_value(response)?)
 }
 
 /// Parses a record body as `T`.
@@ -91,5 +122,37 @@ mod tests {
             .map(|f| f.item_identifier.as_str())
             .collect();
         assert_eq!(failed, vec!["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn jobs_are_read_from_an_sqs_payload_and_only_failures_reported() {
+        let payload = serde_json::json!({"Records": [
+            {"messageId": "m1", "body": "{\"n\": 1}"},
+            {"messageId": "m2", "body": "not json"},
+            {"messageId": "m3", "body": "{\"n\": 3}"},
+        ]});
+        #[derive(serde::Deserialize)]
+        struct Job {
+            n: u32,
+        }
+        let mut seen = Vec::new();
+        let response = handle_jobs(payload, |job: Job| {
+            seen.push(job.n);
+            async move {
+                match job.n {
+                    3 => Err(PortError::transient("Throttled", "slow down").into()),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, [1, 3]);
+        assert_eq!(
+            response,
+            serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m2"}, {"itemIdentifier": "m3"}]})
+        );
+        let err = handle_jobs(serde_json::json!({"detail": {}}), |_: Job| async { Ok(()) }).await;
+        assert!(err.is_err(), "an EventBridge payload is not an SQS event");
     }
 }

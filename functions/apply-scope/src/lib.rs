@@ -6,6 +6,7 @@
 //! discovery started. S3's `s3:TestEvent` (sent when notifications are configured) is ignored.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -15,8 +16,10 @@ use filetrail_aws::objects::{BucketObjects, s3_client};
 use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::scope::apply::{ApplyOutcome, ApplyPorts, UploadEvent, apply_upload};
+use filetrail_runtime::Function;
 use filetrail_runtime::sqs::{RecordError, handle_batch};
 use serde::Deserialize;
+use serde_json::Value;
 use tracing::info;
 
 /// Everything an invocation borrows, built once per container.
@@ -26,16 +29,26 @@ pub struct Context {
     pub discover_queue: SqsQueue,
 }
 
-impl Context {
-    /// Builds the context from the function's environment (`env`) and a shared AWS config.
-    /// Fails naming the missing or invalid variable.
-    pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+#[async_trait::async_trait]
+impl Function for Context {
+    fn build(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
         let resources = AwsResources::from_env_map(env)?;
         Ok(Self {
             state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(sdk), resources.require_state_table()?),
             objects: BucketObjects::new(s3_client(sdk), resources.require_bucket()?),
             discover_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_discover_queue_url()?),
         })
+    }
+
+    /// Handles an SQS batch of S3 notifications; answers the partial batch response. (The body
+    /// is S3's own message, not one of filetrail's jobs.)
+    async fn invoke(&self, payload: Value, _deadline: Instant) -> anyhow::Result<Value> {
+        let event: SqsEvent = serde_json::from_value(payload).context("reading the SQS event")?;
+        let response: SqsBatchResponse = handle_batch(event, |message| async move {
+            apply(self, message.body.as_deref().unwrap_or_default()).await
+        })
+        .await;
+        Ok(serde_json::to_value(response)?)
     }
 }
 
@@ -100,37 +113,28 @@ pub fn uploads_of(body: &str) -> Result<Vec<UploadEvent>, RecordError> {
         .collect()
 }
 
-/// Handles one SQS batch and returns the partial batch response.
-pub async fn handle(ctx: &Context, payload: serde_json::Value) -> anyhow::Result<serde_json::Value> {
-    let event: SqsEvent = serde_json::from_value(payload).context("reading the SQS event")?;
-    let response: SqsBatchResponse = handle_batch(event, |message| async move {
-        let uploads = uploads_of(message.body.as_deref().unwrap_or_default())?;
-        let ports = ApplyPorts {
-            state: &ctx.state,
-            objects: &ctx.objects,
-            discover_queue: &ctx.discover_queue,
-        };
-        for upload in &uploads {
-            match apply_upload(&ports, upload, Utc::now())
-                .await
-                .map_err(|e| RecordError::Retry(e.to_string()))?
-            {
-                ApplyOutcome::Ignored { reason } => info!(key = upload.key, reason, "upload ignored"),
-                ApplyOutcome::Done(result) => info!(
-                    connection = result.connection,
-                    key = upload.key,
-                    accepted = result.accepted,
-                    entries = result.entries,
-                    rejected_rows = result.rejected_rows.len(),
-                    result_key = result.result_key,
-                    "scope upload processed"
-                ),
-            }
+/// Applies each upload an S3 notification body announces.
+async fn apply(ctx: &Context, body: &str) -> Result<(), RecordError> {
+    let ports = ApplyPorts {
+        state: &ctx.state,
+        objects: &ctx.objects,
+        discover_queue: &ctx.discover_queue,
+    };
+    for upload in &uploads_of(body)? {
+        match apply_upload(&ports, upload, Utc::now()).await? {
+            ApplyOutcome::Ignored { reason } => info!(key = upload.key, reason, "upload ignored"),
+            ApplyOutcome::Done(result) => info!(
+                connection = result.connection,
+                key = upload.key,
+                accepted = result.accepted,
+                entries = result.entries,
+                rejected_rows = result.rejected_rows.len(),
+                result_key = result.result_key,
+                "scope upload processed"
+            ),
         }
-        Ok(())
-    })
-    .await;
-    Ok(serde_json::to_value(response)?)
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
@@ -18,8 +17,9 @@ use filetrail_core::discover::{DiscoverOutcome, DiscoverPorts, ParkedWork, disco
 use filetrail_core::jobs::DiscoverJob;
 use filetrail_core::model::ConnectionKind;
 use filetrail_core::ports::{DiscoverQueue, StateStore};
-use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
-use filetrail_runtime::{ConnectionClients, FunctionSettings};
+use filetrail_runtime::sqs::{RecordError, handle_jobs};
+use filetrail_runtime::{ConnectionClients, Function, FunctionSettings, accepting};
+use serde_json::Value;
 use tracing::{info, warn};
 
 /// Everything an invocation borrows, built once per container.
@@ -33,10 +33,9 @@ pub struct Context {
     pub clients: ConnectionClients,
 }
 
-impl Context {
-    /// Builds the context from the function's environment (`env`) and a shared AWS config.
-    /// Fails naming the missing or invalid variable.
-    pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+#[async_trait::async_trait]
+impl Function for Context {
+    fn build(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
         let settings = FunctionSettings::from_env_map(env)?;
         let resources = AwsResources::from_env_map(env)?;
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
@@ -50,23 +49,17 @@ impl Context {
             settings,
         })
     }
-}
 
-/// Handles one invocation: an SQS batch (`{"Records": …}`) or the schedule's constant input.
-/// Returns the partial batch response for SQS, `null` for the schedule.
-pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant) -> anyhow::Result<serde_json::Value> {
-    if payload.get("Records").is_some() {
-        let event: SqsEvent = serde_json::from_value(payload).context("reading the SQS event")?;
-        let response: SqsBatchResponse = handle_batch(event, |message| async move {
-            let job: DiscoverJob = parse_body(&message)?;
-            run_job(ctx, job, deadline).await
-        })
-        .await;
-        return Ok(serde_json::to_value(response)?);
+    /// Handles an SQS batch (`{"Records": …}`), answering the partial batch response, or the
+    /// schedule's constant input, answering `null`.
+    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
+        if payload.get("Records").is_some() {
+            return handle_jobs(payload, |job: DiscoverJob| run_job(self, job, deadline)).await;
+        }
+        let job: DiscoverJob = serde_json::from_value(payload).context("reading the scheduled input")?;
+        run_job(self, job, deadline).await.map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Value::Null)
     }
-    let job: DiscoverJob = serde_json::from_value(payload).context("reading the scheduled input")?;
-    run_job(ctx, job, deadline).await.map_err(|e| anyhow::anyhow!(e))?;
-    Ok(serde_json::Value::Null)
 }
 
 async fn run_job(ctx: &Context, job: DiscoverJob, deadline: Instant) -> Result<(), RecordError> {
@@ -78,11 +71,7 @@ async fn run_job(ctx: &Context, job: DiscoverJob, deadline: Instant) -> Result<(
 
 /// Enqueues one discovery message per active cloud connection.
 async fn fan_out(ctx: &Context) -> Result<(), RecordError> {
-    let connections = ctx
-        .state
-        .connections()
-        .await
-        .map_err(|e| RecordError::Retry(e.to_string()))?;
+    let connections = ctx.state.connections().await?;
     let jobs: Vec<DiscoverJob> = connections
         .into_iter()
         .filter(|c| c.kind == ConnectionKind::Cloud && c.accepts_work())
@@ -92,41 +81,23 @@ async fn fan_out(ctx: &Context) -> Result<(), RecordError> {
         })
         .collect();
     info!(connections = jobs.len(), "scheduled discovery");
-    ctx.discover_queue
-        .enqueue_discover(&jobs)
-        .await
-        .map_err(|e| RecordError::Retry(e.to_string()))
+    Ok(ctx.discover_queue.enqueue_discover(&jobs).await?)
 }
 
 async fn discover_one(ctx: &Context, connection_id: &str, reason: &str, deadline: Instant) -> Result<(), RecordError> {
-    let Some(connection) = ctx
-        .state
-        .connection(connection_id)
-        .await
-        .map_err(|e| RecordError::Retry(e.to_string()))?
-    else {
-        warn!(
-            connection = connection_id,
-            "discovery for an unknown connection ignored"
-        );
+    let stored = ctx.state.connection(connection_id).await?;
+    let Some(connection) = accepting(stored, connection_id, "discovery") else {
         return Ok(());
     };
-    if let Some(why) = connection.why_no_work() {
-        info!(connection = connection_id, reason, "discovery dropped: {why}");
-        return Ok(());
-    }
     let graph = match ctx.clients.graph(&connection).await {
         Ok(g) => g,
         Err(e) if e.is_terminal() => {
             let problem = filetrail_core::discover::connection_error_from(&e, chrono::Utc::now());
-            ctx.state
-                .set_connection_error(connection_id, Some(&problem))
-                .await
-                .map_err(|e| RecordError::Retry(e.to_string()))?;
+            ctx.state.set_connection_error(connection_id, Some(&problem)).await?;
             warn!(connection = connection_id, error = %e, "discovery stopped: connection problem recorded");
             return Ok(());
         }
-        Err(e) => return Err(RecordError::Retry(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     let ports = DiscoverPorts {
         state: &ctx.state,
@@ -154,10 +125,7 @@ async fn discover_one(ctx: &Context, connection_id: &str, reason: &str, deadline
                 connection: connection_id.to_owned(),
                 reason: "continuation".to_owned(),
             };
-            ctx.discover_queue
-                .enqueue_discover(&[next])
-                .await
-                .map_err(|e| RecordError::Retry(e.to_string()))
+            Ok(ctx.discover_queue.enqueue_discover(&[next]).await?)
         }
         Ok(DiscoverOutcome::Finished(_)) | Ok(DiscoverOutcome::Skipped { .. }) => Ok(()),
         Err(e) if e.is_terminal() => {

@@ -3,20 +3,7 @@
 // The handler futures nest deeply (SDK and Graph clients inside the Lambda service).
 #![recursion_limit = "256"]
 
-use filetrail_runtime::settings::process_env;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    filetrail_runtime::logging::init_lambda();
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let ctx = filetrail_discover::Context::new(&sdk, &process_env())?;
-    let ctx = &ctx;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let deadline = filetrail_runtime::lambda_deadline(event.context.deadline);
-        filetrail_discover::handle(ctx, event.payload, deadline)
-            .await
-            .map_err(Error::from)
-    }))
-    .await
+async fn main() -> Result<(), lambda_runtime::Error> {
+    filetrail_runtime::serve::<filetrail_discover::Context>().await
 }

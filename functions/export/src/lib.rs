@@ -26,8 +26,8 @@ use filetrail_core::export::{
 };
 use filetrail_core::model::Connection;
 use filetrail_core::ports::StateStore;
-use filetrail_runtime::FunctionSettings;
-use serde_json::json;
+use filetrail_runtime::{Function, FunctionSettings};
+use serde_json::{Value, json};
 use tracing::{info, warn};
 
 /// Everything an invocation borrows, built once per container.
@@ -41,10 +41,20 @@ pub struct Context {
 }
 
 impl Context {
+    pub fn ports(&self) -> ExportPorts<'_> {
+        ExportPorts {
+            events: &self.events,
+            sink: &self.sink,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Function for Context {
     /// Builds the context from the function's environment (`env`) and a shared AWS config.
     /// Fails naming the missing or invalid variable (the state and events tables and the
     /// bucket are required).
-    pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+    fn build(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
         let settings = FunctionSettings::from_env_map(env)?;
         let resources = AwsResources::from_env_map(env)?;
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
@@ -59,42 +69,36 @@ impl Context {
         })
     }
 
-    pub fn ports(&self) -> ExportPorts<'_> {
-        ExportPorts {
-            events: &self.events,
-            sink: &self.sink,
-        }
-    }
-}
-
-/// Handles one schedule (or on-demand) invocation; returns what each connection's export did.
-///
-/// # Errors
-/// When the input is not an export job or the connections cannot be read; one connection's
-/// failure is logged and reported in the result, not returned.
-pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant) -> anyhow::Result<serde_json::Value> {
-    let job: ExportJob = serde_json::from_value(payload).context("reading the export job")?;
-    let connections: Vec<Connection> = match &job {
-        ExportJob::ExportAll => ctx.state.connections().await?,
-        ExportJob::Export { connection } => ctx.state.connection(connection).await?.into_iter().collect(),
-    };
-    let budget = ctx.settings.time_budget(deadline);
-    let mut results = serde_json::Map::new();
-    for connection in &connections {
-        let outcome = export_one(ctx, connection, &budget).await;
-        let summary = match &outcome {
-            Ok(run) => describe(run),
-            Err(e) => {
-                warn!(connection = connection.id, error = %e, "export failed; the next schedule retries from the checkpoint");
-                json!({"error": e.to_string()})
-            }
+    /// Handles one schedule (or on-demand) invocation; returns what each connection's export did.
+    ///
+    /// # Errors
+    /// When the input is not an export job or the connections cannot be read; one connection's
+    /// failure is logged and reported in the result, not returned.
+    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
+        let ctx = self;
+        let job: ExportJob = serde_json::from_value(payload).context("reading the export job")?;
+        let connections: Vec<Connection> = match &job {
+            ExportJob::ExportAll => ctx.state.connections().await?,
+            ExportJob::Export { connection } => ctx.state.connection(connection).await?.into_iter().collect(),
         };
-        results.insert(connection.id.clone(), summary);
+        let budget = ctx.settings.time_budget(deadline);
+        let mut results = serde_json::Map::new();
+        for connection in &connections {
+            let outcome = export_one(ctx, connection, &budget).await;
+            let summary = match &outcome {
+                Ok(run) => describe(run),
+                Err(e) => {
+                    warn!(connection = connection.id, error = %e, "export failed; the next schedule retries from the checkpoint");
+                    json!({"error": e.to_string()})
+                }
+            };
+            results.insert(connection.id.clone(), summary);
+        }
+        let failed = results.values().filter(|r| r.get("error").is_some()).count() as u64;
+        filetrail_runtime::metrics::report_connection_failures("export", failed);
+        info!(connections = results.len(), location = %ctx.sink.location(), "export done");
+        Ok(serde_json::Value::Object(results))
     }
-    let failed = results.values().filter(|r| r.get("error").is_some()).count() as u64;
-    filetrail_runtime::metrics::report_connection_failures("export", failed);
-    info!(connections = results.len(), location = %ctx.sink.location(), "export done");
-    Ok(serde_json::Value::Object(results))
 }
 
 async fn export_one(

@@ -15,22 +15,20 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use anyhow::Context as _;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::events::DynamoEventStore;
 use filetrail_aws::exports::DynamoExportCheckpoints;
 use filetrail_aws::inventory::DynamoInventoryStore;
 use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
-use filetrail_core::PortError;
 use filetrail_core::hash::HasherTuning;
 use filetrail_core::hashing::{HashFileOutcome, HashPorts, hash_file};
 use filetrail_core::jobs::HashJob;
 use filetrail_core::ports::StateStore;
-use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
-use filetrail_runtime::{ConnectionClients, FunctionSettings};
-use tracing::{info, warn};
+use filetrail_runtime::sqs::{RecordError, handle_jobs};
+use filetrail_runtime::{ConnectionClients, Function, FunctionSettings, accepting};
+use serde_json::Value;
+use tracing::info;
 
 /// Everything an invocation borrows, built once per container.
 pub struct Context {
@@ -44,10 +42,9 @@ pub struct Context {
     pub clients: ConnectionClients,
 }
 
-impl Context {
-    /// Builds the context from the function's environment (`env`) and a shared AWS config.
-    /// Fails naming the missing or invalid variable.
-    pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+#[async_trait::async_trait]
+impl Function for Context {
+    fn build(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
         let settings = FunctionSettings::from_env_map(env)?;
         let resources = AwsResources::from_env_map(env)?;
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
@@ -61,33 +58,23 @@ impl Context {
             settings,
         })
     }
-}
 
-/// Handles one SQS batch (`{"Records": …}`) and returns the partial batch response.
-///
-/// # Errors
-/// When the payload is not an SQS event.
-pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant) -> anyhow::Result<serde_json::Value> {
-    let event: SqsEvent = serde_json::from_value(payload).context("reading the SQS event")?;
-    let response: SqsBatchResponse = handle_batch(event, |message| async move {
-        let job: HashJob = parse_body(&message)?;
-        run_job(ctx, &job, deadline).await
-    })
-    .await;
-    Ok(serde_json::to_value(response)?)
+    /// Handles an SQS batch (`{"Records": …}`) of hash jobs; answers the partial batch response.
+    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
+        handle_jobs(
+            payload,
+            |job: HashJob| async move { run_job(self, &job, deadline).await },
+        )
+        .await
+    }
 }
 
 async fn run_job(ctx: &Context, job: &HashJob, deadline: Instant) -> Result<(), RecordError> {
-    let retry = |e: PortError| RecordError::Retry(e.to_string());
-    let Some(connection) = ctx.state.connection(&job.connection).await.map_err(retry)? else {
-        warn!(connection = job.connection, "hash job of an unknown connection ignored");
+    let stored = ctx.state.connection(&job.connection).await?;
+    let Some(connection) = accepting(stored, &job.connection, "hash job") else {
         return Ok(());
     };
-    if let Some(why) = connection.why_no_work() {
-        info!(drive = job.drive_id, item = job.item_id, "hash job dropped: {why}");
-        return Ok(());
-    }
-    let graph = ctx.clients.graph(&connection).await.map_err(retry)?;
+    let graph = ctx.clients.graph(&connection).await?;
     let ports = HashPorts {
         state: &ctx.state,
         content: &*graph,
@@ -108,7 +95,7 @@ async fn run_job(ctx: &Context, job: &HashJob, deadline: Instant) -> Result<(), 
             if e.is_terminal() {
                 ctx.clients.forget(&job.connection).await;
             }
-            Err(retry(e))
+            Err(e.into())
         }
     }
 }

@@ -9,8 +9,6 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use anyhow::Context as _;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::events::DynamoEventStore;
 use filetrail_aws::exports::DynamoExportCheckpoints;
@@ -22,8 +20,9 @@ use filetrail_core::index::{IndexOutcome, IndexPorts, index_drive};
 use filetrail_core::jobs::IndexJob;
 use filetrail_core::ports::{IndexQueue, StateStore};
 use filetrail_m365::is_connection_problem;
-use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
-use filetrail_runtime::{ConnectionClients, FunctionSettings};
+use filetrail_runtime::sqs::{RecordError, handle_jobs};
+use filetrail_runtime::{ConnectionClients, Function, FunctionSettings, accepting};
+use serde_json::Value;
 use tracing::{info, warn};
 
 /// Everything an invocation borrows, built once per container.
@@ -42,10 +41,9 @@ pub struct Context {
     pub clients: ConnectionClients,
 }
 
-impl Context {
-    /// Builds the context from the function's environment (`env`) and a shared AWS config.
-    /// Fails naming the missing or invalid variable.
-    pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+#[async_trait::async_trait]
+impl Function for Context {
+    fn build(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
         let settings = FunctionSettings::from_env_map(env)?;
         let resources = AwsResources::from_env_map(env)?;
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
@@ -60,17 +58,11 @@ impl Context {
             settings,
         })
     }
-}
 
-/// Handles one SQS batch (`{"Records": …}`) and returns the partial batch response.
-pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant) -> anyhow::Result<serde_json::Value> {
-    let event: SqsEvent = serde_json::from_value(payload).context("reading the SQS event")?;
-    let response: SqsBatchResponse = handle_batch(event, |message| async move {
-        let job: IndexJob = parse_body(&message)?;
-        run_job(ctx, job, deadline).await
-    })
-    .await;
-    Ok(serde_json::to_value(response)?)
+    /// Handles an SQS batch (`{"Records": …}`) of index jobs; answers the partial batch response.
+    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
+        handle_jobs(payload, |job: IndexJob| run_job(self, job, deadline)).await
+    }
 }
 
 async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), RecordError> {
@@ -78,23 +70,15 @@ async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), 
         connection: connection_id,
         drive_id,
     } = &job;
-    let retry = |e: filetrail_core::PortError| RecordError::Retry(e.to_string());
-    let Some(connection) = ctx.state.connection(connection_id).await.map_err(retry)? else {
-        warn!(
-            connection = connection_id,
-            drive_id, "index job for an unknown connection ignored"
-        );
+    let stored = ctx.state.connection(connection_id).await?;
+    let Some(connection) = accepting(stored, connection_id, "index job") else {
         return Ok(());
     };
-    if let Some(why) = connection.why_no_work() {
-        info!(connection = connection_id, drive_id, "index job dropped: {why}");
-        return Ok(());
-    }
     let graph = match ctx.clients.graph(&connection).await {
         Ok(g) => g,
         // Building a client fails terminally only on the connection's own settings or secret.
         Err(e) if e.is_terminal() => return park(ctx, connection_id, drive_id, &e).await,
-        Err(e) => return Err(retry(e)),
+        Err(e) => return Err(e.into()),
     };
     let ports = IndexPorts {
         state: &ctx.state,
@@ -119,10 +103,7 @@ async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), 
                 connection = connection_id,
                 drive_id, pages, "indexing continues in a new invocation"
             );
-            ctx.index_queue
-                .enqueue_index(std::slice::from_ref(&job))
-                .await
-                .map_err(retry)
+            Ok(ctx.index_queue.enqueue_index(std::slice::from_ref(&job)).await?)
         }
         Ok(IndexOutcome::Completed { .. } | IndexOutcome::Skipped { .. } | IndexOutcome::Superseded) => Ok(()),
         Err(e) if e.port_error().is_terminal() && is_connection_problem(&e.port_error().code) => {
@@ -131,10 +112,7 @@ async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), 
         Err(e) if e.port_error().is_terminal() => {
             // This drive alone is broken (deleted, locked): keep its checkpoint, let others go on.
             let code = &e.port_error().code;
-            ctx.state
-                .set_drive_parked(connection_id, drive_id, Some(code))
-                .await
-                .map_err(retry)?;
+            ctx.state.set_drive_parked(connection_id, drive_id, Some(code)).await?;
             warn!(connection = connection_id, drive_id, code, error = %e, "drive cannot be indexed; parked");
             Ok(())
         }
@@ -149,17 +127,12 @@ async fn park(
     drive_id: &str,
     error: &filetrail_core::PortError,
 ) -> Result<(), RecordError> {
-    let retry = |e: filetrail_core::PortError| RecordError::Retry(e.to_string());
     ctx.clients.forget(connection_id).await;
     ctx.state
         .set_drive_parked(connection_id, drive_id, Some(&error.code))
-        .await
-        .map_err(retry)?;
+        .await?;
     let problem = connection_error_from(error, chrono::Utc::now());
-    ctx.state
-        .set_connection_error(connection_id, Some(&problem))
-        .await
-        .map_err(retry)?;
+    ctx.state.set_connection_error(connection_id, Some(&problem)).await?;
     warn!(
         connection = connection_id,
         drive_id,

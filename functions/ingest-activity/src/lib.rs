@@ -7,9 +7,8 @@
 //! the events changed. A redelivered message writes nothing twice.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
-use anyhow::Context as _;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::events::DynamoEventStore;
 use filetrail_aws::exports::DynamoExportCheckpoints;
@@ -17,14 +16,14 @@ use filetrail_aws::inventory::DynamoInventoryStore;
 use filetrail_aws::objects::{BucketObjects, s3_client};
 use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
-use filetrail_core::PortError;
 use filetrail_core::activity::ingest::{IngestOutcome, IngestPorts, ingest_blob, park_unread};
 use filetrail_core::jobs::BlobJob;
 use filetrail_core::model::ConnectionState;
 use filetrail_core::ports::StateStore;
-use filetrail_runtime::sqs::{RecordError, handle_batch, parse_body};
-use filetrail_runtime::{ConnectionClients, FunctionSettings};
-use tracing::{info, warn};
+use filetrail_runtime::sqs::{RecordError, handle_jobs};
+use filetrail_runtime::{ConnectionClients, Function, FunctionSettings, accepting};
+use serde_json::Value;
+use tracing::info;
 
 /// Everything an invocation borrows, built once per container.
 pub struct Context {
@@ -39,10 +38,9 @@ pub struct Context {
     pub clients: ConnectionClients,
 }
 
-impl Context {
-    /// Builds the context from the function's environment (`env`) and a shared AWS config.
-    /// Fails naming the missing or invalid variable.
-    pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+#[async_trait::async_trait]
+impl Function for Context {
+    fn build(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
         let settings = FunctionSettings::from_env_map(env)?;
         let resources = AwsResources::from_env_map(env)?;
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
@@ -59,42 +57,27 @@ impl Context {
             settings,
         })
     }
-}
 
-/// Handles one SQS batch (`{"Records": …}`) and returns the partial batch response.
-///
-/// # Errors
-/// When the payload is not an SQS event.
-pub async fn handle(ctx: &Context, payload: serde_json::Value) -> anyhow::Result<serde_json::Value> {
-    let event: SqsEvent = serde_json::from_value(payload).context("reading the SQS event")?;
-    let response: SqsBatchResponse = handle_batch(event, |message| async move {
-        let job: BlobJob = parse_body(&message)?;
-        run_job(ctx, &job).await
-    })
-    .await;
-    Ok(serde_json::to_value(response)?)
+    /// Handles an SQS batch (`{"Records": …}`) of audit blobs; answers the partial batch response.
+    async fn invoke(&self, payload: Value, _deadline: Instant) -> anyhow::Result<Value> {
+        handle_jobs(payload, |job: BlobJob| async move { run_job(self, &job).await }).await
+    }
 }
 
 async fn run_job(ctx: &Context, job: &BlobJob) -> Result<(), RecordError> {
-    let retry = |e: PortError| RecordError::Retry(e.to_string());
-    let Some(connection) = ctx.state.connection(&job.connection).await.map_err(retry)? else {
-        warn!(connection = job.connection, "blob of an unknown connection ignored");
+    let stored = ctx.state.connection(&job.connection).await?;
+    if stored
+        .as_ref()
+        .is_some_and(|c| c.state == ConnectionState::Deauthorized)
+    {
+        // Its credentials cannot fetch the blob; the poll never lists it again: keep it.
+        return Ok(park_unread(&ctx.state, job, chrono::Utc::now()).await?);
+    }
+    let Some(connection) = accepting(stored, &job.connection, "audit blob") else {
         return Ok(());
     };
-    if connection.state == ConnectionState::Deauthorized {
-        // Its credentials cannot fetch the blob; the poll never lists it again: keep it.
-        return park_unread(&ctx.state, job, chrono::Utc::now()).await.map_err(retry);
-    }
-    if let Some(why) = connection.why_no_work() {
-        info!(
-            connection = job.connection,
-            content_id = job.blob.content_id,
-            "blob dropped: {why}"
-        );
-        return Ok(());
-    }
-    let feed = ctx.clients.activity(&connection).await.map_err(retry)?;
-    let graph = ctx.clients.graph(&connection).await.map_err(retry)?;
+    let feed = ctx.clients.activity(&connection).await?;
+    let graph = ctx.clients.graph(&connection).await?;
     let ports = IngestPorts {
         state: &ctx.state,
         activity: &ctx.state,
@@ -126,7 +109,7 @@ async fn run_job(ctx: &Context, job: &BlobJob) -> Result<(), RecordError> {
                 // the message waits in the queue, then the dead-letter queue, to be redriven.
                 ctx.clients.forget(&job.connection).await;
             }
-            Err(retry(e))
+            Err(e.into())
         }
     }
 }

@@ -19,8 +19,8 @@ use filetrail_core::activity::poll::{PollOutcome, PollPorts, PollSettings, poll_
 use filetrail_core::jobs::PollJob;
 use filetrail_core::model::{Connection, ConnectionKind};
 use filetrail_core::ports::StateStore;
-use filetrail_runtime::{ConnectionClients, FunctionSettings};
-use serde_json::json;
+use filetrail_runtime::{ConnectionClients, Function, FunctionSettings};
+use serde_json::{Value, json};
 use tracing::{info, warn};
 
 /// Everything an invocation borrows, built once per container.
@@ -32,21 +32,7 @@ pub struct Context {
     pub clients: ConnectionClients,
 }
 
-impl Context {
-    /// Builds the context from the function's environment (`env`) and a shared AWS config.
-    /// Fails naming the missing or invalid variable.
-    pub fn new(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
-        let settings = FunctionSettings::from_env_map(env)?;
-        let resources = AwsResources::from_env_map(env)?;
-        Ok(Self {
-            poll: PollSettings::default(),
-            state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(sdk), resources.require_state_table()?),
-            blob_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_activity_queue_url()?),
-            clients: ConnectionClients::for_function(sdk, &resources, &settings)?,
-            settings,
-        })
-    }
-}
+impl Context {}
 
 /// Handles one schedule (or on-demand) invocation; returns what each connection's poll did.
 ///
@@ -79,6 +65,57 @@ pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant
     filetrail_runtime::metrics::report_connection_failures("poll-activity", failed);
     info!(connections = results.len(), "activity poll done");
     Ok(serde_json::Value::Object(results))
+}
+
+#[async_trait::async_trait]
+impl Function for Context {
+    /// Builds the context from the function's environment (`env`) and a shared AWS config.
+    /// Fails naming the missing or invalid variable.
+    fn build(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+        let settings = FunctionSettings::from_env_map(env)?;
+        let resources = AwsResources::from_env_map(env)?;
+        Ok(Self {
+            poll: PollSettings::default(),
+            state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(sdk), resources.require_state_table()?),
+            blob_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), resources.require_activity_queue_url()?),
+            clients: ConnectionClients::for_function(sdk, &resources, &settings)?,
+            settings,
+        })
+    }
+
+    /// Handles one schedule (or on-demand) invocation; returns what each connection's poll did.
+    ///
+    /// # Errors
+    /// When the input is not a poll job or the connections cannot be read; one connection's failure
+    /// is logged and reported in the result, not returned.
+    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
+        let ctx = self;
+        let job: PollJob = serde_json::from_value(payload).context("reading the poll job")?;
+        let connections: Vec<Connection> = match &job {
+            PollJob::PollAll => ctx.state.connections().await?,
+            PollJob::Poll { connection } => ctx.state.connection(connection).await?.into_iter().collect(),
+        };
+        let budget = ctx.settings.time_budget(deadline);
+        let mut results = serde_json::Map::new();
+        for connection in connections
+            .iter()
+            .filter(|c| c.kind == ConnectionKind::Cloud && c.accepts_work())
+        {
+            let outcome = poll_one(ctx, connection, &budget).await;
+            let summary = match &outcome {
+                Ok(o) => describe(o),
+                Err(e) => {
+                    warn!(connection = connection.id, error = %e, "poll failed; the next schedule retries");
+                    json!({"error": e.to_string()})
+                }
+            };
+            results.insert(connection.id.clone(), summary);
+        }
+        let failed = results.values().filter(|r| r.get("error").is_some()).count() as u64;
+        filetrail_runtime::metrics::report_connection_failures("poll-activity", failed);
+        info!(connections = results.len(), "activity poll done");
+        Ok(serde_json::Value::Object(results))
+    }
 }
 
 async fn poll_one(

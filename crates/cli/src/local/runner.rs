@@ -55,6 +55,14 @@ pub trait LocalFunction: Send + Sync {
     async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value>;
 }
 
+/// Every function of template.yaml runs locally as it runs in Lambda.
+#[async_trait::async_trait]
+impl<F: filetrail_runtime::Function> LocalFunction for F {
+    async fn invoke(&self, payload: Value, deadline: Instant) -> anyhow::Result<Value> {
+        filetrail_runtime::Function::invoke(self, payload, deadline).await
+    }
+}
+
 /// How `Schedule` events fire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ScheduleMode {
