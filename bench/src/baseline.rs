@@ -33,7 +33,8 @@ pub struct NaiveDiscovery {
     pub users: u64,
     /// Users whose `GET /users/{id}/drive` answered a drive.
     pub drives: u64,
-    /// Users whose drive lookup answered 404 or 400 (no OneDrive, FACTS §3).
+    /// Users whose drive lookup answered 404 or 400 (no OneDrive,
+    /// <https://learn.microsoft.com/en-us/graph/api/drive-get>).
     pub without_drive: u64,
 }
 
@@ -183,7 +184,8 @@ pub struct NaiveScopeResolution {
     pub users: u64,
     /// Users whose `GET /users/{id}/drive` answered a drive.
     pub drives: u64,
-    /// Users whose drive lookup answered 404 or 400 (no OneDrive, FACTS §3).
+    /// Users whose drive lookup answered 404 or 400 (no OneDrive,
+    /// <https://learn.microsoft.com/en-us/graph/api/drive-get>).
     pub without_drive: u64,
 }
 

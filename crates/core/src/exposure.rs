@@ -3,11 +3,13 @@
 //! ("anyone") link, or a grant to someone outside the connection's trusted domains.
 //!
 //! # Where the state comes from
-//! Listing an item's permissions costs 5 resource units (FACTS §9), so filetrail never lists
-//! them for every item. It refreshes one item's state when something says its sharing changed:
-//! a sharing event of the audit feed (links, invitations, direct shares, unsharing), a delta
-//! item carrying the `shared` facet on the first walk, or the `@microsoft.graph.sharedChanged`
-//! annotation (returned when the app holds `Sites.FullControl.All`; harmless otherwise).
+//! Listing an item's permissions costs 5 resource units
+//! (<https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online#resource-units>),
+//! so filetrail never lists them for every item. It refreshes one item's state when something says
+//! its sharing changed: a sharing event of the audit feed (links, invitations, direct shares,
+//! unsharing), a delta item carrying the `shared` facet on the first walk, or the
+//! `@microsoft.graph.sharedChanged` annotation (returned when the app holds
+//! `Sites.FullControl.All`; harmless otherwise).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,7 @@
 //! MD5 and SHA-256 of a byte stream in one pass, with bounded memory and nothing written to disk.
 //!
-//! OneDrive for Business gives no usable content hash (only `quickXorHash`, FACTS §4), so
+//! OneDrive for Business gives no usable content hash (only `quickXorHash`,
+//! <https://learn.microsoft.com/en-us/graph/api/resources/hashes>), so
 //! hash-file streams each file and computes both digests itself. One thread doing MD5 then
 //! SHA-256 on each buffer reaches 352 MB/s on the benchmark machine, while `openssl dgst -md5`
 //! alone reaches 571: the two digests are serial chains that cannot share a core. So the
@@ -20,8 +21,9 @@
 //!
 //! Resuming a dropped download with `Range` needs nothing special: [`DualHasher::bytes`] is the
 //! offset to ask from (`Range: bytes={n}-`), and the caller keeps feeding the new body to the same
-//! hasher. If the server ignores the `Range` and answers `200` with the whole file (FACTS §6), the
-//! caller must skip the first `n` bytes of it (or start over with a new hasher).
+//! hasher. If the server ignores the `Range` and answers `200` with the whole file
+//! (<https://learn.microsoft.com/en-us/graph/api/driveitem-get-content#partial-range-downloads>),
+//! the caller must skip the first `n` bytes of it (or start over with a new hasher).
 //!
 //! # Continuing in a later invocation
 //!

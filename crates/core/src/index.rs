@@ -296,7 +296,7 @@ async fn save(
 }
 
 /// The delta feed may list the same item more than once; the last occurrence is its state
-/// (FACTS §5). Keeps page order otherwise.
+/// (<https://learn.microsoft.com/en-us/graph/api/driveitem-delta#remarks>). Keeps page order otherwise.
 fn last_occurrence_wins(items: Vec<DeltaItem>) -> Vec<DeltaItem> {
     let mut last: HashMap<String, usize> = HashMap::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {

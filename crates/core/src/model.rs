@@ -379,7 +379,8 @@ pub struct DeltaItem {
     pub shared_scope: Option<String>,
     /// Delta annotated the item `"@microsoft.graph.sharedChanged": "True"`: it is reported
     /// because its sharing changed (Graph does so only for requests with the sharing `Prefer`
-    /// values and a token holding `Sites.FullControl.All`, FACTS §5).
+    /// values and a token holding `Sites.FullControl.All`,
+    /// <https://learn.microsoft.com/en-us/onedrive/developer/rest-api/concepts/scan-guidance>).
     pub sharing_changed: bool,
 }
 

@@ -1,9 +1,10 @@
 //! Building item paths from parent chains.
 //!
-//! OneDrive for Business delta does not return `parentReference.path` (FACTS §5), so the path of
-//! an item is its parent's path plus its name. Parents usually arrive before their children, but
-//! not always within one page, so resolution runs to a fixed point over the page and asks the
-//! caller for parents seen on earlier pages.
+//! OneDrive for Business delta does not return `parentReference.path`
+//! (<https://learn.microsoft.com/en-us/graph/api/driveitem-delta#remarks>), so the path of an item
+//! is its parent's path plus its name. Parents usually arrive before their children, but not always
+//! within one page, so resolution runs to a fixed point over the page and asks the caller for
+//! parents seen on earlier pages.
 
 use std::collections::HashMap;
 

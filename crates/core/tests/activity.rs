@@ -475,8 +475,9 @@ fn drive(id: &str, upn: &str, site: &str, state: DriveState) -> DriveRecord {
     }
 }
 
-/// A OneDrive file record as the feed delivers it (FACTS §13: RecordType 6, Workload
-/// OneDrive, CreationTime without a zone, ItemType a string).
+/// A OneDrive file record as the feed delivers it (as observed in real records: RecordType 6,
+/// Workload OneDrive, CreationTime without a zone, ItemType a string; the schema:
+/// <https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>).
 fn record(id: &str, operation: &str, actor: &str, site: &str, folder: &str, file: &str, at: DateTime<Utc>) -> Value {
     let ext = file.rsplit_once('.').map(|(_, e)| e).unwrap_or_default();
     json!({

@@ -1,8 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-//! Normalising Management Activity API audit records into file events: every mapped operation,
-//! the real-world quirks of the feed (FACTS §12–14), what is skipped, what is quarantined and
-//! why, external sharing by trusted domains, and that no input makes normalisation panic.
+//! Normalising Management Activity API audit records into file events: every mapped operation, the
+//! real-world quirks of the feed
+//! (<https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>,
+//! <https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>,
+//! <https://learn.microsoft.com/en-us/purview/audit-log-activities>), what is skipped, what is
+//! quarantined and why, external sharing by trusted domains, and that no input makes normalisation
+//! panic.
 //!
 //! The fixtures under `tests/fixtures/audit/` are synthetic: written by the team from the
 //! published schema and the documented quirks (see the README there), not copied records.

@@ -10,7 +10,8 @@ use filetrail_core::audit::{
 use m365_sim::{Activity, ActivityKind, ActivityOutcome, ActivityRequest, FilesPerDrive, RandomActivity, SimConfig};
 use serde_json::Value;
 
-/// What each Operation the injector writes must become (FACTS §14 meanings).
+/// What each Operation the injector writes must become (meanings:
+/// <https://learn.microsoft.com/en-us/purview/audit-log-activities>).
 fn expected(operation: &str) -> FileEventType {
     use FileEventType as T;
     match operation {

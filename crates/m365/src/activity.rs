@@ -1,13 +1,15 @@
-//! The Office 365 Management Activity API client (FACTS §12): keeps subscriptions started, lists
-//! available content blobs page by page (`NextPageUri`) and fetches blobs as raw bytes (the
-//! normalisation is `filetrail_core::audit::normalise_blob`'s job).
+//! The Office 365 Management Activity API client
+//! (<https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>):
+//! keeps subscriptions started, lists available content blobs page by page (`NextPageUri`) and
+//! fetches blobs as raw bytes (the normalisation is `filetrail_core::audit::normalise_blob`'s job).
 //!
-//! Every request carries `PublisherIdentifier` (the blob GET included: MGMT-REF says requests
-//! without it share a common quota) and goes through the crate's one retry pipeline: `AF429` is
-//! throttling whatever the HTTP status (403 as MGMT-FAQ shows it, or 429), honouring
-//! `Retry-After` when present and pausing every request of the client; `AF50000` and 5xx are
-//! retried with backoff; a refused token is replaced once. The audit log being off, a missing
-//! `ActivityFeed.Read` permission and expired content (`AF20051`) fail with their own codes
+//! Every request carries `PublisherIdentifier` (the blob GET included: the API reference says
+//! requests without it share a common quota) and goes through the crate's one retry pipeline:
+//! `AF429` is throttling whatever the HTTP status (403 as the API's FAQ shows it,
+//! <https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>,
+//! or 429), honouring `Retry-After` when present and pausing every request of the client; `AF50000`
+//! and 5xx are retried with backoff; a refused token is replaced once. The audit log being off, a
+//! missing `ActivityFeed.Read` permission and expired content (`AF20051`) fail with their own codes
 //! ([`crate::error::MGMT_AUDIT_LOG_DISABLED`], [`crate::error::MGMT_PERMISSION_MISSING`],
 //! [`crate::error::MGMT_CONTENT_EXPIRED`]) and a fix that says what an admin must do.
 
@@ -25,19 +27,28 @@ use crate::http::{Pipeline, Reply, Verdict};
 use crate::retry::{RequestStats, RetryPolicy};
 use crate::token::{AccessToken, Credentials, TokenProvider};
 
-/// The content type of SharePoint and OneDrive activity (FACTS §12).
+/// The content type of SharePoint and OneDrive activity
+/// (<https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub const AUDIT_SHAREPOINT: &str = "Audit.SharePoint";
-/// Widest `startTime`..`endTime` window the API accepts: 24 hours (FACTS §12, AF20030).
+/// Widest `startTime`..`endTime` window the API accepts: 24 hours (`AF20030`; "List available
+/// content" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub const MAX_CONTENT_WINDOW: Duration = Duration::from_secs(24 * 3600);
-/// How long content stays retrievable: 7 days after it became available (FACTS §12, AF20051).
+/// How long content stays retrievable: 7 days after it became available (`AF20051`; "Errors" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub const CONTENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Most `/subscriptions/content` pages followed in one listing (our guard against a service that
 /// keeps answering `NextPageUri`; a 24-hour window of even a large tenant is far fewer pages).
 pub const MAX_CONTENT_PAGES: usize = 10_000;
-/// The paging header: `NextPageUri` per MGMT-REF, `NextPageUrl` per MGMT-FAQ (FACTS §16.1).
+/// The paging header: `NextPageUri` per the API reference ("Pagination" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>),
+/// `NextPageUrl` per its FAQ
+/// (<https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>).
 /// Header names are case-insensitive, so these two cover every spelling.
 const NEXT_PAGE_HEADERS: [&str; 2] = ["NextPageUri", "NextPageUrl"];
-/// The query parameter every call carries (FACTS §12).
+/// The query parameter every call carries
+/// (<https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>,
+/// <https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>).
 const PUBLISHER_PARAM: &str = "PublisherIdentifier";
 
 /// A subscription as `subscriptions/list` and `subscriptions/start` return it.
@@ -45,7 +56,7 @@ const PUBLISHER_PARAM: &str = "PublisherIdentifier";
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     pub content_type: String,
-    /// `enabled` or `disabled`; MGMT-REF's list sample omits it for one entry.
+    /// `enabled` or `disabled`; the API reference's `subscriptions/list` sample omits it for one entry.
     #[serde(default)]
     pub status: Option<String>,
     #[serde(default)]
@@ -108,9 +119,10 @@ pub struct ActivityClient {
 }
 
 impl ActivityClient {
-    /// A client for tenant `tenant_id` (a GUID: the API's URLs take no domain, FACTS §12 AF20013)
+    /// A client for tenant `tenant_id` (a GUID: the API's URLs take no domain, `AF20013` in
+    /// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>)
     /// on `cloud`'s Management Activity API, with Management API tokens from `tokens`.
-    /// `PublisherIdentifier` defaults to `tenant_id`: MGMT-REF wants the GUID of the tenant of the
+    /// `PublisherIdentifier` defaults to `tenant_id`: the API reference wants the GUID of the tenant of the
     /// organisation running the code, which for a deployment monitoring its own tenant is this
     /// one; a deployment serving other tenants sets its own with
     /// [`Self::with_publisher_identifier`]. Fails when the tenant id is not a GUID or the
@@ -195,7 +207,7 @@ impl ActivityClient {
     }
 
     /// `POST subscriptions/start` for `content_type` (no webhook: filetrail polls). Starting an
-    /// enabled subscription is harmless but MGMT-FAQ asks for 15 minutes between repeated
+    /// enabled subscription is harmless but the API's FAQ asks for 15 minutes between repeated
     /// starts, so prefer [`Self::ensure_subscription`].
     pub async fn start_subscription(&self, content_type: &str) -> Result<Subscription, M365Error> {
         let url = self.with_publisher(&format!(

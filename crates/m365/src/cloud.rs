@@ -34,9 +34,11 @@ pub struct Cloud {
     management_resource: String,
 }
 
-/// Worldwide Graph App ID URI (FACTS §1: scope `https://graph.microsoft.com/.default`).
+/// Worldwide Graph App ID URI (scope `https://graph.microsoft.com/.default`:
+/// <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow#get-a-token>).
 pub const WORLDWIDE_GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
-/// Worldwide Management Activity API App ID URI (FACTS §1: `https://manage.office.com/.default`).
+/// Worldwide Management Activity API App ID URI (`https://manage.office.com/.default`:
+/// <https://learn.microsoft.com/office/office-365-management-api/get-started-with-office-365-management-apis>).
 pub const WORLDWIDE_MANAGEMENT_RESOURCE: &str = "https://manage.office.com";
 
 impl Cloud {
@@ -198,7 +200,8 @@ impl Cloud {
         &self.management
     }
 
-    /// The v2 token endpoint of a tenant: `{login}/{tenant}/oauth2/v2.0/token` (FACTS §1).
+    /// The v2 token endpoint of a tenant: `{login}/{tenant}/oauth2/v2.0/token`
+    /// (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow#get-a-token>).
     pub fn token_url(&self, tenant_id: &str) -> String {
         let tenant = percent_encoding::utf8_percent_encode(tenant_id.trim(), crate::graph::PATH_SEGMENT);
         format!("{}/{tenant}/oauth2/v2.0/token", self.login)

@@ -1,10 +1,12 @@
-//! Streaming a driveItem's content (FACTS §6) into a sink — for hash-file, a
+//! Streaming a driveItem's content
+//! (<https://learn.microsoft.com/en-us/graph/api/driveitem-get-content>) into a sink — for hash-file, a
 //! [`filetrail_core::hash::DualHasher`] — with bounded memory and nothing written to disk.
 //!
 //! How one download goes:
 //! 1. `GET /drives/{d}/items/{i}` (1 RU): the version to hash (`cTag`, `eTag`, `size`) and a
 //!    pre-authenticated `@microsoft.graph.downloadUrl`. The version comes from this item GET, not
-//!    from download headers: ODB's delta omits `cTag` (FACTS §5) and the download host sends no
+//!    from download headers: ODB's delta omits `cTag`
+//!    (<https://learn.microsoft.com/en-us/graph/api/driveitem-delta#remarks>) and the download host sends no
 //!    `cTag`, while the hash must be recorded against the content version. The item GET also
 //!    tells a deleted item (404) from a folder before any byte moves. The download host's `ETag`
 //!    is compared with the item's `eTag` on every response, so a file modified between the GET
@@ -13,8 +15,9 @@
 //! 2. `GET {downloadUrl}` without our `Authorization` header (the URL is pre-authenticated; the
 //!    Graph token must not travel to another host). A dropped connection or a body error resumes
 //!    with `Range: bytes={received}-` on the same URL: a 206 must start where asked (its
-//!    `Content-Range` is checked), a 200 to a range request (FACTS §6: "the header may be
-//!    ignored") has its first `received` bytes skipped.
+//!    `Content-Range` is checked), a 200 to a range request (the `Range` header may be ignored:
+//!    <https://learn.microsoft.com/en-us/graph/api/driveitem-get-content#partial-range-downloads>) has its first
+//!    `received` bytes skipped.
 //! 3. When the URL has expired (401/403 from the download host) or the item JSON carried none, a
 //!    new one comes from `GET …/items/{i}/content`, whose 302 is not followed by reqwest (see
 //!    [`crate::http::http_client`]) but read here.
@@ -54,7 +57,8 @@ pub const DOWNLOAD_REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// app lost access to the file).
 pub const MAX_URL_REFRESHES_WITHOUT_PROGRESS: u32 = 3;
 
-/// The application permission downloads need (FACTS §1).
+/// The application permission downloads need
+/// (<https://learn.microsoft.com/en-us/graph/api/driveitem-get-content#permissions>).
 const PERMISSION: &str = "Files.Read.All";
 
 /// A file version: what was downloaded and hashed.
@@ -62,7 +66,8 @@ const PERMISSION: &str = "Files.Read.All";
 pub struct FileVersion {
     /// `eTag` (changes with metadata too).
     pub etag: Option<String>,
-    /// `cTag` (changes with content only, FACTS §4).
+    /// `cTag` (changes with content only,
+    /// <https://learn.microsoft.com/en-us/graph/api/resources/driveitem#properties>).
     pub ctag: Option<String>,
     /// Size in bytes.
     pub size: u64,
@@ -86,7 +91,8 @@ impl FileVersion {
 /// What an item GET tells about an item's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemInfo {
-    /// Whether the item has the `file` facet (only files have content, FACTS §6).
+    /// Whether the item has the `file` facet (only files have content,
+    /// <https://learn.microsoft.com/en-us/graph/api/driveitem-get-content>).
     pub is_file: bool,
     /// Its current version (`size` 0 and no `cTag` for folders).
     pub version: FileVersion,
@@ -526,7 +532,8 @@ impl GraphClient {
         report: &mut Download,
     ) -> Result<Attempt, DownloadError<S::Error>> {
         let pipeline = self.pipeline();
-        // No bearer token: the URL is pre-authenticated (FACTS §6).
+        // No bearer token: the URL is pre-authenticated
+        // (https://learn.microsoft.com/en-us/graph/api/driveitem-get-content).
         let mut builder = pipeline.http.get(url).timeout(DOWNLOAD_REQUEST_TIMEOUT);
         if *offset > 0 {
             builder = builder.header(RANGE, format!("bytes={offset}-"));
@@ -611,7 +618,8 @@ impl GraphClient {
                     }));
                 }
                 if *offset > 0 {
-                    // FACTS §6: the Range may be ignored; skip what the sink already has.
+                    // The Range may be ignored; skip what the sink already has
+                    // (https://learn.microsoft.com/en-us/graph/api/driveitem-get-content#partial-range-downloads).
                     report.ranges_ignored += 1;
                     skip = *offset;
                 }
@@ -790,7 +798,7 @@ impl GraphClient {
         match reply.status {
             422 => Ok(Located::NotAFile),
             _ => {
-                // An absolute URL in practice (samples/graph-driveitem-content-302.http); a
+                // An absolute URL in practice (the example response of driveitem-get-content); a
                 // relative one is resolved against the request, as HTTP allows.
                 let location = reply
                     .header("location")

@@ -3,7 +3,8 @@
 //! Microsoft errors are classified by the **code in the body** (walking the nested
 //! `innerError`/`innererror` chain, case-insensitively), and only then by the HTTP status: `AF429`
 //! arrives as a 403, `activityLimitReached` and `resyncRequired` carry their meaning in the code
-//! (FACTS §9, §12).
+//! (<https://learn.microsoft.com/en-us/onedrive/developer/rest-api/concepts/errors>,
+//! <https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>).
 
 use std::fmt;
 use std::time::Duration;
@@ -33,7 +34,9 @@ pub enum ServiceErrorKind {
     /// 410 / `resyncRequired` and its variants: the delta token is no longer valid.
     ResyncRequired,
     /// Management Activity API: the tenant's unified audit log is off (`…DataServiceException:
-    /// Tenant <id> does not exist.`, FACTS §12). Terminal until an admin turns it on.
+    /// Tenant <id> does not exist.`; unified auditing must be on:
+    /// <https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>).
+    /// Terminal until an admin turns it on.
     AuditLogDisabled,
     /// Management Activity API `AF20051`: the content blob is older than 7 days. Terminal.
     ContentExpired,
@@ -50,15 +53,19 @@ impl ServiceErrorKind {
         )
     }
 
-    /// Whether the wait applies to every request of the client (FACTS §9: "pause all requests").
+    /// Whether the wait applies to every request of the client (while throttled, pause all requests:
+    /// <https://learn.microsoft.com/en-us/onedrive/developer/rest-api/concepts/scan-guidance>).
     pub fn pauses_client(self) -> bool {
         matches!(self, Self::Throttled | Self::ServiceUnavailable)
     }
 }
 
-/// Error codes that mean "slow down", whatever the status (FACTS §9, §12).
+/// Error codes that mean "slow down", whatever the status (<https://learn.microsoft.com/en-us/graph/throttling>,
+/// <https://learn.microsoft.com/en-us/onedrive/developer/rest-api/concepts/errors>,
+/// <https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>).
 const THROTTLE_CODES: &[&str] = &["TooManyRequests", "activityLimitReached", "AF429", "throttledRequest"];
-/// Codes of a delta token the service no longer accepts (FACTS §5).
+/// Codes of a delta token the service no longer accepts (<https://learn.microsoft.com/en-us/graph/api/driveitem-delta>,
+/// <https://learn.microsoft.com/en-us/onedrive/developer/rest-api/concepts/errors>).
 const RESYNC_CODES: &[&str] = &[
     "resyncRequired",
     "resyncChangesApplyDifferences",
@@ -73,9 +80,11 @@ const ACCESS_DENIED_CODES: &[&str] = &[
     "ErrorAccessDenied",
     MGMT_PERMISSION_MISSING,
 ];
-/// Management Activity API: the token lacks `ActivityFeed.Read` (FACTS §12).
+/// Management Activity API: the token lacks `ActivityFeed.Read` ("Errors" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub const MGMT_PERMISSION_MISSING: &str = "AF10001";
-/// Management Activity API: the content blob expired (older than 7 days, FACTS §12).
+/// Management Activity API: the content blob expired (older than 7 days, "Errors" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub const MGMT_CONTENT_EXPIRED: &str = "AF20051";
 /// The code filetrail gives the Management Activity API's "audit log is off" answer, whose own
 /// `code` is a truncated operation description (`StartSubscription [CorrId=…][AppId`).
@@ -209,7 +218,9 @@ impl ErrorBody {
     }
 }
 
-/// The Entra ID token endpoint's error body (FACTS §1).
+/// The Entra ID token endpoint's error body
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow#get-a-token>,
+/// <https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes>).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntraErrorBody {
     /// OAuth error (`invalid_client`, `invalid_scope`…).
@@ -541,7 +552,9 @@ impl fmt::Display for ServiceError {
 
 impl std::error::Error for ServiceError {}
 
-/// Classifies a Management Activity API error (FACTS §12) and says what to do: [`classify`]
+/// Classifies a Management Activity API error ("Errors" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>)
+/// and says what to do: [`classify`]
 /// (so `AF429` is throttling whatever the status, `AF50000` a server error), plus the audit log
 /// being off (recognised by its `DataServiceException … does not exist` text, wherever the
 /// service puts it), `AF10001` (permission missing) and `AF20051` (expired content), each with

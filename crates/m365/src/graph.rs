@@ -22,36 +22,43 @@ use crate::retry::{RequestStats, RetryPolicy};
 use crate::token::{Credentials, TokenProvider};
 use crate::wire::{self, BatchAnswer, HasId, WireDrive, WireGroup, WirePage, WireUser};
 
-/// Most requests in one `$batch` (FACTS §10: "Max 20 requests").
+/// Most requests in one `$batch` (20: <https://learn.microsoft.com/en-us/graph/json-batching#batch-size-limitations>).
 pub const BATCH_MAX_REQUESTS: usize = 20;
-/// Page size of `/users` (FACTS §2: max 999 when `signInActivity` is not selected).
+/// Page size of `/users` (max 999 when `signInActivity` is not selected:
+/// <https://learn.microsoft.com/en-us/graph/api/user-list#optional-query-parameters>).
 pub const USERS_PAGE_SIZE: u32 = 999;
 /// `$batch` envelopes of one batched lookup (`user_drives`, `find_users`, `find_groups`) in flight
 /// at once (our choice: discovery of a large tenant is bounded by batch latency; more parallelism
 /// only earns 429s, and a 429 pauses every request of the client anyway).
 pub const DEFAULT_BATCH_CONCURRENCY: usize = 4;
 
-/// Properties read from `/users` (FACTS §2: use `$select`).
+/// Properties read from `/users` (use `$select`:
+/// <https://learn.microsoft.com/en-us/graph/api/user-list#optional-query-parameters>).
 pub const USER_SELECT: &str = "id,userPrincipalName,displayName,mail";
 /// Properties read from `/users/{id}/drive`.
 pub const DRIVE_SELECT: &str = "id,driveType,webUrl";
-/// Properties the inventory needs from delta (FACTS §4, §5). `sharepointIds` is returned only
+/// Properties the inventory needs from delta (<https://learn.microsoft.com/en-us/graph/api/resources/driveitem>,
+/// <https://learn.microsoft.com/en-us/graph/api/driveitem-delta>). `sharepointIds` is returned only
 /// when selected; its `listItemUniqueId` is the `ListItemUniqueId` of the file's audit records
 /// (<https://learn.microsoft.com/en-us/graph/api/resources/driveitem#properties>).
 pub const DELTA_SELECT: &str = "id,name,size,createdDateTime,lastModifiedDateTime,eTag,cTag,createdBy,lastModifiedBy,\
                                 parentReference,file,folder,root,deleted,shared,sharepointIds";
 /// Sent on every delta request: sharing changes annotated `@microsoft.graph.sharedChanged`
-/// (FACTS §5; the service needs all three values together, and honours them only for an app
-/// holding `Sites.FullControl.All` — otherwise the preference is ignored and delta answers as
-/// without it).
+/// (<https://learn.microsoft.com/en-us/graph/api/driveitem-delta#remarks>,
+/// <https://learn.microsoft.com/en-us/onedrive/developer/rest-api/concepts/scan-guidance>;
+/// the service needs all three values together, and honours them only for an app holding
+/// `Sites.FullControl.All` — otherwise the preference is ignored and delta answers as without it).
 pub const DELTA_PREFER: &str = "deltashowremovedasdeleted, deltatraversepermissiongaps, deltashowsharingchanges";
 
-/// Properties read from `/groups` (FACTS §2: use `$select`).
+/// Properties read from `/groups` (use `$select`:
+/// <https://learn.microsoft.com/en-us/graph/api/group-list#optional-query-parameters>).
 pub const GROUP_SELECT: &str = "id,displayName,mail";
-/// Page size of group member listings (FACTS §2: default 100, max 999 for transitive members).
+/// Page size of group member listings (default 100, max 999 for transitive members:
+/// <https://learn.microsoft.com/en-us/graph/api/group-list#optional-query-parameters>).
 pub const MEMBERS_PAGE_SIZE: u32 = 999;
 /// The advanced-query header: the OData cast on `transitiveMembers` requires it (with
-/// `$count=true`), and next links do not carry it (FACTS §2).
+/// `$count=true`: <https://learn.microsoft.com/en-us/graph/api/group-list-transitivemembers>), and next links do not
+/// carry it (<https://learn.microsoft.com/en-us/graph/paging>).
 const CONSISTENCY_LEVEL_EVENTUAL: (&str, &str) = ("ConsistencyLevel", "eventual");
 
 /// Characters escaped in a query value: all but unreserved ones and `'` (readable OData
@@ -204,7 +211,8 @@ impl GraphClient {
     /// The OneDrive of each user, one answer per user in the given order, looked up with `$batch`
     /// ([`BATCH_MAX_REQUESTS`] per envelope). A 404 (`ResourceNotFound`, `UnknownError`…) or a 400
     /// "Unable to retrieve user's mysite URL." means [`DriveLookup::NoDrive`] with the reason kept
-    /// (FACTS §3); a drive of another type than `business` is still `Found` (the caller decides).
+    /// (<https://learn.microsoft.com/en-us/graph/api/drive-get>); a drive of another type than `business` is still
+    /// `Found` (the caller decides).
     /// Throttled or failed entries (429, 503, 5xx) are sent again — only those, after the longest
     /// inner `Retry-After` — within the retry budget; any other error fails the whole call.
     pub async fn user_drives(&self, users: &[DirectoryUser]) -> Result<Vec<DriveLookup>, M365Error> {
@@ -342,7 +350,8 @@ impl GraphClient {
     /// once): the first (`$select`ed, `$top=999`, `$count=true`) when `link` is `None`, else the
     /// page behind a `next_link` returned earlier, used verbatim. Every page is requested with
     /// `ConsistencyLevel: eventual`, which the OData cast requires and next links do not carry
-    /// (FACTS §2). A group that does not exist (404) fails with the code
+    /// (<https://learn.microsoft.com/en-us/graph/api/group-list-transitivemembers>,
+    /// <https://learn.microsoft.com/en-us/graph/paging>). A group that does not exist (404) fails with the code
     /// [`GROUP_NOT_FOUND`], terminal; other errors are retried or classified like every request.
     pub async fn group_members_page(&self, group_id: &str, link: Option<&str>) -> Result<UsersPage, M365Error> {
         let url = match link {
@@ -452,7 +461,7 @@ impl GraphClient {
                 .await?;
             let batch = wire::batch_response(&reply.body, SystemTime::now())
                 .map_err(|message| self.decode_failure(&op, message))?;
-            // Answers come in any order (FACTS §10): match them by id.
+            // Answers come in any order (https://learn.microsoft.com/en-us/graph/json-batching): match them by id.
             let mut by_id: HashMap<usize, BatchAnswer> = batch
                 .into_iter()
                 .filter_map(|e| e.id.map(|i| (i, e)))
@@ -726,7 +735,8 @@ fn truncate_link(link: &str) -> &str {
     link.split('?').next().unwrap_or(link)
 }
 
-/// The application permission a Graph path needs (FACTS §1), for the fix of a 403.
+/// The application permission a Graph path needs (<https://learn.microsoft.com/en-us/graph/permissions-reference>),
+/// for the fix of a 403.
 fn permission_for(url: &str) -> &'static str {
     let path = url.split('?').next().unwrap_or(url).to_ascii_lowercase();
     if path.contains("/drive") || path.contains("/items") {
@@ -742,7 +752,8 @@ fn permission_for(url: &str) -> &'static str {
     }
 }
 
-/// Whether a failed drive lookup means "this user has no OneDrive" (FACTS §3: 404
+/// Whether a failed drive lookup means "this user has no OneDrive"
+/// (<https://learn.microsoft.com/en-us/graph/api/drive-get>: 404
 /// `ResourceNotFound` "User's mysite not found.", 404 `UnknownError`, 400 "Unable to retrieve
 /// user's mysite URL."), with the reason to keep.
 fn no_drive_reason(error: &ServiceError) -> Option<String> {

@@ -14,7 +14,8 @@ use crate::token::{AccessToken, TokenProvider};
 use std::future::Future;
 
 /// `User-Agent` of every request: `ISV|CompanyName|AppName/Version`, because undecorated traffic
-/// is deprioritised when SharePoint throttles (FACTS §9, SPTHR).
+/// is deprioritised when SharePoint throttles ("How to decorate your http traffic" in
+/// <https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online>).
 pub const USER_AGENT: &str = concat!("ISV|filetrail|filetrail/", env!("CARGO_PKG_VERSION"));
 
 /// Default time to open a TCP+TLS connection (our choice: long enough for a cold TLS handshake
@@ -61,8 +62,8 @@ pub fn http_client(timeouts: HttpTimeouts) -> Result<reqwest::Client, M365Error>
 
 /// Redirects reqwest follows by itself: reqwest's default (at most 10), except the 302 of a
 /// driveItem `…/content` request, which [`crate::content`] follows itself: it keeps the download
-/// URL for `Range` resumes, and the Graph token must never travel to the download host (FACTS §6:
-/// the URL is pre-authenticated).
+/// URL for `Range` resumes, and the Graph token must never travel to the download host (the URL
+/// is pre-authenticated: <https://learn.microsoft.com/en-us/graph/api/driveitem-get-content>).
 fn redirect_policy() -> reqwest::redirect::Policy {
     /// reqwest's default limit.
     const MAX_REDIRECTS: usize = 10;

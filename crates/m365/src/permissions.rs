@@ -1,8 +1,11 @@
 //! Who can reach a file: a driveItem's permissions (sharing links, direct grants, invitations),
-//! one item at a time or many through `$batch`, and the removal of one permission (FACTS §7).
+//! one item at a time or many through `$batch`, and the removal of one permission
+//! (<https://learn.microsoft.com/en-us/graph/api/driveitem-list-permissions>,
+//! <https://learn.microsoft.com/en-us/graph/api/permission-delete>).
 //!
-//! Every permission request costs **5 resource units** upstream (FACTS §9), five times a delta
-//! page; an exposure report should start from delta's `shared` facet and sharing-change
+//! Every permission request costs **5 resource units** upstream, five times a delta page
+//! (<https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online#resource-units>);
+//! an exposure report should start from delta's `shared` facet and sharing-change
 //! annotations ([`filetrail_core::model::DeltaItem::shared_scope`], `sharing_changed`) and list
 //! permissions only for the items those point at.
 //!
@@ -18,7 +21,8 @@ use serde_json::Value;
 use crate::error::{M365Error, ServiceErrorKind};
 use crate::graph::{BatchGet, GraphClient, PATH_SEGMENT, authorized, operation};
 
-/// The application permission that lists permissions (with `Sites.Read.All`, FACTS §7).
+/// The application permission that lists permissions (with `Sites.Read.All`,
+/// <https://learn.microsoft.com/en-us/graph/api/driveitem-list-permissions#permissions>).
 pub const PERMISSIONS_READ: &str = "Files.Read.All";
 /// The application permission that deletes permissions (`Sites.ReadWrite.All` also does,
 /// permission-delete.md).
@@ -27,7 +31,8 @@ pub const PERMISSIONS_WRITE: &str = "Files.ReadWrite.All";
 pub const PERMISSION_NOT_FOUND: &str = "permissionNotFound";
 /// The code of a deletion refused because the permission is inherited from a parent folder.
 pub const PERMISSION_INHERITED: &str = "permissionInherited";
-/// `expirationDateTime` of a permission that never expires, as Graph writes it (FACTS §7).
+/// `expirationDateTime` of a permission that never expires, as Graph writes it
+/// (<https://learn.microsoft.com/en-us/graph/api/resources/permission#properties>).
 const NEVER_EXPIRES: &str = "0001-01-01T00:00:00Z";
 
 /// What a sharing link lets through (`link.type`).
@@ -71,7 +76,8 @@ impl LinkScope {
 pub struct SharingLink {
     pub kind: LinkKind,
     pub scope: LinkScope,
-    /// The link (returned only to callers that could have created it, FACTS §7).
+    /// The link (returned only to callers that could have created it,
+    /// <https://learn.microsoft.com/en-us/graph/api/driveitem-list-permissions>).
     pub web_url: Option<String>,
     pub prevents_download: bool,
 }
@@ -264,7 +270,8 @@ fn is_gone(e: &M365Error) -> bool {
 impl GraphClient {
     /// One item's permissions, the owner's included; `Ok(None)` when the item (or its drive) no
     /// longer exists (404). Throttling and transient failures are retried like every request;
-    /// a 403 names the missing [`PERMISSIONS_READ`]. Costs 5 RU per page (FACTS §9).
+    /// a 403 names the missing [`PERMISSIONS_READ`]. Costs 5 RU per page
+    /// (<https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online#resource-units>).
     pub async fn item_permissions(&self, drive: &str, item: &str) -> Result<Option<Vec<ItemPermission>>, M365Error> {
         let url = self.resolve(&permissions_path(drive, item))?;
         let first = match self.get_with(&url, &[]).await {
@@ -335,7 +342,7 @@ impl GraphClient {
     /// `Sites.ReadWrite.All`), a write permission filetrail needs only to revoke sharing; 404 —
     /// code [`PERMISSION_NOT_FOUND`], the permission or the item is gone; a refusal because the
     /// permission is inherited — code [`PERMISSION_INHERITED`] (only permissions defined on the
-    /// item itself can be removed, FACTS §7).
+    /// item itself can be removed, <https://learn.microsoft.com/en-us/graph/api/permission-delete>).
     pub async fn delete_permission(&self, drive: &str, item: &str, permission_id: &str) -> Result<(), M365Error> {
         let url = self.resolve(&format!(
             "{}/{}",
@@ -396,7 +403,8 @@ mod tests {
 
     #[test]
     fn documented_samples_parse() {
-        // samples/graph-permissions.json: OneDrive personal links without scope, inheritedFrom.
+        // The example of https://learn.microsoft.com/en-us/graph/api/driveitem-list-permissions:
+        // OneDrive personal links without scope, inheritedFrom.
         let list = json!({"value": [
             {"id": "1", "roles": ["write"], "link": {"webUrl": "https://onedrive.live.com/redir?resid=5D33", "type": "edit"}},
             {"id": "2", "roles": ["write"], "grantedTo": {"user": {"id": "5D33DD65C6932946", "displayName": "John Doe"}},

@@ -18,7 +18,8 @@ use crate::error::{AuthFailure, M365Error, ServiceErrorKind};
 use crate::graph::GraphClient;
 
 /// Users whose OneDrive the files check tries before giving up (a user without a licence has no
-/// OneDrive: 404, FACTS §3). Five keeps the check to at most six Graph calls.
+/// OneDrive: 404, <https://learn.microsoft.com/en-us/graph/api/drive-get>). Five keeps the check to at most six
+/// Graph calls.
 pub const FILES_PROBE_USERS: usize = 5;
 
 /// An application permission filetrail may need.

@@ -1,7 +1,8 @@
 //! The one throttling and retry policy every request goes through: `Retry-After` (integer,
 //! decimal or HTTP date) and `RateLimit-Reset` honoured, exponential backoff with full jitter when
 //! the service gives no delay, a bounded budget, and a shared "not before" gate so that a 429/503
-//! pauses every request of the client (FACTS §9).
+//! pauses every request of the client (<https://learn.microsoft.com/en-us/graph/throttling>,
+//! <https://learn.microsoft.com/en-us/onedrive/developer/rest-api/concepts/scan-guidance>).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::Rng;
 use reqwest::header::HeaderMap;
 
-/// Default first backoff step when the service gives no `Retry-After` (FACTS §9: "use exponential
-/// backoff"; 0.5 s doubles to the cap in 6 steps).
+/// Default first backoff step when the service gives no `Retry-After` (exponential backoff, as
+/// <https://learn.microsoft.com/en-us/graph/throttling> recommends; 0.5 s doubles to the cap in 6 steps).
 pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Default longest single backoff step.
 pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(30);
@@ -92,7 +93,9 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 /// The delay a response asks for: the greater of `Retry-After` and `RateLimit-Reset` when both
-/// are present (FACTS §9, SharePoint: "honor the greater of"), either one alone, else `None`.
+/// are present (SharePoint: "honor the greater of",
+/// <https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online#how-to-handle-throttling>),
+/// either one alone, else `None`.
 pub fn retry_after_from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let read = |name: &str| {
         headers

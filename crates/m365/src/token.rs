@@ -14,11 +14,13 @@ use crate::error::{AuthContext, EntraErrorBody, M365Error};
 use crate::http::{NoAuth, Pipeline, Reply, Verdict};
 use crate::retry::{RequestStats, RetryPolicy};
 
-/// Refresh a token this long before it expires. FACTS §1 (ENTRA-AT): the default lifetime is
-/// random between 60 and 90 minutes; trust `expires_in` and refresh early, e.g. 5 minutes before.
+/// Refresh a token this long before it expires. The default lifetime is random between 60 and 90
+/// minutes (<https://learn.microsoft.com/en-us/entra/identity-platform/access-tokens#token-lifetime>);
+/// trust `expires_in` and refresh early, e.g. 5 minutes before.
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Lifetime assumed when a token response carries neither `expires_in` nor `expires_on`
-/// (never seen from Entra; the lower bound of FACTS §1's 60–90 minutes).
+/// (never seen from Entra; the lower bound of the documented 60–90 minutes,
+/// <https://learn.microsoft.com/en-us/entra/identity-platform/access-tokens#token-lifetime>).
 pub const ASSUMED_TOKEN_LIFETIME: Duration = Duration::from_secs(60 * 60);
 /// How long a terminal token failure (bad secret, no consent) is remembered, so concurrent and
 /// repeated callers get the same answer without asking Entra again (no retry storms). A new
@@ -80,7 +82,8 @@ struct CachedToken {
 }
 
 /// Issues and caches the app-only token of one connection for one resource (Graph and the
-/// Management API need separate tokens: one resource per token request, FACTS §1).
+/// Management API need separate tokens: one resource per token request,
+/// <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow#get-a-token>).
 ///
 /// `token()` returns the cached token until [`TOKEN_REFRESH_MARGIN`] before it expires, then
 /// fetches a new one; concurrent callers share one fetch. Throttling (AADSTS90055, 429) and

@@ -203,7 +203,8 @@ struct WireBatchEntry {
 }
 
 impl WireBatchEntry {
-    /// The entry's own `Retry-After` / `RateLimit-Reset` (FACTS §10: inner 429s carry their own).
+    /// The entry's own `Retry-After` / `RateLimit-Reset` (inner 429s carry their own:
+    /// <https://learn.microsoft.com/en-us/graph/json-batching>).
     fn retry_after_at(&self, now: SystemTime) -> Option<Duration> {
         let mut map = reqwest::header::HeaderMap::new();
         for (name, value) in &self.headers {

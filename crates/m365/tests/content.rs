@@ -340,7 +340,8 @@ async fn throttled_content_and_downloads_are_retried_after_retry_after() {
 #[tokio::test]
 async fn a_range_answered_200_is_skipped_and_content_redirects_are_followed_without_the_token() {
     // Scripted: the item has no downloadUrl, /content answers 302, and the download host ignores
-    // Range (FACTS §6: "you get 200 with the full body").
+    // Range (200 with the full body:
+    // https://learn.microsoft.com/en-us/graph/api/driveitem-get-content#partial-range-downloads).
     let body = "0123456789abcdefghij";
     let server = serve(move |r, _| {
         if r.target.contains("/oauth2/") {

@@ -23,18 +23,21 @@ use crate::prng::{guid, hash3, siphash24, tag};
 use crate::server::SimState;
 use crate::stats::Kind;
 
-/// Graph's App ID URI; scope `https://graph.microsoft.com/.default` (FACTS.md §1).
+/// Graph's App ID URI; scope `https://graph.microsoft.com/.default`
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow#get-a-token>).
 pub(crate) const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 /// Graph's well-known application id, also accepted as a scope prefix.
 const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
-/// Management Activity API resource; scope `https://manage.office.com/.default` (FACTS.md §1).
+/// Management Activity API resource; scope `https://manage.office.com/.default`
+/// (<https://learn.microsoft.com/office/office-365-management-api/get-started-with-office-365-management-apis>).
 pub(crate) const MANAGE_RESOURCE: &str = "https://manage.office.com";
 /// The Management API's application id, also accepted as a scope prefix.
 const MANAGE_APP_ID: &str = "c5393580-f805-4401-95e8-94b7a6ef2fc2";
 
 /// Graph application roles granted by default: what the README asks an admin to consent to
 /// (`Directory.Read.All`, `Files.Read.All`, `Mail.Read` for email connections) plus the narrower
-/// read roles FACTS.md §1 lists (`User.Read.All`, `GroupMember.Read.All`, `Sites.Read.All`).
+/// read roles that also cover the calls made (`User.Read.All`, `GroupMember.Read.All`,
+/// `Sites.Read.All`; <https://learn.microsoft.com/en-us/graph/permissions-reference>).
 pub const DEFAULT_GRAPH_ROLES: &[&str] = &[
     "User.Read.All",
     "GroupMember.Read.All",
@@ -43,7 +46,8 @@ pub const DEFAULT_GRAPH_ROLES: &[&str] = &[
     "Sites.Read.All",
     "Mail.Read",
 ];
-/// Management Activity API application roles granted by default (FACTS.md §1).
+/// Management Activity API application roles granted by default ("Activity API operations" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub const DEFAULT_MANAGE_ROLES: &[&str] = &[ACTIVITY_FEED_READ];
 const ACTIVITY_FEED_READ: &str = "ActivityFeed.Read";
 
@@ -95,7 +99,8 @@ impl Resource {
     }
 
     /// Application roles an admin-consented, read-only filetrail app holds by default (README
-    /// "Registering the app in Entra ID"; FACTS.md §1 "Permissions"). All are read permissions.
+    /// "Registering the app in Entra ID"; <https://learn.microsoft.com/en-us/graph/permissions-reference>).
+    /// All are read permissions.
     fn default_roles(self) -> &'static [&'static str] {
         match self {
             Self::Graph => DEFAULT_GRAPH_ROLES,
@@ -169,7 +174,9 @@ pub(crate) struct TokenAuthority {
     /// Application roles Graph tokens issued from now on carry; none means no `roles` claim.
     graph_roles: RwLock<Vec<String>>,
     /// Application roles Management API tokens issued from now on carry (`ActivityFeed.Read` is
-    /// toggled by `crate::activity` too); none means no `roles` claim (FACTS.md §1).
+    /// toggled by `crate::activity` too); none means no `roles` claim ("Controlling tokens without
+    /// the roles claim" in
+    /// <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>).
     manage_roles: RwLock<Vec<String>>,
     /// Further app registrations of the tenant (a separate write-mode app, say), each with its
     /// own secret and Graph roles; they hold no Management API role.
@@ -369,7 +376,9 @@ impl TokenAuthority {
             "sim_gen": self.generation.load(Ordering::SeqCst),
             "sim_exp_ms": exp_ms,
         });
-        // FACTS.md §1: with no role granted Entra issues the token without a `roles` claim.
+        // With no role granted Entra issues the token without a `roles` claim ("Controlling tokens
+        // without the roles claim" in
+        // https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
         if claims["roles"].as_array().is_some_and(Vec::is_empty)
             && let Some(map) = claims.as_object_mut()
         {
@@ -527,8 +536,9 @@ pub(crate) fn authorize(ctx: &Ctx<'_>, method: &Method, route: &Route) -> Option
     Some(resp)
 }
 
-/// An Entra error (`AADSTS…`), rendered in the documented shape (FACTS.md §1,
-/// samples/aad-token-error-invalid-scope.json).
+/// An Entra error (`AADSTS…`), rendered in the documented shape (the error response under "Get a
+/// token" in <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow#get-a-token>;
+/// a copy is `crates/m365/tests/fixtures/aad-token-error-invalid-scope.json`).
 struct EntraError {
     status: StatusCode,
     error: &'static str,
@@ -727,7 +737,8 @@ fn scope_resource(req: &TokenRequest) -> Result<Resource, EntraError> {
         };
         match resource {
             Some(prev) if prev != r => {
-                // FACTS.md §1: one resource per token request.
+                // One resource per token request ("Get a token" in
+                // https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
                 return Err(EntraError::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_scope",
@@ -757,7 +768,8 @@ fn correlation(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `POST /{tenant}/oauth2/v2.0/token` — the v2 client-credentials grant (FACTS.md §1).
+/// `POST /{tenant}/oauth2/v2.0/token` — the v2 client-credentials grant
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow#get-a-token>).
 pub(crate) async fn token_v2(
     State(state): State<Arc<SimState>>,
     Path(tenant): Path<String>,
@@ -771,7 +783,8 @@ pub(crate) async fn token_v2(
         return e.render(&state, corr.as_deref());
     }
     if req.get("resource").is_some() {
-        // FACTS.md §1: the v2 endpoint rejects the legacy parameter (AADSTS901002).
+        // The v2 endpoint rejects the legacy parameter (AADSTS901002,
+        // https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes).
         return EntraError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -798,8 +811,8 @@ pub(crate) async fn token_v2(
 }
 
 /// `POST /{tenant}/oauth2/token` — the v1 endpoint the Management API docs still show, with
-/// `resource=` and numbers sent as JSON strings (FACTS.md §1,
-/// samples/mgmt-token-response-v1-client-credentials.json).
+/// `resource=` and numbers sent as JSON strings (the token response sample of
+/// <https://learn.microsoft.com/office/office-365-management-api/get-started-with-office-365-management-apis>).
 pub(crate) async fn token_v1(
     State(state): State<Arc<SimState>>,
     Path(tenant): Path<String>,

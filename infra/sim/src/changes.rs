@@ -145,7 +145,8 @@ impl DriveStates {
 }
 
 /// Latest state per item, in order of first appearance in `entries` — what a delta round over
-/// these entries reports ("the latest state for each item, not each change", FACTS.md §5).
+/// these entries reports ("the latest state for each item, not each change",
+/// <https://learn.microsoft.com/en-us/graph/api/driveitem-delta#remarks>).
 /// Sharing markers are skipped ([`shared_ids`] lists them).
 pub(crate) fn latest_per_item(entries: &[Entry]) -> Vec<Entry> {
     let mut index: HashMap<&str, usize> = HashMap::new();

@@ -8,24 +8,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::prng::{guid, hash3, tag};
 
-/// Default `$top` for `GET /users`: 100. Source: FACTS.md §2 (user-list.md).
+/// Default `$top` for `GET /users`: 100. Source: <https://learn.microsoft.com/en-us/graph/api/user-list>.
 pub const USERS_PAGE_DEFAULT: u64 = 100;
-/// Maximum `$top` for `GET /users`: 999; more is a 400. Source: FACTS.md §2.
+/// Maximum `$top` for `GET /users`: 999; more is a 400. Source:
+/// <https://learn.microsoft.com/en-us/graph/api/user-list>.
 pub const USERS_PAGE_MAX: u64 = 999;
-/// Default delta page size. The real page size is undocumented (FACTS.md §5); 200 is our choice.
+/// Default delta page size. The real page size is undocumented
+/// (<https://learn.microsoft.com/en-us/graph/api/driveitem-delta> names none); 200 is our choice.
 pub const DELTA_PAGE_DEFAULT: u64 = 200;
 /// Largest delta page the simulator serves, whatever `$top` asks (our cap; undocumented upstream).
 pub const DELTA_PAGE_MAX: u64 = 1000;
-/// Default `$top` for `GET /groups` and group member listings: 100. Source: FACTS.md §2
-/// (group-list.md, group-list-transitivemembers.md).
+/// Default `$top` for `GET /groups` and group member listings: 100. Source:
+/// <https://learn.microsoft.com/en-us/graph/api/group-list>,
+/// <https://learn.microsoft.com/en-us/graph/api/group-list-transitivemembers>.
 pub const GROUPS_PAGE_DEFAULT: u64 = 100;
-/// Maximum `$top` for `GET /groups` and group member listings: 999. Source: FACTS.md §2.
+/// Maximum `$top` for `GET /groups` and group member listings: 999. Source:
+/// <https://learn.microsoft.com/en-us/graph/api/group-list>.
 pub const GROUPS_PAGE_MAX: u64 = 999;
 /// Most groups a simulated tenant may have (our cap: group metadata is O(groups), about 16 bytes
 /// per group plus a lazily built name/mail index, so 100,000 groups stay under ~10 MB).
 pub const GROUPS_MAX: u64 = 100_000;
 /// Default access-token lifetime in seconds, as in Entra's documented sample `expires_in: 3599`
-/// (FACTS.md §1, samples/aad-token-success.json).
+/// ("Successful response" in
+/// <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow#get-a-token>).
 pub const TOKEN_LIFETIME_DEFAULT_SECS: u64 = 3599;
 
 /// How many files each drive holds.
@@ -91,7 +96,7 @@ impl FromStr for FilesPerDrive {
 /// a response; then `throttle_rate` answers 429 or 503 with `Retry-After`; then `error_5xx_rate`
 /// answers 500/502/504. Independently, `slow_rate` delays the response by `slow_ms`. Requests inside
 /// a `$batch` draw separately: `batch_inner_throttle_rate` gives an inner 429 and `error_5xx_rate`
-/// an inner 5xx, while the batch itself stays 200 (FACTS.md §10).
+/// an inner 5xx, while the batch itself stays 200 (<https://learn.microsoft.com/en-us/graph/json-batching>).
 ///
 /// Deserialisation fills missing fields with their defaults (all rates 0), so `POST /_sim/faults`
 /// with `{"throttle_rate":0.2}` means "only throttling".
@@ -113,7 +118,9 @@ pub struct FaultConfig {
     /// Share of requests inside a `$batch` answered with an inner 429 + `Retry-After`.
     pub batch_inner_throttle_rate: f64,
     /// Share of `…/content` and download-URL requests answered 429 (mostly) or 503 with
-    /// `Retry-After` (SharePoint throttles downloads too, FACTS.md §9), on top of the Graph faults
+    /// `Retry-After` (SharePoint throttles downloads too,
+    /// <https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online>),
+    /// on top of the Graph faults
     /// above (which `/content`, a Graph request, also gets).
     pub content_throttle_rate: f64,
     /// Share of download-URL responses whose connection is cut in the middle of the body, after
@@ -224,15 +231,18 @@ pub struct SimConfig {
     /// Faults injected from the start (changeable at run time).
     pub faults: FaultConfig,
     /// Probability that a delta page repeats an item already sent earlier in the same enumeration
-    /// ("the same item may appear more than once", FACTS.md §5).
+    /// ("the same item may appear more than once",
+    /// <https://learn.microsoft.com/en-us/graph/api/driveitem-delta#remarks>).
     pub delta_repeat_rate: f64,
     /// TCP port on 127.0.0.1; 0 picks a free one.
     pub port: u16,
     /// Lifetime of the pre-authenticated download URLs (`@microsoft.graph.downloadUrl`, the
-    /// `Location` of `…/content`); default one hour (FACTS.md §4).
+    /// `Location` of `…/content`); default one hour
+    /// (<https://learn.microsoft.com/en-us/graph/api/resources/driveitem>).
     pub download_url_lifetime: Duration,
     /// Versions kept per file (`…/versions`), the oldest deleted first; OneDrive's default
-    /// keeps "a minimum of 500 major versions" (FACTS-notifications §9).
+    /// keeps "a minimum of 500 major versions" ("How retention works with document versions" in
+    /// <https://learn.microsoft.com/en-us/purview/retention-policies-sharepoint>).
     pub versions_kept: usize,
     /// The Management Activity API: publication delay, blob grouping, duplicates, late blobs,
     /// paging, audit log on/off, `AF429`/`AF50000` faults (`crate::activity`).

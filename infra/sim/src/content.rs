@@ -9,12 +9,13 @@
 //! fly in [`CHUNK_BYTES`] chunks, so a response of many GiB holds one chunk in memory.
 //! [`Content`] gives the same bytes without HTTP (tests and benchmarks hash them independently).
 //!
-//! **Download URLs** look like SharePoint's (`…/_layouts/15/download.aspx?UniqueId=…&tempauth=…`,
-//! FACTS.md §6) on the simulator's own host and port. `tempauth` is a sealed token (MAC'd, not
-//! forgeable) naming the drive, the item, an expiry and an *epoch*; `expire_download_urls` bumps
-//! the epoch, so every URL issued before answers 401. The URL designates the item, not a version:
-//! like SharePoint it serves the item's *current* content, and sends its `ETag` so a client can
-//! notice a change between two ranges.
+//! **Download URLs** look like SharePoint's (`…/_layouts/15/download.aspx?UniqueId=…&tempauth=…`;
+//! the redirect to them: <https://learn.microsoft.com/en-us/graph/api/driveitem-get-content>) on
+//! the simulator's own host and port. `tempauth` is a sealed token (MAC'd, not forgeable) naming
+//! the drive, the item, an expiry and an *epoch*; `expire_download_urls` bumps the epoch, so every
+//! URL issued before answers 401. The URL designates the item, not a version: like SharePoint it
+//! serves the item's *current* content, and sends its `ETag` so a client can notice a change
+//! between two ranges.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -36,8 +37,10 @@ use crate::server::SimState;
 use crate::stats::bump;
 use crate::tenant::{SimDrive, SimItem};
 
-/// Default lifetime of a download URL: one hour, as driveItem.md says (FACTS.md §4; get-content
-/// says "a few minutes": ⚠ §16 item 4). Configurable with `SimConfig::download_url_lifetime`.
+/// Default lifetime of a download URL: one hour, as the driveItem resource says
+/// (<https://learn.microsoft.com/en-us/graph/api/resources/driveitem>; the get-content page says "a
+/// few minutes": <https://learn.microsoft.com/en-us/graph/api/driveitem-get-content>, the two
+/// disagree). Configurable with `SimConfig::download_url_lifetime`.
 pub const DOWNLOAD_URL_LIFETIME_DEFAULT_SECS: u64 = 3600;
 
 /// Bytes generated per body chunk: 256 KiB (large enough that per-chunk overhead is noise at
@@ -329,10 +332,10 @@ fn none_match_hits(header: &str, item: &SimItem) -> bool {
     parts.into_iter().any(hit)
 }
 
-/// `GET …/items/{id}/content` (FACTS.md §6): 302 with `Location:` the download URL; 304 when
-/// `if-none-match` names the current eTag or cTag; 404 `itemNotFound` for an unknown or deleted
-/// item; 422 `notSupported` for a folder. A `Range` header is ignored here (it belongs on the
-/// download URL).
+/// `GET …/items/{id}/content` (<https://learn.microsoft.com/en-us/graph/api/driveitem-get-content>):
+/// 302 with `Location:` the download URL; 304 when `if-none-match` names the current eTag or cTag;
+/// 404 `itemNotFound` for an unknown or deleted item; 422 `notSupported` for a folder. A `Range`
+/// header is ignored here (it belongs on the download URL).
 pub(crate) fn redirect(ctx: &Ctx<'_>, sel: &DriveSel, item_id: &str) -> GraphResponse {
     let state = ctx.state;
     if let Some(fault) = content_fault(state) {
@@ -346,7 +349,8 @@ pub(crate) fn redirect(ctx: &Ctx<'_>, sel: &DriveSel, item_id: &str) -> GraphRes
         return drives::item_not_found(ctx);
     };
     if item.is_folder {
-        // Only items with the `file` facet can be downloaded (FACTS.md §6). The error shape is
+        // Only items with the `file` facet can be downloaded
+        // (https://learn.microsoft.com/en-us/graph/api/driveitem-get-content). The error shape is
         // not documented; this mirrors what Graph answers for the converse (children of a file).
         return GraphResponse::json(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -556,7 +560,7 @@ pub(crate) async fn download(
         RangeAsk::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end + 1),
         RangeAsk::Unsatisfiable => {
             bump(&state.counters.content_range_unsatisfiable);
-            // samples/onedrive-error-invalidrange.json: OneDrive's code for a range it cannot use.
+            // crates/m365/tests/fixtures/onedrive-error-invalidrange.json: OneDrive's code for a range it cannot use.
             return (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 [

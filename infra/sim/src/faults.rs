@@ -11,7 +11,9 @@ const K_FAULT: u64 = tag(b"fault");
 const K_FAULT_INNER: u64 = tag(b"fault-inner");
 
 /// Share of throttled responses that are 429 rather than 503. SharePoint/OneDrive answer "429 or
-/// 503 … both with Retry-After" (FACTS.md §9); 429 is the common one.
+/// 503 … both with Retry-After"
+/// (<https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online>);
+/// 429 is the common one.
 pub(crate) const SHARE_429: f64 = 0.8;
 
 /// An injected failure.
@@ -87,7 +89,8 @@ fn server_status(u: f64) -> u16 {
 
 /// A `Retry-After` value within `[lo, hi]` seconds: an integer (`2`) when the range holds one and
 /// a coin says so, else a decimal with millisecond precision (`0.128`) — Graph's own sample sends
-/// `2.128` (FACTS.md §9), so clients must parse both.
+/// `2.128` (the 2021 text of <https://learn.microsoft.com/en-us/graph/throttling>; see
+/// `crates/m365/tests/fixtures/SOURCES.md`), so clients must parse both.
 pub(crate) fn retry_after(r: &mut Rng, (lo, hi): (f64, f64)) -> String {
     let (int_lo, int_hi) = (lo.ceil(), hi.floor());
     let integral = r.unit() < 0.5;

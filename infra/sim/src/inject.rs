@@ -11,13 +11,16 @@
 //! `Audit.SharePoint`), from which the Management Activity API serves them after its publication
 //! delay.
 //!
-//! Records follow the documented schema and the real-world shapes (FACTS.md §13, §14), not
-//! filetrail's normaliser: `RecordType` 6 (file operations) or 14 (sharing) with `Workload`
-//! `OneDrive`; `CreationTime` without a zone; `ItemType` as the string `"File"`; `ObjectId` the
-//! file's full, unencoded URL under the drive's `webUrl` (`…/personal/{upn_}/Documents/…`);
-//! `SiteUrl` with a trailing `/` on file records and without on sharing records; a file record's
-//! `SourceRelativeUrl` is the folder (`Documents/Reports`), a sharing record's ends with the file
-//! name; `EventData` is the non-XML fragment SharePoint writes (`<Permissions granted>…`).
+//! Records follow the documented schema
+//! (<https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>,
+//! <https://learn.microsoft.com/en-us/purview/audit-log-activities>) and the shapes observed in
+//! real records, not filetrail's normaliser: `RecordType` 6 (file operations) or 14 (sharing) with
+//! `Workload` `OneDrive`; `CreationTime` without a zone; `ItemType` as the string `"File"`;
+//! `ObjectId` the file's full, unencoded URL under the drive's `webUrl`
+//! (`…/personal/{upn_}/Documents/…`); `SiteUrl` with a trailing `/` on file records and without on
+//! sharing records; a file record's `SourceRelativeUrl` is the folder (`Documents/Reports`), a
+//! sharing record's ends with the file name; `EventData` is the non-XML fragment SharePoint writes
+//! (`<Permissions granted>…`).
 //!
 //! Operations are applied in order under one lock, so a batch sees its own earlier changes. The
 //! response gives, per activity, the ground truth an end-to-end test needs: record ids (and the
@@ -58,10 +61,11 @@ const K_SIZE: u64 = tag(b"inject-size");
 const K_MACHINE: u64 = tag(b"inject-machine");
 const K_RANDOM: u64 = tag(b"inject-random");
 
-/// Record type of file operations (MGMT-SCHEMA `SharePointFileOperation`; OneDrive file events
-/// arrive as 6, not 7, FACTS §13).
+/// Record type of file operations (`SharePointFileOperation`, `AuditLogRecordType` in
+/// <https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>;
+/// OneDrive file events arrive as 6, not 7, in the records observed).
 const RECORD_TYPE_FILE: u8 = 6;
-/// Record type of sharing and permission operations (MGMT-SCHEMA `SharePointSharingOperation`).
+/// Record type of sharing and permission operations (`SharePointSharingOperation`, same table).
 const RECORD_TYPE_SHARING: u8 = 14;
 
 /// What a browser in the fixtures of our reference notes sends.
@@ -69,7 +73,7 @@ const BROWSER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebK
                              Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0";
 /// The OneDrive sync app (OneDrive.exe) as it names itself in `UserAgent`.
 const SYNC_AGENT: &str = "Microsoft SkyDriveSync 24.201.1006.0003 ship; Windows NT 10.0 (19045)";
-/// `EventData` of `SharingInheritanceBroken`, as real records carry it (FACTS §13).
+/// `EventData` of `SharingInheritanceBroken`, as observed in real records.
 const INHERITANCE_BROKEN_DATA: &str =
     "<copyRoleAssignments>False</copyRoleAssignments><clearSubScopes>False</clearSubScopes>";
 /// Random activities retry this many candidates before falling back to an upload.
@@ -173,7 +177,7 @@ pub enum ActivityKind {
     SecureLinkDeleted,
     /// Direct sharing per target: a member of the tenant gets `SharingSet`; an existing guest
     /// (`…#EXT#@…`) gets `AddedToGroup` + `SharingSet`; an outside address not in the directory
-    /// gets `SharingInvitationCreated` (FACTS §13, M365-SHARE).
+    /// gets `SharingInvitationCreated` (<https://learn.microsoft.com/en-us/purview/audit-log-sharing>).
     Share,
     /// `SharingRevoked`, per target.
     SharingRevoked,
@@ -1167,7 +1171,7 @@ impl RecordCtx<'_> {
     }
 
     /// Location fields of a file: file records name the folder in `SourceRelativeUrl` and end
-    /// `SiteUrl` with `/`; sharing records name the file and do not (FACTS §13).
+    /// `SiteUrl` with `/`; sharing records name the file and do not (as observed in real records).
     fn locate(&self, r: &mut Map<String, Value>, item: &SimItem, sharing: bool) {
         let site = self.t.site_url();
         let library = self.t.library();
@@ -1882,7 +1886,7 @@ fn is_existing_guest_spec(specs: &[String], target: &Who) -> bool {
     specs.iter().any(|s| s.trim().eq_ignore_ascii_case(upn))
 }
 
-/// `SharingInheritanceBroken` on an item's first share (FACTS §13).
+/// `SharingInheritanceBroken` on an item's first share (as observed in real records).
 fn break_inheritance(
     ctx: &RecordCtx<'_>,
     inner: &mut InjectorInner,

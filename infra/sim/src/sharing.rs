@@ -8,13 +8,15 @@
 //! sharing (an injected share, link or revocation, a `DELETE …/permissions/{id}`) copies its
 //! current permissions into an overlay, and from then on the overlay is the truth for that item.
 //!
-//! Permission shapes follow the permission resource on OneDrive for Business (FACTS §7;
-//! samples/graph-permission-*.json): `link` {type, scope, webUrl, preventsDownload} for links,
-//! `grantedToIdentitiesV2` (and the deprecated `grantedToIdentities`) for the people of a
-//! specific-people link, `grantedToV2` (and the deprecated `grantedTo`) for a direct grant,
-//! `invitation` {email, signInRequired} for an outside address, `roles` read / write / owner,
-//! `shareId`, `expirationDateTime` when set, and never `inheritedFrom` ("OneDrive for Business
-//! and SharePoint document libraries do not return the inheritedFrom property").
+//! Permission shapes follow the permission resource on OneDrive for Business
+//! (<https://learn.microsoft.com/en-us/graph/api/resources/permission>; the examples of
+//! <https://learn.microsoft.com/en-us/graph/api/driveitem-list-permissions>): `link` {type, scope,
+//! webUrl, preventsDownload} for links, `grantedToIdentitiesV2` (and the deprecated
+//! `grantedToIdentities`) for the people of a specific-people link, `grantedToV2` (and the
+//! deprecated `grantedTo`) for a direct grant, `invitation` {email, signInRequired} for an outside
+//! address, `roles` read / write / owner, `shareId`, `expirationDateTime` when set, and never
+//! `inheritedFrom` ("OneDrive for Business and SharePoint document libraries do not return the
+//! inheritedFrom property").
 //!
 //! Link permission ids are the links' `UniqueSharingId` as the audit records carry them (one
 //! link per item and scope: creating a link of a scope the item already has updates that link,
@@ -56,7 +58,8 @@ pub(crate) const GUEST_DOMAINS: &[&str] = &[
 ];
 pub(crate) const GUEST_NAMES: &[&str] = &["dana", "lee", "sam", "robin", "alex", "kim", "noor", "jules"];
 
-/// Who a sharing link lets in (`link.scope`, FACTS §7).
+/// Who a sharing link lets in (`link.scope`,
+/// <https://learn.microsoft.com/en-us/graph/api/resources/sharinglink#properties>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkScope {
@@ -551,8 +554,9 @@ pub(crate) fn update(
     true
 }
 
-/// The `shared` facet of an item with these non-owner permissions (FACTS §7, driveItem
-/// `shared`): the broadest scope, the owner, the earliest grant; `None` when not shared.
+/// The `shared` facet of an item with these non-owner permissions
+/// (<https://learn.microsoft.com/en-us/graph/api/resources/shared>): the broadest scope, the owner,
+/// the earliest grant; `None` when not shared.
 pub(crate) fn shared_facet(drive: &SimDrive, shared: &[SimPermission]) -> Option<Value> {
     let scope = shared.iter().map(SimPermission::scope).max_by_key(|s| s.breadth())?;
     let since = shared.iter().map(|p| p.created).min()?;

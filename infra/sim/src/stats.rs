@@ -24,7 +24,8 @@ pub(crate) enum Kind {
     /// `…/items/{id}/content` (the 302 to the download URL).
     Content,
     /// `…/items/{id}/permissions[/{perm-id}]`: listing, reading or deleting permissions (5 RU
-    /// each, FACTS §9).
+    /// each,
+    /// <https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online#resource-units>).
     Permissions,
     Batch,
     Other,
@@ -134,7 +135,8 @@ pub struct Stats {
     pub content_bytes: u64,
     /// Permission requests (`…/items/{id}/permissions`, `…/permissions/{perm-id}`: list, get,
     /// delete), any outcome, top level and inside `$batch`. Each costs 5 resource units
-    /// upstream (FACTS §9).
+    /// upstream
+    /// (<https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online#resource-units>).
     #[serde(default)]
     pub permissions: u64,
     /// Permissions actually removed by `DELETE …/permissions/{perm-id}` (204 on the owner's

@@ -210,7 +210,7 @@ async fn start_answers_the_documented_shape_and_list_shows_the_subscription() {
         .collect();
     assert_eq!(types, ["Audit.Exchange", "Audit.SharePoint"]);
 
-    // A repeated start is accepted, and counted (MGMT-FAQ: wait 15 minutes between them).
+    // A repeated start is accepted, and counted (the API FAQ: wait 15 minutes between them).
     sim.start_sharepoint(&token).await;
     assert_eq!(sim.handle.stats().activity.subscriptions_start_repeated, 1);
     assert_eq!(

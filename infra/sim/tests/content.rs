@@ -228,7 +228,8 @@ async fn ranges_on_the_download_url_answer_206_or_416() {
     );
     assert_eq!(json_of(resp).await["error"]["code"], "invalidRange");
 
-    // Range on /content itself is ignored: still a 302 (FACTS §6: Range goes to the download URL).
+    // Range on /content itself is ignored: still a 302 (Range goes to the download URL:
+    // https://learn.microsoft.com/en-us/graph/api/driveitem-get-content#partial-range-downloads).
     let path = format!("/drives/{drive}/items/{}/content", file.id);
     let resp = content(&sim, &token, &path, &[("Range", "bytes=0-9")]).await;
     assert_eq!(resp.status(), StatusCode::FOUND);

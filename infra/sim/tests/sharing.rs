@@ -1,6 +1,9 @@
 //! Sharing over real HTTP: per-item permissions (`GET …/permissions`, also in `$batch`), the
-//! `shared` facet, permission deletion and its role check, the injector's links and shares
-//! changing permissions, and delta's sharing-change annotations (FACTS §5, §7).
+//! `shared` facet, permission deletion and its role check, the injector's links and shares changing
+//! permissions, and delta's sharing-change annotations
+//! (<https://learn.microsoft.com/en-us/graph/api/driveitem-list-permissions>,
+//! <https://learn.microsoft.com/en-us/graph/api/permission-delete>,
+//! <https://learn.microsoft.com/en-us/onedrive/developer/rest-api/concepts/scan-guidance>).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

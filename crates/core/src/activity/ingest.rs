@@ -37,7 +37,8 @@ use crate::ports::{
     ItemResolver, QuarantineStore, StateStore,
 };
 
-/// The feed's error code for content past its expiration (FACTS §12).
+/// The feed's error code for content past its expiration ("Errors" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub const CONTENT_EXPIRED: &str = "AF20051";
 
 /// The ports ingestion needs; `feed` and `resolver` belong to the blob's connection.

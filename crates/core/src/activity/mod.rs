@@ -1,13 +1,15 @@
 //! The audit feed: polling the Management Activity API for content blobs ([`poll`]) and
 //! ingesting each blob into file events ([`ingest`]).
 //!
-//! Polling lists what became available since its checkpoint in windows of at most 24 hours
-//! within the 7-day retention (FACTS §12: the window filters on `contentCreated`, start
-//! inclusive, end exclusive), page by page, and enqueues each blob once: blobs already enqueued
-//! are remembered by content id past the retention, and a trailing overlap is listed again on
-//! every poll so blobs that show up late in a window already listed are still caught. The
-//! checkpoint moves only after a page's blobs are enqueued, so a crash lists that page again
-//! and the dedupe keeps it from being enqueued twice.
+//! Polling lists what became available since its checkpoint in windows of at most 24 hours within
+//! the 7-day retention (the window filters on `contentCreated`, start inclusive, end exclusive:
+//! "List available content" in
+//! <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>),
+//! page by page, and enqueues each blob once: blobs already enqueued are remembered by content id
+//! past the retention, and a trailing overlap is listed again on every poll so blobs that show up
+//! late in a window already listed are still caught. The checkpoint moves only after a page's blobs
+//! are enqueued, so a crash lists that page again and the dedupe keeps it from being enqueued
+//! twice.
 //!
 //! Ingesting normalises a blob ([`crate::audit`]), keeps the events of monitored drives (the
 //! file owner's drive: activity of a monitored user on someone else's unmonitored drive is not
@@ -30,12 +32,15 @@ use crate::model::ConnectionError;
 /// The content type carrying SharePoint and OneDrive activity.
 pub const SHAREPOINT_CONTENT_TYPE: &str = "Audit.SharePoint";
 
-/// How long the feed keeps content (FACTS §12: `contentExpiration` = created + 7 days).
+/// How long the feed keeps content (`contentExpiration` = created + 7 days; "List available
+/// content" and "Errors" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub fn retention() -> Duration {
     Duration::days(7)
 }
 
-/// The longest window one listing may ask for (FACTS §12).
+/// The longest window one listing may ask for ("List available content" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub fn max_window() -> Duration {
     Duration::hours(24)
 }

@@ -91,8 +91,9 @@ pub async fn poll_connection(
         return Ok(PollOutcome::Skipped);
     }
     let content_type = SHAREPOINT_CONTENT_TYPE;
-    // The API takes times to the second (FACTS §12): windows end on a whole second, so the
-    // checkpoint says exactly what was asked.
+    // The API takes times to the second ("List available content" in
+    // https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference):
+    // windows end on a whole second, so the checkpoint says exactly what was asked.
     let now = now.duration_trunc(Duration::seconds(1)).unwrap_or(now);
     let floor = now - retention() + settings.retention_margin;
     let mut cp = match ports.activity.activity_checkpoint(&connection.id, content_type).await? {

@@ -2,11 +2,12 @@
 //! its extension. Pure string work on the record's URLs; looking an item up is a port's job.
 //!
 //! A OneDrive for Business is a SharePoint "personal" site,
-//! `https://contoso-my.sharepoint.com/personal/alice_contoso_com`, whose files live in one
-//! document library, the drive; Graph gives the drive's `webUrl`
-//! (`…/personal/alice_contoso_com/Documents`). An audit record names a file by its full URL
-//! (`ObjectId`) and by `SiteUrl` + `SourceRelativeUrl` + `SourceFileName` (FACTS §13), so the
-//! path from the drive root is the part of the file's URL below the drive's URL:
+//! `https://contoso-my.sharepoint.com/personal/alice_contoso_com`, whose files live in one document
+//! library, the drive; Graph gives the drive's `webUrl` (`…/personal/alice_contoso_com/Documents`).
+//! An audit record names a file by its full URL (`ObjectId`) and by `SiteUrl` +
+//! `SourceRelativeUrl` + `SourceFileName` ("SharePoint File Operations" in
+//! <https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>),
+//! so the path from the drive root is the part of the file's URL below the drive's URL:
 //! `…/Documents/Reports/q3.xlsx` → `/Reports/q3.xlsx`, the same form the inventory uses.
 
 use std::borrow::Cow;
@@ -50,9 +51,10 @@ pub fn upn_matches_site_key(upn: &str, key: &str) -> bool {
 /// `ObjectId` when it lies under `SiteUrl`, else from `SourceRelativeUrl` + `SourceFileName`.
 ///
 /// Copes with the real-world bends of the documented `SiteUrl + SourceRelativeUrl +
-/// SourceFileName == ObjectId` rule (FACTS §13): `SiteUrl` with or without a trailing slash,
-/// and `SourceRelativeUrl` that already ends with the file name (sharing records) or is only
-/// the folder (file records).
+/// SourceFileName == ObjectId` rule ("SharePoint File Operations" in
+/// <https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>)
+/// as observed in real records: `SiteUrl` with or without a trailing slash, and `SourceRelativeUrl`
+/// that already ends with the file name (sharing records) or is only the folder (file records).
 pub fn site_relative_url<'a>(
     site_url: Option<&str>,
     object_id: Option<&'a str>,
@@ -168,10 +170,12 @@ pub fn last_segment(url: &str) -> Option<&str> {
     url.trim_end_matches('/').rsplit('/').next().filter(|s| !s.is_empty())
 }
 
-/// The client address of a record without the decorations real records carry (FACTS §13 and
-/// third-party fixtures): surrounding spaces, `[v6]` brackets, a `:port` suffix on an IPv4
-/// address or a bracketed IPv6 one. Empty means absent; a value that is no address at all is
-/// kept as given, trimmed, so nothing the record said is lost.
+/// The client address of a record (`ClientIP`, "Common schema" in
+/// <https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>)
+/// without the decorations observed in real records and third-party fixtures: surrounding spaces,
+/// `[v6]` brackets, a `:port` suffix on an IPv4 address or a bracketed IPv6 one. Empty means
+/// absent; a value that is no address at all is kept as given, trimmed, so nothing the record said
+/// is lost.
 pub fn client_ip(raw: &str) -> Option<String> {
     let raw = raw.trim();
     if raw.is_empty() {

@@ -48,12 +48,14 @@ use crate::model::DriveRecord;
 pub use operations::{FileEventType, LinkScope, OPERATIONS, OperationMapping, Signal};
 pub use sharing::{Permission, SharingTarget, TargetKind, TrustedDomains};
 
-/// Record types that carry OneDrive file and sharing activity (MGMT-SCHEMA `AuditLogRecordType`):
+/// Record types that carry OneDrive file and sharing activity (`AuditLogRecordType` in
+/// <https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>):
 /// 4 SharePoint (site permissions), 6 SharePointFileOperation (where OneDrive file events really
-/// arrive, FACTS §13), 7 OneDrive (documented, rarely seen), 14 SharePointSharingOperation.
+/// arrive, as observed in real records), 7 OneDrive (documented, rarely seen), 14
+/// SharePointSharingOperation.
 pub const FILE_RECORD_TYPES: [i64; 4] = [4, 6, 7, 14];
 
-/// The longest record `Id` accepted. Ids are GUIDs, 36 characters (MGMT-SCHEMA); a longer
+/// The longest record `Id` accepted. Ids are GUIDs, 36 characters (the API schema's common schema); a longer
 /// value is not an Id, and event keys must stay far below DynamoDB's 2,048-byte partition key.
 pub const MAX_RECORD_ID_LEN: usize = 256;
 
@@ -62,7 +64,7 @@ pub const MAX_RECORD_ID_LEN: usize = 256;
 pub const MAX_QUARANTINE_RAW_BYTES: usize = 64 * 1024;
 
 /// How much of a sharing record's `EventData` is kept on the event: 4 KiB (real values are tens
-/// of bytes, FACTS §13).
+/// of bytes in the records observed).
 pub const MAX_EVENT_DATA_BYTES: usize = 4 * 1024;
 
 /// What normalisation needs besides the record. Built once per blob.
@@ -466,7 +468,9 @@ impl BlobOutcome {
     }
 }
 
-/// Normalises a content blob: the JSON array of records `GET {contentUri}` returns (FACTS §12).
+/// Normalises a content blob: the JSON array of records `GET {contentUri}` returns ("Retrieve
+/// content" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 /// Each record is normalised on its own, so one bad record never costs the others.
 ///
 /// # Errors

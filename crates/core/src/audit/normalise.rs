@@ -259,7 +259,9 @@ pub(super) fn record(rec: &RawRecord<'_>, ctx: &NormaliseContext) -> Result<Norm
     })))
 }
 
-/// `ItemType` as the schema (an integer enum) or real records (a string, FACTS §13) write it.
+/// `ItemType` as the schema (an integer enum, "SharePoint Base schema" in
+/// <https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>)
+/// or real records (a string, as observed) write it.
 enum ItemType {
     File,
     Folder,

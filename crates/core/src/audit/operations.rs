@@ -1,11 +1,12 @@
 //! The mapping from SharePoint/OneDrive audit `Operation` names to filetrail event types.
 //!
-//! Every operation name below is one Microsoft documents: the "File and page", "Folder",
-//! "Sharing and access request", "Synchronization" and "Site permissions" tables of the Purview
-//! audit-log activities page, or the `SharePointAuditOperation` enum of the Management Activity
-//! API schema (FACTS §14). Names seen only in third-party tooling are deliberately absent: such a
-//! record is quarantined as an unknown operation, counted, and can be replayed once the table
-//! learns the name.
+//! Every operation name below is one Microsoft documents: the "File and page", "Folder", "Sharing
+//! and access request", "Synchronization" and "Site permissions" tables of the Purview audit-log
+//! activities page (<https://learn.microsoft.com/en-us/purview/audit-log-activities>), or the
+//! `SharePointAuditOperation` enum of the Management Activity API schema
+//! (<https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>).
+//! Names seen only in third-party tooling are deliberately absent: such a record is quarantined as
+//! an unknown operation, counted, and can be replayed once the table learns the name.
 //!
 //! Three outcomes exist for an operation of a OneDrive record:
 //! - listed in [`OPERATIONS`]: normalised into a file event;

@@ -89,8 +89,10 @@ impl<'de: 'a, 'a> Visitor<'de> for LooseVisitor<'a> {
 }
 
 /// The fields of a SharePoint/OneDrive audit record filetrail reads (common schema, SharePoint
-/// base, file operations and sharing schemas: FACTS §13). Unknown fields are ignored; `null`
-/// reads as absent. A record with the same field twice is refused by the parser.
+/// base, file operations and sharing schemas:
+/// <https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>).
+/// Unknown fields are ignored; `null` reads as absent. A record with the same field twice is
+/// refused by the parser.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawRecord<'a> {
     #[serde(rename = "Id", borrow, default)]
@@ -184,9 +186,11 @@ pub fn opt_int(field: &'static str, value: &Option<Loose<'_>>) -> Result<Option<
     }
 }
 
-/// Parses `CreationTime` as UTC. Microsoft writes it without a zone (`2020-02-07T16:44:07`,
-/// FACTS §13), sometimes with fractional seconds (up to the 7 digits of .NET ticks); a value
-/// that does carry `Z` or an offset is honoured and converted.
+/// Parses `CreationTime` as UTC. Microsoft writes it without a zone (`2020-02-07T16:44:07`; see the
+/// "Retrieve content" sample in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>),
+/// sometimes with fractional seconds (up to the 7 digits of .NET ticks); a value that does carry
+/// `Z` or an offset is honoured and converted.
 pub fn parse_creation_time(raw: &str) -> Result<DateTime<Utc>, String> {
     let raw = raw.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(raw) {

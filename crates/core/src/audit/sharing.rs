@@ -50,10 +50,12 @@ impl Permission {
 
 /// The `<Tag>value</Tag>` pairs of an `EventData` string, in order.
 ///
-/// `EventData` is documented as an XML fragment but is not well-formed XML (FACTS §13): tag
-/// names hold spaces (`<Permissions granted>`), there is no root element, values are not
-/// escaped reliably. So it is scanned, not parsed: an opening tag, then the first matching
-/// closing tag; anything else (stray `<`, unclosed tags, nesting) is skipped. Never fails.
+/// `EventData` is documented as an XML fragment ("SharePoint Sharing schema" in
+/// <https://learn.microsoft.com/en-us/office/office-365-management-api/office-365-management-activity-api-schema>)
+/// but, in the records observed, is not well-formed XML: tag names hold spaces (`<Permissions
+/// granted>`), there is no root element, values are not escaped reliably. So it is scanned, not
+/// parsed: an opening tag, then the first matching closing tag; anything else (stray `<`, unclosed
+/// tags, nesting) is skipped. Never fails.
 pub fn event_data_tags(data: &str) -> EventDataTags<'_> {
     EventDataTags { rest: data }
 }

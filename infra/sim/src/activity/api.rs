@@ -1,9 +1,15 @@
 //! HTTP handlers of the Management Activity API and of its `/_sim/audit` controls.
 //!
-//! Status codes are not documented per `AF` code (MGMT-REF lists codes and messages only); the
-//! simulator's choices: 400 for parameter, window, subscription, content-id, expired-content and
-//! audit-log-disabled errors (the last as real tenants report it), 401 for `AF10001` and refused
-//! tokens, 403 for `AF20010` and (as MGMT-FAQ shows) `AF429`, 404 for `AF20050`, 500 for `AF50000`.
+//! Sources: the API reference
+//! (<https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>)
+//! and the API FAQ
+//! (<https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>).
+//!
+//! Status codes are not documented per `AF` code (the API reference lists codes and messages only);
+//! the simulator's choices: 400 for parameter, window, subscription, content-id, expired-content
+//! and audit-log-disabled errors (the last as real tenants report it), 401 for `AF10001` and
+//! refused tokens, 403 for `AF20010` and (as the API FAQ shows) `AF429`, 404 for `AF20050`, 500 for
+//! `AF50000`.
 
 // Checks return the finished error answer as their `Err`: the handler sends it as is.
 #![allow(clippy::result_large_err)]
@@ -35,9 +41,10 @@ use crate::stats::bump;
 const K_AF_FAULT: u64 = tag(b"activity-fault");
 const K_CORR: u64 = tag(b"activity-corr");
 
-/// The role every Management Activity API call needs (FACTS.md §1, §12).
+/// The role every Management Activity API call needs ("Activity API operations" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 const ACTIVITY_FEED_READ: &str = "ActivityFeed.Read";
-/// What MGMT-FAQ's AF429 sample shows when no `PublisherIdentifier` was sent.
+/// What the API FAQ's AF429 sample shows when no `PublisherIdentifier` was sent.
 const NO_PUBLISHER: &str = "00000000-0000-0000-0000-000000000000";
 
 /// Query values in the `NextPageUri` we build.
@@ -55,7 +62,7 @@ pub struct ActivityStats {
     pub without_publisher_identifier: u64,
     /// `POST subscriptions/start`, any outcome.
     pub subscriptions_start: u64,
-    /// Successful starts of a subscription that was already enabled (MGMT-FAQ asks to wait 15
+    /// Successful starts of a subscription that was already enabled (the API FAQ asks to wait 15
     /// minutes between repeated starts; a client should list first).
     pub subscriptions_start_repeated: u64,
     /// `POST subscriptions/stop`.
@@ -198,7 +205,7 @@ impl Op {
         }
     }
 
-    /// The method name the service puts in `AF429` messages (`Method=GetBlob` in MGMT-FAQ).
+    /// The method name the service puts in `AF429` messages (`Method=GetBlob` in the API FAQ).
     fn name(&self) -> &'static str {
         match self {
             Self::Start => "StartSubscription",
@@ -242,7 +249,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
     resp
 }
 
-/// `{"error":{"code","message"}}` (MGMT-REF "Errors", samples/mgmt-error-af50000.json).
+/// `{"error":{"code","message"}}` (the API reference, "Errors").
 fn af_error(status: StatusCode, code: &str, message: &str) -> Response {
     json_response(status, json!({"error": {"code": code, "message": message}}).to_string())
 }
@@ -280,7 +287,9 @@ async fn entry(
             &format!("m365-sim serves no '{}'", uri.path()),
         );
     }
-    // The raw path: a content id's `$` must arrive as is (FACTS.md §12), so no decoding here.
+    // The raw path: a content id's `$` must arrive as is
+    // (https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api),
+    // so no decoding here.
     let raw_rest = uri
         .path()
         .split_once("/activity/feed/")
@@ -387,7 +396,7 @@ async fn entry(
     }
 }
 
-/// Draws this request's fault: `AF429` (as 403 with MGMT-FAQ's single-quoted body, or as 429
+/// Draws this request's fault: `AF429` (as 403 with the API FAQ's single-quoted body, or as 429
 /// with `Retry-After`) or `AF50000`, seeded by a request counter.
 fn injected_fault(req: &Req<'_>, op: &Op) -> Option<Response> {
     let cfg = req.log.config();
@@ -411,7 +420,7 @@ fn injected_fault(req: &Req<'_>, op: &Op) -> Option<Response> {
             return Some(resp);
         }
         bump(&req.counters().af429);
-        // MGMT-FAQ prints the body as a Python dict: single quotes, not JSON.
+        // the API FAQ prints the body as a Python dict: single quotes, not JSON.
         let body = format!("{{'error':{{'code':'AF429','message':'{message}'}}}}");
         return Some(json_response(StatusCode::FORBIDDEN, body));
     }
@@ -428,7 +437,7 @@ fn injected_fault(req: &Req<'_>, op: &Op) -> Option<Response> {
 
 /// The answer of a tenant whose unified audit log is off: HTTP 400 with the operation, the
 /// correlation and the `DataServiceException` split across `code` and `message`, as real tenants
-/// get it (MGMT-FAQ names the string; the shape is from public reports of `StartSubscription`).
+/// get it (the API FAQ names the string; the shape is from public reports of `StartSubscription`).
 fn audit_log_disabled(req: &Req<'_>, op: &Op) -> Response {
     let n = req.state.next_request_number();
     let seed = req.log.seed();
@@ -507,9 +516,9 @@ fn subscription_json(content_type: ContentType, s: &Subscription) -> Value {
     })
 }
 
-/// `POST subscriptions/start`. Starting a subscription that exists updates its webhook (MGMT-REF
+/// `POST subscriptions/start`. Starting a subscription that exists updates its webhook (the API reference
 /// "Start a subscription": the same operation updates, re-enables or removes a webhook) and is
-/// accepted; MGMT-FAQ asks clients to wait 15 minutes between repeated start requests, so repeats
+/// accepted; the API FAQ asks clients to wait 15 minutes between repeated start requests, so repeats
 /// are counted (`subscriptions_start_repeated`). A disabled or stopped subscription is enabled
 /// again; content that became available while it was stopped stays unlisted.
 fn start(req: &Req<'_>, body: &[u8]) -> Response {
@@ -729,7 +738,7 @@ fn content(req: &Req<'_>) -> Response {
     }
     let mut resp = json_response(StatusCode::OK, Value::Array(page).to_string());
     if let Some(next) = rest.peek() {
-        // MGMT-REF's sample: `/api/v1/` (not v1.0), start/end repeated, `nextPage` added.
+        // the API reference's sample: `/api/v1/` (not v1.0), start/end repeated, `nextPage` added.
         let link = format!(
             "{base}/api/v1/{tenant}/activity/feed/subscriptions/content?contentType={}&startTime={}&endTime={}&nextPage={}",
             content_type.as_str(),

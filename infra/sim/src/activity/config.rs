@@ -5,21 +5,25 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// How long content stays retrievable after it became available: `contentExpiration` =
-/// `contentCreated` + 7 days (FACTS.md §12, MGMT-REF "Content older than 7 days cannot be
-/// retrieved").
+/// `contentCreated` + 7 days (`AF20051`: "Content older than 7 days cannot be retrieved", "Errors"
+/// in <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub const CONTENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Widest `/subscriptions/content` window: 24 hours (FACTS.md §12, AF20030's message).
+/// Widest `/subscriptions/content` window: 24 hours (`AF20030`'s message, "Errors" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub const MAX_CONTENT_WINDOW: Duration = Duration::from_secs(24 * 3600);
-/// How far back `startTime` may reach: 7 days (FACTS.md §12, AF20030's message).
+/// How far back `startTime` may reach: 7 days (`AF20030`'s message, "Errors" in
+/// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 pub const MAX_START_AGE: Duration = CONTENT_RETENTION;
 /// Default publication delay for local runs: 2 s. The real service typically takes 60–90
-/// minutes for SharePoint/OneDrive events (FACTS.md §12); tests and the demo cannot wait that long.
+/// minutes for SharePoint/OneDrive events
+/// (<https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>);
+/// tests and the demo cannot wait that long.
 pub const PUBLICATION_DELAY_DEFAULT: Duration = Duration::from_secs(2);
 /// Default number of content blobs per `/subscriptions/content` page (undocumented upstream:
 /// "the number of results returned is limited"; 100 is our choice).
 pub const CONTENT_PAGE_SIZE_DEFAULT: usize = 100;
 
-/// The paging header MGMT-REF documents.
+/// The paging header the API reference documents ("Pagination").
 pub const NEXT_PAGE_HEADER_DEFAULT: &str = "NextPageUri";
 
 /// The Management Activity API's behaviour: publication latency, blob grouping, duplicates, late
@@ -29,10 +33,13 @@ pub const NEXT_PAGE_HEADER_DEFAULT: &str = "NextPageUri";
 #[serde(default, deny_unknown_fields)]
 pub struct ActivityConfig {
     /// Whether the tenant's unified audit log is on. When off, every Management API call fails
-    /// with `…DataServiceException: Tenant <tenantID> does not exist.` (FACTS.md §12).
+    /// with `…DataServiceException: Tenant <tenantID> does not exist.`
+    /// (<https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>).
     pub audit_log_enabled: bool,
     /// How long turning the audit log on takes to apply, on the audit clock (upstream: up to 60
-    /// minutes, FACTS.md §12). Default 0: at once.
+    /// minutes,
+    /// <https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>).
+    /// Default 0: at once.
     #[serde(with = "millis")]
     pub audit_log_enable_delay: Duration,
     /// Whether the app's Management API tokens carry the `ActivityFeed.Read` role (admin consent
@@ -48,18 +55,22 @@ pub struct ActivityConfig {
     /// Most records in one blob.
     pub max_records_per_blob: usize,
     /// Share of published records that are delivered a second time, in another blob that becomes
-    /// available later, with their keys in another order (FACTS.md §12: duplicates by design).
+    /// available later, with their keys in another order (duplicates are expected by design:
+    /// <https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>).
     pub duplicate_rate: f64,
     /// Share of published records that go into a *late* blob: available `late_extra_delay` after
-    /// the normal delay, so it comes after blobs holding newer records (FACTS.md §12).
+    /// the normal delay, so it comes after blobs holding newer records (blobs are not in event order:
+    /// <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
     pub late_rate: f64,
     /// Extra delay of late blobs; duplicate blobs get half of it.
     #[serde(with = "millis")]
     pub late_extra_delay: Duration,
     /// Content blobs per `/subscriptions/content` page before a `NextPageUri` header is sent.
     pub content_page_size: usize,
-    /// Name of the paging header: `NextPageUri` per MGMT-REF; MGMT-FAQ says `NextPageUrl`
-    /// (FACTS.md §16.1), so clients must accept both.
+    /// Name of the paging header: `NextPageUri` per the API reference ("Pagination"); its FAQ says
+    /// `NextPageUrl`
+    /// (<https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>),
+    /// so clients must accept both.
     pub next_page_header: String,
     /// Share of Management API calls answered `AF429` (too many requests).
     pub af429_rate: f64,

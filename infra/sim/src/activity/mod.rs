@@ -1,6 +1,7 @@
-//! The Office 365 Management Activity API (FACTS.md §12), served at the simulator's origin:
-//! `/api/v1.0/{tenant_id}/activity/feed/…` (also `/api/v1/…`, the version MGMT-REF's
-//! `NextPageUri` sample shows).
+//! The Office 365 Management Activity API
+//! (<https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>),
+//! served at the simulator's origin: `/api/v1.0/{tenant_id}/activity/feed/…` (also `/api/v1/…`,
+//! the version the reference's `NextPageUri` sample shows).
 //!
 //! # Publishing API (for the activity injector)
 //!
@@ -32,7 +33,7 @@
 //! - Unified audit log off: every call fails 400 with the `StartSubscription […] failed.
 //!   Exception: Microsoft.Office.Compliance.Audit.DataServiceException: Tenant <id> does not
 //!   exist.` body real tenants get.
-//! - Faults: `AF429` as HTTP 403 with the single-quoted body of MGMT-FAQ (or, for a share, as 429
+//! - Faults: `AF429` as HTTP 403 with the single-quoted body of the API FAQ (or, for a share, as 429
 //!   with `Retry-After`), `AF50000` as 500; seeded by a request counter like the Graph faults.
 //!
 //! See infra/sim/README.md for the HTTP surface and every error.

@@ -17,7 +17,8 @@ use crate::prng::{Rng, hash3, tag};
 const K_PUBLISH: u64 = tag(b"audit-publish");
 const K_BLOB_ID: u64 = tag(b"audit-blob-id");
 
-/// A Management Activity API content type (FACTS.md §12).
+/// A Management Activity API content type
+/// (<https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ContentType {
     /// `Audit.AzureActiveDirectory`.
@@ -67,7 +68,7 @@ impl ContentType {
             .find(|c| c.as_str().eq_ignore_ascii_case(s.trim()))
     }
 
-    /// The workload tag inside content ids (`…ebspo2015043022$…` in MGMT-REF's sample).
+    /// The workload tag inside content ids (`…ebspo2015043022$…` in the API reference's sample).
     fn workload_tag(self) -> &'static str {
         match self {
             Self::AzureActiveDirectory => "aad",
@@ -246,7 +247,7 @@ pub(crate) struct Subscription {
     pub(crate) webhook: Option<Value>,
     /// Whether it is started (false after `stop`).
     pub(crate) started: bool,
-    /// Content that became available while stopped is never listed (MGMT-REF "Stop a
+    /// Content that became available while stopped is never listed (the API reference "Stop a
     /// subscription"): `(stopped_at, restarted_at)` pairs, the last one open while stopped.
     pub(crate) stopped: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>,
 }
@@ -365,7 +366,8 @@ impl AuditLog {
     }
 
     /// Turns the tenant's unified audit log on or off. Turning it on takes effect after
-    /// `audit_log_enable_delay` on the audit clock (FACTS.md §12: up to 60 minutes upstream);
+    /// `audit_log_enable_delay` on the audit clock (up to 60 minutes upstream,
+    /// <https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>);
     /// turning it off, at once.
     pub(crate) fn set_audit_log_enabled(&self, enabled: bool) {
         let was = self.audit_log_enabled.swap(enabled, Ordering::SeqCst);
@@ -492,7 +494,7 @@ impl AuditLog {
         blobs.all.len() - 1
     }
 
-    /// A content id shaped like MGMT-REF's samples:
+    /// A content id shaped like the API reference's samples:
     /// `{n}${n}${tenant hex}{workload}{yyyyMMddHH}${32 hex}$04`.
     fn content_id(&self, content_type: ContentType, seq: u64, created: DateTime<Utc>) -> String {
         let n = 100_000_000_000 + (created.timestamp_millis().unsigned_abs() / 1000 % 900_000_000_000);

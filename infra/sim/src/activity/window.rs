@@ -1,4 +1,5 @@
-//! The `startTime`/`endTime` window of `/subscriptions/content` (FACTS.md §12, MGMT-REF).
+//! The `startTime`/`endTime` window of `/subscriptions/content` ("List available content" in
+//! <https://learn.microsoft.com/office/office-365-management-api/office-365-management-activity-api-reference>).
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 
@@ -38,9 +39,10 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     Some(naive.and_utc())
 }
 
-/// Resolves the request's bounds at `now`. Neither given: the 24 hours before `now` (MGMT-REF;
-/// MGMT-FAQ's "from 12:00 AM UTC" disagrees, FACTS.md §16.2), rendered `YYYY-MM-DDTHH:MM:SS` for
-/// `NextPageUri` as MGMT-REF's pagination section says.
+/// Resolves the request's bounds at `now`. Neither given: the 24 hours before `now` (the API
+/// reference; the FAQ's "from 12:00 AM UTC" disagrees,
+/// <https://learn.microsoft.com/office/office-365-management-api/troubleshooting-the-office-365-management-activity-api>),
+/// rendered `YYYY-MM-DDTHH:MM:SS` for `NextPageUri` as the reference's pagination section says.
 pub(crate) fn resolve(start: Option<&str>, end: Option<&str>, now: DateTime<Utc>) -> Result<Window, WindowError> {
     let max_window = TimeDelta::from_std(MAX_CONTENT_WINDOW).unwrap_or(TimeDelta::hours(24));
     let max_age = TimeDelta::from_std(MAX_START_AGE).unwrap_or(TimeDelta::days(7));

@@ -1,4 +1,4 @@
-//! `POST /$batch` — JSON batching (FACTS.md §10).
+//! `POST /$batch` — JSON batching (<https://learn.microsoft.com/en-us/graph/json-batching>).
 //!
 //! Up to 20 requests; ids unique case-insensitively; each request routed through [`dispatch`]
 //! exactly like a top-level one (its own `headers`, e.g. `ConsistencyLevel`, apply to it alone)
@@ -14,7 +14,8 @@ use crate::faults::{self, Fault};
 use crate::prng::{Rng, hash3, tag};
 use crate::stats::bump;
 
-/// Maximum requests in one batch: 20. Source: FACTS.md §10 (concepts/json-batching.md).
+/// Maximum requests in one batch: 20. Source:
+/// <https://learn.microsoft.com/en-us/graph/json-batching#batch-size-limitations>.
 pub(crate) const BATCH_MAX_REQUESTS: usize = 20;
 
 const K_BATCH_ORDER: u64 = tag(b"batch-order");
@@ -164,8 +165,8 @@ pub(crate) fn handle(ctx: &Ctx<'_>, body: &[u8]) -> GraphResponse {
         }
         responses.push(Value::Object(entry));
     }
-    // Responses "may come in a different order" (FACTS.md §10): a seeded Fisher–Yates shuffle,
-    // reversed when the shuffle happens to keep the request order.
+    // Responses may come in a different order (https://learn.microsoft.com/en-us/graph/json-batching):
+    // a seeded Fisher–Yates shuffle, reversed when the shuffle happens to keep the request order.
     let n = ctx.state.next_batch_number();
     let mut rng = Rng::new(hash3(ctx.state.tenant.seed(), K_BATCH_ORDER, n));
     let original: Vec<Value> = responses.iter().map(|r| r["id"].clone()).collect();

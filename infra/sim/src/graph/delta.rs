@@ -1,5 +1,6 @@
 //! `GET …/root/delta`: full enumeration, incremental rounds, `token=latest`, timestamp tokens,
-//! and 410 resync after `invalidate_delta_tokens` (FACTS.md §5).
+//! and 410 resync after `invalidate_delta_tokens` (<https://learn.microsoft.com/en-us/graph/api/driveitem-delta>,
+//! <https://learn.microsoft.com/en-us/onedrive/developer/rest-api/concepts/errors>).
 //!
 //! Tokens are opaque sealed cursors `{mode, drive, epoch, position, from, to, page size}`:
 //! * **full** — the generated base items in depth-first order (root first, parents before
@@ -211,7 +212,7 @@ fn deleted_json(drive: &SimDrive, id: &str, parent_id: Option<&str>, is_folder: 
     o.insert("id".into(), json!(id));
     o.insert("lastModifiedDateTime".into(), json!(super::drives::iso(at)));
     o.insert("parentReference".into(), Value::Object(parent));
-    // ODB omits name and cTag on delete (FACTS.md §5).
+    // ODB omits name and cTag on delete (https://learn.microsoft.com/en-us/graph/api/driveitem-delta#remarks).
     o.insert("deleted".into(), json!({"state": "deleted"}));
     if is_folder {
         o.insert("folder".into(), json!({"childCount": 0}));
@@ -422,7 +423,9 @@ pub(crate) fn delta(
         }
         Some(t) => {
             if let Ok(ts) = DateTime::parse_from_rfc3339(t) {
-                // Timestamp tokens work on ODB/SharePoint only (FACTS.md §5) — which is what we are.
+                // Timestamp tokens work on ODB/SharePoint only
+                // (https://learn.microsoft.com/en-us/graph/api/driveitem-delta) — which is what we
+                // are.
                 Cursor {
                     mode: Mode::Since,
                     from: ts.timestamp().max(0) as u64,
@@ -530,8 +533,10 @@ pub(crate) fn delta(
     let mut p = cursor.pos;
     while value.len() < top {
         let Some(slot) = feed.get(p) else { break };
-        // "The same item may appear more than once" (FACTS.md §5): now and then re-send an item
-        // already sent in this round. Never in the last slot of a page, so every page advances.
+        // The same item may appear more than once
+        // (https://learn.microsoft.com/en-us/graph/api/driveitem-delta#remarks): now and then
+        // re-send an item already sent in this round. Never in the last slot of a page, so every
+        // page advances.
         if let Slot::Base(_) = slot {
             let base_pos = p as usize;
             if repeat_rate > 0.0 && base_pos >= 2 && value.len() + 1 < top {

@@ -27,7 +27,8 @@ pub(crate) fn identity_json(who: &SimIdentity) -> Value {
     Value::Object(user)
 }
 
-/// The errors Graph gives for a user whose OneDrive was never provisioned (FACTS.md §3).
+/// The errors Graph gives for a user whose OneDrive was never provisioned
+/// (<https://learn.microsoft.com/en-us/graph/api/drive-get>).
 fn no_drive(ctx: &Ctx<'_>, reason: Option<NoDriveReason>) -> GraphResponse {
     match reason.unwrap_or(NoDriveReason::MysiteNotFound) {
         NoDriveReason::MysiteNotFound => {
@@ -83,8 +84,8 @@ pub(crate) fn resolve(ctx: &Ctx<'_>, sel: &DriveSel) -> Result<(DriveRef, SimDri
         .ok_or_else(|| item_not_found(ctx))
 }
 
-/// A drive as Graph renders it (samples/graph-drive-business.json, extended with the fields a
-/// real OneDrive for Business returns).
+/// A drive as Graph renders it (the example of <https://learn.microsoft.com/en-us/graph/api/drive-get>,
+/// extended with the fields a real OneDrive for Business returns).
 fn drive_json(ctx: &Ctx<'_>, d: DriveRef, drive: &SimDrive) -> Value {
     let tree = ctx.state.trees.get(&ctx.state.tenant, d);
     let used = tree.node(0).size;
@@ -179,7 +180,8 @@ pub(crate) fn site_drives(ctx: &Ctx<'_>, site_id: &str) -> GraphResponse {
 pub(crate) enum Style {
     /// `GET …/items/{id}`: `parentReference.path` and `cTag` included.
     Get,
-    /// Delta (ODB): no `parentReference.path`, no `cTag` (FACTS.md §5).
+    /// Delta (ODB): no `parentReference.path`, no `cTag`
+    /// (<https://learn.microsoft.com/en-us/graph/api/driveitem-delta#remarks>).
     Delta,
 }
 
@@ -331,7 +333,8 @@ fn item_response(ctx: &Ctx<'_>, d: DriveRef, drive: &SimDrive, item: &SimItem) -
             )),
         );
         if !item.is_folder {
-            // Pre-authenticated, short-lived (FACTS.md §4); never in delta.
+            // Pre-authenticated, short-lived (https://learn.microsoft.com/en-us/graph/api/resources/driveitem);
+            // never in delta.
             obj.insert(
                 "@microsoft.graph.downloadUrl".into(),
                 json!(crate::content::download_url(ctx.state, drive, item)),

@@ -1,6 +1,6 @@
 //! OData `$filter`, as far as the simulator understands it: `property eq 'literal'` clauses joined
 //! by `or`, optionally in parentheses — the lookups Graph supports on directory objects without
-//! advanced query parameters (concepts/aad-advanced-queries.md, "Option 1"; FACTS.md §2).
+//! advanced query parameters (<https://learn.microsoft.com/en-us/graph/aad-advanced-queries>, "Option 1").
 //!
 //! String literals are single-quoted and a quote inside is written twice (`'O''Brien'`), as OData
 //! specifies. Keywords (`eq`, `or`) and property names are matched ignoring case, as Graph does.

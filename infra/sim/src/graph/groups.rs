@@ -1,7 +1,8 @@
 //! `GET /groups` (paged; `$filter` on `displayName`, `mail` or `id`), `GET /groups/{id}`, and the
 //! member listings `…/members` and `…/transitiveMembers` with their OData casts.
 //!
-//! Quirks reproduced (FACTS.md §2 and the pages it cites):
+//! Quirks reproduced (<https://learn.microsoft.com/en-us/graph/api/group-list-transitivemembers>,
+//! <https://learn.microsoft.com/en-us/graph/aad-advanced-queries>, <https://learn.microsoft.com/en-us/graph/paging>):
 //! - without a cast, members carry `"@odata.type"` (`#microsoft.graph.user` or `…group`); with
 //!   the cast `…/microsoft.graph.user` they do not, and the collection is `users`;
 //! - a cast is an *advanced query*: it needs `ConsistencyLevel: eventual` **and** `$count=true`,
@@ -25,7 +26,7 @@ use crate::prng::parse_guid;
 use crate::tenant::{GroupKind, SimGroup, UserCursor};
 
 /// The properties `GET /groups` returns without `$select`, in the order of
-/// samples/graph-groups-list.json (group-list.md, Example 1). All of them are selectable.
+/// Example 1 of <https://learn.microsoft.com/en-us/graph/api/group-list>. All of them are selectable.
 const DEFAULT_PROPERTIES: &[&str] = &[
     "id",
     "deletedDateTime",

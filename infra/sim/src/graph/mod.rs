@@ -22,7 +22,7 @@ use crate::prng::{guid, hash3, tag};
 use crate::server::SimState;
 use crate::stats::Kind;
 
-/// Graph's JSON content type, as in samples/graph-batch-response.json.
+/// Graph's JSON content type, as in `crates/m365/tests/fixtures/graph-batch-response.json`.
 pub(crate) const ODATA_JSON: &str =
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
@@ -51,14 +51,16 @@ pub(crate) struct Ctx<'a> {
     pub(crate) state: &'a SimState,
     pub(crate) request_id: String,
     pub(crate) client_request_id: String,
-    /// The request carries `ConsistencyLevel: eventual` (advanced query parameters, FACTS.md
-    /// §2). Inside `$batch` it is read from the inner request's own headers.
+    /// The request carries `ConsistencyLevel: eventual` (advanced query parameters,
+    /// <https://learn.microsoft.com/en-us/graph/aad-advanced-queries>). Inside `$batch` it is read
+    /// from the inner request's own headers.
     pub(crate) eventual: bool,
     /// The request's `if-none-match` header (`…/content` answers 304 when it names the current
-    /// eTag or cTag, FACTS.md §6).
+    /// eTag or cTag, <https://learn.microsoft.com/en-us/graph/api/driveitem-get-content>).
     pub(crate) if_none_match: Option<String>,
     /// The request's `Prefer` values, lower-cased, every `Prefer` header and comma-separated
-    /// value counted (`deltashowsharingchanges` and friends on delta, FACTS.md §5).
+    /// value counted (`deltashowsharingchanges` and friends on delta,
+    /// <https://learn.microsoft.com/en-us/onedrive/developer/rest-api/concepts/scan-guidance>).
     pub(crate) prefer: Vec<String>,
     /// The application roles of the request's bearer token (`None`: no `roles` claim), checked by
     /// [`crate::auth::authorize`]. Set after authentication; inner `$batch` requests inherit the
@@ -121,7 +123,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Graph's error envelope `{"error":{"code","message","innerError":{date,request-id,
-    /// client-request-id}}}` (samples/graph-batch-response.json).
+    /// client-request-id}}}` (`crates/m365/tests/fixtures/graph-batch-response.json`).
     pub(crate) fn error(&self, status: StatusCode, code: &str, message: impl Into<String>) -> GraphResponse {
         GraphResponse::json(
             status,
@@ -172,7 +174,7 @@ impl<'a> Ctx<'a> {
     /// The response for an injected fault (never [`Fault::Drop`], which has none).
     pub(crate) fn fault(&self, fault: &Fault) -> GraphResponse {
         match fault {
-            // samples/graph-error-429.json
+            // crates/m365/tests/fixtures/graph-error-429.json
             Fault::TooManyRequests { retry_after } => GraphResponse::json(
                 StatusCode::TOO_MANY_REQUESTS,
                 json!({"error": {
@@ -189,7 +191,8 @@ impl<'a> Ctx<'a> {
                 }}),
             )
             .with_header("Retry-After", retry_after),
-            // SharePoint's "Server Too Busy" (FACTS.md §9), in OneDrive's code vocabulary.
+            // SharePoint's "Server Too Busy", in OneDrive's code vocabulary:
+            // https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online
             Fault::Unavailable { retry_after } => self
                 .error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -603,7 +606,7 @@ pub(crate) fn dispatch(ctx: &Ctx<'_>, method: &Method, route: &Route, query: &st
     let deletes_permission =
         *method == Method::DELETE && matches!(route, Route::Drive(_, DrivePart::Permission { .. }));
     if method != Method::GET && !deletes_permission {
-        // samples/graph-batch-response.json, response "4".
+        // crates/m365/tests/fixtures/graph-batch-response.json, response "4".
         return ctx.error(
             StatusCode::METHOD_NOT_ALLOWED,
             "Request_BadRequest",

@@ -1,5 +1,6 @@
 //! `GET …/items/{id}/permissions`, `GET …/permissions/{perm-id}` and
-//! `DELETE …/permissions/{perm-id}` (FACTS §7; permission model in `crate::sharing`).
+//! `DELETE …/permissions/{perm-id}` (<https://learn.microsoft.com/en-us/graph/api/driveitem-list-permissions>,
+//! <https://learn.microsoft.com/en-us/graph/api/permission-delete>; permission model in `crate::sharing`).
 //!
 //! * The list is `{"@odata.context", "value": [...]}`, the owner's permission first, never with
 //!   `inheritedFrom` (ODB does not return it). Unknown or deleted items answer 404
@@ -14,7 +15,8 @@
 //!   microsoftgraph/microsoft-graph-docs#9600; msgraph-sdk-powershell#2554), so a client must
 //!   list again to know what a deletion achieved. `if-match` is not simulated.
 //!
-//! Every request counts as [`crate::stats::Kind::Permissions`] (5 RU upstream, FACTS §9).
+//! Every request counts as [`crate::stats::Kind::Permissions`] (5 RU upstream,
+//! <https://learn.microsoft.com/sharepoint/dev/general-development/how-to-avoid-getting-throttled-or-blocked-in-sharepoint-online#resource-units>).
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};

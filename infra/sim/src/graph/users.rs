@@ -12,7 +12,7 @@ use crate::server::SimState;
 use crate::tenant::{SimUser, Tenant};
 
 /// The properties `GET /users` returns without `$select`, in the order of
-/// samples/graph-users-page.json (FACTS.md §2).
+/// the example response of <https://learn.microsoft.com/en-us/graph/api/user-list>.
 pub(crate) const DEFAULT_PROPERTIES: &[&str] = &[
     "businessPhones",
     "displayName",
@@ -276,10 +276,10 @@ fn context(ctx: &Ctx<'_>, props: Option<&[&str]>, entity: bool) -> String {
     format!("{}/$metadata#users{sel}{suffix}", ctx.graph_url())
 }
 
-/// `GET /users`: `$top` (1..=999, default 100), `$select`, `$skiptoken` (opaque, only from our
-/// own `@odata.nextLink`), `$filter` (see [`filtered`]) and `$count=true`, which adds
-/// `@odata.count` to the first page only with `ConsistencyLevel: eventual` and is silently
-/// ignored without it (concepts/aad-advanced-queries.md, FACTS.md §2).
+/// `GET /users`: `$top` (1..=999, default 100), `$select`, `$skiptoken` (opaque, only from our own
+/// `@odata.nextLink`), `$filter` (see [`filtered`]) and `$count=true`, which adds `@odata.count` to
+/// the first page only with `ConsistencyLevel: eventual` and is silently ignored without it
+/// (<https://learn.microsoft.com/en-us/graph/aad-advanced-queries>, <https://learn.microsoft.com/en-us/graph/paging>).
 pub(crate) fn list(ctx: &Ctx<'_>, q: &Query) -> GraphResponse {
     if let Some(opt) = q.unsupported(&["$top", "$select", "$skiptoken", "$filter", "$count"]) {
         return ctx.bad_request(

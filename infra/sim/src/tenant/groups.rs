@@ -14,7 +14,7 @@
 //! **Kinds.** The first `min(groups, team_sites)` groups are the team sites' Microsoft 365
 //! groups (`groupTypes: ["Unified"]`, same id, name and mail as the libraries' owners). The others
 //! are Microsoft 365 groups, security groups (`mail: null`, `mailEnabled: false`, as in
-//! samples/graph-groups-list.json's counterparts), mail-enabled security groups or distribution
+//! the security groups of group-list's Example 1), mail-enabled security groups or distribution
 //! lists.
 //!
 //! **Nesting.** A share of the groups (`nested_group_ratio`) also has 1–3 *groups* as members,
@@ -74,7 +74,7 @@ const DUPLICATE_EVERY: u64 = 50;
 const NAME_STRIDE: u64 = 389;
 
 /// What kind of group it is, which decides `groupTypes`, `mailEnabled` and `securityEnabled`
-/// (group resource, samples/graph-groups-list.json).
+/// (group resource, the examples of <https://learn.microsoft.com/en-us/graph/api/group-list>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GroupKind {
     /// Microsoft 365 group: `groupTypes: ["Unified"]`, mail-enabled, not security-enabled.

@@ -32,7 +32,8 @@ pub(crate) const ITEMS_FROM: i64 = 1_546_300_800;
 /// End of every generated time window (2025-06-30T00:00:00Z): fixed, so output never depends on
 /// the clock.
 pub(crate) const GENERATED_UNTIL: i64 = 1_751_241_600;
-/// One OneDrive for Business quota: 1 TiB, as in samples/graph-drive-business.json.
+/// One OneDrive for Business quota: 1 TiB, as in the example of
+/// <https://learn.microsoft.com/en-us/graph/api/drive-get>.
 pub(crate) const DRIVE_QUOTA_TOTAL: u64 = 1_099_511_627_776;
 
 const K_USER: u64 = tag(b"user");
@@ -75,7 +76,8 @@ struct TenantInner {
     groups: groups::Groups,
 }
 
-/// Why a user has no OneDrive, which decides the error shape Graph answers with (FACTS.md §3).
+/// Why a user has no OneDrive, which decides the error shape Graph answers with
+/// (<https://learn.microsoft.com/en-us/graph/api/drive-get>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoDriveReason {
     /// 404 `ResourceNotFound` "User's mysite not found." (most common).
@@ -185,7 +187,8 @@ pub struct SimItem {
     pub modified: DateTime<Utc>,
     /// `"{GUID},N"` including the double quotes, as Graph sends it.
     pub etag: String,
-    /// `"c:{GUID},N"` for files; `None` for folders (ODB sends none for folders, FACTS.md §4).
+    /// `"c:{GUID},N"` for files; `None` for folders (ODB sends none for folders,
+    /// <https://learn.microsoft.com/en-us/graph/api/resources/driveitem#properties>).
     pub ctag: Option<String>,
     /// Creator.
     pub created_by: SimIdentity,
