@@ -1,5 +1,5 @@
 //! [`EventStore`] over the DynamoDB events table: one item per file event, keyed by
-//! [`EventRecord::key`], with the key attributes of six GSIs that serve every search and export
+//! [`EventRecord::key`], with the key attributes of ten GSIs that serve every search and export
 //! access pattern without a scan.
 //!
 //! Layout (template.yaml provisions exactly this):
@@ -59,7 +59,7 @@
 //!
 //! Projections: the search indexes carry only what search filters on (type, noise), and search
 //! reads the records of a page by key (BatchGetItem, 100 per call). Projecting the record there
-//! would store it five more times and make every [`EventStore::set_event_hash`] rewrite it in
+//! would store it nine more times and make every [`EventStore::set_event_hash`] rewrite it in
 //! each of them (a GSI write costs 1 WCU per KB of projected item); a search page costs one
 //! BatchGetItem instead. `by_inserted` projects the record because an export reads every event
 //! of a day once, where a BatchGetItem per 100 events would double the reads.

@@ -19,6 +19,8 @@
 //! | audit feed checkpoint of a content type | `CONN#{id}` | `ACTIVITY#{content_type}` | – | – | – |
 //! | content blob enqueued | `CONN#{id}` | `BLOB#{content_id}` | – | – | – |
 //! | what ingesting a content blob produced | `CONN#{id}` | `INGESTED#{content_id}` | – | – | – |
+//! | a content blob parked until discovery places its records | `CONN#{id}` | `PARKED#{content_id}` | – | – | – |
+//! | the lease of one file version's download ([`activity`]) | `CONN#{id}` | `HASHLEASE#{drive}#{item}#{ctag}` | – | – | – |
 //! | export checkpoint ([`crate::exports`]) | `CONN#{id}` | `EXPORT` | – | – | – |
 //!
 //! Run pages carry `expires_at` (the table's TTL attribute): a run is deleted when it finishes,

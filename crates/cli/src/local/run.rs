@@ -29,8 +29,9 @@ pub struct RunArgs {
     /// The local AWS endpoint (moto).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: String,
-    /// Fire every schedule once (discovery, then the audit feed's poll), run until every queue
-    /// is drained, then stop. Without it the schedules fire at their rates until Ctrl-C.
+    /// Fire every schedule of template.yaml once (discovery, the audit feed's poll, then the
+    /// export), run until every queue is drained, then stop. Without it the schedules fire at
+    /// their rates until Ctrl-C.
     #[arg(long)]
     pub until_idle: bool,
     /// Stop an invocation after this many Graph pages and continue in a new one (exercises the
