@@ -101,8 +101,14 @@ impl Stack {
         DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&self.sdk), table)
     }
 
+    /// Where the stack keeps connection secrets (`filetrail/{stack}/`), as the CLI and the
+    /// functions' policies have it.
+    pub fn secret_prefix(&self) -> String {
+        self.env_of(DISCOVER_FUNCTION)["FILETRAIL_SECRET_PREFIX"].clone()
+    }
+
     fn secrets(&self) -> SecretsStore {
-        SecretsStore::new(aws_sdk_secretsmanager_client(&self.sdk), "filetrail/")
+        SecretsStore::new(aws_sdk_secretsmanager_client(&self.sdk), self.secret_prefix())
     }
 
     /// Registers the simulator's tenant as the cloud connection [`CONNECTION`] with `secret`.

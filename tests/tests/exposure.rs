@@ -146,7 +146,10 @@ async fn the_exposure_report_matches_the_tenant_and_revoke_removes_sharing_only_
     // done in write mode with the role.
     let clients = filetrail_runtime::ConnectionClients::new(
         filetrail_m365::http_client(filetrail_m365::HttpTimeouts::default()).unwrap(),
-        filetrail_aws::secrets::SecretsStore::new(aws_sdk_secretsmanager::Client::new(&stack.sdk), "filetrail/"),
+        filetrail_aws::secrets::SecretsStore::new(
+            aws_sdk_secretsmanager::Client::new(&stack.sdk),
+            stack.secret_prefix(),
+        ),
         filetrail_m365::RetryPolicy::default(),
         Duration::ZERO,
     );

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 mod conditions;
+pub mod policy;
 
 /// `AWS::Serverless::Function` `Timeout` when neither the function nor Globals set one
 /// (SAM specification: "Default: 3").

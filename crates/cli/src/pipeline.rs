@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use filetrail_aws::provision::Provisioned;
 use filetrail_aws::template::Template;
 use filetrail_runtime::Function;
@@ -26,6 +27,18 @@ pub const INGEST_ACTIVITY_FUNCTION: &str = "IngestActivityFunction";
 pub const HASH_FILE_FUNCTION: &str = "HashFileFunction";
 /// Logical id of the export function in template.yaml.
 pub const EXPORT_FUNCTION: &str = "ExportFunction";
+
+/// The access key a function's AWS calls are signed with on the local stack (its logical id
+/// after `local-`): a recording of moto's requests tells which function made each, to check
+/// it against that function's policy ([`filetrail_aws::template::policy`]).
+pub fn local_access_key(function: &str) -> String {
+    format!("local-{function}")
+}
+
+/// The function whose [`local_access_key`] this is.
+pub fn function_of_access_key(key: &str) -> Option<&str> {
+    key.strip_prefix("local-")
+}
 
 /// The local functions and their contexts (whose adapters count the requests they make).
 pub struct LocalPipeline {
@@ -58,26 +71,27 @@ impl LocalPipeline {
             env.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
             Ok(env)
         };
+        fn build<F: Function>(
+            sdk: &aws_config::SdkConfig,
+            id: &str,
+            env_of: impl Fn(&str) -> anyhow::Result<HashMap<String, String>>,
+        ) -> anyhow::Result<Arc<F>> {
+            // Each function signs with its own access key, as each has its own role in AWS.
+            let credentials = Credentials::new(local_access_key(id), "local", None, None, "filetrail-local");
+            let sdk = sdk
+                .to_builder()
+                .credentials_provider(SharedCredentialsProvider::new(credentials))
+                .build();
+            Ok(Arc::new(F::build(&sdk, &env_of(id)?)?))
+        }
         Ok(Self {
-            discover: Arc::new(filetrail_discover::Context::build(sdk, &env_of(DISCOVER_FUNCTION)?)?),
-            index_drive: Arc::new(filetrail_index_drive::Context::build(
-                sdk,
-                &env_of(INDEX_DRIVE_FUNCTION)?,
-            )?),
-            apply_scope: Arc::new(filetrail_apply_scope::Context::build(
-                sdk,
-                &env_of(APPLY_SCOPE_FUNCTION)?,
-            )?),
-            poll_activity: Arc::new(filetrail_poll_activity::Context::build(
-                sdk,
-                &env_of(POLL_ACTIVITY_FUNCTION)?,
-            )?),
-            ingest_activity: Arc::new(filetrail_ingest_activity::Context::build(
-                sdk,
-                &env_of(INGEST_ACTIVITY_FUNCTION)?,
-            )?),
-            hash_file: Arc::new(filetrail_hash_file::Context::build(sdk, &env_of(HASH_FILE_FUNCTION)?)?),
-            export: Arc::new(filetrail_export::Context::build(sdk, &env_of(EXPORT_FUNCTION)?)?),
+            discover: build(sdk, DISCOVER_FUNCTION, env_of)?,
+            index_drive: build(sdk, INDEX_DRIVE_FUNCTION, env_of)?,
+            apply_scope: build(sdk, APPLY_SCOPE_FUNCTION, env_of)?,
+            poll_activity: build(sdk, POLL_ACTIVITY_FUNCTION, env_of)?,
+            ingest_activity: build(sdk, INGEST_ACTIVITY_FUNCTION, env_of)?,
+            hash_file: build(sdk, HASH_FILE_FUNCTION, env_of)?,
+            export: build(sdk, EXPORT_FUNCTION, env_of)?,
         })
     }
 

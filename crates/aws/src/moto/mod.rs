@@ -20,6 +20,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod recording;
+
 /// Overrides where `moto_server` is found.
 pub const MOTO_SERVER_VAR: &str = "FILETRAIL_MOTO_SERVER";
 /// The region moto is addressed in (any works; the local stack uses this one everywhere).
@@ -47,6 +49,8 @@ pub struct MotoServer {
     lifeline: Option<ChildStdin>,
     addr: SocketAddr,
     log: PathBuf,
+    /// Where moto's recorder writes the requests it sees once [`Self::start_recording`] ran.
+    recording: PathBuf,
 }
 
 impl MotoServer {
@@ -72,6 +76,7 @@ impl MotoServer {
         let log_file =
             std::fs::File::create(&log).with_context(|| format!("cannot create moto log file {}", log.display()))?;
         let log_err = log_file.try_clone().context("cannot share the moto log file")?;
+        let recording = log.with_extension("recording");
         // Kill moto when our end of stdin closes (Drop, or this process dying for any reason). A
         // busy moto can ignore SIGTERM, so the watcher follows up with SIGKILL; it holds no pipe of
         // ours and outlives the wrapper, so moto never outlives this process for long.
@@ -87,6 +92,7 @@ wait "$moto""#;
             .arg(&command.program)
             .args(&command.args)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_RECORDER_FILEPATH", &recording)
             .stdin(Stdio::piped())
             .stdout(log_file)
             .stderr(log_err)
@@ -98,6 +104,7 @@ wait "$moto""#;
             lifeline,
             addr,
             log,
+            recording,
         };
         server.wait_until_ready().await?;
         tracing::debug!(endpoint = %server.endpoint(), log = %server.log.display(), "moto server ready");
@@ -155,6 +162,32 @@ wait "$moto""#;
             .await
     }
 
+    /// Starts moto's recorder: from now on every request moto answers is appended to
+    /// [`Self::recording`] (`POST /moto-api/recorder/start-recording`).
+    ///
+    /// # Errors
+    /// When moto does not accept the request.
+    pub async fn start_recording(&self) -> anyhow::Result<()> {
+        let status = http(self.addr, "POST", "/moto-api/recorder/start-recording").await?;
+        if status != 200 {
+            bail!("moto's recorder at {} answered HTTP {status}", self.endpoint());
+        }
+        Ok(())
+    }
+
+    /// The requests recorded since [`Self::start_recording`], one JSON object per line (read
+    /// them with [`recording::calls`]).
+    ///
+    /// # Errors
+    /// When the recording cannot be read.
+    pub fn recording(&self) -> anyhow::Result<String> {
+        match std::fs::read_to_string(&self.recording) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(e).with_context(|| format!("cannot read moto's recording {}", self.recording.display())),
+        }
+    }
+
     /// Deletes every resource in moto (`POST /moto-api/reset`).
     pub async fn reset(&self) -> anyhow::Result<()> {
         let status = http(self.addr, "POST", "/moto-api/reset").await?;
@@ -171,6 +204,7 @@ wait "$moto""#;
 
 impl Drop for MotoServer {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.recording);
         // Closing the lifeline makes the wrapper kill moto and exit.
         drop(self.lifeline.take());
         let deadline = Instant::now() + STOP_TIMEOUT;
