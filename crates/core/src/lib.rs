@@ -16,6 +16,7 @@ pub mod hash;
 pub mod hashing;
 pub mod index;
 pub mod jobs;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod model;
 pub mod paths;
