@@ -757,7 +757,7 @@ pub async fn purge(
     if let Some((s3, bucket)) = tables.bucket {
         let exports_of = format!("{id}-");
         for (prefix, only_own_files) in [
-            (format!("{}{id}/", filetrail_core::scope::apply::SCOPING_PREFIX), false),
+            (format!("{}{id}/", filetrail_core::apply_scope::SCOPING_PREFIX), false),
             (format!("{}{id}/", filetrail_aws::objects::QUARANTINE_PREFIX), false),
             (filetrail_core::export::EXPORT_PREFIX.to_owned(), true),
         ] {

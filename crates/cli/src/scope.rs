@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use filetrail_aws::objects::BucketObjects;
+use filetrail_core::apply_scope::upload_key;
 use filetrail_core::ports::StateStore;
-use filetrail_core::scope::apply::upload_key;
 use filetrail_core::scope::{Scope, ScopeKind, ScopeUploadResult};
 
 /// How long `scope upload` waits for apply-scope by default.

@@ -28,14 +28,13 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::budget::Budget;
 use crate::error::PortError;
 use crate::events::{EventRecord, FileHashes, HashOutcome, unavailable};
 use crate::export::StaleExportMarks;
-use crate::hash::{DualHasher, HashCheckpoint, HasherTuning};
+use crate::hash::{DualHasher, HasherTuning};
 use crate::jobs::HashJob;
 use crate::model::ConnectionKind;
 use crate::ports::{EventStore, HashChange, HashQueue, InventoryHashes, PortResult, StateStore};
@@ -125,16 +124,7 @@ pub trait FileContent: Send + Sync {
     ) -> PortResult<StreamEnd>;
 }
 
-/// A hash interrupted by the time budget: the version, how far, and the digests' state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HashContinuation {
-    pub ctag: String,
-    pub offset: u64,
-    pub state: HashCheckpoint,
-    /// The holder of the version's lease ([`VersionLease`]), which the continuation keeps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease: Option<String>,
-}
+pub use crate::jobs::HashContinuation;
 
 /// The right to download one version of a file: two hash jobs for the same version (two blobs
 /// named the same change, or a redelivery) download it once. The other job waits

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::hash::HashCheckpoint;
 use crate::model::ConnectionId;
 
 /// A message on the discover queue, or the constant input of the discovery schedule.
@@ -56,8 +57,8 @@ pub enum PollJob {
 pub struct BlobJob {
     pub connection: ConnectionId,
     #[serde(flatten)]
-    pub blob: crate::activity::ContentBlob,
-    /// Enqueued again from the parked blobs ([`crate::activity::ParkedBlob`]): the ingest that
+    pub blob: crate::feed::ContentBlob,
+    /// Enqueued again from the parked blobs ([`crate::feed::ParkedBlob`]): the ingest that
     /// places its records takes it off that list.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub parked: bool,
@@ -72,9 +73,20 @@ pub struct HashJob {
     pub item_id: String,
     /// Where a previous invocation stopped hashing a file too large for its time budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub continuation: Option<crate::hashing::HashContinuation>,
+    pub continuation: Option<HashContinuation>,
     /// Hash the previous versions the file's older events concern (through `…/versions`)
     /// instead of the current one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub previous_versions: bool,
+}
+
+/// A hash interrupted by the time budget: the version, how far, and the digests' state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashContinuation {
+    pub ctag: String,
+    pub offset: u64,
+    pub state: HashCheckpoint,
+    /// The holder of the version's lease ([`VersionLease`]), which the continuation keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }

@@ -5,6 +5,7 @@
 //! server.
 
 pub mod activity;
+pub mod apply_scope;
 pub mod audit;
 pub mod budget;
 pub mod discover;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod export;
 pub mod exposure;
+pub mod feed;
 pub mod hash;
 pub mod hashing;
 pub mod index;
@@ -20,6 +22,7 @@ pub mod jobs;
 pub mod memory;
 pub mod model;
 pub mod paths;
+pub mod permissions;
 pub mod ports;
 pub mod scope;
 pub mod search;

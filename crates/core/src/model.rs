@@ -428,7 +428,7 @@ pub const TOMBSTONE_DAYS: i64 = 30;
 
 /// An event stored without its item although its record named the file's list item unique id:
 /// the item was renamed or moved before the inventory knew it. The next index round of the
-/// drive that learns the id gives the event its item ([`crate::activity::resolve_pending`]).
+/// drive that learns the id gives the event its item (`activity::resolve_pending`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PendingItem {
     pub uid: String,

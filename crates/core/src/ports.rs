@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::activity::{ActivityCheckpoint, BlobCounts, BlobTotals, ContentBlob, ContentPage, ParkedBlob};
 use crate::audit::Quarantine;
 use crate::error::PortError;
 use crate::events::{EventRecord, FileHashes, HashOutcome};
+use crate::feed::{ActivityCheckpoint, BlobCounts, BlobTotals, ContentBlob, ContentPage, ParkedBlob};
 use crate::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
 use std::collections::HashSet;
 
@@ -500,16 +500,16 @@ pub trait PermissionReader: Send + Sync {
     async fn permissions(
         &self,
         items: &[(String, String)],
-    ) -> PortResult<Vec<((String, String), Option<Vec<crate::exposure::ListedPermission>>)>>;
+    ) -> PortResult<Vec<((String, String), Option<Vec<crate::permissions::ListedPermission>>)>>;
 }
 
 /// Where items' sharing states are kept (beside the inventory).
 #[async_trait]
 pub trait SharingStore: Send + Sync {
     /// The stored states of these items (drive, item); items without one are left out.
-    async fn sharing(&self, items: &[(String, String)]) -> PortResult<Vec<crate::exposure::SharingState>>;
+    async fn sharing(&self, items: &[(String, String)]) -> PortResult<Vec<crate::permissions::SharingState>>;
     /// Stores an item's state, replacing the previous one; a state without grants removes it.
-    async fn put_sharing(&self, state: &crate::exposure::SharingState) -> PortResult<()>;
+    async fn put_sharing(&self, state: &crate::permissions::SharingState) -> PortResult<()>;
     /// Every exposed item of a connection, without reading the rest of the inventory.
-    async fn exposed(&self, connection: &str) -> PortResult<Vec<crate::exposure::SharingState>>;
+    async fn exposed(&self, connection: &str) -> PortResult<Vec<crate::permissions::SharingState>>;
 }

@@ -2,7 +2,6 @@
 //! of groups. Admins set it by uploading a CSV (see [`csv`]); discovery resolves it against the
 //! directory on every run, so membership changes are picked up without a new upload.
 
-pub mod apply;
 pub mod csv;
 
 use chrono::{DateTime, Utc};

@@ -1167,8 +1167,8 @@ async fn a_scope_change_during_a_run_restarts_it_under_the_new_scope() {
 
 mod apply {
     use super::*;
+    use filetrail_core::apply_scope::*;
     use filetrail_core::memory::MemoryObjects;
-    use filetrail_core::scope::apply::*;
 
     fn event(objects: &MemoryObjects, key: &str, body: &[u8], minutes: i64) -> UploadEvent {
         let etag = objects.put(key, body);

@@ -15,7 +15,7 @@ use filetrail_aws::config::AwsResources;
 use filetrail_aws::objects::{BucketObjects, s3_client};
 use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
-use filetrail_core::scope::apply::{ApplyOutcome, ApplyPorts, UploadEvent, apply_upload};
+use filetrail_core::apply_scope::{ApplyOutcome, ApplyPorts, UploadEvent, apply_upload};
 use filetrail_runtime::Function;
 use filetrail_runtime::sqs::{RecordError, handle_batch};
 use serde::Deserialize;

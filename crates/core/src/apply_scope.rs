@@ -1,4 +1,4 @@
-//! Applying an upload: an admin put a CSV under `scoping/<connection>/` in the bucket.
+//! Applying a scope upload: an admin put a CSV under `scoping/<connection>/` in the bucket.
 //!
 //! Contract:
 //! - every upload, accepted or rejected, gets a result document at
