@@ -11,7 +11,7 @@ use std::io::Read as _;
 
 use chrono::{DateTime, Duration, Utc};
 use filetrail_aws::config::AwsResources;
-use filetrail_aws::exports::DynamoExportCheckpoints;
+use filetrail_aws::export_store::DynamoExportCheckpoints;
 use filetrail_cli::export::Exporter;
 use filetrail_cli::export::{ExportArgs, run as export_cli};
 use filetrail_cli::local::runner::StopReason;

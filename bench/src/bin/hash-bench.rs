@@ -30,7 +30,7 @@ use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, Subcommand};
 use filetrail_bench::procfs::{self, Pid};
 use filetrail_bench::report::{Figure, Goal, median, merge_into_results, render_table};
-use filetrail_core::hash::{Bytes, Digests, DualHasher, HasherTuning};
+use filetrail_core::digest::{Bytes, Digests, DualHasher, HasherTuning};
 use filetrail_m365::{HttpTimeouts, http_client};
 use serde_json::json;
 

@@ -16,7 +16,7 @@ pub mod config;
 mod dynamo;
 pub mod error;
 pub mod events;
-pub mod exports;
+pub mod export_store;
 pub mod inventory;
 pub mod moto;
 pub mod objects;

@@ -21,7 +21,7 @@
 //! | what ingesting a content blob produced | `CONN#{id}` | `INGESTED#{content_id}` | – | – | – |
 //! | a content blob parked until discovery places its records | `CONN#{id}` | `PARKED#{content_id}` | – | – | – |
 //! | the lease of one file version's download ([`activity`]) | `CONN#{id}` | `HASHLEASE#{drive}#{item}#{ctag}` | – | – | – |
-//! | export checkpoint ([`crate::exports`]) | `CONN#{id}` | `EXPORT` | – | – | – |
+//! | export checkpoint ([`crate::export_store`]) | `CONN#{id}` | `EXPORT` | – | – | – |
 //!
 //! Run pages carry `expires_at` (the table's TTL attribute): a run is deleted when it finishes,
 //! and an abandoned one expires after [`RUN_PAGE_TTL_DAYS`] days. Blob markers expire at the

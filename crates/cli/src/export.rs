@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 use filetrail_aws::config::AwsResources;
-use filetrail_aws::exports::{DynamoInsertedEvents, S3ExportSink};
+use filetrail_aws::export_store::{DynamoInsertedEvents, S3ExportSink};
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_aws::{BucketObjects, s3_client};
 use filetrail_core::export::{

@@ -375,7 +375,7 @@ async fn main() -> anyhow::Result<()> {
             let exports = r
                 .require_state_table()
                 .ok()
-                .map(|table| filetrail_aws::exports::DynamoExportCheckpoints::new(ddb.clone(), table));
+                .map(|table| filetrail_aws::export_store::DynamoExportCheckpoints::new(ddb.clone(), table));
             let deployment = status::Deployment {
                 sqs: &sqs,
                 ddb: &ddb,

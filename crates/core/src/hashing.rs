@@ -31,10 +31,10 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use crate::budget::Budget;
+use crate::digest::{DualHasher, HasherTuning};
 use crate::error::PortError;
 use crate::events::{EventRecord, FileHashes, HashOutcome, unavailable};
 use crate::export::StaleExportMarks;
-use crate::hash::{DualHasher, HasherTuning};
 use crate::jobs::HashJob;
 use crate::model::ConnectionKind;
 use crate::ports::{EventStore, HashChange, HashQueue, InventoryHashes, PortResult, StateStore};
@@ -945,7 +945,7 @@ async fn record_gone(
     Ok(())
 }
 
-fn hash_failed(e: crate::hash::HashError) -> PortError {
+fn hash_failed(e: crate::digest::HashError) -> PortError {
     PortError::transient("hash_failed", format!("hashing failed: {e}"))
 }
 

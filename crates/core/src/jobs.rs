@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::hash::HashCheckpoint;
+use crate::digest::HashCheckpoint;
 use crate::model::ConnectionId;
 
 /// A message on the discover queue, or the constant input of the discovery schedule.

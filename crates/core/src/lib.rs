@@ -1,6 +1,6 @@
 //! The filetrail domain: what a connection, a drive and an inventory row are, the rules that
 //! decide what is monitored, the discovery and indexing use cases written against small ports,
-//! and the one-pass MD5 + SHA-256 of file content ([`hash`]). Nothing here touches the network or
+//! and the one-pass MD5 + SHA-256 of file content ([`digest`]). Nothing here touches the network or
 //! AWS; adapters live in `filetrail-m365` and `filetrail-aws`, and tests of the rules need no
 //! server.
 
@@ -8,13 +8,13 @@ pub mod activity;
 pub mod apply_scope;
 pub mod audit;
 pub mod budget;
+pub mod digest;
 pub mod discover;
 pub mod error;
 pub mod events;
 pub mod export;
 pub mod exposure;
 pub mod feed;
-pub mod hash;
 pub mod hashing;
 pub mod index;
 pub mod jobs;

@@ -17,9 +17,9 @@ use filetrail_core::activity::{
 };
 use filetrail_core::audit::{FileEventType, Quarantine, UnresolvedReason};
 use filetrail_core::budget::{Budget, Deadline};
+use filetrail_core::digest::HasherTuning;
 use filetrail_core::events::{EventRecord, FileHashes, HashOutcome, unavailable};
 use filetrail_core::export::{ExportCheckpoints as _, ExportWindow, StaleExportMarks};
-use filetrail_core::hash::HasherTuning;
 use filetrail_core::hashing::{
     ChunkSink, FileContent, HashFileOutcome, HashPorts, ItemVersion, KeptVersion, StreamEnd, hash_file,
     previous_version_plan,

@@ -4,7 +4,7 @@
 //! wherever it is checkpointed and resumed.
 
 use bytes::Bytes;
-use filetrail_core::hash::{COPY_BELOW, Digests, DualHasher, HashCheckpoint, HasherTuning, lower_hex};
+use filetrail_core::digest::{COPY_BELOW, Digests, DualHasher, HashCheckpoint, HasherTuning, lower_hex};
 use sha2::Digest as _;
 
 /// SplitMix64 (Steele, Lea, Flood 2014): a seeded generator, so a failing case can be replayed.

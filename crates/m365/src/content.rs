@@ -1,6 +1,6 @@
 //! Streaming a driveItem's content
 //! (<https://learn.microsoft.com/en-us/graph/api/driveitem-get-content>) into a sink — for hash-file, a
-//! [`filetrail_core::hash::DualHasher`] — with bounded memory and nothing written to disk.
+//! [`filetrail_core::digest::DualHasher`] — with bounded memory and nothing written to disk.
 //!
 //! How one download goes:
 //! 1. `GET /drives/{d}/items/{i}` (1 RU): the version to hash (`cTag`, `eTag`, `size`) and a
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use filetrail_core::hash::{DualHasher, HashError};
+use filetrail_core::digest::{DualHasher, HashError};
 use filetrail_core::hashing::KeptVersion;
 use percent_encoding::utf8_percent_encode;
 use reqwest::StatusCode;

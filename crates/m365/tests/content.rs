@@ -11,7 +11,7 @@ use std::io::Read as _;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use filetrail_core::hash::{Digests, DualHasher, HashError};
+use filetrail_core::digest::{Digests, DualHasher, HashError};
 use filetrail_m365::content::{Download, DownloadOutcome, DownloadRequest, FileVersion};
 use filetrail_m365::{ClientSecret, Cloud, Credentials, GraphClient, HttpTimeouts, RetryPolicy, http_client};
 use m365_sim::{DriveChange, FaultConfig, FilesPerDrive, SimConfig, SimHandle, SimItem};

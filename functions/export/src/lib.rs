@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use filetrail_aws::config::AwsResources;
-use filetrail_aws::exports::{DynamoExportCheckpoints, DynamoInsertedEvents, S3ExportSink};
+use filetrail_aws::export_store::{DynamoExportCheckpoints, DynamoInsertedEvents, S3ExportSink};
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_aws::{BucketObjects, s3_client};
 use filetrail_core::budget::Budget;

@@ -17,11 +17,11 @@ use std::time::Instant;
 
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::events::DynamoEventStore;
-use filetrail_aws::exports::DynamoExportCheckpoints;
+use filetrail_aws::export_store::DynamoExportCheckpoints;
 use filetrail_aws::inventory::DynamoInventoryStore;
 use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;
-use filetrail_core::hash::HasherTuning;
+use filetrail_core::digest::HasherTuning;
 use filetrail_core::hashing::{HashFileOutcome, HashPorts, hash_file};
 use filetrail_core::jobs::HashJob;
 use filetrail_core::ports::StateStore;

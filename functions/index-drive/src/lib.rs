@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::events::DynamoEventStore;
-use filetrail_aws::exports::DynamoExportCheckpoints;
+use filetrail_aws::export_store::DynamoExportCheckpoints;
 use filetrail_aws::inventory::DynamoInventoryStore;
 use filetrail_aws::queue::SqsQueue;
 use filetrail_aws::state::DynamoStateStore;

@@ -559,7 +559,7 @@ async fn a_missing_table_is_terminal_and_names_the_table_and_its_setting() -> an
 
 #[tokio::test]
 async fn stale_export_marks_are_listed_oldest_first_and_a_renewed_mark_survives_its_clearing() -> anyhow::Result<()> {
-    use filetrail_aws::exports::DynamoExportCheckpoints;
+    use filetrail_aws::export_store::DynamoExportCheckpoints;
     use filetrail_core::export::{ExportCheckpoints, ExportWindow, StaleExportMarks};
 
     let aws = aws().await?;
