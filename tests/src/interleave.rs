@@ -574,12 +574,14 @@ impl World {
                     exports: &self.state,
                     sharing: Some((&self.graph, &self.inventory)),
                 };
-                ingest_blob(&ports, blob, now).await?;
+                // As the handler does: the connection it names, loaded once.
+                if let Some(connection) = self.state.connection(&blob.connection).await? {
+                    ingest_blob(&ports, &connection, blob, now).await?;
+                }
                 Ok(true)
             }
             Job::Hash(hash) => {
                 let ports = HashPorts {
-                    state: &self.state,
                     content: &DownloadLog {
                         graph: &self.graph,
                         log: &self.downloads,
@@ -592,7 +594,9 @@ impl World {
                 };
                 // A job that waits for another's download was enqueued again with a delay; this
                 // delivery is done whatever the outcome.
-                hash_file(&ports, hash, HasherTuning::default(), &budget, now).await?;
+                if let Some(connection) = self.state.connection(&hash.connection).await? {
+                    hash_file(&ports, &connection, hash, HasherTuning::default(), &budget, now).await?;
+                }
                 Ok(true)
             }
         }

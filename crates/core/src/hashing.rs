@@ -36,8 +36,8 @@ use crate::error::PortError;
 use crate::events::{EventRecord, FileHashes, HashOutcome, unavailable};
 use crate::export::StaleExportMarks;
 use crate::jobs::HashJob;
-use crate::model::ConnectionKind;
-use crate::ports::{EventStore, HashChange, HashQueue, InventoryHashes, PortResult, StateStore};
+use crate::model::{Connection, ConnectionKind};
+use crate::ports::{EventStore, HashChange, HashQueue, InventoryHashes, PortResult};
 
 /// Events of one file looked at per hashing: far more than any file collects between two
 /// versions; older events keep what they had.
@@ -174,7 +174,6 @@ fn new_holder(now: DateTime<Utc>) -> String {
 
 /// The ports hashing needs; `content` belongs to the job's connection.
 pub struct HashPorts<'a> {
-    pub state: &'a dyn StateStore,
     pub content: &'a dyn FileContent,
     pub inventory: &'a dyn InventoryHashes,
     pub events: &'a dyn EventStore,
@@ -216,26 +215,24 @@ pub enum HashFileOutcome {
     },
 }
 
-/// Hashes the file of `job`.
+/// Hashes the file of `job`, a job of `connection` (as the handler loaded it).
 ///
 /// # Errors
 /// A failure of Graph, a store or the queue; the job is retried and everything done so far is
 /// idempotent.
 pub async fn hash_file(
     ports: &HashPorts<'_>,
+    connection: &Connection,
     job: &HashJob,
     tuning: HasherTuning,
     budget: &dyn Budget,
     now: DateTime<Utc>,
 ) -> Result<HashFileOutcome, PortError> {
     let (drive, item) = (job.drive_id.as_str(), job.item_id.as_str());
-    match ports.state.connection(&job.connection).await? {
-        Some(c) if c.kind == ConnectionKind::Cloud && c.accepts_work() => {}
-        _ => {
-            return Ok(HashFileOutcome::Skipped {
-                reason: format!("connection {} is not an active cloud connection", job.connection),
-            });
-        }
+    if connection.id != job.connection || connection.kind != ConnectionKind::Cloud || !connection.accepts_work() {
+        return Ok(HashFileOutcome::Skipped {
+            reason: format!("connection {} is not an active cloud connection", job.connection),
+        });
     }
     if job.previous_versions {
         return hash_previous_versions(ports, job, tuning, budget, now).await;

@@ -599,6 +599,11 @@ impl IngestWorld {
         }
     }
 
+    /// The connection as the handler loads it for each blob.
+    async fn connection(&self) -> Connection {
+        self.state.connection(CONN).await.unwrap().unwrap()
+    }
+
     fn job(&self, id: &str) -> BlobJob {
         let blob = self
             .feed
@@ -617,7 +622,9 @@ impl IngestWorld {
     }
 
     async fn ingest(&self, id: &str) -> IngestOutcome {
-        ingest_blob(&self.ports(), &self.job(id), now()).await.unwrap()
+        ingest_blob(&self.ports(), &self.connection().await, &self.job(id), now())
+            .await
+            .unwrap()
     }
 
     async fn events_of(&self, drive: &str, item: &str) -> Vec<EventRecord> {
@@ -795,7 +802,10 @@ async fn a_blob_that_comes_while_the_connection_is_deauthorized_waits_unread_and
         parked: true,
         ..w.job("blob-paused")
     };
-    let IngestOutcome::Ingested(counts) = ingest_blob(&w.ports(), &again, now()).await.unwrap() else {
+    let IngestOutcome::Ingested(counts) = ingest_blob(&w.ports(), &w.connection().await, &again, now())
+        .await
+        .unwrap()
+    else {
         panic!("not ingested")
     };
     assert_eq!(counts.events_inserted, 1);
@@ -1456,9 +1466,13 @@ impl HashWorld {
         }
     }
 
+    /// The connection as the handler loads it for each job.
+    async fn connection(&self) -> Connection {
+        self.state.connection(CONN).await.unwrap().unwrap()
+    }
+
     fn ports(&self) -> HashPorts<'_> {
         HashPorts {
-            state: &self.state,
             content: &self.content,
             inventory: &self.inventory,
             events: &self.events,
@@ -1469,9 +1483,16 @@ impl HashWorld {
     }
 
     async fn hash(&self, job: &HashJob, budget: &dyn Budget) -> HashFileOutcome {
-        hash_file(&self.ports(), job, HasherTuning::default(), budget, now())
-            .await
-            .unwrap()
+        hash_file(
+            &self.ports(),
+            &self.connection().await,
+            job,
+            HasherTuning::default(),
+            budget,
+            now(),
+        )
+        .await
+        .unwrap()
     }
 
     async fn stored(&self) -> Vec<EventRecord> {
@@ -1721,9 +1742,16 @@ async fn an_exported_hour_stays_marked_when_hashing_fails_after_storing_the_dige
         ..w.ports()
     };
     assert!(
-        hash_file(&ports, &job(), HasherTuning::default(), &Deadline::unlimited(), now())
-            .await
-            .is_err()
+        hash_file(
+            &ports,
+            &w.connection().await,
+            &job(),
+            HasherTuning::default(),
+            &Deadline::unlimited(),
+            now()
+        )
+        .await
+        .is_err()
     );
     assert!(matches!(w.stored().await[0].hash, Some(HashOutcome::Hashed(_))));
 
@@ -2053,7 +2081,9 @@ async fn a_redelivery_settles_what_the_stored_copies_still_need_whatever_happene
     // The first delivery stores both events (one with its live file, one waiting for its item)
     // and dies before asking for digests.
     *w.queues.fail_hashes.lock().unwrap() = 1;
-    ingest_blob(&w.ports(), &w.job("blob-1"), now()).await.unwrap_err();
+    ingest_blob(&w.ports(), &w.connection().await, &w.job("blob-1"), now())
+        .await
+        .unwrap_err();
     let gone_key = format!("{CONN}#r-gone");
     let late_key = format!("{CONN}#r-late");
     assert_eq!(w.events.get(&gone_key).unwrap().hash, None);
@@ -2071,7 +2101,10 @@ async fn a_redelivery_settles_what_the_stored_copies_still_need_whatever_happene
         .unwrap();
     // (A day later: the hour the events were stored may have been exported since.)
     let later = now() + Duration::days(1);
-    let IngestOutcome::Ingested(again) = ingest_blob(&w.ports(), &w.job("blob-1"), later).await.unwrap() else {
+    let IngestOutcome::Ingested(again) = ingest_blob(&w.ports(), &w.connection().await, &w.job("blob-1"), later)
+        .await
+        .unwrap()
+    else {
         panic!("not ingested")
     };
     assert_eq!((again.events_inserted, again.events_duplicate), (0, 2));
@@ -2115,7 +2148,9 @@ async fn a_redelivery_settles_what_the_stored_copies_still_need_whatever_happene
         .await
         .unwrap();
     w.queues.hashes.lock().unwrap().clear();
-    ingest_blob(&w.ports(), &w.job("blob-1"), later).await.unwrap();
+    ingest_blob(&w.ports(), &w.connection().await, &w.job("blob-1"), later)
+        .await
+        .unwrap();
     let asked: Vec<String> = w
         .queues
         .hashes

@@ -76,7 +76,6 @@ async fn run_job(ctx: &Context, job: &HashJob, deadline: Instant) -> Result<(), 
     };
     let graph = ctx.clients.graph(&connection).await?;
     let ports = HashPorts {
-        state: &ctx.state,
         content: &*graph,
         inventory: &ctx.inventory,
         events: &ctx.events,
@@ -85,7 +84,16 @@ async fn run_job(ctx: &Context, job: &HashJob, deadline: Instant) -> Result<(), 
         leases: &ctx.state,
     };
     let budget = ctx.settings.budget(deadline);
-    match hash_file(&ports, job, HasherTuning::default(), &budget, chrono::Utc::now()).await {
+    match hash_file(
+        &ports,
+        &connection,
+        job,
+        HasherTuning::default(),
+        &budget,
+        chrono::Utc::now(),
+    )
+    .await
+    {
         Ok(HashFileOutcome::Skipped { reason }) => {
             info!(drive = job.drive_id, item = job.item_id, reason, "hash job skipped");
             Ok(())

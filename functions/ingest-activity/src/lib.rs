@@ -92,7 +92,7 @@ async fn run_job(ctx: &Context, job: &BlobJob) -> Result<(), RecordError> {
         exports: &ctx.export_marks,
         sharing: Some((&*graph, &ctx.inventory)),
     };
-    match ingest_blob(&ports, job, chrono::Utc::now()).await {
+    match ingest_blob(&ports, &connection, job, chrono::Utc::now()).await {
         Ok(IngestOutcome::Ingested(_) | IngestOutcome::Expired | IngestOutcome::Parked) => Ok(()),
         Ok(IngestOutcome::Skipped { reason }) => {
             info!(

@@ -78,21 +78,25 @@ pub enum IngestOutcome {
     },
 }
 
-/// Ingests the blob of `job`.
+/// Ingests the blob of `job`, a job of `connection` (as the handler loaded it).
 ///
 /// # Errors
 /// A failure to fetch the blob (other than its expiry) or of a store or queue: the message is
 /// retried, and everything done so far is idempotent.
 pub async fn ingest_blob(
     ports: &IngestPorts<'_>,
+    connection: &Connection,
     job: &BlobJob,
     now: DateTime<Utc>,
 ) -> Result<IngestOutcome, PortError> {
-    let Some(connection) = ports.state.connection(&job.connection).await? else {
+    if connection.id != job.connection {
         return Ok(IngestOutcome::Skipped {
-            reason: format!("connection {} is not registered", job.connection),
+            reason: format!(
+                "blob of connection {} given connection {}",
+                job.connection, connection.id
+            ),
         });
-    };
+    }
     if connection.kind == ConnectionKind::Cloud && connection.state == ConnectionState::Deauthorized {
         park_unread(ports.activity, job, now).await?;
         return Ok(IngestOutcome::Parked);
@@ -193,7 +197,7 @@ pub async fn ingest_blob(
     counts.quarantined = outcome.quarantined.len() as u64;
     let (kept, elsewhere): (Vec<FileEvent>, Vec<FileEvent>) =
         outcome.events.into_iter().partition(|e| e.drive_id.is_some());
-    let placement = Placement::of(ports, &connection, &elsewhere).await?;
+    let placement = Placement::of(ports, connection, &elsewhere).await?;
     let mut parked: Vec<&FileEvent> = Vec::new();
     for event in &elsewhere {
         match event.site_key.as_deref() {
