@@ -16,9 +16,10 @@ use filetrail_aws::state::DynamoStateStore;
 use filetrail_aws::{BucketObjects, s3_client};
 use filetrail_core::export::{
     ExportPorts, ExportSettings, ExportSink as _, ExportWindow, InsertedEvents as _, WindowExport, export_window,
-    parse_time_arg, range_windows, rfc3339, settled_until, windows_on_days,
+    range_windows, rfc3339, settled_until, windows_on_days,
 };
 use filetrail_core::ports::StateStore as _;
+use filetrail_core::time_arg::parse_time_arg;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// What `filetrail export` was asked for, as typed.

@@ -26,5 +26,6 @@ pub mod permissions;
 pub mod ports;
 pub mod scope;
 pub mod search;
+pub mod time_arg;
 
 pub use error::{PortError, RetryClass};

@@ -130,12 +130,12 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 }
 
 /// A time an analyst typed: RFC 3339, a date (midnight UTC) or a duration ago (`90m`, `36h`,
-/// `7d`, `2w`); the same forms `filetrail export` takes ([`crate::export::parse_time_arg`]).
+/// `7d`, `2w`); the same forms `filetrail export` takes ([`crate::time_arg::parse_time_arg`]).
 ///
 /// # Errors
 /// [`SearchError::BadTime`] naming `flag` and the value.
 pub fn parse_time(flag: &'static str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, SearchError> {
-    crate::export::parse_time_arg(flag, value, now).map_err(|e| SearchError::BadTime {
+    crate::time_arg::parse_time_arg(flag, value, now).map_err(|e| SearchError::BadTime {
         flag: e.flag,
         value: e.value,
     })

@@ -32,18 +32,29 @@
 //! `exports/events/dt=2026-11-22/hour=09/contoso-20261122T10-0000.json.gz` (events that
 //! happened 09:00–10:00 and were recorded 10:00–11:00).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::io::Write as _;
+mod line;
+mod part;
+mod ports;
+mod window;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Duration, DurationRound as _, NaiveDate, SecondsFormat, TimeZone as _, Timelike as _, Utc};
-use flate2::Compression;
-use flate2::write::GzEncoder;
+pub use line::{ExportLine, ExportTarget};
+pub use part::{FinishedPart, PartWriter};
+pub use ports::{
+    ExportCheckpoint, ExportCheckpoints, ExportPorts, ExportSink, InsertedEvents, InsertedPage, StaleExportMarks,
+};
+pub use window::{
+    CLOCK_SLACK, ExportWindow, StaleWindow, floor_hour, may_be_exported, merge_key, object_key, partition_prefix,
+    range_windows, rfc3339, settled_until, windows_between, windows_on_days,
+};
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::Budget;
 use crate::error::PortError;
-use crate::events::{EventRecord, HashOutcome};
+use crate::events::EventRecord;
 use crate::model::Connection;
 use crate::ports::PortResult;
 
@@ -113,63 +124,7 @@ impl Default for ExportSettings {
     }
 }
 
-/// The start of the hour `t` falls in.
-pub fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(Duration::hours(1)).unwrap_or(t)
-}
-
-/// One insertion hour of one connection: the unit an export writes and checkpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ExportWindow {
-    start: DateTime<Utc>,
-}
-
-impl ExportWindow {
-    /// The window `t` falls in.
-    pub fn containing(t: DateTime<Utc>) -> Self {
-        Self { start: floor_hour(t) }
-    }
-
-    pub fn start(&self) -> DateTime<Utc> {
-        self.start
-    }
-
-    /// Exclusive.
-    pub fn end(&self) -> DateTime<Utc> {
-        self.start + Duration::hours(1)
-    }
-
-    pub fn next(&self) -> Self {
-        Self { start: self.end() }
-    }
-
-    /// `20261122T10`: the window in object names.
-    pub fn id(&self) -> String {
-        self.start.format("%Y%m%dT%H").to_string()
-    }
-
-    /// Whether the window closed at least `settle` before `now`.
-    pub fn is_settled(&self, now: DateTime<Utc>, settle: Duration) -> bool {
-        self.end() + settle <= now
-    }
-}
-
-impl std::fmt::Display for ExportWindow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.start.format("%Y-%m-%d %H:00 UTC"))
-    }
-}
-
-/// How far the clocks of two functions may disagree (Lambda hosts keep NTP time; two minutes
-/// is generous).
-pub const CLOCK_SLACK: Duration = Duration::minutes(2);
-
-/// Whether the scheduled export may have written `window` by `now`: it writes only windows
-/// settled by [`SETTLE_MARGIN`] on its own clock, so a change to an event of a window that is
-/// not settled yet (with [`CLOCK_SLACK`]) will be in the window when it is written.
-pub fn may_be_exported(window: ExportWindow, now: DateTime<Utc>) -> bool {
-    window.is_settled(now + CLOCK_SLACK, SETTLE_MARGIN)
-}
+// ---------------------------------------------------------------- use cases
 
 /// Marks the export windows of `changed` events that an export may have written already, so
 /// the next export writes them again with what changed. Returns how many windows were marked.
@@ -202,456 +157,6 @@ pub async fn mark_changed_windows_stale(
     }
     Ok(marked)
 }
-
-/// A window whose events changed after it may have been exported (a hash recorded after the
-/// export wrote the window): the next scheduled export writes it again, to the same keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaleWindow {
-    pub window: ExportWindow,
-    /// When it was last marked. Clearing is conditional on it, so a mark renewed while the
-    /// window is being written again survives for the next run.
-    pub marked_at: DateTime<Utc>,
-}
-
-/// The end (exclusive) of the last window that may be exported at `now`.
-pub fn settled_until(now: DateTime<Utc>, settle: Duration) -> DateTime<Utc> {
-    floor_hour(now - settle)
-}
-
-/// The windows from the one containing `from` up to (excluding) the one starting at or after
-/// `until`, oldest first.
-pub fn windows_between(from: DateTime<Utc>, until: DateTime<Utc>) -> impl Iterator<Item = ExportWindow> {
-    let mut next = ExportWindow::containing(from);
-    std::iter::from_fn(move || {
-        (next.start() < until).then(|| {
-            let w = next;
-            next = next.next();
-            w
-        })
-    })
-}
-
-/// The partition prefix of an observed hour: `exports/events/dt=2026-11-22/hour=09/`.
-pub fn partition_prefix(observed_hour: DateTime<Utc>) -> String {
-    format!(
-        "{EXPORT_PREFIX}dt={}/hour={:02}/",
-        observed_hour.format("%Y-%m-%d"),
-        observed_hour.hour()
-    )
-}
-
-/// The key of part `part` of `window`'s events that happened in `observed_hour`.
-pub fn object_key(connection: &str, window: &ExportWindow, observed_hour: DateTime<Utc>, part: u32) -> String {
-    format!(
-        "{}{connection}-{}-{part:04}.json.gz",
-        partition_prefix(observed_hour),
-        window.id()
-    )
-}
-
-/// A time as analysts read it: RFC 3339, UTC, milliseconds (`2026-11-22T10:11:12.123Z`).
-pub fn rfc3339(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// The order an export merges a window in: the insertion index's sort key (`inserted_at` to
-/// the millisecond, then the record id), which is also each shard's own order.
-pub fn merge_key(record: &EventRecord) -> (String, String) {
-    (rfc3339(&record.event.inserted_at), record.event.id.clone())
-}
-
-// ---------------------------------------------------------------- the line
-
-/// One person, group or link an event shared with, as a JSON line nests it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportTarget {
-    pub name: String,
-    pub kind: String,
-    pub email: Option<String>,
-    pub external: Option<bool>,
-}
-
-/// One event as an analyst queries it: one JSON object per line, flat, every column present
-/// (null when unknown), names stable across releases (the Glue table in template.yaml lists
-/// them). Times are RFC 3339 UTC with milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportLine {
-    pub event_id: String,
-    pub connection: String,
-    /// `onedrive` or `email`.
-    pub source: String,
-    pub event_type: String,
-    pub low_signal: bool,
-    pub operation: String,
-    pub record_type: i64,
-    /// `file`, `folder` or `drive`.
-    pub item_kind: String,
-    /// When it happened.
-    pub observed_at: String,
-    /// When filetrail recorded it (its export window).
-    pub inserted_at: String,
-    pub actor_id: String,
-    pub actor_upn: Option<String>,
-    pub actor_email: Option<String>,
-    pub actor_kind: String,
-    pub actor_external: Option<bool>,
-    pub owner_upn: Option<String>,
-    pub site_url: Option<String>,
-    pub object_url: Option<String>,
-    pub file_name: Option<String>,
-    pub path: Option<String>,
-    pub extension: Option<String>,
-    pub destination_path: Option<String>,
-    pub destination_file_name: Option<String>,
-    pub drive_id: Option<String>,
-    pub item_id: Option<String>,
-    /// Why `drive_id`/`item_id` are missing.
-    pub unresolved: Option<String>,
-    pub client_ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub result_status: Option<String>,
-    /// `hashed`, `unavailable` (see `hash_unavailable_reason`) or `pending` (not hashed when
-    /// exported).
-    pub hash_status: String,
-    pub md5: Option<String>,
-    pub sha256: Option<String>,
-    pub hash_unavailable_reason: Option<String>,
-    /// Bytes hashed.
-    pub hashed_size: Option<u64>,
-    /// The cTag of the current version hashed; absent for a previous version.
-    pub hashed_ctag: Option<String>,
-    /// A previous version hashed through `…/versions` (its id, `2.0`).
-    pub hashed_version: Option<String>,
-    pub hashed_at: Option<String>,
-    /// `anonymous`, `organization` or `specific_people`.
-    pub link_scope: Option<String>,
-    /// `read` or `edit`.
-    pub sharing_permission: Option<String>,
-    /// Whether the share reaches outside the organisation.
-    pub sharing_external: Option<bool>,
-    pub sharing_targets: Vec<ExportTarget>,
-}
-
-/// The snake_case name serde gives a unit enum variant.
-fn variant<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
-    }
-}
-
-impl ExportLine {
-    /// The line of a stored event (with its hash outcome as stored at export time).
-    pub fn of(record: &EventRecord) -> Self {
-        let e = &record.event;
-        let (hash_status, md5, sha256, reason, size, ctag, hashed_at) = match &record.hash {
-            Some(HashOutcome::Hashed(h)) => (
-                "hashed",
-                Some(h.md5.to_lowercase()),
-                Some(h.sha256.to_lowercase()),
-                None,
-                Some(h.size),
-                Some(h.ctag.clone()).filter(|c| !c.is_empty()),
-                Some(rfc3339(&h.hashed_at)),
-            ),
-            Some(HashOutcome::Unavailable { reason }) => {
-                ("unavailable", None, None, Some(reason.clone()), None, None, None)
-            }
-            None => ("pending", None, None, None, None, None, None),
-        };
-        let hashed_version = match &record.hash {
-            Some(HashOutcome::Hashed(h)) => h.version.clone(),
-            _ => None,
-        };
-        let sharing = e.sharing.as_ref();
-        Self {
-            event_id: e.id.clone(),
-            connection: record.connection.clone(),
-            source: record.source.as_str().to_owned(),
-            event_type: e.event_type.as_str().to_owned(),
-            low_signal: e.low_signal,
-            operation: e.operation.clone(),
-            record_type: e.record_type,
-            item_kind: variant(&e.item_kind),
-            observed_at: rfc3339(&e.observed_at),
-            inserted_at: rfc3339(&e.inserted_at),
-            actor_id: e.actor.id.clone(),
-            actor_upn: e.actor.upn.clone(),
-            actor_email: e.actor.email.clone(),
-            actor_kind: variant(&e.actor.kind),
-            actor_external: e.actor.external,
-            owner_upn: e.owner_upn.clone(),
-            site_url: e.site_url.clone(),
-            object_url: e.object_url.clone(),
-            file_name: e.file_name.clone(),
-            path: e.path.clone(),
-            extension: e.extension.clone(),
-            destination_path: e.destination.as_ref().and_then(|d| d.path.clone()),
-            destination_file_name: e.destination.as_ref().and_then(|d| d.file_name.clone()),
-            drive_id: e.drive_id.clone(),
-            item_id: e.item_id.clone(),
-            unresolved: e.unresolved.map(|u| variant(&u)),
-            client_ip: e.client_ip.clone(),
-            user_agent: e.user_agent.clone(),
-            result_status: e.result_status.clone(),
-            hash_status: hash_status.to_owned(),
-            md5,
-            sha256,
-            hash_unavailable_reason: reason,
-            hashed_size: size,
-            hashed_ctag: ctag,
-            hashed_version,
-            hashed_at,
-            link_scope: sharing.and_then(|s| s.link_scope).map(|l| variant(&l)),
-            sharing_permission: sharing.and_then(|s| s.permission).map(|p| variant(&p)),
-            sharing_external: sharing.and_then(|s| s.external),
-            sharing_targets: sharing
-                .map(|s| {
-                    s.targets
-                        .iter()
-                        .map(|t| ExportTarget {
-                            name: t.name.clone(),
-                            kind: variant(&t.kind),
-                            email: t.email.clone(),
-                            external: t.external,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
-    }
-}
-
-// ---------------------------------------------------------------- parts
-
-/// A finished object: gzip JSON Lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FinishedPart {
-    pub key: String,
-    pub body: Vec<u8>,
-    pub events: usize,
-}
-
-struct OpenPart {
-    encoder: GzEncoder<Vec<u8>>,
-    events: usize,
-}
-
-/// Cuts one window's events, given in merge order, into gzip parts per observed hour.
-///
-/// Deterministic: which event goes to which key depends only on the sequence of events given
-/// (a part is finished when it holds [`ExportSettings::part_max_events`], or early, fullest
-/// first, when [`ExportSettings::max_buffered_events`] or [`ExportSettings::max_open_parts`]
-/// would be exceeded), never on sizes or timing. Memory is bounded by those limits.
-pub struct PartWriter {
-    connection: String,
-    window: ExportWindow,
-    part_max_events: usize,
-    max_buffered_events: usize,
-    max_open_parts: usize,
-    open: BTreeMap<DateTime<Utc>, OpenPart>,
-    next_part: BTreeMap<DateTime<Utc>, u32>,
-    buffered: usize,
-}
-
-impl PartWriter {
-    pub fn new(connection: &str, window: ExportWindow, settings: &ExportSettings) -> Self {
-        Self {
-            connection: connection.to_owned(),
-            window,
-            part_max_events: settings.part_max_events.max(1),
-            max_buffered_events: settings.max_buffered_events.max(1),
-            max_open_parts: settings.max_open_parts.max(1),
-            open: BTreeMap::new(),
-            next_part: BTreeMap::new(),
-            buffered: 0,
-        }
-    }
-
-    /// Adds one event; returns the parts this finished (to be written now).
-    ///
-    /// # Errors
-    /// Only if compressing into memory fails (it does not in practice).
-    pub fn push(&mut self, record: &EventRecord) -> PortResult<Vec<FinishedPart>> {
-        let mut done = Vec::new();
-        let hour = floor_hour(record.event.observed_at);
-        if !self.open.contains_key(&hour) && self.open.len() >= self.max_open_parts {
-            done.extend(self.finish_fullest()?);
-        }
-        let mut line = serde_json::to_vec(&ExportLine::of(record)).map_err(|e| encode_error(&e))?;
-        line.push(b'\n');
-        let part = self.open.entry(hour).or_insert_with(|| OpenPart {
-            encoder: GzEncoder::new(Vec::new(), Compression::default()),
-            events: 0,
-        });
-        part.encoder.write_all(&line).map_err(|e| encode_error(&e))?;
-        part.events += 1;
-        self.buffered += 1;
-        if part.events >= self.part_max_events {
-            done.push(self.finish(hour)?);
-        } else if self.buffered >= self.max_buffered_events {
-            done.extend(self.finish_fullest()?);
-        }
-        Ok(done)
-    }
-
-    /// Finishes every open part, in observed-hour order.
-    ///
-    /// # Errors
-    /// As [`Self::push`].
-    pub fn finish_all(&mut self) -> PortResult<Vec<FinishedPart>> {
-        let hours: Vec<DateTime<Utc>> = self.open.keys().copied().collect();
-        hours.into_iter().map(|h| self.finish(h)).collect()
-    }
-
-    /// The open part with the most events (the earliest hour among equals).
-    fn finish_fullest(&mut self) -> PortResult<Option<FinishedPart>> {
-        let fullest = self
-            .open
-            .iter()
-            .max_by(|a, b| a.1.events.cmp(&b.1.events).then(b.0.cmp(a.0)))
-            .map(|(h, _)| *h);
-        fullest.map(|h| self.finish(h)).transpose()
-    }
-
-    fn finish(&mut self, hour: DateTime<Utc>) -> PortResult<FinishedPart> {
-        let Some(part) = self.open.remove(&hour) else {
-            return Err(PortError::terminal(
-                "export_part_missing",
-                format!("no open export part for {hour}"),
-                "report this as a bug",
-            ));
-        };
-        self.buffered -= part.events;
-        let number = self.next_part.entry(hour).or_insert(0);
-        let key = object_key(&self.connection, &self.window, hour, *number);
-        *number += 1;
-        let body = part.encoder.finish().map_err(|e| encode_error(&e))?;
-        Ok(FinishedPart {
-            key,
-            body,
-            events: part.events,
-        })
-    }
-}
-
-fn encode_error(e: &dyn std::fmt::Display) -> PortError {
-    PortError::terminal(
-        "export_encode",
-        format!("could not encode an export line: {e}"),
-        "report this as a bug",
-    )
-}
-
-// ---------------------------------------------------------------- ports
-
-/// One page of one shard of a window.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct InsertedPage {
-    /// In the index's order (see [`merge_key`]).
-    pub events: Vec<EventRecord>,
-    /// Whether the shard has more events in the window after these.
-    pub more: bool,
-}
-
-/// A connection's events by insertion time (the events table's insertion index).
-#[async_trait]
-pub trait InsertedEvents: Send + Sync {
-    /// How many shards a connection's day is spread over.
-    fn shards(&self) -> u64;
-    /// Up to `limit` events of `connection` inserted in `window` in shard `shard`, in
-    /// [`merge_key`] order, starting after `after` (an event an earlier page returned) or at
-    /// the window's start.
-    async fn inserted_page(
-        &self,
-        connection: &str,
-        window: &ExportWindow,
-        shard: u64,
-        after: Option<&EventRecord>,
-        limit: usize,
-    ) -> PortResult<InsertedPage>;
-    /// The days between `from` and `to` (inclusive) on which events of `connection` were
-    /// recorded, in any order: an export over a long range reads only those days' hours.
-    async fn days_with_events(&self, connection: &str, from: NaiveDate, to: NaiveDate) -> PortResult<Vec<NaiveDate>>;
-}
-
-/// The windows among `windows` whose day holds recorded events (`days`).
-pub fn windows_on_days(
-    windows: impl IntoIterator<Item = ExportWindow>,
-    days: &std::collections::BTreeSet<NaiveDate>,
-) -> Vec<ExportWindow> {
-    windows
-        .into_iter()
-        .filter(|w| days.contains(&w.start().date_naive()))
-        .collect()
-}
-
-/// Where exported objects go.
-#[async_trait]
-pub trait ExportSink: Send + Sync {
-    /// Writes (or replaces) the object at `key`.
-    async fn put_object(&self, key: &str, body: Vec<u8>) -> PortResult<()>;
-    /// Where [`EXPORT_PREFIX`] is, for people (`s3://bucket/exports/events/`).
-    fn location(&self) -> String;
-}
-
-/// What a connection's export keeps between runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportCheckpoint {
-    /// The first window not exported yet.
-    pub next_window: DateTime<Utc>,
-    /// Events exported by the schedule so far (windows count once, however often retried).
-    #[serde(default)]
-    pub events_exported: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_run_at: Option<DateTime<Utc>>,
-}
-
-impl ExportCheckpoint {
-    /// Where a connection without a checkpoint starts: the hour it was registered (no event
-    /// of it can be older).
-    pub fn initial(connection: &Connection) -> Self {
-        Self {
-            next_window: floor_hour(connection.created_at),
-            events_exported: 0,
-            last_run_at: None,
-        }
-    }
-}
-
-/// The export checkpoints (state table).
-#[async_trait]
-pub trait ExportCheckpoints: Send + Sync {
-    async fn export_checkpoint(&self, connection: &str) -> PortResult<Option<ExportCheckpoint>>;
-    /// Saves `checkpoint` only if the stored one still has `expected`'s `next_window` (`None`:
-    /// there is none): two exports of one connection never both move it. Returns whether it
-    /// saved.
-    async fn save_export_checkpoint(
-        &self,
-        connection: &str,
-        expected: Option<&ExportCheckpoint>,
-        checkpoint: &ExportCheckpoint,
-    ) -> PortResult<bool>;
-    /// The connection's stale windows ([`StaleExportMarks::mark_stale`]), oldest first.
-    async fn stale_windows(&self, connection: &str) -> PortResult<Vec<StaleWindow>>;
-    /// Removes a mark unless it was renewed after `stale.marked_at`; whether it removed it.
-    async fn clear_stale(&self, connection: &str, stale: &StaleWindow) -> PortResult<bool>;
-}
-
-/// Where functions that change exported events (hash-file) note the windows to write again.
-#[async_trait]
-pub trait StaleExportMarks: Send + Sync {
-    /// Marks `windows` of `connection` stale at `at` (a second mark of a window renews it).
-    async fn mark_stale(&self, connection: &str, windows: &[ExportWindow], at: DateTime<Utc>) -> PortResult<()>;
-}
-
-/// The ports an export uses.
-pub struct ExportPorts<'a> {
-    pub events: &'a dyn InsertedEvents,
-    pub sink: &'a dyn ExportSink,
-}
-
-// ---------------------------------------------------------------- use cases
 
 /// What exporting one window wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -939,83 +444,21 @@ async fn rewrite_stale(
     Ok(rewritten)
 }
 
-/// The windows an on-demand export of `[since, until)` covers: the insertion hours that
-/// overlap it and are settled at `now`. Hours not settled yet are left to the schedule (an
-/// export of a still-open hour would miss its later events).
-pub fn range_windows(
-    since: DateTime<Utc>,
-    until: DateTime<Utc>,
-    now: DateTime<Utc>,
-    settle: Duration,
-) -> Vec<ExportWindow> {
-    windows_between(since, until.min(settled_until(now, settle))).collect()
-}
-
-// ---------------------------------------------------------------- time arguments
-
-/// A `--since`/`--until` value that is not a time.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{flag} {value:?} is not a time: give RFC 3339 (2026-11-30T08:00:00Z), a date (2026-11-30, \
-     midnight UTC) or a time ago (90m, 36h, 7d, 2w)"
-)]
-pub struct TimeArgError {
-    pub flag: &'static str,
-    pub value: String,
-}
-
-/// Reads a time argument: RFC 3339 (any offset, converted to UTC), a date (midnight UTC), or
-/// a time before `now` as a number and a unit (`m`, `h`, `d`, `w`).
-///
-/// # Errors
-/// [`TimeArgError`] naming the flag, the value and the accepted forms.
-pub fn parse_time_arg(flag: &'static str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, TimeArgError> {
-    let bad = || TimeArgError {
-        flag,
-        value: value.to_owned(),
-    };
-    let v = value.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-        return d
-            .and_hms_opt(0, 0, 0)
-            .map(|t| Utc.from_utc_datetime(&t))
-            .ok_or_else(bad);
-    }
-    let split = v.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = v.split_at(split);
-    let n: i64 = number.parse().map_err(|_| bad())?;
-    let ago = match unit {
-        "m" => Duration::try_minutes(n),
-        "h" => Duration::try_hours(n),
-        "d" => Duration::try_days(n),
-        "w" => Duration::try_weeks(n),
-        _ => None,
-    }
-    .ok_or_else(bad)?;
-    now.checked_sub_signed(ago).ok_or_else(bad)
-}
-
+/// What the export's tests share: times and events (the tests sit next to the code they test,
+/// in this module's files).
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use std::collections::BTreeSet;
-    use std::io::Read as _;
-    use std::sync::Mutex;
+mod test_support {
+    use chrono::{DateTime, Utc};
 
-    use super::*;
     use crate::audit::{Actor, ActorKind, FileEvent, FileEventType, ItemKind};
-    use crate::budget::Deadline;
-    use crate::events::{EventSource, FileHashes};
-    use crate::model::{ConnectionKind, ConnectionState};
+    use crate::events::{EventRecord, EventSource};
 
-    fn t(s: &str) -> DateTime<Utc> {
+    pub(super) fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn event(id: &str, observed: &str, inserted: &str) -> EventRecord {
+    pub(super) fn event(id: &str, observed: &str, inserted: &str) -> EventRecord {
         EventRecord {
             connection: "contoso".into(),
             source: EventSource::OneDrive,
@@ -1058,6 +501,22 @@ mod tests {
             hash: None,
         }
     }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::io::Read as _;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::test_support::{event, t};
+    use super::*;
+    use crate::budget::Deadline;
+    use crate::events::{FileHashes, HashOutcome};
+    use crate::model::{ConnectionKind, ConnectionState};
 
     fn gunzip_lines(body: &[u8]) -> Vec<ExportLine> {
         let mut text = String::new();
@@ -1205,65 +664,6 @@ mod tests {
         events
     }
 
-    #[test]
-    fn keys_name_the_observed_partition_the_connection_and_the_insertion_window() {
-        let w = ExportWindow::containing(t("2026-11-22T10:59:59.999Z"));
-        assert_eq!(w.id(), "20261122T10");
-        assert_eq!(
-            object_key("contoso", &w, t("2026-11-21T23:00:00Z"), 3),
-            "exports/events/dt=2026-11-21/hour=23/contoso-20261122T10-0003.json.gz"
-        );
-    }
-
-    #[test]
-    fn an_hour_is_exported_only_once_the_settle_margin_has_passed() {
-        let w = ExportWindow::containing(t("2026-11-22T10:30:00Z"));
-        assert!(!w.is_settled(t("2026-11-22T11:19:59Z"), SETTLE_MARGIN));
-        assert!(w.is_settled(t("2026-11-22T11:20:00Z"), SETTLE_MARGIN));
-        assert_eq!(
-            settled_until(t("2026-11-22T11:19:59Z"), SETTLE_MARGIN),
-            t("2026-11-22T10:00:00Z")
-        );
-        let windows: Vec<String> = windows_between(t("2026-11-22T08:15:00Z"), t("2026-11-22T11:00:00Z"))
-            .map(|w| w.id())
-            .collect();
-        assert_eq!(windows, ["20261122T08", "20261122T09", "20261122T10"]);
-    }
-
-    #[test]
-    fn a_line_is_flat_with_every_column_and_rfc3339_utc_times() {
-        let mut record = event("id-1", "2026-11-22T09:10:11.5Z", "2026-11-22T10:00:00Z");
-        record.hash = Some(HashOutcome::Hashed(FileHashes {
-            version: None,
-            md5: "ABC".into(),
-            sha256: "DEF".into(),
-            ctag: "c:{X},2".into(),
-            size: 42,
-            modified_at: None,
-            hashed_at: t("2026-11-22T10:05:00Z"),
-        }));
-        let value = serde_json::to_value(ExportLine::of(&record)).unwrap();
-        let object = value.as_object().unwrap();
-        assert_eq!(object["observed_at"], "2026-11-22T09:10:11.500Z");
-        assert_eq!(object["inserted_at"], "2026-11-22T10:00:00.000Z");
-        assert_eq!(object["md5"], "abc");
-        assert_eq!(object["sha256"], "def");
-        assert_eq!(object["hash_status"], "hashed");
-        assert_eq!(object["actor_upn"], "alice@contoso.com");
-        assert_eq!(object["item_kind"], "file");
-        assert!(object["link_scope"].is_null(), "absent columns are null, not missing");
-        assert!(object.values().all(|v| !v.is_object()), "no nested objects: {value}");
-
-        record.hash = Some(HashOutcome::Unavailable { reason: "gone".into() });
-        let line = ExportLine::of(&record);
-        assert_eq!(
-            (line.hash_status.as_str(), line.hash_unavailable_reason.as_deref()),
-            ("unavailable", Some("gone"))
-        );
-        record.hash = None;
-        assert_eq!(ExportLine::of(&record).hash_status, "pending");
-    }
-
     #[tokio::test]
     async fn a_window_is_merged_over_shards_and_written_once_per_event() {
         let events = MemoryEvents::new(4, three_hours());
@@ -1329,33 +729,6 @@ mod tests {
         let b = export_window(&ports, "contoso", window, &settings).await.unwrap();
         assert_eq!(a, b);
         assert_eq!(*first.objects.lock().unwrap(), *second.objects.lock().unwrap());
-    }
-
-    #[test]
-    fn parts_stay_within_the_memory_limits() {
-        let settings = ExportSettings {
-            part_max_events: 4,
-            max_buffered_events: 6,
-            max_open_parts: 2,
-            ..ExportSettings::default()
-        };
-        let window = ExportWindow::containing(t("2026-11-22T10:00:00Z"));
-        let mut writer = PartWriter::new("contoso", window, &settings);
-        let mut parts = Vec::new();
-        for i in 0..50 {
-            let observed = format!("2026-11-2{}T0{}:00:00Z", i % 3, i % 5);
-            parts.extend(
-                writer
-                    .push(&event(&format!("e{i}"), &observed, "2026-11-22T10:00:00Z"))
-                    .unwrap(),
-            );
-            assert!(writer.open.len() <= 2 && writer.buffered <= 6);
-        }
-        parts.extend(writer.finish_all().unwrap());
-        assert_eq!(parts.iter().map(|p| p.events).sum::<usize>(), 50);
-        assert!(parts.iter().all(|p| p.events <= 4));
-        let keys: BTreeSet<&str> = parts.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys.len(), parts.len(), "part numbers never repeat");
     }
 
     #[tokio::test]
@@ -1537,56 +910,5 @@ mod tests {
         assert_eq!(ids.len(), 120);
         assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 120, "no event twice");
         assert!(checkpoints.stale_windows("contoso").await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_stale_export_does_not_move_a_checkpoint_another_moved() {
-        let checkpoints = crate::memory::MemoryState::default();
-        let first = ExportCheckpoint {
-            next_window: t("2026-11-22T10:00:00Z"),
-            events_exported: 0,
-            last_run_at: None,
-        };
-        assert!(checkpoints.save_export_checkpoint("c", None, &first).await.unwrap());
-        assert!(!checkpoints.save_export_checkpoint("c", None, &first).await.unwrap());
-    }
-
-    #[test]
-    fn on_demand_ranges_cover_whole_settled_insertion_hours() {
-        let windows = range_windows(
-            t("2026-11-22T08:30:00Z"),
-            t("2026-11-22T12:00:00Z"),
-            t("2026-11-22T11:10:00Z"),
-            SETTLE_MARGIN,
-        );
-        let ids: Vec<String> = windows.iter().map(ExportWindow::id).collect();
-        assert_eq!(ids, ["20261122T08", "20261122T09"]);
-    }
-
-    #[test]
-    fn time_arguments_accept_rfc3339_dates_and_times_ago() {
-        let now = t("2026-11-30T12:00:00Z");
-        assert_eq!(
-            parse_time_arg("--since", "2026-11-29T08:00:00+01:00", now).unwrap(),
-            t("2026-11-29T07:00:00Z")
-        );
-        assert_eq!(
-            parse_time_arg("--since", "2026-11-29", now).unwrap(),
-            t("2026-11-29T00:00:00Z")
-        );
-        assert_eq!(parse_time_arg("--since", "7d", now).unwrap(), t("2026-11-23T12:00:00Z"));
-        assert_eq!(
-            parse_time_arg("--since", "36h", now).unwrap(),
-            t("2026-11-29T00:00:00Z")
-        );
-        assert_eq!(
-            parse_time_arg("--since", "90m", now).unwrap(),
-            t("2026-11-30T10:30:00Z")
-        );
-        let err = parse_time_arg("--since", "yesterday", now).unwrap_err().to_string();
-        assert!(err.contains("--since \"yesterday\""), "{err}");
-        assert!(err.contains("RFC 3339") && err.contains("7d"), "{err}");
-        assert!(parse_time_arg("--until", "7x", now).is_err());
-        assert!(parse_time_arg("--until", "d", now).is_err());
     }
 }
