@@ -13,7 +13,7 @@ use filetrail_aws::template::Template;
 use filetrail_cli::connection::{self, NewConnection};
 use filetrail_cli::pipeline::DISCOVER_FUNCTION;
 use filetrail_core::model::{ConnectionKind, Endpoints};
-use filetrail_core::ports::StateStore as _;
+use filetrail_core::ports::ConnectionStore as _;
 
 use crate::BenchError;
 use crate::sim_process::SimReady;

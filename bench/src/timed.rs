@@ -12,8 +12,8 @@ use filetrail_core::model::{
     Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveLookup, DriveRecord, DriveState, IndexProgress,
 };
 use filetrail_core::ports::{
-    CheckpointVersion, Directory, DiscoveryCheckpoint, DriveFinder, IndexQueue, PortResult, RunPage, RunSeen,
-    StateStore, UsersPage,
+    CheckpointVersion, ConnectionStore, Directory, DiscoveryCheckpoint, DiscoveryRunStore, DriveFinder, DriveStore,
+    IndexQueue, PortResult, RunPage, RunSeen, ScopeStore, UsersPage,
 };
 use filetrail_core::scope::{DirectoryGroup, GroupSelector, Scope, ScopeUploadResult, UserSelector};
 use serde::Serialize;
@@ -104,7 +104,7 @@ impl<'a, P: ?Sized> Timed<'a, P> {
 }
 
 #[async_trait]
-impl<P: StateStore + ?Sized> StateStore for Timed<'_, P> {
+impl<P: ConnectionStore + ?Sized> ConnectionStore for Timed<'_, P> {
     async fn connection(&self, id: &str) -> PortResult<Option<Connection>> {
         self.times.time("state.connection", self.inner.connection(id)).await
     }
@@ -136,7 +136,10 @@ impl<P: StateStore + ?Sized> StateStore for Timed<'_, P> {
             .time("state.set_write_app", self.inner.set_write_app(id, app))
             .await
     }
+}
 
+#[async_trait]
+impl<P: DriveStore + ?Sized> DriveStore for Timed<'_, P> {
     async fn drive(&self, drive_id: &str) -> PortResult<Option<DriveRecord>> {
         self.times.time("state.drive", self.inner.drive(drive_id)).await
     }
@@ -251,7 +254,10 @@ impl<P: StateStore + ?Sized> StateStore for Timed<'_, P> {
             )
             .await
     }
+}
 
+#[async_trait]
+impl<P: ScopeStore + ?Sized> ScopeStore for Timed<'_, P> {
     async fn scope(&self, connection: &str) -> PortResult<Option<Scope>> {
         self.times.time("state.scope", self.inner.scope(connection)).await
     }
@@ -276,7 +282,10 @@ impl<P: StateStore + ?Sized> StateStore for Timed<'_, P> {
             .time("state.last_scope_upload", self.inner.last_scope_upload(connection))
             .await
     }
+}
 
+#[async_trait]
+impl<P: DiscoveryRunStore + ?Sized> DiscoveryRunStore for Timed<'_, P> {
     async fn record_run_page(&self, connection: &str, run_id: &str, page: u64, seen: &RunPage) -> PortResult<()> {
         self.times
             .time(

@@ -40,8 +40,8 @@ use filetrail_core::jobs::{BlobJob, DiscoverJob, HashJob, IndexJob};
 use filetrail_core::memory::{MemoryEvents, MemoryInventory, MemoryQuarantine, MemoryState, yield_point};
 use filetrail_core::model::{Connection, ConnectionKind, ConnectionState, DriveState, Endpoints};
 use filetrail_core::ports::{
-    ActivityState as _, BlobQueue, DiscoverQueue, HashQueue, IndexQueue, InventoryHashes as _, PortResult,
-    SharingStore as _, StateStore as _,
+    ActivityState as _, BlobQueue, ConnectionStore as _, DiscoverQueue, HashQueue, IndexQueue, InventoryHashes as _,
+    PortResult, ScopeStore as _, SharingStore as _,
 };
 use filetrail_core::scope::Scope;
 use filetrail_m365::{
@@ -483,7 +483,7 @@ impl World {
     /// The audit-feed schedule: one poll of the connection (lists and enqueues blobs).
     pub async fn fire_poll(&self) -> anyhow::Result<()> {
         let ports = PollPorts {
-            state: &self.state,
+            connections: &self.state,
             activity: &self.state,
             feed: &self.feed,
             queue: &self.queues,
@@ -537,7 +537,7 @@ impl World {
             }
             Job::Index(index @ IndexJob::IndexDrive { connection, drive_id }) => {
                 let ports = IndexPorts {
-                    state: &self.state,
+                    drives: &self.state,
                     inventory: &self.inventory,
                     delta: &self.graph,
                     sharing: Some(SharingPorts {
@@ -561,7 +561,7 @@ impl World {
             }
             Job::Blob(blob) => {
                 let ports = IngestPorts {
-                    state: &self.state,
+                    scopes: &self.state,
                     activity: &self.state,
                     feed: &self.feed,
                     resolver: &self.graph,

@@ -28,7 +28,7 @@ use filetrail_cli::pipeline::{
 };
 use filetrail_core::events::EventRecord;
 use filetrail_core::model::{Connection, ConnectionKind, DriveState, Endpoints};
-use filetrail_core::ports::StateStore;
+use filetrail_core::ports::{ConnectionStore, DriveStore};
 use m365_sim::{SimConfig, SimHandle};
 
 /// The connection id scenarios register.

@@ -24,7 +24,7 @@ use filetrail_core::export::{
     EXPORT_PREFIX, ExportCheckpoint, ExportCheckpoints as _, ExportLine, floor_hour, partition_prefix, rfc3339,
 };
 use filetrail_core::jobs::HashJob;
-use filetrail_core::ports::{EventStore as _, HashQueue as _, StateStore as _};
+use filetrail_core::ports::{ConnectionStore, EventStore as _, HashQueue as _};
 use filetrail_e2e::{CONNECTION, Stack};
 use m365_sim::{ActivityConfig, ActivityRequest, FilesPerDrive, RandomActivity, SimConfig};
 use serde_json::Value;

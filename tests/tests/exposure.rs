@@ -14,7 +14,7 @@ use filetrail_cli::local::runner::StopReason;
 use filetrail_cli::pipeline::POLL_ACTIVITY_FUNCTION;
 use filetrail_core::audit::FileEventType;
 use filetrail_core::exposure::RevokeSelection;
-use filetrail_core::ports::{EventStore as _, StateStore as _};
+use filetrail_core::ports::{ConnectionStore, EventStore as _};
 use filetrail_e2e::{CONNECTION, Stack};
 use m365_sim::{ActivityConfig, ActivityKind, ActivityRequest, FilesPerDrive, LinkScope, SimConfig, SimPermission};
 

@@ -16,7 +16,7 @@ use filetrail_aws::template::policy::function_policies;
 use filetrail_cli::local::runner::StopReason;
 use filetrail_cli::pipeline::{DISCOVER_FUNCTION, EXPORT_FUNCTION, function_of_access_key};
 use filetrail_cli::scope;
-use filetrail_core::ports::{EventStore as _, StateStore as _};
+use filetrail_core::ports::{ConnectionStore, EventStore as _};
 use filetrail_core::scope::ScopeKind;
 use filetrail_e2e::{CONNECTION, Stack, repo_root};
 use m365_sim::{ActivityConfig, ActivityRequest, FilesPerDrive, RandomActivity, SimConfig};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use filetrail_cli::local::runner::{InvocationOutcome, RunnerEvent, StopReason};
 use filetrail_cli::status::{self, ConnectionStatus};
-use filetrail_core::ports::StateStore;
+use filetrail_core::ports::DriveStore;
 use filetrail_e2e::{CONNECTION, Item, Stack, counter, expected_inventory, team_site_drive_ids};
 use m365_sim::{FaultConfig, FilesPerDrive, SimConfig};
 

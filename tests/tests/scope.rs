@@ -13,7 +13,7 @@ use filetrail_cli::pipeline::DISCOVER_FUNCTION;
 use filetrail_cli::scope;
 use filetrail_cli::status::{self, ConnectionStatus};
 use filetrail_core::model::DriveState;
-use filetrail_core::ports::StateStore;
+use filetrail_core::ports::{ConnectionStore, DiscoveryRunStore, ScopeStore};
 use filetrail_core::scope::{GroupSelector, ScopeEntry, ScopeKind, ScopeUploadResult};
 use filetrail_e2e::{CONNECTION, Stack, expected_inventory};
 use m365_sim::{FilesPerDrive, SimConfig, SimGroup, Tenant};

@@ -49,7 +49,7 @@ use filetrail_core::discover::{DiscoverOutcome, DiscoverPorts, discover};
 use filetrail_core::jobs::{DiscoverJob, IndexJob};
 use filetrail_core::memory::{MemoryObjects, MemoryQueue, MemoryState};
 use filetrail_core::model::{DiscoverySummary, DriveState};
-use filetrail_core::ports::{IndexQueue, PortResult, StateStore};
+use filetrail_core::ports::{ConnectionStore, DriveStore, IndexQueue, PortResult, StateStore};
 use filetrail_core::scope::csv::{ListKind, parse_scope_csv};
 use filetrail_core::scope::{GroupSelector, MAX_SCOPE_ENTRIES, ScopeEntry, ScopeKind, ScopeUploadResult};
 use filetrail_m365::{GraphClient, HttpTimeouts, http_client};
@@ -402,16 +402,14 @@ async fn main() -> anyhow::Result<()> {
             "nested_group_ratio": args.nested_group_ratio,
             "no_drive_ratio": args.no_drive_ratio,
             "largest_group_users": tenant.groups.iter().map(|g| g.transitive_users).max(),
-            "member_pages": tenant.member_pages,
-        },
+            "member_pages": tenant.member_pages},
         "scope": {
             "csv_bytes": csv_bytes,
             "entries": entries,
             "duplicate_rows": parsed.duplicates,
             "users": truth.users,
             "drives": truth.drives.len(),
-            "without_drive": truth.without_drive,
-        },
+            "without_drive": truth.without_drive},
         "discovery": {
             "wall_seconds": discovered.wall.as_secs_f64(),
             "invocations": discovered.invocations,
@@ -431,9 +429,7 @@ async fn main() -> anyhow::Result<()> {
                 "group_lookups": floor.group_lookups,
                 "member_pages": floor.member_pages,
                 "drive_lookups": floor.drive_lookups,
-                "total": floor.total(),
-            },
-        },
+                "total": floor.total()}},
         "naive": {
             "wall_seconds": wall_naive.as_secs_f64(),
             "concurrency": concurrency,
@@ -444,16 +440,13 @@ async fn main() -> anyhow::Result<()> {
             "users": naive.users,
             "drives": naive.drives,
             "without_drive": naive.without_drive,
-            "sim_stats": naive_sim,
-        },
+            "sim_stats": naive_sim},
         "figures": figures.iter().map(|f| json!({
             "metric": f.metric,
             "value": f.value,
             "baseline": f.baseline,
             "baseline_label": f.baseline_label,
-            "ratio": f.ratio(),
-        })).collect::<Vec<_>>(),
-    });
+            "ratio": f.ratio()})).collect::<Vec<_>>()});
 
     let Some(provenance) = provenance.filter(|_| release) else {
         println!("\nresults not written (--no-write or a debug build)");
@@ -693,7 +686,8 @@ async fn discover_in_memory(
         time: chrono::Utc::now(),
     };
     let ports = ApplyPorts {
-        state,
+        connections: state,
+        scopes: state,
         objects: &objects,
         discover_queue: &discover_queue,
     };

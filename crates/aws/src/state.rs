@@ -54,7 +54,10 @@ use filetrail_core::PortError;
 use filetrail_core::model::{
     Connection, ConnectionError, DirectoryUser, DiscoverySummary, DriveRecord, DriveState, IndexProgress,
 };
-use filetrail_core::ports::{CheckpointVersion, DiscoveryCheckpoint, PortResult, RunPage, RunSeen, StateStore};
+use filetrail_core::ports::{
+    CheckpointVersion, ConnectionStore, DiscoveryCheckpoint, DiscoveryRunStore, DriveStore, PortResult, RunPage,
+    RunSeen, ScopeStore,
+};
 use filetrail_core::scope::{Scope, ScopeUploadResult};
 use futures_util::{StreamExt, stream};
 
@@ -99,7 +102,7 @@ fn run_prefix(run_id: &str) -> String {
     format!("RUN#{run_id}#")
 }
 
-/// Drive ids per page of [`StateStore::drive_ids_in_state`] (a Query page also stops at 1 MB;
+/// Drive ids per page of [`DriveStore::drive_ids_in_state`] (a Query page also stops at 1 MB;
 /// 1,000 keys of ~150 bytes stay far below).
 pub const DRIVE_IDS_PAGE: i32 = 1000;
 /// Conditional PutItems in flight while inserting drives: enough to hide round trips, far below
@@ -158,7 +161,7 @@ impl DynamoStateStore {
         }
     }
 
-    /// Pages of [`StateStore::drive_ids_in_state`] hold at most `ids` ids (default
+    /// Pages of [`DriveStore::drive_ids_in_state`] hold at most `ids` ids (default
     /// [`DRIVE_IDS_PAGE`]; at least 1).
     pub fn with_page_size(mut self, ids: i32) -> Self {
         self.page_size = ids.max(1);
@@ -478,7 +481,7 @@ fn drive_item(d: &DriveRecord) -> Item {
 }
 
 #[async_trait]
-impl StateStore for DynamoStateStore {
+impl ConnectionStore for DynamoStateStore {
     async fn connection(&self, id: &str) -> PortResult<Option<Connection>> {
         let item = self.get(conn_pk(id), META).await?;
         Ok(item.map(|i| self.decode_connection(&i)).transpose()?)
@@ -528,7 +531,10 @@ impl StateStore for DynamoStateStore {
         update.set_or_remove("write_app", app.map(|a| json("write app", a)).transpose()?);
         Ok(self.update_connection(id, update).await?)
     }
+}
 
+#[async_trait]
+impl DriveStore for DynamoStateStore {
     async fn drive(&self, drive_id: &str) -> PortResult<Option<DriveRecord>> {
         let item = self.get(drive_pk(drive_id), META).await?;
         Ok(item.map(|i| self.decode_drive(&i)).transpose()?)
@@ -689,7 +695,7 @@ impl StateStore for DynamoStateStore {
         Ok(self.table.count(GSI1, GSI1_PK, &nodrive_gsi1pk(connection)).await?)
     }
 
-    /// Like [`StateStore::drive_ids_in_state`], over the "no OneDrive" partition of `gsi1`.
+    /// Like [`DriveStore::drive_ids_in_state`], over the "no OneDrive" partition of `gsi1`.
     async fn user_ids_without_drive(
         &self,
         connection: &str,
@@ -697,7 +703,10 @@ impl StateStore for DynamoStateStore {
     ) -> PortResult<(Vec<String>, Option<String>)> {
         self.gsi1_sort_keys(nodrive_gsi1pk(connection), cursor).await
     }
+}
 
+#[async_trait]
+impl ScopeStore for DynamoStateStore {
     async fn scope(&self, connection: &str) -> PortResult<Option<Scope>> {
         let item = self.get(conn_pk(connection), SCOPE).await?;
         Ok(item
@@ -727,7 +736,10 @@ impl StateStore for DynamoStateStore {
             .map(|i| self.table.fields(&i, item_key(&i)).json("doc"))
             .transpose()?)
     }
+}
 
+#[async_trait]
+impl DiscoveryRunStore for DynamoStateStore {
     /// One PutItem per page; ids are stored newline-joined (compact: a page of 999 users stays
     /// far below the 400 KB item limit).
     async fn record_run_page(&self, connection: &str, run_id: &str, page: u64, seen: &RunPage) -> PortResult<()> {

@@ -18,7 +18,7 @@ use filetrail_core::export::{
     ExportPorts, ExportSettings, ExportSink as _, ExportWindow, InsertedEvents as _, WindowExport, export_window,
     range_windows, rfc3339, settled_until, windows_on_days,
 };
-use filetrail_core::ports::StateStore as _;
+use filetrail_core::ports::ConnectionStore as _;
 use filetrail_core::time_arg::parse_time_arg;
 use indicatif::{ProgressBar, ProgressStyle};
 

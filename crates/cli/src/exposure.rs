@@ -247,8 +247,7 @@ pub fn revocation_events(
                     "name": p.label(),
                     "kind": "user",
                     "email": p.email,
-                    "external": p.email.as_deref().and_then(|e| trusted.is_internal(e)).map(|inside| !inside),
-                })
+                    "external": p.email.as_deref().and_then(|e| trusted.is_internal(e)).map(|inside| !inside)})
             })
             .collect();
         let file_name = path.and_then(|p| p.rsplit('/').next()).filter(|n| !n.is_empty());
@@ -279,13 +278,10 @@ pub fn revocation_events(
                     Reach::Anonymous => Some("anonymous"),
                     Reach::Organization => Some("organization"),
                     Reach::SpecificPeople if g.link => Some("specific_people"),
-                    Reach::SpecificPeople => None,
-                },
+                    Reach::SpecificPeople => None},
                 "targets": targets,
                 "external": g.is_external(),
-                "unique_sharing_id": g.id,
-            },
-        }))?;
+                "unique_sharing_id": g.id}}))?;
         out.push(EventRecord::onedrive(&connection.id, event));
     }
     Ok(out)

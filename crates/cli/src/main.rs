@@ -14,7 +14,7 @@ use filetrail_cli::connection::{self, DEFAULT_DRIVE_CAP, NewConnection};
 use filetrail_cli::{events, file, inventory, status};
 use filetrail_core::jobs::DiscoverJob;
 use filetrail_core::model::{ConnectionKind, Endpoints};
-use filetrail_core::ports::{DiscoverQueue, StateStore};
+use filetrail_core::ports::{ConnectionStore, DiscoverQueue, ScopeStore};
 
 #[derive(Parser)]
 #[command(

@@ -15,7 +15,7 @@ use filetrail_aws::template::Template;
 use filetrail_cli::local::{Runner, RunnerOptions, ScheduleMode};
 use filetrail_cli::pipeline::{APPLY_SCOPE_FUNCTION, LocalPipeline};
 use filetrail_core::model::ConnectionError;
-use filetrail_core::ports::StateStore;
+use filetrail_core::ports::{ConnectionStore, ScopeStore};
 use filetrail_core::scope::{ScopeEntry, ScopeKind, UserSelector};
 
 struct Deployment {

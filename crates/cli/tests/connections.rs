@@ -12,7 +12,7 @@ use filetrail_aws::provision::provision;
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_aws::template::Template;
 use filetrail_core::model::ConnectionState;
-use filetrail_core::ports::{EventStore as _, StateStore as _};
+use filetrail_core::ports::{ConnectionStore, EventStore as _, ScopeStore as _};
 use m365_sim::{FilesPerDrive, SimConfig, SimHandle};
 
 struct Deployment {
@@ -182,14 +182,12 @@ impl Deployment {
 fn quarantine_doc(connection: &str, records: usize) -> String {
     let record = serde_json::json!({
         "reason": {"kind": "unknown_operation", "operation": "FileSomethingNew"},
-        "message": "unknown operation FileSomethingNew",
-    });
+        "message": "unknown operation FileSomethingNew"});
     serde_json::json!({
         "connection": connection,
         "content_id": "blob-1",
         "written_at": chrono::Utc::now(),
-        "records": vec![record; records],
-    })
+        "records": vec![record; records]})
     .to_string()
 }
 
@@ -211,8 +209,7 @@ fn file_event(connection: &str, id: &str) -> filetrail_core::events::EventRecord
         "drive_id": "b!drive-1",
         "item_id": "01ITEM",
         "observed_at": at,
-        "inserted_at": at,
-    }))
+        "inserted_at": at}))
     .unwrap();
     filetrail_core::events::EventRecord::onedrive(connection, event)
 }

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::error::PortError;
 use crate::jobs::DiscoverJob;
 use crate::model::ConnectionKind;
-use crate::ports::{DiscoverQueue, ScopeObjects, StateStore, UploadRead};
+use crate::ports::{ConnectionStore, DiscoverQueue, ScopeObjects, ScopeStore, UploadRead};
 use crate::scope::csv::{CsvError, ListKind, MAX_CSV_BYTES, check_size, parse_scope_csv};
 use crate::scope::{Scope, ScopeKind, ScopeSource, ScopeUploadResult};
 
@@ -99,7 +99,9 @@ pub fn parse_upload_key(key: &str) -> Option<UploadTarget> {
 
 /// The ports applying an upload needs.
 pub struct ApplyPorts<'a> {
-    pub state: &'a dyn StateStore,
+    /// Whether the upload's connection exists.
+    pub connections: &'a dyn ConnectionStore,
+    pub scopes: &'a dyn ScopeStore,
     pub objects: &'a dyn ScopeObjects,
     pub discover_queue: &'a dyn DiscoverQueue,
 }
@@ -147,11 +149,11 @@ pub async fn apply_upload(
     match decide(ports, event, &target, &mut result).await? {
         Some(scope) => {
             let already = ports
-                .state
+                .scopes
                 .scope(&target.connection)
                 .await?
                 .is_some_and(|s| s.version == scope.version);
-            if already || ports.state.replace_scope(&target.connection, &scope).await? {
+            if already || ports.scopes.replace_scope(&target.connection, &scope).await? {
                 result.accepted = true;
                 ports
                     .discover_queue
@@ -194,8 +196,8 @@ pub async fn apply_upload(
         )
     })?;
     ports.objects.write_result(&result.result_key, &body).await?;
-    if ports.state.connection(&target.connection).await?.is_some() {
-        ports.state.record_scope_upload(&target.connection, &result).await?;
+    if ports.connections.connection(&target.connection).await?.is_some() {
+        ports.scopes.record_scope_upload(&target.connection, &result).await?;
     }
     Ok(ApplyOutcome::Done(Box::new(result)))
 }
@@ -217,7 +219,7 @@ async fn decide(
         ));
         return Ok(None);
     };
-    match ports.state.connection(connection).await? {
+    match ports.connections.connection(connection).await? {
         None => {
             result.error = Some(format!(
                 "no connection is named {connection:?}: register it first (filetrail connection add) or upload under \

@@ -27,11 +27,11 @@ use crate::model::{
     InventoryRow,
 };
 use crate::paths::{PathCache, unresolved_path};
-use crate::ports::{DeltaError, DriveDelta, InventoryStore, StateStore};
+use crate::ports::{DeltaError, DriveDelta, DriveStore, InventoryStore};
 
 /// The ports indexing needs.
 pub struct IndexPorts<'a> {
-    pub state: &'a dyn StateStore,
+    pub drives: &'a dyn DriveStore,
     pub inventory: &'a dyn InventoryStore,
     pub delta: &'a dyn DriveDelta,
     /// When set, items delta reports as shared (the `shared` facet) or as changed by sharing
@@ -91,7 +91,7 @@ pub async fn index_drive(
         drive_id: drive_id.to_owned(),
         source,
     };
-    let Some(mut drive) = ports.state.drive(drive_id).await.map_err(err)? else {
+    let Some(mut drive) = ports.drives.drive(drive_id).await.map_err(err)? else {
         return Ok(IndexOutcome::Skipped {
             reason: format!("drive {drive_id} is not known"),
         });
@@ -119,7 +119,7 @@ pub async fn index_drive(
         DriveState::Pending => {
             // Discovery recorded the drive and enqueued it but stopped before marking it.
             ports
-                .state
+                .drives
                 .transition_drive(connection, drive_id, DriveState::Pending, DriveState::Indexing)
                 .await
                 .map_err(err)?;
@@ -282,7 +282,7 @@ async fn save(
     state: DriveState,
 ) -> Result<bool, PortError> {
     let saved = ports
-        .state
+        .drives
         .save_index_progress(&drive.connection, &drive.drive_id, expected, progress, state)
         .await?;
     if !saved {

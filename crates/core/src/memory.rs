@@ -24,9 +24,9 @@ use crate::model::{
     KnownItem, PendingItem,
 };
 use crate::ports::{
-    ActivityState, BlobQueue, CheckpointVersion, DiscoverQueue, DiscoveryCheckpoint, EventStore, HashChange, HashQueue,
-    IndexQueue, InventoryHashes, InventoryStore, ItemIdentities, PortResult, QuarantineStore, RunPage, RunSeen,
-    ScopeObjects, SharingStore, StateStore, UploadRead,
+    ActivityState, BlobQueue, CheckpointVersion, ConnectionStore, DiscoverQueue, DiscoveryCheckpoint,
+    DiscoveryRunStore, DriveStore, EventStore, HashChange, HashQueue, IndexQueue, InventoryHashes, InventoryStore,
+    ItemIdentities, PortResult, QuarantineStore, RunPage, RunSeen, ScopeObjects, ScopeStore, SharingStore, UploadRead,
 };
 use crate::scope::{Scope, ScopeUploadResult};
 
@@ -315,7 +315,7 @@ impl crate::hashing::HashLeases for MemoryState {
 }
 
 #[async_trait]
-impl StateStore for MemoryState {
+impl ConnectionStore for MemoryState {
     async fn connection(&self, id: &str) -> PortResult<Option<Connection>> {
         yield_point().await;
         Ok(lock(&self.connections).get(id).cloned())
@@ -355,7 +355,10 @@ impl StateStore for MemoryState {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl DriveStore for MemoryState {
     async fn drive(&self, drive_id: &str) -> PortResult<Option<DriveRecord>> {
         yield_point().await;
         Ok(lock(&self.drives).get(drive_id).cloned())
@@ -521,7 +524,10 @@ impl StateStore for MemoryState {
             Ok((ids, None))
         }
     }
+}
 
+#[async_trait]
+impl ScopeStore for MemoryState {
     async fn scope(&self, connection: &str) -> PortResult<Option<Scope>> {
         yield_point().await;
         Ok(lock(&self.scopes).get(connection).cloned())
@@ -556,7 +562,10 @@ impl StateStore for MemoryState {
         yield_point().await;
         Ok(lock(&self.uploads).get(connection).cloned())
     }
+}
 
+#[async_trait]
+impl DiscoveryRunStore for MemoryState {
     async fn record_run_page(&self, connection: &str, run_id: &str, page: u64, seen: &RunPage) -> PortResult<()> {
         yield_point().await;
         lock(&self.runs).insert((connection.to_owned(), run_id.to_owned(), page), seen.clone());

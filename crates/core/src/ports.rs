@@ -78,9 +78,16 @@ pub enum DeltaError {
     Port(#[from] PortError),
 }
 
-/// Connections and their drives, users without a drive, and run checkpoints.
+/// Everything discovery keeps: connections, their drives, scopes and runs. Each use case asks
+/// for the part it uses (ingest reads a scope, indexing writes drives, polling reports a
+/// connection's problem); discovery and the CLI take the whole.
+pub trait StateStore: ConnectionStore + DriveStore + ScopeStore + DiscoveryRunStore {}
+
+impl<T: ConnectionStore + DriveStore + ScopeStore + DiscoveryRunStore + ?Sized> StateStore for T {}
+
+/// The connections: their state, the problem status shows, their last discovery and write mode.
 #[async_trait]
-pub trait StateStore: Send + Sync {
+pub trait ConnectionStore: Send + Sync {
     async fn connection(&self, id: &str) -> PortResult<Option<Connection>>;
     async fn connections(&self) -> PortResult<Vec<Connection>>;
     async fn put_connection(&self, connection: &Connection) -> PortResult<()>;
@@ -90,7 +97,11 @@ pub trait StateStore: Send + Sync {
     /// Turns write mode on (the app) or off (`None`), touching nothing else of the record, so a
     /// function updating the connection meanwhile loses nothing.
     async fn set_write_app(&self, id: &str, app: Option<&crate::model::WriteApp>) -> PortResult<()>;
+}
 
+/// A connection's OneDrives (state, index progress, parking) and its users without one.
+#[async_trait]
+pub trait DriveStore: Send + Sync {
     async fn drive(&self, drive_id: &str) -> PortResult<Option<DriveRecord>>;
     /// Reads many drives at once; missing ones are simply absent from the result.
     async fn drives(&self, drive_ids: &[String]) -> PortResult<Vec<DriveRecord>>;
@@ -145,7 +156,11 @@ pub trait StateStore: Send + Sync {
         connection: &str,
         cursor: Option<String>,
     ) -> PortResult<(Vec<String>, Option<String>)>;
+}
 
+/// The scope in force per connection and the result of its latest upload.
+#[async_trait]
+pub trait ScopeStore: Send + Sync {
     /// The connection's scope in force; `None` when it was never scoped (every user).
     async fn scope(&self, connection: &str) -> PortResult<Option<Scope>>;
     /// Replaces the scope in one write, unless the stored scope comes from a later upload
@@ -155,7 +170,11 @@ pub trait StateStore: Send + Sync {
     /// Keeps the result of the connection's latest upload (by `uploaded_at`), for status.
     async fn record_scope_upload(&self, connection: &str, result: &ScopeUploadResult) -> PortResult<()>;
     async fn last_scope_upload(&self, connection: &str) -> PortResult<Option<ScopeUploadResult>>;
+}
 
+/// An open discovery run's checkpoint and what each of its pages saw.
+#[async_trait]
+pub trait DiscoveryRunStore: Send + Sync {
     /// Records what a discovery run saw on one of its pages. Idempotent per `(run_id, page)`:
     /// a re-processed page overwrites its own record.
     async fn record_run_page(&self, connection: &str, run_id: &str, page: u64, seen: &RunPage) -> PortResult<()>;

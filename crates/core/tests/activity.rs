@@ -218,7 +218,7 @@ impl ActivityFeed for FakeFeed {
 
 fn poll_ports<'a>(state: &'a MemoryState, feed: &'a FakeFeed, queues: &'a Queues) -> PollPorts<'a> {
     PollPorts {
-        state,
+        connections: state,
         activity: state,
         feed,
         queue: queues,
@@ -584,7 +584,7 @@ impl IngestWorld {
 
     fn ports(&self) -> IngestPorts<'_> {
         IngestPorts {
-            state: &self.state,
+            scopes: &self.state,
             activity: &self.state,
             feed: &self.feed,
             resolver: &self.resolver,

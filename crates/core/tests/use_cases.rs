@@ -609,7 +609,7 @@ async fn an_index_job_of_another_connection_writes_nothing_to_the_drive() {
     let before = state.drive("d1").await.unwrap();
     let p = IndexPorts {
         pending: None,
-        state: &state,
+        drives: &state,
         inventory: &inv,
         delta: &delta,
         sharing: None,
@@ -646,7 +646,7 @@ async fn a_full_walk_writes_one_row_per_item_with_paths_and_no_hashes() {
     drive_in(&state, DriveState::Indexing).await;
     let p = IndexPorts {
         pending: None,
-        state: &state,
+        drives: &state,
         inventory: &inv,
         delta: &delta,
         sharing: None,
@@ -715,7 +715,7 @@ async fn item_counts_are_the_rows_the_inventory_holds_not_the_entries_delta_list
     drive_in(&state, DriveState::Indexing).await;
     let p = IndexPorts {
         pending: None,
-        state: &state,
+        drives: &state,
         inventory: &inv,
         delta: &delta,
         sharing: None,
@@ -746,7 +746,7 @@ async fn resumes_from_next_link_after_the_budget_runs_out() {
     drive_in(&state, DriveState::Indexing).await;
     let p = IndexPorts {
         pending: None,
-        state: &state,
+        drives: &state,
         inventory: &inv,
         delta: &delta,
         sharing: None,
@@ -775,7 +775,7 @@ async fn a_stale_worker_stops_when_the_checkpoint_moved() {
     drive_in(&state, DriveState::Indexing).await;
     let p = IndexPorts {
         pending: None,
-        state: &state,
+        drives: &state,
         inventory: &inv,
         delta: &delta,
         sharing: None,
@@ -803,7 +803,7 @@ async fn a_410_restarts_the_walk_and_reconciles_items_no_longer_present() {
     index_drive(
         &IndexPorts {
             pending: None,
-            state: &state,
+            drives: &state,
             inventory: &inv,
             delta: &first,
             sharing: None,
@@ -835,7 +835,7 @@ async fn a_410_restarts_the_walk_and_reconciles_items_no_longer_present() {
     second.gone.lock().unwrap().insert("delta1".into());
     let p = IndexPorts {
         pending: None,
-        state: &state,
+        drives: &state,
         inventory: &inv,
         delta: &second,
         sharing: None,
@@ -859,7 +859,7 @@ async fn unmonitored_drives_get_no_work() {
     let out = index_drive(
         &IndexPorts {
             pending: None,
-            state: &state,
+            drives: &state,
             inventory: &inv,
             delta: &delta,
             sharing: None,
@@ -893,7 +893,7 @@ async fn children_of_the_root_resolve_after_a_hand_over_although_the_root_has_no
     ]);
     let p = IndexPorts {
         pending: None,
-        state: &state,
+        drives: &state,
         inventory: &inv,
         delta: &delta,
         sharing: None,
@@ -1197,7 +1197,8 @@ mod apply {
     async fn an_accepted_upload_replaces_the_scope_reports_and_starts_discovery() {
         let (state, objects, queue) = (setup().await, MemoryObjects::default(), MemoryQueue::default());
         let ports = ApplyPorts {
-            state: &state,
+            connections: &state,
+            scopes: &state,
             objects: &objects,
             discover_queue: &queue,
         };
@@ -1233,7 +1234,8 @@ mod apply {
     async fn a_rejected_upload_leaves_the_previous_scope_in_force() {
         let (state, objects, queue) = (setup().await, MemoryObjects::default(), MemoryQueue::default());
         let ports = ApplyPorts {
-            state: &state,
+            connections: &state,
+            scopes: &state,
             objects: &objects,
             discover_queue: &queue,
         };
@@ -1266,7 +1268,8 @@ mod apply {
     async fn an_older_upload_processed_late_never_replaces_a_newer_scope() {
         let (state, objects, queue) = (setup().await, MemoryObjects::default(), MemoryQueue::default());
         let ports = ApplyPorts {
-            state: &state,
+            connections: &state,
+            scopes: &state,
             objects: &objects,
             discover_queue: &queue,
         };

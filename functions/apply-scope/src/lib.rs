@@ -116,7 +116,8 @@ pub fn uploads_of(body: &str) -> Result<Vec<UploadEvent>, RecordError> {
 /// Applies each upload an S3 notification body announces.
 async fn apply(ctx: &Context, body: &str) -> Result<(), RecordError> {
     let ports = ApplyPorts {
-        state: &ctx.state,
+        connections: &ctx.state,
+        scopes: &ctx.state,
         objects: &ctx.objects,
         discover_queue: &ctx.discover_queue,
     };

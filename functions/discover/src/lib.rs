@@ -16,7 +16,7 @@ use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::discover::{DiscoverOutcome, DiscoverPorts, ParkedWork, discover};
 use filetrail_core::jobs::DiscoverJob;
 use filetrail_core::model::ConnectionKind;
-use filetrail_core::ports::{DiscoverQueue, StateStore};
+use filetrail_core::ports::{ConnectionStore, DiscoverQueue};
 use filetrail_runtime::sqs::{RecordError, handle_jobs};
 use filetrail_runtime::{ConnectionClients, Function, FunctionSettings, accepting};
 use serde_json::Value;

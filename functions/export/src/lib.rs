@@ -25,7 +25,7 @@ use filetrail_core::export::{
     ConnectionExport, ExportJob, ExportPorts, ExportSettings, ExportSink as _, export_connection,
 };
 use filetrail_core::model::Connection;
-use filetrail_core::ports::StateStore;
+use filetrail_core::ports::ConnectionStore;
 use filetrail_runtime::{Function, FunctionSettings};
 use serde_json::{Value, json};
 use tracing::{info, warn};

@@ -24,7 +24,7 @@ use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::digest::HasherTuning;
 use filetrail_core::hashing::{HashFileOutcome, HashPorts, hash_file};
 use filetrail_core::jobs::HashJob;
-use filetrail_core::ports::StateStore;
+use filetrail_core::ports::ConnectionStore;
 use filetrail_runtime::sqs::{RecordError, handle_jobs};
 use filetrail_runtime::{ConnectionClients, Function, FunctionSettings, accepting};
 use serde_json::Value;

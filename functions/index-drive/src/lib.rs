@@ -18,7 +18,7 @@ use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::discover::connection_error_from;
 use filetrail_core::index::{IndexOutcome, IndexPorts, index_drive};
 use filetrail_core::jobs::IndexJob;
-use filetrail_core::ports::{IndexQueue, StateStore};
+use filetrail_core::ports::{ConnectionStore, DriveStore, IndexQueue};
 use filetrail_m365::is_connection_problem;
 use filetrail_runtime::sqs::{RecordError, handle_jobs};
 use filetrail_runtime::{ConnectionClients, Function, FunctionSettings, accepting};
@@ -81,7 +81,7 @@ async fn run_job(ctx: &Context, job: IndexJob, deadline: Instant) -> Result<(), 
         Err(e) => return Err(e.into()),
     };
     let ports = IndexPorts {
-        state: &ctx.state,
+        drives: &ctx.state,
         inventory: &ctx.inventory,
         delta: &*graph,
         sharing: Some(filetrail_core::exposure::SharingPorts {

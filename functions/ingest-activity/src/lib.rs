@@ -19,7 +19,7 @@ use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::activity::ingest::{IngestOutcome, IngestPorts, ingest_blob, park_unread};
 use filetrail_core::jobs::BlobJob;
 use filetrail_core::model::ConnectionState;
-use filetrail_core::ports::StateStore;
+use filetrail_core::ports::ConnectionStore;
 use filetrail_runtime::sqs::{RecordError, handle_jobs};
 use filetrail_runtime::{ConnectionClients, Function, FunctionSettings, accepting};
 use serde_json::Value;
@@ -79,7 +79,7 @@ async fn run_job(ctx: &Context, job: &BlobJob) -> Result<(), RecordError> {
     let feed = ctx.clients.activity(&connection).await?;
     let graph = ctx.clients.graph(&connection).await?;
     let ports = IngestPorts {
-        state: &ctx.state,
+        scopes: &ctx.state,
         activity: &ctx.state,
         feed: &*feed,
         resolver: &*graph,

@@ -18,7 +18,7 @@ use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::activity::poll::{PollOutcome, PollPorts, PollSettings, poll_connection};
 use filetrail_core::jobs::PollJob;
 use filetrail_core::model::{Connection, ConnectionKind};
-use filetrail_core::ports::StateStore;
+use filetrail_core::ports::ConnectionStore;
 use filetrail_runtime::{ConnectionClients, Function, FunctionSettings};
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -125,7 +125,7 @@ async fn poll_one(
 ) -> Result<PollOutcome, filetrail_core::PortError> {
     let feed = ctx.clients.activity(connection).await?;
     let ports = PollPorts {
-        state: &ctx.state,
+        connections: &ctx.state,
         activity: &ctx.state,
         feed: &*feed,
         queue: &ctx.blob_queue,

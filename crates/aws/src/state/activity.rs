@@ -14,7 +14,7 @@ use filetrail_core::activity::{ActivityCheckpoint, BlobCounts, BlobTotals, Conte
 use filetrail_core::audit::location::{percent_decode, personal_site_key};
 use filetrail_core::hashing::{HashLeases, VersionLease};
 use filetrail_core::model::DriveRecord;
-use filetrail_core::ports::{ActivityState, PortResult, StateStore};
+use filetrail_core::ports::{ActivityState, DriveStore, PortResult};
 use futures_util::{StreamExt, stream};
 
 use super::{DynamoStateStore, EXPIRES_AT, GSI2, GSI2_PK, PK, SK, conn_pk, item_key};

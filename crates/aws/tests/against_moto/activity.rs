@@ -15,7 +15,7 @@ use filetrail_core::activity::{ActivityCheckpoint, BlobCounts, ContentBlob, Park
 use filetrail_core::audit::{Quarantine, QuarantineReason};
 use filetrail_core::events::{FileHashes, HashOutcome};
 use filetrail_core::model::DriveState;
-use filetrail_core::ports::{ActivityState, InventoryHashes, InventoryStore, QuarantineStore, StateStore};
+use filetrail_core::ports::{ActivityState, DriveStore, InventoryHashes, InventoryStore, QuarantineStore};
 
 use crate::support::{at, aws, create_bucket, create_inventory_table, create_state_table, drive, row};
 

@@ -6,7 +6,7 @@ use filetrail_core::model::{
     Connection, ConnectionError, ConnectionKind, ConnectionState, DirectoryUser, DiscoverySummary, DriveState,
     Endpoints, IndexProgress, WriteApp,
 };
-use filetrail_core::ports::{CheckpointVersion, DiscoveryCheckpoint, StateStore};
+use filetrail_core::ports::{CheckpointVersion, ConnectionStore, DiscoveryCheckpoint, DiscoveryRunStore, DriveStore};
 use filetrail_core::scope::{GroupSelector, ScopeEntry, ScopeKind, UnresolvedEntry};
 
 use crate::support::{at, aws, create_state_table, drive, failure};

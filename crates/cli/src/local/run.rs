@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use filetrail_aws::config::AwsResources;
 use filetrail_aws::state::DynamoStateStore;
 use filetrail_core::model::DriveState;
-use filetrail_core::ports::StateStore;
+use filetrail_core::ports::{ConnectionStore, DiscoveryRunStore, DriveStore};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::runner::{InvocationOutcome, RunReport, Runner, RunnerEvent, RunnerOptions, ScheduleMode};

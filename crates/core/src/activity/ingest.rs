@@ -34,7 +34,7 @@ use crate::jobs::{BlobJob, HashJob, IndexJob};
 use crate::model::{Connection, ConnectionKind, ConnectionState, DriveRecord};
 use crate::ports::{
     ActivityFeed, ActivityState, EventStore, HashChange, HashQueue, IndexQueue, InventoryHashes, ItemIdentities,
-    ItemResolver, QuarantineStore, StateStore,
+    ItemResolver, QuarantineStore, ScopeStore,
 };
 
 /// The feed's error code for content past its expiration ("Errors" in
@@ -43,7 +43,8 @@ pub const CONTENT_EXPIRED: &str = "AF20051";
 
 /// The ports ingestion needs; `feed` and `resolver` belong to the blob's connection.
 pub struct IngestPorts<'a> {
-    pub state: &'a dyn StateStore,
+    /// The connection's scope, to judge records of drives no discovery has seen.
+    pub scopes: &'a dyn ScopeStore,
     pub activity: &'a dyn ActivityState,
     pub feed: &'a dyn ActivityFeed,
     pub resolver: &'a dyn ItemResolver,
@@ -365,7 +366,7 @@ impl Placement {
             return Ok(Self { run_started: None });
         }
         let scope = ports
-            .state
+            .scopes
             .scope(&connection.id)
             .await?
             .unwrap_or_else(crate::scope::Scope::all_users);

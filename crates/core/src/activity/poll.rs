@@ -22,11 +22,12 @@ use crate::budget::Budget;
 use crate::error::PortError;
 use crate::jobs::BlobJob;
 use crate::model::{Connection, ConnectionError};
-use crate::ports::{ActivityFeed, ActivityState, BlobQueue, StateStore};
+use crate::ports::{ActivityFeed, ActivityState, BlobQueue, ConnectionStore};
 
 /// The ports polling needs. `feed` is the connection's own Management Activity API client.
 pub struct PollPorts<'a> {
-    pub state: &'a dyn StateStore,
+    /// Where a connection's problem is recorded for status.
+    pub connections: &'a dyn ConnectionStore,
     pub activity: &'a dyn ActivityState,
     pub feed: &'a dyn ActivityFeed,
     pub queue: &'a dyn BlobQueue,
@@ -223,7 +224,7 @@ pub async fn poll_connection(
         .is_some_and(|e| e.code.starts_with(ACTIVITY_ERROR_PREFIX))
     {
         info!(connection = connection.id, "audit feed works again; clearing its error");
-        ports.state.set_connection_error(&connection.id, None).await?;
+        ports.connections.set_connection_error(&connection.id, None).await?;
     }
     info!(connection = connection.id, pages, enqueued, until = %cp.listed_until, "audit feed polled");
     Ok(PollOutcome::Caught {
@@ -309,7 +310,10 @@ async fn fail(
             .activity
             .save_activity_checkpoint(&connection.id, content_type, &cp)
             .await?;
-        ports.state.set_connection_error(&connection.id, Some(&problem)).await?;
+        ports
+            .connections
+            .set_connection_error(&connection.id, Some(&problem))
+            .await?;
         return Ok(PollOutcome::Blocked(problem));
     }
     warn!(
