@@ -125,7 +125,7 @@ impl Table {
 
     /// `Ok(false)` when a conditional write failed only because its condition did not hold
     /// (`failed_condition`), else the error as [`Self::err`] names it.
-    pub fn condition_failed<E>(
+    fn condition_failed<E>(
         &self,
         operation: &'static str,
         err: SdkError<E>,
@@ -262,6 +262,21 @@ impl Table {
         })
     }
 
+    /// The item of `key`, read strongly consistently; `None` when there is none.
+    pub async fn get(&self, key: Item) -> Result<Option<Item>, AwsError> {
+        self.counts.read();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.err("GetItem", e))?;
+        Ok(out.item)
+    }
+
     /// Puts `item` unconditionally (creating or replacing it).
     pub async fn put(&self, item: Item) -> Result<(), AwsError> {
         self.counts.wrote();
@@ -272,6 +287,19 @@ impl Table {
             .send()
             .await
             .map_err(|e| self.err("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Deletes the item of `key` unconditionally (deleting an absent item is not an error).
+    pub async fn delete(&self, key: Item) -> Result<(), AwsError> {
+        self.counts.wrote();
+        self.client
+            .delete_item()
+            .table_name(&self.name)
+            .set_key(Some(key))
+            .send()
+            .await
+            .map_err(|e| self.err("DeleteItem", e))?;
         Ok(())
     }
 
@@ -300,6 +328,29 @@ impl Table {
         match request.send().await {
             Ok(_) => Ok(true),
             Err(e) => self.condition_failed("PutItem", e, |se| se.is_conditional_check_failed_exception()),
+        }
+    }
+
+    /// Applies `update` to the item of `key` if `condition` holds; `Ok(false)` when it does not.
+    /// The condition is written with the update's own placeholders ([`Update::name`],
+    /// [`Update::value`]).
+    pub async fn update_if(&self, key: Item, update: Update, condition: &str) -> Result<bool, AwsError> {
+        let (expression, names, values) = update.into_parts();
+        self.counts.wrote();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(key))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => self.condition_failed("UpdateItem", e, |se| se.is_conditional_check_failed_exception()),
         }
     }
 

@@ -454,24 +454,11 @@ impl DynamoEventStore {
         for entry in entries {
             self.table.put(entry).await?;
         }
-        self.table.counts.wrote();
-        let result = self
+        let inserted = self
             .table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#k)")
-            .expression_attribute_names("#k", EVENT_KEY)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Some(key)),
-            Err(e) => self
-                .table
-                .condition_failed("PutItem", e, |se| se.is_conditional_check_failed_exception())
-                .map(|_| None),
-        }
+            .put_if(item, "attribute_not_exists(#k)", &[("#k", EVENT_KEY)], vec![])
+            .await?;
+        Ok(inserted.then_some(key))
     }
 
     /// Sets the outcome on one stored event; `false` when there is no event with that key.
@@ -483,26 +470,8 @@ impl DynamoEventStore {
 
     /// Applies `update` to the event with `key` if `condition` holds; `false` when it did not.
     async fn update_if(&self, key: &str, update: Update, condition: String) -> Result<bool, AwsError> {
-        let (expression, names, values) = update.into_parts();
-        self.table.counts.wrote();
-        let result = self
-            .table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .key(EVENT_KEY, s(key))
-            .update_expression(expression)
-            .condition_expression(condition)
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => self
-                .table
-                .condition_failed("UpdateItem", e, |se| se.is_conditional_check_failed_exception()),
-        }
+        let key = Item::from([(EVENT_KEY.to_owned(), s(key))]);
+        self.table.update_if(key, update, &condition).await
     }
 
     /// Up to `limit` keys of `partition` of `index`, newest first (eventually consistent: an event

@@ -216,18 +216,9 @@ impl StaleExportMarks for DynamoExportCheckpoints {
 impl ExportCheckpoints for DynamoExportCheckpoints {
     /// A strongly consistent GetItem.
     async fn export_checkpoint(&self, connection: &str) -> PortResult<Option<ExportCheckpoint>> {
-        self.table.counts.read();
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .set_key(Some(key(conn_pk(connection), EXPORT_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.table.err("GetItem", e))?;
-        let Some(item) = out.item else { return Ok(None) };
+        let Some(item) = self.table.get(key(conn_pk(connection), EXPORT_SK)).await? else {
+            return Ok(None);
+        };
         let label = format!("{}/{EXPORT_SK}", conn_pk(connection));
         Ok(Some(self.table.fields(&item, label).json("doc")?))
     }
@@ -242,28 +233,24 @@ impl ExportCheckpoints for DynamoExportCheckpoints {
         let mut item = key(conn_pk(connection), EXPORT_SK);
         item.insert(NEXT_WINDOW.into(), ts(&checkpoint.next_window));
         item.insert("doc".into(), json("export checkpoint", checkpoint)?);
-        let request = self
-            .table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item));
-        let request = match expected {
-            None => request
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", "pk"),
-            Some(e) => request
-                .condition_expression("#next = :expected")
-                .expression_attribute_names("#next", NEXT_WINDOW)
-                .expression_attribute_values(":expected", ts(&e.next_window)),
+        let written = match expected {
+            None => {
+                self.table
+                    .put_if(item, "attribute_not_exists(#pk)", &[("#pk", "pk")], vec![])
+                    .await?
+            }
+            Some(e) => {
+                self.table
+                    .put_if(
+                        item,
+                        "#next = :expected",
+                        &[("#next", NEXT_WINDOW)],
+                        vec![(":expected", ts(&e.next_window))],
+                    )
+                    .await?
+            }
         };
-        self.table.counts.wrote();
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e) => Ok(self
-                .table
-                .condition_failed("PutItem", e, |se| se.is_conditional_check_failed_exception())?),
-        }
+        Ok(written)
     }
 
     /// A strongly consistent Query of the connection's `EXPORT_STALE#` items (sorted by window).
@@ -292,24 +279,17 @@ impl ExportCheckpoints for DynamoExportCheckpoints {
 
     /// A DeleteItem conditional on `marked_at` being the one read.
     async fn clear_stale(&self, connection: &str, stale: &StaleWindow) -> PortResult<bool> {
-        self.table.counts.wrote();
-        let result = self
+        let key = key(conn_pk(connection), stale_sk(&stale.window));
+        let deleted = self
             .table
-            .client
-            .delete_item()
-            .table_name(&self.table.name)
-            .set_key(Some(key(conn_pk(connection), stale_sk(&stale.window))))
-            .condition_expression("#m = :m")
-            .expression_attribute_names("#m", MARKED_AT)
-            .expression_attribute_values(":m", mark_time(&stale.marked_at))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => Ok(self
-                .table
-                .condition_failed("DeleteItem", e, |se| se.is_conditional_check_failed_exception())?),
-        }
+            .delete_if(
+                key,
+                "#m = :m",
+                &[("#m", MARKED_AT)],
+                vec![(":m", mark_time(&stale.marked_at))],
+            )
+            .await?;
+        Ok(deleted)
     }
 }
 

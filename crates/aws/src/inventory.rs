@@ -76,18 +76,8 @@ impl DynamoInventoryStore {
 
     /// One row by drive and item (strongly consistent), `None` when absent.
     pub async fn row(&self, drive_id: &str, item_id: &str) -> PortResult<Option<InventoryRow>> {
-        self.table.counts.read();
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .set_key(Some(row_key(drive_id, item_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.table.err("GetItem", e))?;
-        Ok(out.item.map(|i| self.decode_row(&i)).transpose()?)
+        let item = self.table.get(row_key(drive_id, item_id)).await?;
+        Ok(item.map(|i| self.decode_row(&i)).transpose()?)
     }
 
     /// Up to `limit` rows of one drive in item id order, starting after `after` (an item id from a
@@ -572,16 +562,10 @@ impl InventoryHashes for DynamoInventoryStore {
         item_id: &str,
         outcome: &HashOutcome,
     ) -> PortResult<()> {
-        self.table.counts.wrote();
-        self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(hash_item(connection, drive_id, item_id, outcome)))
-            .send()
-            .await
-            .map_err(|e| self.table.err("PutItem", e))?;
-        Ok(())
+        Ok(self
+            .table
+            .put(hash_item(connection, drive_id, item_id, outcome))
+            .await?)
     }
 }
 

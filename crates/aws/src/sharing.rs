@@ -58,25 +58,10 @@ impl SharingStore for DynamoInventoryStore {
     /// One PutItem of the sibling (last writer wins), or one DeleteItem when the item is shared
     /// with no one: the sibling, and so the index entry, exists only for shared items.
     async fn put_sharing(&self, state: &SharingState) -> PortResult<()> {
-        self.table.counts.wrote();
         if state.grants.is_empty() {
-            self.table
-                .client
-                .delete_item()
-                .table_name(&self.table.name)
-                .set_key(Some(share_key(&state.drive_id, &state.item_id)))
-                .send()
-                .await
-                .map_err(|e| self.table.err("DeleteItem", e))?;
+            self.table.delete(share_key(&state.drive_id, &state.item_id)).await?;
         } else {
-            self.table
-                .client
-                .put_item()
-                .table_name(&self.table.name)
-                .set_item(Some(share_item(state)?))
-                .send()
-                .await
-                .map_err(|e| self.table.err("PutItem", e))?;
+            self.table.put(share_item(state)?).await?;
         }
         Ok(())
     }

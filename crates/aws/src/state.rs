@@ -171,18 +171,7 @@ impl DynamoStateStore {
     crate::dynamo::table_accessors!();
 
     async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, AwsError> {
-        self.table.counts.read();
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .set_key(Some(key(pk, sk)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.table.err("GetItem", e))?;
-        Ok(out.item)
+        self.table.get(key(pk, sk)).await
     }
 
     /// One page of the sort keys under `partition` of `gsi1` (a key-only Query), and the cursor
@@ -255,28 +244,10 @@ impl DynamoStateStore {
         self.table.query_all(request).await
     }
 
-    /// Applies `update` to `pk`/`sk` if `condition` holds. `Ok(false)` when it did not.
+    /// Applies `update` to the META item of `pk` if `condition` holds. `Ok(false)` when it did
+    /// not.
     async fn update_if(&self, pk: String, update: Update, condition: &str) -> Result<bool, AwsError> {
-        let (expression, names, values) = update.into_parts();
-        self.table.counts.wrote();
-        let result = self
-            .table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .set_key(Some(key(pk, META)))
-            .update_expression(expression)
-            .condition_expression(condition)
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => self
-                .table
-                .condition_failed("UpdateItem", e, |se| se.is_conditional_check_failed_exception()),
-        }
+        self.table.update_if(key(pk, META), update, condition).await
     }
 
     /// Updates an existing connection's META item; fails with [`AwsError::NotFound`] if the
@@ -344,27 +315,11 @@ impl DynamoStateStore {
 
     /// Inserts one drive unless its id is known; `Some(id)` when inserted.
     async fn insert_drive(&self, drive: &DriveRecord) -> Result<Option<String>, AwsError> {
-        self.table.counts.wrote();
-        let result = self
+        let inserted = self
             .table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(drive_item(drive)))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Some(drive.drive_id.clone())),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(self.table.err("PutItem", e)),
-        }
+            .put_if(drive_item(drive), "attribute_not_exists(#pk)", &[("#pk", PK)], vec![])
+            .await?;
+        Ok(inserted.then(|| drive.drive_id.clone()))
     }
 }
 
@@ -799,66 +754,25 @@ impl DiscoveryRunStore for DynamoStateStore {
         expected: Option<&CheckpointVersion>,
     ) -> PortResult<bool> {
         let key = key(conn_pk(connection), DISCOVERY);
-        let mut names = HashMap::new();
-        let mut values = HashMap::new();
-        let condition = match expected {
-            None => {
-                names.insert("#pk".to_owned(), PK.to_owned());
-                "attribute_not_exists(#pk)".to_owned()
-            }
-            Some(v) => {
-                names.insert("#run".into(), "run_id".into());
-                names.insert("#seq".into(), "seq".into());
-                values.insert(":run".to_owned(), s(&v.run_id));
-                values.insert(":seq".to_owned(), n(v.seq));
-                "#run = :run AND #seq = :seq".to_owned()
-            }
+        let (condition, names, values) = match expected {
+            None => ("attribute_not_exists(#pk)", vec![("#pk", PK)], vec![]),
+            Some(v) => (
+                "#run = :run AND #seq = :seq",
+                vec![("#run", "run_id"), ("#seq", "seq")],
+                vec![(":run", s(&v.run_id)), (":seq", n(v.seq))],
+            ),
         };
-        self.table.counts.wrote();
-        let values = (!values.is_empty()).then_some(values);
         let saved = match checkpoint {
-            None => match self
-                .table
-                .client
-                .delete_item()
-                .table_name(&self.table.name)
-                .set_key(Some(key))
-                .condition_expression(condition)
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(values)
-                .send()
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(e) => self
-                    .table
-                    .condition_failed("DeleteItem", e, |se| se.is_conditional_check_failed_exception()),
-            },
+            None => self.table.delete_if(key, condition, &names, values).await?,
             Some(cp) => {
                 let mut item = key;
                 item.insert("run_id".into(), s(&cp.run_id));
                 item.insert("seq".into(), n(cp.seq));
                 item.insert("doc".into(), json("discovery checkpoint", cp)?);
-                match self
-                    .table
-                    .client
-                    .put_item()
-                    .table_name(&self.table.name)
-                    .set_item(Some(item))
-                    .condition_expression(condition)
-                    .set_expression_attribute_names(Some(names))
-                    .set_expression_attribute_values(values)
-                    .send()
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    Err(e) => self
-                        .table
-                        .condition_failed("PutItem", e, |se| se.is_conditional_check_failed_exception()),
-                }
+                self.table.put_if(item, condition, &names, values).await?
             }
         };
-        Ok(saved?)
+        Ok(saved)
     }
 }
 

@@ -214,16 +214,10 @@ impl ActivityState for DynamoStateStore {
 
     /// One DeleteItem (deleting an absent entry is not an error).
     async fn unpark_blob(&self, connection: &str, content_id: &str) -> PortResult<()> {
-        self.table.counts.wrote();
-        self.table
-            .client
-            .delete_item()
-            .table_name(&self.table.name)
-            .set_key(Some(key(conn_pk(connection), parked_sk(content_id))))
-            .send()
-            .await
-            .map_err(|e| self.table.err("DeleteItem", e))?;
-        Ok(())
+        Ok(self
+            .table
+            .delete(key(conn_pk(connection), parked_sk(content_id)))
+            .await?)
     }
 
     /// A Query of the connection's partition on the `PARKED#` prefix, all pages.
