@@ -31,6 +31,23 @@ pub struct NewConnection {
     pub drive_cap: u64,
 }
 
+impl NewConnection {
+    /// The settings of a registered connection, to check a new secret the way `add` checks
+    /// the first.
+    pub fn of(connection: &Connection) -> Self {
+        Self {
+            id: connection.id.clone(),
+            kind: connection.kind,
+            tenant_id: connection.tenant_id.clone(),
+            client_id: connection.client_id.clone(),
+            cloud: connection.cloud.clone(),
+            endpoints: connection.endpoints.clone(),
+            trusted_domains: connection.trusted_domains.clone(),
+            drive_cap: connection.drive_cap,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionAddError {
     #[error(

@@ -262,12 +262,18 @@ enum ConnectionCommand {
     /// Register a tenant. The client secret is read from stdin or a file, never from arguments.
     Add(AddArgs),
     /// Store a new client secret for a connection (read from stdin or a file) and start a
-    /// discovery run, which resumes work stopped by a refused secret.
+    /// discovery run, which resumes work stopped by a refused secret. The secret is checked as
+    /// `connection add` checks it (a token, then each permission); a refused one is not stored
+    /// and the connection keeps its old secret.
     SetSecret {
         connection: String,
         /// Read the client secret from this file (`-` or absent: standard input).
         #[arg(long)]
         secret_file: Option<PathBuf>,
+        /// Store the secret without asking Entra ID and Graph first (for a tenant this machine
+        /// cannot reach); `filetrail status` reports a refused secret after the next run.
+        #[arg(long)]
+        skip_checks: bool,
     },
     /// Every connection: id, kind, tenant, state, monitored drives, created, write mode.
     List {
@@ -456,6 +462,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Connection(ConnectionCommand::SetSecret {
             connection,
             secret_file,
+            skip_checks,
         }) => {
             let aws = Aws::from_env().await?;
             let state = aws.state()?;
@@ -463,6 +470,22 @@ async fn main() -> anyhow::Result<()> {
                 bail!("no connection named {connection:?}; `filetrail status` lists them all");
             };
             let secret = read_secret(secret_file.as_deref())?;
+            if skip_checks {
+                eprintln!(
+                    "Not checking the secret (--skip-checks); `filetrail status` reports a refused secret after the next run."
+                );
+            } else {
+                eprintln!(
+                    "Checking the new secret and the app's permissions in tenant {}…",
+                    stored.tenant_id
+                );
+                let report = connection::check_credentials(&NewConnection::of(&stored), &secret)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}\nConnection {connection:?} keeps its old secret."))?;
+                for (permission, note) in report.notes() {
+                    eprintln!("note: {}: {note}", permission.name());
+                }
+            }
             // A new version of the secret the connection reads, wherever it was created.
             aws.secrets()?
                 .rotate_app_secret(

@@ -168,6 +168,20 @@ impl Deployment {
             .write_app
     }
 
+    /// The client secret stored for connection `id`, as its functions read it.
+    async fn stored_secret(&self, id: &str) -> String {
+        let connection = self.state().await.connection(id).await.unwrap().unwrap();
+        let sm = aws_sdk_secretsmanager::Client::new(&self.moto.sdk_config().await);
+        let out = sm
+            .get_secret_value()
+            .secret_id(&connection.secret_id)
+            .send()
+            .await
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(out.secret_string().unwrap()).unwrap();
+        doc["client_secret"].as_str().unwrap().to_owned()
+    }
+
     async fn secret_names(&self) -> Vec<String> {
         let sm = aws_sdk_secretsmanager::Client::new(&self.moto.sdk_config().await);
         let out = sm.list_secrets().send().await.unwrap();
@@ -320,6 +334,43 @@ async fn add_with_a_wrong_secret_gives_entras_error_with_its_fix_and_stores_noth
     assert!(!err.contains("not-the-secret"), "the secret is never printed");
     assert!(d.state().await.connections().await.unwrap().is_empty());
     assert!(d.secret_names().await.is_empty(), "no secret stored");
+}
+
+/// `set-secret` checks the new secret as `add` does: a refused one is not stored (it used to be
+/// stored, with "Stored the new secret" and exit 0, leaving the connection broken), and the
+/// connection goes on with the secret it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_secret_refused_by_entra_keeps_the_old_secret_and_a_working_one_is_stored() {
+    let d = Deployment::start("conn-setsecret").await;
+    assert!(d.add_ok("contoso", &[]).await.0);
+    let good = d.sim.client_secret().to_owned();
+    assert_eq!(d.stored_secret("contoso").await, good);
+
+    let (ok, out, err) = d
+        .run(&["connection", "set-secret", "contoso"], "not-the-secret\n")
+        .await;
+    assert!(!ok, "a refused secret fails the command: {out}");
+    assert!(err.contains("AADSTS7000215"), "Entra's answer: {err}");
+    assert!(err.contains("keeps its old secret"), "{err}");
+    assert!(!err.contains("not-the-secret") && !out.contains("not-the-secret"));
+    assert_eq!(d.stored_secret("contoso").await, good, "the old secret stays");
+
+    // A secret Entra accepts but whose app lost a permission is refused too, naming it.
+    d.sim.set_graph_roles(&["User.Read.All"]);
+    let (ok, _, err) = d
+        .run(&["connection", "set-secret", "contoso"], &format!("{good}\n"))
+        .await;
+    assert!(!ok && err.contains("Files.Read.All"), "{err}");
+    d.sim.reset_roles();
+
+    let (ok, out, err) = d
+        .run(&["connection", "set-secret", "contoso"], &format!("{good}\n"))
+        .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Stored the new secret") && out.contains("started a discovery run"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
