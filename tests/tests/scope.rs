@@ -458,3 +458,133 @@ async fn over_the_drive_cap_the_status_names_count_and_cap_until_the_scope_fits(
     assert_eq!(stack.monitored_drives().await.unwrap(), expected);
     assert_eq!(connection_status(&stack).await.error, None);
 }
+
+/// Every object put under `scoping/` gets a result, whatever its name or folder (the bucket used
+/// to notify only keys ending in `.csv`, so `Users.CSV` or `users.txt` vanished without a
+/// trace): applied when it names a connection's scope file in any case, else refused with the
+/// key that would work. A refused file leaves the scope in force; folder markers and the
+/// results themselves are not uploads (the pipeline goes idle, nothing is dead-lettered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_put_under_scoping_gets_a_result_with_the_key_that_would_work() {
+    let stack = Stack::start(SimConfig {
+        seed: 33,
+        users: 12,
+        groups: 2,
+        ..tenant()
+    })
+    .await
+    .unwrap();
+    stack.register(stack.sim.client_secret()).await.unwrap();
+    let runner = stack.runner(&[], |_| {}).unwrap();
+    let tenant = stack.sim.tenant();
+    let user = tenant.users().next().unwrap();
+    let objects = stack.objects();
+    let s3 = filetrail_aws::s3_client(&stack.sdk);
+    let users_csv = format!("UserPrincipalName\n{}\n", user.user_principal_name);
+    let upper = CONNECTION.to_ascii_uppercase();
+
+    // (key, accepted, what the error must name)
+    let uploads: Vec<(String, bool, String)> = vec![
+        (format!("scoping/{CONNECTION}/Users.CSV"), true, String::new()),
+        (
+            format!("scoping/{CONNECTION}/users.txt"),
+            false,
+            format!("scoping/{CONNECTION}/users.csv"),
+        ),
+        (
+            "scoping/users.csv".to_owned(),
+            false,
+            format!("upload to scoping/{CONNECTION}/users.csv"),
+        ),
+        (
+            format!("scoping/{CONNECTION}/archive/groups.csv"),
+            false,
+            format!("upload to scoping/{CONNECTION}/groups.csv"),
+        ),
+        (
+            format!("scoping/{upper}/users.csv"),
+            false,
+            format!("upload to scoping/{CONNECTION}/users.csv"),
+        ),
+        (
+            "scoping/fabrikam/users.csv".to_owned(),
+            false,
+            format!(
+                "no connection is named \"fabrikam\": upload to scoping/<connection>/users.csv, where <connection> is one of: {CONNECTION}"
+            ),
+        ),
+    ];
+    for (key, _, _) in &uploads {
+        objects
+            .put(key, users_csv.clone().into_bytes(), "text/csv")
+            .await
+            .unwrap();
+        assert_eq!(runner.run().await.reason, StopReason::Idle);
+    }
+    // A folder made in a console is an empty object whose key ends in `/`: not an upload.
+    objects
+        .put(
+            &format!("scoping/{CONNECTION}/archive/"),
+            Vec::new(),
+            "application/x-directory",
+        )
+        .await
+        .unwrap();
+    assert_eq!(runner.run().await.reason, StopReason::Idle);
+
+    let listed = s3
+        .list_objects_v2()
+        .bucket(objects.bucket())
+        .prefix("scoping/")
+        .send()
+        .await
+        .unwrap();
+    let mut results = Vec::new();
+    for o in listed.contents() {
+        let key = o.key().unwrap();
+        if key.ends_with(".json") {
+            let body = objects.get(key).await.unwrap().unwrap();
+            let result: ScopeUploadResult = serde_json::from_slice(&body).unwrap();
+            assert_eq!(result.result_key, key);
+            results.push(result);
+        }
+    }
+    assert_eq!(
+        results.len(),
+        uploads.len(),
+        "one result per uploaded file, none for the folder marker or the results: {results:#?}"
+    );
+    for (key, accepted, names) in &uploads {
+        let result = results
+            .iter()
+            .find(|r| &r.key == key)
+            .unwrap_or_else(|| panic!("no result for {key}: {results:#?}"));
+        assert_eq!(result.accepted, *accepted, "{key}: {result:#?}");
+        let error = result.error.as_deref().unwrap_or_default();
+        assert!(error.contains(names.as_str()), "{key}: {error:?} should name {names:?}");
+        let folder = if key.starts_with("scoping/fabrikam/") {
+            "scoping/fabrikam/results/".to_owned()
+        } else {
+            format!("scoping/{CONNECTION}/results/")
+        };
+        assert!(result.result_key.starts_with(&folder), "{key}: {}", result.result_key);
+    }
+
+    // The refusals left the accepted scope in force, and status shows the latest upload.
+    let scope = stack.state().scope(CONNECTION).await.unwrap().unwrap();
+    assert_eq!(scope.kind, ScopeKind::Users);
+    assert_eq!(scope.entries.len(), 1);
+    assert_eq!(
+        scope.source.map(|s| s.key),
+        Some(format!("scoping/{CONNECTION}/Users.CSV"))
+    );
+    let last = connection_status(&stack).await.last_scope_upload.unwrap();
+    assert!(
+        !last.accepted && last.key == format!("scoping/{upper}/users.csv"),
+        "{last:#?}"
+    );
+    assert!(
+        stack.dead_letters().await.unwrap().values().all(|n| *n == 0),
+        "nothing may end in a DLQ"
+    );
+}

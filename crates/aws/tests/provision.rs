@@ -486,8 +486,11 @@ async fn bucket_notifications_on_moto_send_scope_uploads_to_the_templates_queue(
             assert_eq!(rules, expected, "{name}: key filter");
 
             let url = provisioned.queue_url(&declared.queue).expect("queue url");
+            // Every object under scoping/ is notified, whatever its name (apply-scope answers
+            // each, and passes over its own results); nothing elsewhere is.
             for key in [
                 "scoping/contoso/users.csv",
+                "scoping/contoso/Users.TXT",
                 "scoping/contoso/results/x.json",
                 "elsewhere/users.csv",
             ] {
@@ -515,9 +518,14 @@ async fn bucket_notifications_on_moto_send_scope_uploads_to_the_templates_queue(
                     }
                 }
             }
+            keys.sort();
             assert_eq!(
                 keys,
-                vec!["scoping%2Fcontoso%2Fusers.csv".to_owned()],
+                [
+                    "scoping%2Fcontoso%2FUsers.TXT",
+                    "scoping%2Fcontoso%2Fresults%2Fx.json",
+                    "scoping%2Fcontoso%2Fusers.csv",
+                ],
                 "{name}: delivered events"
             );
             checked += 1;

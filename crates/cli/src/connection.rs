@@ -54,6 +54,10 @@ pub enum ConnectionAddError {
         "connection id {0:?} is not valid: use 1-48 lowercase letters, digits and dashes, starting with a letter (e.g. `contoso-cloud`)"
     )]
     BadId(String),
+    #[error(
+        "connection id {0:?} is taken by filetrail: scoping/{0}/ holds the results of uploads that name no connection; choose another id"
+    )]
+    ReservedId(String),
     #[error("a connection named {0:?} already exists; choose another id or remove it first")]
     IdTaken(String),
     #[error(
@@ -90,7 +94,9 @@ pub fn validate_id(id: &str) -> Result<(), ConnectionAddError> {
         && id
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
+    if id == filetrail_core::apply_scope::RESULTS_FOLDER {
+        Err(ConnectionAddError::ReservedId(id.to_owned()))
+    } else if ok {
         Ok(())
     } else {
         Err(ConnectionAddError::BadId(id.to_owned()))

@@ -1,9 +1,13 @@
 //! Applying a scope upload: an admin put a CSV under `scoping/<connection>/` in the bucket.
 //!
 //! Contract:
-//! - every upload, accepted or rejected, gets a result document at
-//!   `scoping/<connection>/results/<upload id>.json`, and the connection's status keeps the
-//!   latest one;
+//! - every object put under `scoping/` (the bucket notifies every one, whatever its name or
+//!   folder) gets a result document at `scoping/<connection>/results/<upload id>.json`, and the
+//!   connection's status keeps the latest one: applied, or refused with the reason and the key
+//!   that would work. An object the connection cannot be told from (a file right under
+//!   `scoping/` with several connections registered, a folder no connection is named like) has
+//!   its result at `scoping/results/<upload id>.json`. Results and folder markers are not
+//!   uploads;
 //! - a rejected upload changes nothing: the scope in force stays;
 //! - an accepted upload replaces the whole scope in one write and starts discovery at once;
 //! - idempotent under redelivery, and an older upload processed late never replaces a newer
@@ -11,7 +15,7 @@
 //!   is not read at all).
 
 use chrono::{DateTime, Utc};
-use tracing::{info, warn};
+use tracing::{debug, info};
 
 use crate::error::PortError;
 use crate::jobs::DiscoverJob;
@@ -37,6 +41,15 @@ pub fn upload_key(connection: &str, kind: ScopeKind) -> String {
 /// The folder of a connection's upload results.
 pub fn results_prefix(connection: &str) -> String {
     format!("{SCOPING_PREFIX}{connection}/results/")
+}
+
+/// The folder name results are written to (`scoping/<connection>/results/`, and
+/// `scoping/results/` for uploads of no connection); no connection can be named so.
+pub const RESULTS_FOLDER: &str = "results";
+
+/// The folder of results of uploads that name no connection.
+pub fn unplaced_results_prefix() -> String {
+    format!("{SCOPING_PREFIX}{RESULTS_FOLDER}/")
 }
 
 /// One object-created event of the bucket.
@@ -79,22 +92,76 @@ pub struct UploadTarget {
     pub kind: Option<ScopeKind>,
 }
 
-/// Reads `scoping/<connection>/<name>`; `None` for keys outside that layout (nowhere to put a
-/// result that the uploader would find).
+/// Reads `scoping/<connection>/<name>`; `None` for keys outside that layout.
 pub fn parse_upload_key(key: &str) -> Option<UploadTarget> {
-    let rest = key.strip_prefix(SCOPING_PREFIX)?;
-    let (connection, name) = rest.split_once('/')?;
-    if connection.is_empty() || name.is_empty() || name.contains('/') {
-        return None;
+    match classify_key(key) {
+        ScopingKey::Upload { folder, name } => Some(UploadTarget {
+            connection: folder,
+            kind: kind_of_name(&name),
+        }),
+        _ => None,
     }
-    let kind = UPLOAD_NAMES
+}
+
+/// The scope a file name sets (`users.csv`, `Groups.CSV`), if it is one of [`UPLOAD_NAMES`].
+pub fn kind_of_name(name: &str) -> Option<ScopeKind> {
+    UPLOAD_NAMES
         .iter()
         .find(|(n, _)| name.eq_ignore_ascii_case(n))
-        .map(|(_, k)| *k);
-    Some(UploadTarget {
-        connection: connection.to_owned(),
-        kind,
-    })
+        .map(|(_, k)| *k)
+}
+
+/// The upload name an admin most likely meant by `name` (`Users.txt` → `users.csv`).
+fn meant_name(name: &str) -> &'static str {
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("group") {
+        "groups.csv"
+    } else if lower.starts_with("all") {
+        "all.csv"
+    } else {
+        "users.csv"
+    }
+}
+
+/// What an object key under the bucket is, for apply-scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopingKey {
+    /// `scoping/<folder>/<name>`: an upload for the connection `folder` names.
+    Upload { folder: String, name: String },
+    /// Anything else under `scoping/` that is a file: directly under it (`folder` `None`) or in a
+    /// subfolder of a connection folder. Refused, with the key that would work.
+    Misplaced { folder: Option<String>, name: String },
+    /// A result filetrail wrote (`scoping/<folder>/results/…`, `scoping/results/…`).
+    Result,
+    /// A folder marker (a key ending in `/`, as consoles create) or a key outside `scoping/`.
+    NotAFile,
+}
+
+/// Sorts a key (already URL-decoded) into what apply-scope does with it.
+pub fn classify_key(key: &str) -> ScopingKey {
+    let Some(rest) = key.strip_prefix(SCOPING_PREFIX) else {
+        return ScopingKey::NotAFile;
+    };
+    if rest.is_empty() || rest.ends_with('/') {
+        return ScopingKey::NotAFile;
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    if parts.len() > 1 && (parts[0] == RESULTS_FOLDER || parts.get(1) == Some(&RESULTS_FOLDER) && parts.len() > 2) {
+        return ScopingKey::Result;
+    }
+    let name = parts.last().copied().unwrap_or_default().to_owned();
+    match parts.as_slice() {
+        [_] => ScopingKey::Misplaced { folder: None, name },
+        [folder, _] if !folder.is_empty() => ScopingKey::Upload {
+            folder: (*folder).to_owned(),
+            name,
+        },
+        [folder, ..] => ScopingKey::Misplaced {
+            folder: (!folder.is_empty()).then(|| (*folder).to_owned()),
+            name,
+        },
+        [] => ScopingKey::NotAFile,
+    }
 }
 
 /// The ports applying an upload needs.
@@ -123,11 +190,28 @@ pub async fn apply_upload(
     event: &UploadEvent,
     now: DateTime<Utc>,
 ) -> Result<ApplyOutcome, PortError> {
-    let Some(target) = parse_upload_key(&event.key) else {
-        warn!(key = event.key, "object outside scoping/<connection>/<file> ignored");
-        return Ok(ApplyOutcome::Ignored {
-            reason: format!("{} is not scoping/<connection>/<file>", event.key),
-        });
+    let (folder, name, nested) = match classify_key(&event.key) {
+        ScopingKey::Upload { folder, name } => (Some(folder), name, false),
+        ScopingKey::Misplaced { folder, name } => (folder, name, true),
+        ScopingKey::Result | ScopingKey::NotAFile => {
+            debug!(
+                key = event.key,
+                "not an upload (a result, a folder marker or outside scoping/)"
+            );
+            return Ok(ApplyOutcome::Ignored {
+                reason: format!("{} is not a file under scoping/<connection>/", event.key),
+            });
+        }
+    };
+    let placement = place(ports, folder.as_deref()).await?;
+    let (connection, results) = match (&placement, &folder) {
+        (Placement::Exact(c) | Placement::Meant(c), _) => (c.clone(), results_prefix(c)),
+        (Placement::Unknown { .. }, Some(f)) => (f.clone(), results_prefix(f)),
+        (Placement::Unknown { .. }, None) => (String::new(), unplaced_results_prefix()),
+    };
+    let target = UploadTarget {
+        connection,
+        kind: kind_of_name(&name),
     };
     let upload_id = event.upload_id();
     let mut result = ScopeUploadResult {
@@ -142,11 +226,15 @@ pub async fn apply_upload(
         entries: 0,
         duplicates: 0,
         rejected_rows: Vec::new(),
-        error: None,
-        result_key: format!("{}{upload_id}.json", results_prefix(&target.connection)),
+        error: misplaced(&placement, folder.as_deref(), &name, nested),
+        result_key: format!("{results}{upload_id}.json"),
     };
 
-    match decide(ports, event, &target, &mut result).await? {
+    let decided = match result.error {
+        Some(_) => None,
+        None => decide(ports, event, &target, &mut result).await?,
+    };
+    match decided {
         Some(scope) => {
             let already = ports
                 .scopes
@@ -196,10 +284,82 @@ pub async fn apply_upload(
         )
     })?;
     ports.objects.write_result(&result.result_key, &body).await?;
-    if ports.connections.connection(&target.connection).await?.is_some() {
-        ports.scopes.record_scope_upload(&target.connection, &result).await?;
+    if let Placement::Exact(c) | Placement::Meant(c) = &placement {
+        ports.scopes.record_scope_upload(c, &result).await?;
     }
     Ok(ApplyOutcome::Done(Box::new(result)))
+}
+
+/// Which connection an upload's folder names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Placement {
+    /// The folder is a connection's id.
+    Exact(String),
+    /// The upload is meant for this connection but is not in its folder: the folder names it in
+    /// another case (`Contoso/` for `contoso`), or the file sits right under `scoping/` and this
+    /// is the only cloud connection.
+    Meant(String),
+    /// No connection can be told: the ids of the registered ones.
+    Unknown { ids: Vec<String> },
+}
+
+async fn place(ports: &ApplyPorts<'_>, folder: Option<&str>) -> Result<Placement, PortError> {
+    if let Some(f) = folder
+        && ports.connections.connection(f).await?.is_some()
+    {
+        return Ok(Placement::Exact(f.to_owned()));
+    }
+    let all = ports.connections.connections().await?;
+    let meant = match folder {
+        Some(f) => all.iter().find(|c| c.id.eq_ignore_ascii_case(f)),
+        None => match all
+            .iter()
+            .filter(|c| c.kind == ConnectionKind::Cloud)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [only] => Some(*only),
+            _ => None,
+        },
+    };
+    Ok(match meant {
+        Some(c) => Placement::Meant(c.id.clone()),
+        None => Placement::Unknown {
+            ids: all.into_iter().map(|c| c.id).collect(),
+        },
+    })
+}
+
+/// Why an upload is in the wrong place, with the key that would work; `None` when it is where
+/// its connection's uploads go.
+fn misplaced(placement: &Placement, folder: Option<&str>, name: &str, nested: bool) -> Option<String> {
+    let meant = meant_name(name);
+    match (placement, folder) {
+        (Placement::Exact(_), _) if !nested => None,
+        (Placement::Exact(c), _) => Some(format!(
+            "files in subfolders of scoping/{c}/ are not read: upload to scoping/{c}/{meant}"
+        )),
+        (Placement::Meant(c), Some(f)) => Some(format!(
+            "the folder scoping/{f}/ is not connection {c}'s (connection ids are lowercase): upload to scoping/{c}/{meant}"
+        )),
+        (Placement::Meant(c), None) => Some(format!(
+            "scope files go in their connection's folder: upload to scoping/{c}/{meant}"
+        )),
+        (Placement::Unknown { ids }, folder) => {
+            let known = if ids.is_empty() {
+                "no connection is registered yet: register one first (filetrail connection add)".to_owned()
+            } else {
+                format!(
+                    "upload to scoping/<connection>/{meant}, where <connection> is one of: {}",
+                    ids.join(", ")
+                )
+            };
+            Some(match folder {
+                Some(f) => format!("no connection is named {f:?}: {known}"),
+                None => format!("scope files go in their connection's folder: {known}"),
+            })
+        }
+    }
 }
 
 /// Checks the upload and reads it into a scope; `None` (with `result.error` set) when the upload
@@ -212,18 +372,19 @@ async fn decide(
 ) -> Result<Option<Scope>, PortError> {
     let connection = &target.connection;
     let Some(kind) = target.kind else {
+        let name = event.key.rsplit('/').next().unwrap_or_default();
         result.error = Some(format!(
-            "{} is not a scope file name: upload users.csv (a list of users), groups.csv (a list of groups) or \
-             all.csv (every user) under scoping/{connection}/",
-            event.key.rsplit('/').next().unwrap_or_default()
+            "{name} is not a scope file name: upload users.csv (a list of users), groups.csv (a list of groups) or \
+             all.csv (every user) under scoping/{connection}/, e.g. scoping/{connection}/{}",
+            meant_name(name)
         ));
         return Ok(None);
     };
     match ports.connections.connection(connection).await? {
         None => {
             result.error = Some(format!(
-                "no connection is named {connection:?}: register it first (filetrail connection add) or upload under \
-                 the folder of an existing connection (filetrail status lists them)"
+                "connection {connection:?} was removed while its upload waited; register it again (filetrail \
+                 connection add)"
             ));
             return Ok(None);
         }
@@ -324,6 +485,41 @@ mod tests {
         assert_eq!(parse_upload_key("scoping/users.csv"), None);
         assert_eq!(parse_upload_key("scoping/contoso/sub/users.csv"), None);
         assert_eq!(parse_upload_key("other/contoso/users.csv"), None);
+    }
+
+    #[test]
+    fn every_key_under_scoping_is_an_upload_a_misplaced_file_a_result_or_no_file() {
+        let upload = |f: &str, n: &str| ScopingKey::Upload {
+            folder: f.into(),
+            name: n.into(),
+        };
+        let misplaced = |f: Option<&str>, n: &str| ScopingKey::Misplaced {
+            folder: f.map(Into::into),
+            name: n.into(),
+        };
+        assert_eq!(
+            classify_key("scoping/contoso/Users.CSV"),
+            upload("contoso", "Users.CSV")
+        );
+        assert_eq!(
+            classify_key("scoping/Contoso/notes.txt"),
+            upload("Contoso", "notes.txt")
+        );
+        assert_eq!(classify_key("scoping/users.csv"), misplaced(None, "users.csv"));
+        assert_eq!(
+            classify_key("scoping/contoso/2026/users.csv"),
+            misplaced(Some("contoso"), "users.csv")
+        );
+        assert_eq!(classify_key("scoping//users.csv"), misplaced(None, "users.csv"));
+        assert_eq!(classify_key("scoping/contoso/results/x.json"), ScopingKey::Result);
+        assert_eq!(classify_key("scoping/results/x.json"), ScopingKey::Result);
+        assert_eq!(classify_key("scoping/contoso/results"), upload("contoso", "results"));
+        assert_eq!(classify_key("scoping/contoso/archive/"), ScopingKey::NotAFile);
+        assert_eq!(classify_key("scoping/"), ScopingKey::NotAFile);
+        assert_eq!(classify_key("exports/contoso/x.json.gz"), ScopingKey::NotAFile);
+        assert_eq!(kind_of_name("GROUPS.csv"), Some(ScopeKind::Groups));
+        assert_eq!(meant_name("Groups.txt"), "groups.csv");
+        assert_eq!(meant_name("finance.csv"), "users.csv");
     }
 
     #[test]
