@@ -16,6 +16,23 @@ use filetrail_core::jobs::DiscoverJob;
 use filetrail_core::model::{ConnectionKind, Endpoints};
 use filetrail_core::ports::{ConnectionStore, DiscoverQueue, ScopeStore};
 
+/// `print!` for command output: a reader that stops early ends the command quietly (see
+/// [`emit`]) where `print!` would panic on the closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(&format!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline, as `println!`.
+macro_rules! outln {
+    () => {
+        emit("\n")
+    };
+    ($($arg:tt)*) => {
+        emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
 #[derive(Parser)]
 #[command(
     name = "filetrail",
@@ -405,34 +422,34 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("warning: {warning}");
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&statuses)?);
+                outln!("{}", serde_json::to_string_pretty(&statuses)?)?;
             } else {
-                print!("{}", status::render(&statuses, chrono::Utc::now()));
+                out!("{}", status::render(&statuses, chrono::Utc::now()))?;
             }
         }
         Command::Connection(ConnectionCommand::Add(args)) => connection_add(args).await?,
         Command::Connection(ConnectionCommand::List { json }) => {
             let rows = connection::list(&Aws::from_env().await?.state()?).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
-                print!("{}", connection::render_list(&rows));
+                out!("{}", connection::render_list(&rows))?;
             }
         }
         Command::Connection(ConnectionCommand::Show { connection: id, json }) => {
             let detail = connection::show(&Aws::from_env().await?.state()?, &id).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&detail)?);
+                outln!("{}", serde_json::to_string_pretty(&detail)?)?;
             } else {
-                print!("{}", connection::render_show(&detail));
+                out!("{}", connection::render_show(&detail))?;
             }
         }
         Command::Connection(ConnectionCommand::Deauthorize { connection: id }) => {
             connection::deauthorize(&Aws::from_env().await?.state()?, &id).await?;
-            println!(
+            outln!(
                 "Deauthorized {id:?}: discovery, indexing, activity and hashing stop; its history stays searchable."
-            );
-            println!("`filetrail connection resume {id}` restarts the work from where it stopped.");
+            )?;
+            outln!("`filetrail connection resume {id}` restarts the work from where it stopped.")?;
         }
         Command::Connection(ConnectionCommand::Resume { connection: id }) => {
             let aws = Aws::from_env().await?;
@@ -441,10 +458,10 @@ async fn main() -> anyhow::Result<()> {
                 aws.resources.require_discover_queue_url()?,
             );
             connection::resume(&aws.state()?, &queue, &id).await?;
-            println!(
+            outln!(
                 "Resumed {id:?} and started a discovery run; indexing and activity continue from their checkpoints."
-            );
-            println!("`filetrail status {id}` shows progress.");
+            )?;
+            outln!("`filetrail status {id}` shows progress.")?;
         }
         Command::Connection(ConnectionCommand::Remove {
             connection: id,
@@ -504,8 +521,8 @@ async fn main() -> anyhow::Result<()> {
                 reason: "secret updated".to_owned(),
             };
             queue.enqueue_discover(&[job]).await?;
-            println!("Stored the new secret of {connection:?} and started a discovery run;");
-            println!("`filetrail status {connection}` shows when the connection works again.");
+            outln!("Stored the new secret of {connection:?} and started a discovery run;")?;
+            outln!("`filetrail status {connection}` shows when the connection works again.")?;
         }
         Command::Inventory {
             connection,
@@ -524,9 +541,9 @@ async fn main() -> anyhow::Result<()> {
                     emit(&format!("{}\n", serde_json::to_string(row)?))?;
                 }
             } else if rows.is_empty() {
-                println!(
+                outln!(
                     "No indexed files yet for {connection:?}; `filetrail status {connection}` shows indexing progress."
-                );
+                )?;
             } else {
                 emit(&inventory::render(&rows))?;
             }
@@ -546,10 +563,10 @@ async fn main() -> anyhow::Result<()> {
                     emit(&format!("{}\n", serde_json::to_string(event)?))?;
                 }
             } else if found.is_empty() {
-                println!(
+                outln!(
                     "No events recorded for {connection:?} today or yesterday; `filetrail status {connection}` \
                      shows when the audit feed was last polled."
-                );
+                )?;
             } else {
                 emit(&events::render(&found))?;
             }
@@ -578,7 +595,7 @@ async fn main() -> anyhow::Result<()> {
                     emit(&format!("{}\n", serde_json::to_string(f)?))?;
                 }
             } else if files.is_empty() {
-                println!("No file is shared by anonymous link or with people outside the trusted domains.");
+                outln!("No file is shared by anonymous link or with people outside the trusted domains.")?;
             } else {
                 emit(&filetrail_cli::exposure::render(&files))?;
                 let count: std::collections::HashSet<_> = files.iter().map(|f| (&f.drive_id, &f.item_id)).collect();
@@ -605,9 +622,9 @@ async fn main() -> anyhow::Result<()> {
             let aws = Aws::from_env().await?;
             let trail = file::trail(&aws.state()?, &aws.inventory()?, &aws.events()?, &drive, &item).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&trail)?);
+                outln!("{}", serde_json::to_string_pretty(&trail)?)?;
             } else {
-                print!("{}", file::render(&trail));
+                out!("{}", file::render(&trail))?;
             }
         }
         Command::Scope(command) => scope_command(command).await?,
@@ -625,7 +642,7 @@ async fn main() -> anyhow::Result<()> {
                 include_open_hours,
             };
             let summary = filetrail_cli::export::run(&aws.sdk, &aws.resources, &args, chrono::Utc::now(), true).await?;
-            println!("{}", summary.line());
+            outln!("{}", summary.line())?;
         }
         Command::Redrive { queue } => {
             let index = filetrail_cli::redrive::queue_index(&queue)?;
@@ -647,13 +664,13 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
             bar.finish_and_clear();
-            println!(
+            outln!(
                 "Moved {} message{} from {} back to {}.",
                 done.moved,
                 if done.moved == 1 { "" } else { "s" },
                 done.dead_letter_queue,
                 done.queue
-            );
+            )?;
         }
         Command::Local(LocalCommand::Provision(args)) => filetrail_cli::local::provision_command(&args).await?,
         Command::Local(LocalCommand::Run(args)) => {
@@ -688,7 +705,7 @@ async fn revoke_command(
         clients: &clients,
     };
     let mut confirm = |plan: &str, count: usize| -> anyhow::Result<bool> {
-        print!("{plan}");
+        out!("{plan}")?;
         if yes {
             return Ok(true);
         }
@@ -711,7 +728,7 @@ async fn revoke_command(
         .map(str::to_owned)
         .context("sts:GetCallerIdentity answered without an ARN")?;
     let report = filetrail_cli::exposure::revoke(&stores, &operator, drive, item, selection, &mut confirm).await?;
-    println!(
+    outln!(
         "Removed {} permission(s) and recorded {} event(s); the file is {}.",
         report.removed,
         report.events,
@@ -720,7 +737,7 @@ async fn revoke_command(
         } else {
             "no longer exposed"
         }
-    );
+    )?;
     Ok(())
 }
 
@@ -815,11 +832,12 @@ async fn scope_command(command: ScopeCommand) -> anyhow::Result<()> {
                 filetrail_aws::BucketObjects::new(filetrail_aws::s3_client(&aws.sdk), aws.resources.require_bucket()?);
             let pending = filetrail_cli::scope::put(&objects, &state, &connection, kind, body).await?;
             if no_wait {
-                println!(
+                outln!(
                     "Uploaded s3://{}/{}. apply-scope writes its result under scoping/{connection}/results/; \
                      `filetrail scope show {connection}` prints it.",
-                    pending.bucket, pending.key
-                );
+                    pending.bucket,
+                    pending.key
+                )?;
                 return Ok(());
             }
             eprintln!(
@@ -828,9 +846,9 @@ async fn scope_command(command: ScopeCommand) -> anyhow::Result<()> {
             );
             let result = pending.result(&state, std::time::Duration::from_secs(wait)).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&result)?);
+                outln!("{}", serde_json::to_string_pretty(&result)?)?;
             } else {
-                print!("{}", filetrail_cli::scope::render_result(&result));
+                out!("{}", filetrail_cli::scope::render_result(&result))?;
             }
             if !result.accepted {
                 std::process::exit(2);
@@ -850,13 +868,13 @@ async fn scope_command(command: ScopeCommand) -> anyhow::Result<()> {
                     "unresolved": unresolved,
                     "last_upload": last,
                 });
-                println!("{}", serde_json::to_string_pretty(&doc)?);
+                outln!("{}", serde_json::to_string_pretty(&doc)?)?;
             } else {
                 let limit = if all { usize::MAX } else { 50 };
-                print!(
+                out!(
                     "{}",
                     filetrail_cli::scope::render_scope(&connection, scope.as_ref(), last.as_ref(), &unresolved, limit)
-                );
+                )?;
             }
         }
     }
@@ -968,14 +986,16 @@ async fn connection_add(args: AddArgs) -> anyhow::Result<()> {
         .await?;
     let record = connection::record(&new, secret_id);
     state.put_connection(&record).await?;
-    println!(
+    outln!(
         "Registered {} connection {:?} for tenant {}.",
-        args.kind, record.id, record.tenant_id
-    );
-    println!(
+        args.kind,
+        record.id,
+        record.tenant_id
+    )?;
+    outln!(
         "Discovery starts with the next scheduled run; `filetrail status {}` shows progress.",
         record.id
-    );
+    )?;
     Ok(())
 }
 
@@ -1013,17 +1033,17 @@ async fn connection_write_mode(
     };
     let Some(client_id) = client_id else {
         let Some(app) = stored.write_app.take() else {
-            println!("Write mode of {id:?} is already off.");
+            outln!("Write mode of {id:?} is already off.")?;
             return Ok(());
         };
         // The record first: from now on revoke refuses, whatever happens to the secret.
         state.set_write_app(id, None).await?;
         delete_secret(&aws.sdk, &app.secret_id).await?;
-        println!(
+        outln!(
             "Write mode of {id:?} is off; the secret of app {} is deleted.",
             app.client_id
-        );
-        println!("Remove the app registration (or its Files.ReadWrite.All consent) in Entra ID too.");
+        )?;
+        outln!("Remove the app registration (or its Files.ReadWrite.All consent) in Entra ID too.")?;
         return Ok(());
     };
     let write_prefix = aws.resources.require_write_secret_prefix()?.to_owned();
@@ -1062,11 +1082,11 @@ async fn connection_write_mode(
     // Only the write app changes: a discovery or poll updating the record meanwhile keeps its
     // figures.
     state.set_write_app(id, Some(&app)).await?;
-    println!("Write mode of {id:?} is on: app {client_id}, secret {secret_id}.");
-    println!(
+    outln!("Write mode of {id:?} is on: app {client_id}, secret {secret_id}.")?;
+    outln!(
         "Only `filetrail sharing revoke` uses it; the functions keep the read-only app {}.",
         stored.client_id
-    );
+    )?;
     Ok(())
 }
 
@@ -1119,15 +1139,18 @@ async fn connection_remove(id: &str, purge: bool, yes: bool) -> anyhow::Result<(
         })
         .await?;
         bar.finish_and_clear();
-        println!(
+        outln!(
             "Removed {id:?}: its secret, {} state items, {} inventory rows, {} events and {} objects.",
-            purged.state_items, purged.inventory_rows, purged.events, purged.objects
-        );
+            purged.state_items,
+            purged.inventory_rows,
+            purged.events,
+            purged.objects
+        )?;
     } else {
-        println!("Removed {id:?}: its secret is deleted and no work runs. Its events and inventory stay");
-        println!(
+        outln!("Removed {id:?}: its secret is deleted and no work runs. Its events and inventory stay")?;
+        outln!(
             "searchable (`filetrail search --connection {id}`); `filetrail connection remove {id} --purge` deletes them."
-        );
+        )?;
     }
     Ok(())
 }

@@ -70,6 +70,21 @@ impl Deployment {
         )
     }
 
+    /// Registers cloud connection `contoso` without checking its made-up credentials.
+    fn register_contoso(&self) {
+        let (ok, out, err) = self.run(&ADD_CONTOSO, "s");
+        assert!(ok, "{out}{err}");
+    }
+
+    /// Runs `filetrail ARGS` with its output going to a reader that has already stopped
+    /// reading (`filetrail ARGS | head -0`).
+    fn run_into_closed_pipe(&self, args: &[&str]) -> std::process::Output {
+        let mut child = self.spawn(args);
+        drop(child.stdin.take());
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    }
+
     fn spawn(&self, args: &[&str]) -> std::process::Child {
         Command::new(env!("CARGO_BIN_EXE_filetrail"))
             .args(args)
@@ -122,20 +137,22 @@ impl Deployment {
 
 const TENANT: &str = "0f5e2b4a-1111-4222-8333-944445555666";
 
+/// `connection add contoso` for [`TENANT`], without checking the made-up credentials.
+const ADD_CONTOSO: [&str; 8] = [
+    "connection",
+    "add",
+    "contoso",
+    "--tenant-id",
+    TENANT,
+    "--client-id",
+    "app-1",
+    "--skip-checks",
+];
+
 #[tokio::test]
 async fn a_tenant_registers_once_per_kind_with_its_secret_from_stdin() {
     let d = Deployment::start("cmd-add").await;
-    let add = [
-        "connection",
-        "add",
-        "contoso",
-        "--tenant-id",
-        TENANT,
-        "--client-id",
-        "app-1",
-        "--skip-checks",
-    ];
-    let (ok, out, err) = d.run(&add, "s3cr3t-value\n");
+    let (ok, out, err) = d.run(&ADD_CONTOSO, "s3cr3t-value\n");
     assert!(ok, "{err}");
     assert!(out.contains("Registered cloud connection \"contoso\""), "{out}");
     assert!(
@@ -190,22 +207,7 @@ async fn a_tenant_registers_once_per_kind_with_its_secret_from_stdin() {
 #[tokio::test]
 async fn status_shows_drive_counts_and_the_current_error_with_its_fix() {
     let d = Deployment::start("cmd-status").await;
-    assert!(
-        d.run(
-            &[
-                "connection",
-                "add",
-                "contoso",
-                "--tenant-id",
-                TENANT,
-                "--client-id",
-                "app-1",
-                "--skip-checks",
-            ],
-            "s"
-        )
-        .0
-    );
+    d.register_contoso();
     let problem = ConnectionError {
         code: "AADSTS7000215".into(),
         message: "Invalid client secret provided.".into(),
@@ -263,17 +265,7 @@ fn without_settings_the_cli_names_the_missing_variable_and_how_to_set_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scope_upload_waits_for_apply_scope_and_a_rejected_file_keeps_the_scope() {
     let d = Deployment::start("cmd-scope").await;
-    let add = [
-        "connection",
-        "add",
-        "contoso",
-        "--tenant-id",
-        TENANT,
-        "--client-id",
-        "app-1",
-        "--skip-checks",
-    ];
-    assert!(d.run(&add, "s").0);
+    d.register_contoso();
     let dir = std::env::temp_dir().join(format!("filetrail-scope-cmd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
@@ -377,22 +369,7 @@ async fn file_shows_the_row_its_digests_and_its_events_newest_first_and_events_l
     use filetrail_core::ports::{EventStore as _, InventoryHashes as _, InventoryStore as _};
 
     let d = Deployment::start("cmd-file").await;
-    assert!(
-        d.run(
-            &[
-                "connection",
-                "add",
-                "contoso",
-                "--tenant-id",
-                TENANT,
-                "--client-id",
-                "app-1",
-                "--skip-checks",
-            ],
-            "s"
-        )
-        .0
-    );
+    d.register_contoso();
     let sdk = d.moto.sdk_config().await;
     let setting = |name: &str| d.env.iter().find(|(k, _)| k == name).unwrap().1.clone();
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
@@ -756,4 +733,39 @@ async fn redrive_moves_a_queues_dead_letters_back_unchanged_and_names_a_bad_queu
         !ok && err.contains("no work queue \"hashes\": one of discover, index, activity, hash"),
         "{err}"
     );
+}
+
+/// No command panics on a closed pipe: `filetrail status | head` printed "failed printing to
+/// stdout: Broken pipe" and exited 101 (as did `connection list` and `exposure`). Every listing
+/// command, as text and as JSON, ends with exit 0 when its reader has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listing_command_ends_quietly_when_its_reader_stops_at_once() {
+    let d = Deployment::start("cmd-pipe").await;
+    d.register_contoso();
+    let commands: [&[&str]; 14] = [
+        &["status"],
+        &["status", "--json"],
+        &["status", "contoso"],
+        &["connection", "list"],
+        &["connection", "list", "--json"],
+        &["connection", "show", "contoso"],
+        &["connection", "show", "contoso", "--json"],
+        &["scope", "show", "contoso"],
+        &["exposure"],
+        &["exposure", "--json"],
+        &["events", "contoso"],
+        &["search", "--connection", "contoso", "--since", "2d"],
+        &["search", "--connection", "contoso", "--since", "2d", "--csv"],
+        &["inventory", "contoso"],
+    ];
+    for args in commands {
+        let out = d.run_into_closed_pipe(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains("panicked"),
+            "filetrail {} | head -0: {:?}\n{err}",
+            args.join(" "),
+            out.status
+        );
+    }
 }
