@@ -326,6 +326,23 @@ enum ConnectionCommand {
         #[arg(long)]
         off: bool,
     },
+    /// What to register in Entra ID: the app manifest's `requiredResourceAccess` (the
+    /// application permissions by their ids) on standard output, ready to paste into the app's
+    /// manifest; what each permission is for and the tenant's admin-consent URL on standard error.
+    AppManifest {
+        /// `cloud` (OneDrive), `email` (Office 365 mail) or `write` (the separate write-mode app).
+        #[arg(long, default_value = "cloud", value_parser = ["cloud", "email", "write"])]
+        kind: String,
+        /// The tenant (directory id or domain), for the admin-consent URL.
+        #[arg(long)]
+        tenant_id: Option<String>,
+        /// The app's application (client) id, for the admin-consent URL.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Microsoft cloud: worldwide, gcc, gcc-high, dod, china.
+        #[arg(long, default_value = "worldwide")]
+        cloud: String,
+    },
     /// Delete a connection's secret and record; its history stays unless `--purge`.
     Remove {
         connection: String,
@@ -476,6 +493,12 @@ async fn main() -> anyhow::Result<()> {
             secret_file,
             off,
         }) => connection_write_mode(&connection, client_id.filter(|_| !off), secret_file.as_deref()).await?,
+        Command::Connection(ConnectionCommand::AppManifest {
+            kind,
+            tenant_id,
+            client_id,
+            cloud,
+        }) => app_manifest(&kind, tenant_id.as_deref(), client_id.as_deref(), &cloud)?,
         Command::Connection(ConnectionCommand::SetSecret {
             connection,
             secret_file,
@@ -738,6 +761,36 @@ async fn revoke_command(
             "no longer exposed"
         }
     )?;
+    Ok(())
+}
+
+/// `connection app-manifest`: the permissions a registration of `kind` needs, as manifest JSON on
+/// stdout, and how to consent to them on stderr.
+fn app_manifest(kind: &str, tenant: Option<&str>, client_id: Option<&str>, cloud: &str) -> anyhow::Result<()> {
+    use filetrail_m365::probe::{self, ProbeKind};
+    let permissions = probe::required(match kind {
+        "cloud" => Some(ProbeKind::Cloud),
+        "email" => Some(ProbeKind::Email),
+        _ => None,
+    });
+    let manifest = serde_json::json!({
+        "requiredResourceAccess": probe::required_resource_access(permissions),
+    });
+    outln!("{}", serde_json::to_string_pretty(&manifest)?)?;
+    eprintln!("Application permissions for a {kind} app (each needs admin consent):");
+    for p in permissions {
+        eprintln!("  {} > {}: {}", p.api(), p.name(), p.purpose());
+    }
+    match (tenant, client_id) {
+        (Some(tenant), Some(client_id)) => {
+            // "Construct the URL for granting tenant-wide admin consent"
+            // (https://learn.microsoft.com/en-us/entra/identity/enterprise-apps/grant-admin-consent).
+            let login = filetrail_m365::cloud::Cloud::for_connection(cloud, None)?;
+            eprintln!("A Global Administrator consents for the tenant at:");
+            eprintln!("  {}/{tenant}/adminconsent?client_id={client_id}", login.login());
+        }
+        _ => eprintln!("With --tenant-id and --client-id, this also prints the tenant's admin-consent URL."),
+    }
     Ok(())
 }
 

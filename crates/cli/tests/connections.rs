@@ -373,6 +373,79 @@ async fn set_secret_refused_by_entra_keeps_the_old_secret_and_a_working_one_is_s
     );
 }
 
+/// `connection app-manifest` prints what to register: the manifest's `requiredResourceAccess`
+/// with the permission ids Microsoft publishes (Graph's permissions reference, the Office 365
+/// Management APIs' app role), and the tenant's admin-consent URL. An app granted exactly what
+/// it lists passes `connection add`'s checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_manifest_lists_what_add_checks_by_id_with_the_consent_url() {
+    let d = Deployment::start("conn-manifest").await;
+    let (tenant, client) = (d.sim.tenant_id().to_owned(), d.sim.client_id().to_owned());
+    let manifest = |kind: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_filetrail"))
+            .args(["connection", "app-manifest", "--kind", kind])
+            .args(["--tenant-id", &tenant, "--client-id", &client])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut ids = Vec::new();
+        for api in json["requiredResourceAccess"].as_array().unwrap() {
+            for access in api["resourceAccess"].as_array().unwrap() {
+                assert_eq!(access["type"], "Role", "application permissions only");
+                ids.push(format!(
+                    "{}/{}",
+                    api["resourceAppId"].as_str().unwrap(),
+                    access["id"].as_str().unwrap()
+                ));
+            }
+        }
+        (ids, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    const GRAPH: &str = "00000003-0000-0000-c000-000000000000";
+    let (cloud, err) = manifest("cloud");
+    assert_eq!(
+        cloud,
+        [
+            format!("{GRAPH}/7ab1d382-f21e-4acd-a863-ba3e13f7da61"),
+            format!("{GRAPH}/01d4889c-1287-42c6-ac1f-5d1e02578ef6"),
+            "c5393580-f805-4401-95e8-94b7a6ef2fc2/594c1fb6-4f81-4475-ae41-0c394909246c".to_owned(),
+        ],
+        "Directory.Read.All, Files.Read.All, ActivityFeed.Read"
+    );
+    assert!(
+        err.contains(&format!(
+            "https://login.microsoftonline.com/{tenant}/adminconsent?client_id={client}"
+        )),
+        "{err}"
+    );
+    let (email, _) = manifest("email");
+    assert_eq!(
+        email,
+        [
+            format!("{GRAPH}/7ab1d382-f21e-4acd-a863-ba3e13f7da61"),
+            format!("{GRAPH}/810c84a8-4a9e-49e6-bf7d-12d183f40d01"),
+        ],
+        "Directory.Read.All, Mail.Read"
+    );
+    let (write, _) = manifest("write");
+    assert_eq!(
+        write,
+        [format!("{GRAPH}/75359482-378d-4052-8f01-80520e7db3cd")],
+        "Files.ReadWrite.All"
+    );
+
+    // Granted exactly the cloud list (by the names stderr gives), the app passes add's checks.
+    d.sim.set_graph_roles(&["Directory.Read.All", "Files.Read.All"]);
+    d.sim.set_manage_roles(&["ActivityFeed.Read"]);
+    for name in ["Directory.Read.All", "Files.Read.All", "ActivityFeed.Read"] {
+        assert!(err.contains(name), "{err}");
+    }
+    let (ok, out, err) = d.add_ok("contoso", &[]).await;
+    assert!(ok, "{out}{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_names_each_missing_permission_with_how_to_grant_it_and_all_of_them_together() {
     let d = Deployment::start("conn-perms").await;

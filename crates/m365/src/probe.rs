@@ -59,6 +59,32 @@ impl Permission {
         }
     }
 
+    /// The application id of the API the permission belongs to: an app manifest's
+    /// `requiredResourceAccess[].resourceAppId`.
+    #[must_use]
+    pub fn resource_app_id(self) -> &'static str {
+        match self {
+            Self::ActivityFeedRead => MANAGEMENT_API_APP_ID,
+            _ => GRAPH_APP_ID,
+        }
+    }
+
+    /// The id of the application permission (the API's app role): an app manifest's
+    /// `requiredResourceAccess[].resourceAccess[].id` with type `Role`. Graph's are listed in
+    /// <https://learn.microsoft.com/en-us/graph/permissions-reference> ("All permissions",
+    /// Application identifier); `ActivityFeed.Read` is the Office 365 Management APIs' app role
+    /// (its service principal's `appRoles`).
+    #[must_use]
+    pub fn app_role_id(self) -> &'static str {
+        match self {
+            Self::DirectoryRead => "7ab1d382-f21e-4acd-a863-ba3e13f7da61",
+            Self::FilesRead => "01d4889c-1287-42c6-ac1f-5d1e02578ef6",
+            Self::ActivityFeedRead => "594c1fb6-4f81-4475-ae41-0c394909246c",
+            Self::MailRead => "810c84a8-4a9e-49e6-bf7d-12d183f40d01",
+            Self::FilesWrite => "75359482-378d-4052-8f01-80520e7db3cd",
+        }
+    }
+
     /// What filetrail does with it.
     #[must_use]
     pub fn purpose(self) -> &'static str {
@@ -324,6 +350,46 @@ pub enum ProbeKind {
     Cloud,
     /// Office 365 mail: directory, mail.
     Email,
+}
+
+/// Microsoft Graph's application id (`resourceAppId` in app manifests).
+pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+/// The Office 365 Management APIs' application id.
+pub const MANAGEMENT_API_APP_ID: &str = "c5393580-f805-4401-95e8-94b7a6ef2fc2";
+
+/// The application permissions a registration needs: those [`probe`] checks for `kind`, or
+/// (`None`) the write-mode app's, which [`probe_write_app`] checks.
+#[must_use]
+pub fn required(kind: Option<ProbeKind>) -> &'static [Permission] {
+    match kind {
+        Some(ProbeKind::Cloud) => &[
+            Permission::DirectoryRead,
+            Permission::FilesRead,
+            Permission::ActivityFeedRead,
+        ],
+        Some(ProbeKind::Email) => &[Permission::DirectoryRead, Permission::MailRead],
+        None => &[Permission::FilesWrite],
+    }
+}
+
+/// The `requiredResourceAccess` of an app manifest granting `permissions` as application
+/// permissions, one entry per API in order of first use
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/reference-microsoft-graph-app-manifest#requiredresourceaccess-attribute>).
+#[must_use]
+pub fn required_resource_access(permissions: &[Permission]) -> serde_json::Value {
+    let mut apis: Vec<(&str, Vec<serde_json::Value>)> = Vec::new();
+    for p in permissions {
+        let access = serde_json::json!({"id": p.app_role_id(), "type": "Role"});
+        match apis.iter_mut().find(|(app, _)| *app == p.resource_app_id()) {
+            Some((_, list)) => list.push(access),
+            None => apis.push((p.resource_app_id(), vec![access])),
+        }
+    }
+    serde_json::Value::Array(
+        apis.into_iter()
+            .map(|(app, access)| serde_json::json!({"resourceAppId": app, "resourceAccess": access}))
+            .collect(),
+    )
 }
 
 /// Runs the registration checks. The Graph token comes first: when Entra refuses it (bad secret,
