@@ -32,41 +32,6 @@ pub struct Context {
     pub clients: ConnectionClients,
 }
 
-impl Context {}
-
-/// Handles one schedule (or on-demand) invocation; returns what each connection's poll did.
-///
-/// # Errors
-/// When the input is not a poll job or the connections cannot be read; one connection's failure
-/// is logged and reported in the result, not returned.
-pub async fn handle(ctx: &Context, payload: serde_json::Value, deadline: Instant) -> anyhow::Result<serde_json::Value> {
-    let job: PollJob = serde_json::from_value(payload).context("reading the poll job")?;
-    let connections: Vec<Connection> = match &job {
-        PollJob::PollAll => ctx.state.connections().await?,
-        PollJob::Poll { connection } => ctx.state.connection(connection).await?.into_iter().collect(),
-    };
-    let budget = ctx.settings.time_budget(deadline);
-    let mut results = serde_json::Map::new();
-    for connection in connections
-        .iter()
-        .filter(|c| c.kind == ConnectionKind::Cloud && c.accepts_work())
-    {
-        let outcome = poll_one(ctx, connection, &budget).await;
-        let summary = match &outcome {
-            Ok(o) => describe(o),
-            Err(e) => {
-                warn!(connection = connection.id, error = %e, "poll failed; the next schedule retries");
-                json!({"error": e.to_string()})
-            }
-        };
-        results.insert(connection.id.clone(), summary);
-    }
-    let failed = results.values().filter(|r| r.get("error").is_some()).count() as u64;
-    filetrail_runtime::metrics::report_connection_failures("poll-activity", failed);
-    info!(connections = results.len(), "activity poll done");
-    Ok(serde_json::Value::Object(results))
-}
-
 #[async_trait::async_trait]
 impl Function for Context {
     /// Builds the context from the function's environment (`env`) and a shared AWS config.
