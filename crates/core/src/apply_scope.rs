@@ -205,7 +205,7 @@ pub async fn apply_upload(
     };
     let placement = place(ports, folder.as_deref()).await?;
     let (connection, results) = match (&placement, &folder) {
-        (Placement::Exact(c) | Placement::Meant(c), _) => (c.clone(), results_prefix(c)),
+        (Placement::Exact(c, _) | Placement::Meant(c), _) => (c.clone(), results_prefix(c)),
         (Placement::Unknown { .. }, Some(f)) => (f.clone(), results_prefix(f)),
         (Placement::Unknown { .. }, None) => (String::new(), unplaced_results_prefix()),
     };
@@ -230,9 +230,9 @@ pub async fn apply_upload(
         result_key: format!("{results}{upload_id}.json"),
     };
 
-    let decided = match result.error {
-        Some(_) => None,
-        None => decide(ports, event, &target, &mut result).await?,
+    let decided = match (&result.error, &placement) {
+        (None, Placement::Exact(_, kind)) => decide(ports, event, &target, *kind, &mut result).await?,
+        _ => None,
     };
     match decided {
         Some(scope) => {
@@ -284,7 +284,7 @@ pub async fn apply_upload(
         )
     })?;
     ports.objects.write_result(&result.result_key, &body).await?;
-    if let Placement::Exact(c) | Placement::Meant(c) = &placement {
+    if let Placement::Exact(c, _) | Placement::Meant(c) = &placement {
         ports.scopes.record_scope_upload(c, &result).await?;
     }
     Ok(ApplyOutcome::Done(Box::new(result)))
@@ -293,8 +293,8 @@ pub async fn apply_upload(
 /// Which connection an upload's folder names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Placement {
-    /// The folder is a connection's id.
-    Exact(String),
+    /// The folder is a connection's id (and the connection's kind).
+    Exact(String, ConnectionKind),
     /// The upload is meant for this connection but is not in its folder: the folder names it in
     /// another case (`Contoso/` for `contoso`), or the file sits right under `scoping/` and this
     /// is the only cloud connection.
@@ -305,9 +305,9 @@ enum Placement {
 
 async fn place(ports: &ApplyPorts<'_>, folder: Option<&str>) -> Result<Placement, PortError> {
     if let Some(f) = folder
-        && ports.connections.connection(f).await?.is_some()
+        && let Some(c) = ports.connections.connection(f).await?
     {
-        return Ok(Placement::Exact(f.to_owned()));
+        return Ok(Placement::Exact(f.to_owned(), c.kind));
     }
     let all = ports.connections.connections().await?;
     let meant = match folder {
@@ -335,8 +335,8 @@ async fn place(ports: &ApplyPorts<'_>, folder: Option<&str>) -> Result<Placement
 fn misplaced(placement: &Placement, folder: Option<&str>, name: &str, nested: bool) -> Option<String> {
     let meant = meant_name(name);
     match (placement, folder) {
-        (Placement::Exact(_), _) if !nested => None,
-        (Placement::Exact(c), _) => Some(format!(
+        (Placement::Exact(..), _) if !nested => None,
+        (Placement::Exact(c, _), _) => Some(format!(
             "files in subfolders of scoping/{c}/ are not read: upload to scoping/{c}/{meant}"
         )),
         (Placement::Meant(c), Some(f)) => Some(format!(
@@ -368,6 +368,7 @@ async fn decide(
     ports: &ApplyPorts<'_>,
     event: &UploadEvent,
     target: &UploadTarget,
+    connection_kind: ConnectionKind,
     result: &mut ScopeUploadResult,
 ) -> Result<Option<Scope>, PortError> {
     let connection = &target.connection;
@@ -380,21 +381,11 @@ async fn decide(
         ));
         return Ok(None);
     };
-    match ports.connections.connection(connection).await? {
-        None => {
-            result.error = Some(format!(
-                "connection {connection:?} was removed while its upload waited; register it again (filetrail \
-                 connection add)"
-            ));
-            return Ok(None);
-        }
-        Some(c) if c.kind != ConnectionKind::Cloud => {
-            result.error = Some(format!(
-                "connection {connection} is an email connection; OneDrive scope applies to cloud connections"
-            ));
-            return Ok(None);
-        }
-        Some(_) => {}
+    if connection_kind != ConnectionKind::Cloud {
+        result.error = Some(format!(
+            "connection {connection} is an email connection; OneDrive scope applies to cloud connections"
+        ));
+        return Ok(None);
     }
     if event.size > MAX_CSV_BYTES {
         result.error = Some(too_large(event.size));
